@@ -1,0 +1,110 @@
+"""The encoded, columnar data set: one array per field, rows ordered train | valid | test.
+
+Rows are reordered so that each split is a contiguous slice, so ``split("train")`` returns
+zero-copy views. Arrays are saved as ``.npy`` files (memory-mappable) next to ``schema.json``,
+``meta.json`` and one ``vocab_<table>.npy`` per vocabulary.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .schema import Kind, Schema
+from .vocab import Vocab
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class EncodedDataset:
+    """Encoded arrays of all splits plus the vocabularies needed to encode new data."""
+
+    schema: Schema
+    arrays: dict[str, np.ndarray]
+    vocabs: dict[str, Vocab]
+    bounds: dict[str, tuple[int, int]]  # split name -> [start, stop)
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.arrays[self.schema.label].shape[0])
+
+    def split(self, name: str) -> dict[str, np.ndarray]:
+        """Column views of one split (``train``, ``valid`` or ``test``)."""
+        if name not in self.bounds:
+            raise DataError(f"unknown split {name!r}; known: {sorted(self.bounds)}")
+        a, b = self.bounds[name]
+        return {k: v[a:b] for k, v in self.arrays.items()}
+
+    def num_rows(self, name: str) -> int:
+        a, b = self.bounds[name]
+        return b - a
+
+    @property
+    def vocab_sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.vocabs.items()}
+
+    def summary(self) -> dict:
+        lab = self.arrays[self.schema.label]
+        out = {"instances": len(self), "positives": int(lab.sum())}
+        out.update({f"{k}_rows": self.num_rows(k) for k in self.bounds})
+        out["vocab_sizes"] = self.vocab_sizes
+        return out
+
+    # ----- persistence --------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: into a temporary sibling directory, then rename."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
+        try:
+            for k, v in self.arrays.items():
+                np.save(tmp / f"{k}.npy", v, allow_pickle=False)
+            for k, v in self.vocabs.items():
+                v.save(tmp / f"vocab_{k}.npy")
+            (tmp / "schema.json").write_text(self.schema.to_json())
+            meta = dict(self.meta, bounds=self.bounds, format_version=FORMAT_VERSION)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = False) -> "EncodedDataset":
+        path = Path(path)
+        if not (path / "meta.json").exists():
+            raise DataError(f"{path}: not an encoded data set (no meta.json)")
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"{path}: encoded with format {meta.get('format_version')}, expected {FORMAT_VERSION}")
+        schema = Schema.from_json((path / "schema.json").read_text())
+        mode = "r" if mmap else None
+        arrays = {f.name: np.load(path / f"{f.name}.npy", mmap_mode=mode, allow_pickle=False) for f in schema.fields}
+        vocabs = {t: Vocab.load(t, path / f"vocab_{t}.npy") for t in schema.tables}
+        bounds = {k: tuple(v) for k, v in meta.pop("bounds").items()}
+        return cls(schema, arrays, vocabs, bounds, meta)
+
+
+def sequence_lengths(ids: np.ndarray) -> np.ndarray:
+    """True lengths of post-padded id sequences ([N, L] -> [N])."""
+    return (np.asarray(ids) != 0).sum(axis=1)
+
+
+def is_padded_after(schema: Schema, arrays: dict[str, np.ndarray]) -> bool:
+    """Check the post-padding invariant of every encoded sequence field (used by tests)."""
+    for f in schema.fields:
+        if f.encoded and f.kind in (Kind.MULTI_VALUED, Kind.SEQUENCE):
+            a = np.asarray(arrays[f.name]) != 0
+            if (a[:, 1:] & ~a[:, :-1]).any():
+                return False
+    return True

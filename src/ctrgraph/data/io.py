@@ -1,0 +1,56 @@
+"""File reading with errors that name the file (and column) at fault."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+
+def read_table(path: str | Path, what: str = "table", **kw) -> pd.DataFrame:
+    """Read a CSV/TSV (optionally gzipped) or parquet file into a DataFrame; clear errors."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{what}: file not found: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what}: {path} is empty")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, **kw)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{what}: {path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+        raise DataError(f"{what}: cannot parse {path}: {e}") from None
+    if len(df) == 0:
+        raise DataError(f"{what}: {path} has a header but no rows")
+    return df
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path, what: str = "table") -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{what}: {path} lacks column(s) {missing}; it has {list(df.columns)}")
+
+
+def numeric_column(df: pd.DataFrame, col: str, path: str | Path, dtype=np.int64, allow_nan: bool = False) -> np.ndarray:
+    """A column as numbers; the first non-numeric or missing row is named in the error."""
+    s = pd.to_numeric(df[col], errors="coerce")
+    bad = s.isna() & (df[col].notna() if allow_nan else True)
+    if bad.any():
+        r = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{path}: column {col!r}, row {r + 1}: value {df[col].iloc[r]!r} is not a number")
+    if dtype is np.int64 and not allow_nan:
+        v = s.to_numpy()
+        if v.dtype.kind == "f" and not np.all(np.mod(v, 1) == 0):
+            r = int(np.flatnonzero(np.mod(v, 1) != 0)[0])
+            raise DataError(f"{path}: column {col!r}, row {r + 1}: value {v[r]!r} is not an integer")
+        return v.astype(np.int64)
+    return s.to_numpy(dtype=np.float64 if dtype is not np.int64 else dtype)
+
+
+def file_fingerprint(paths: list[Path]) -> str:
+    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(paths) if p.exists())
