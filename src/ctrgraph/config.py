@@ -1,0 +1,129 @@
+"""Layered, validated run configuration.
+
+Order of precedence: defaults < model preset (``model.preset``) < experiment YAML file <
+command-line ``--set key=value`` overrides. Unknown keys are errors that name the key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+
+class DataSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "movielens"
+    params: dict = Field(default_factory=dict)
+    data_dir: str | None = None
+    cache: bool = True
+    min_count: int = Field(1, ge=1)
+
+
+class EmbeddingSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dim: int = Field(16, ge=1)
+    init_std: float = Field(1e-4, gt=0)
+    provider: str = "plain"
+    params: dict = Field(default_factory=dict)
+
+
+class ModelSection(BaseModel):
+    """``name`` plus the model's own parameters (validated by the model's config class)."""
+    model_config = ConfigDict(extra="allow")
+    name: str = "deepfm"
+
+    @property
+    def params(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(8192, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lr_decay: float | None = Field(None, gt=0, le=1, description="exponential decay factor per epoch")
+    weight_decay: float = Field(0.0, ge=0)
+    embedding_l2: float = Field(0.0, ge=0, description="L2 on the embedding vectors a batch uses")
+    grad_clip: float | None = Field(None, gt=0)
+    patience: int = Field(2, ge=0)
+    monitor: Literal["auc", "gauc", "logloss"] = "auc"
+    aux_weights: dict[str, float] = Field(default_factory=dict, description="weight per auxiliary loss (default 1)")
+    seed: int = 1
+    device: str = "auto"
+    amp: bool = False
+    num_threads: int | None = Field(None, ge=1)
+    progress: bool = True
+    deterministic: bool = True
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection = Field(default_factory=ModelSection)
+    embedding: EmbeddingSection = Field(default_factory=EmbeddingSection)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _errors(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.lr=0.01)")
+    key, val = item.split("=", 1)
+    try:
+        value = yaml.safe_load(val) if val != "" else ""
+    except yaml.YAMLError:
+        value = val
+    return key.strip().split("."), value
+
+
+def set_path(d: dict, path: list[str], value) -> None:
+    cur = d
+    for p in path[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"config key {'.'.join(path)}: {p!r} is not a section")
+        cur = nxt
+    cur[path[-1]] = value
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    """Build a :class:`RunConfig` from a base dict, a YAML file and ``key=value`` overrides."""
+    d: dict = dict(base or {})
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p}: invalid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: expected a mapping at the top level")
+        d = merge(d, loaded)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        if keys[0] not in RunConfig.model_fields:
+            raise ConfigError(f"unknown config key {'.'.join(keys)!r}; sections: {list(RunConfig.model_fields)}")
+        set_path(d, keys, value)
+    try:
+        return RunConfig(**d)
+    except ValidationError as e:
+        raise ConfigError(f"invalid config: {_errors(e)}") from None

@@ -1,0 +1,216 @@
+"""``taobao``: Taobao UserBehavior (Tianchi data set 649) as click-through instances.
+
+Input: ``UserBehavior.csv`` (no header: ``user_id,item_id,category_id,behavior_type,timestamp``;
+``behavior_type`` in pv / buy / cart / fav, ``pv`` = a click on the item page). The file is only
+distributed by Tianchi after login (https://tianchi.aliyun.com/dataset/649), so there is no
+downloader: give its path (``path`` parameter or ``--data-dir``, a file or a folder holding
+``UserBehavior*.csv[.gz]``).
+
+Protocol (DIN/DIEN convention; EGIN and DemiNet leave the negatives unstated):
+
+- exact duplicate rows are dropped; ``window`` optionally keeps events inside [start, end)
+  (unix seconds; the official window is 2017-11-25..2017-12-03 China time, 35 of the sample's
+  rows fall outside it).
+- each item has ONE category: its most frequent ``category_id`` in the file (ties: the
+  smallest). It is used for the target, the history and the negatives alike.
+- clicks (``click_behaviors``, default ``pv``) of a user are ordered by (timestamp, item_id).
+  Every click after the user's first ``min_history`` clicks is a positive instance; its history
+  is the ``max_len`` most recent clicks strictly before it in that order (``hist_item_id``, with
+  the parallel ``hist_category`` and raw ``hist_ts``). With ``history_btag`` the history holds
+  all behaviour types (order (timestamp, item_id, pv < fav < cart < buy)) plus a parallel
+  ``hist_btag`` sequence; instances are still the clicks, ``min_history`` counts history events.
+- ``negatives`` negatives per positive: a random item of the file (uniform, or by click count with
+  ``negative_dist="popularity"``) that the user never clicked, with its category, sharing the
+  positive's user, timestamp and history. Rows are interleaved: positive, its negatives, ...
+- split: global time split on the instance timestamp (``time_quantile_split`` over the
+  positives' timestamps: test >= the ``test_quantile`` quantile, valid in
+  [``valid_quantile``, ``test_quantile``)); negatives follow their positive.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field as PField, model_validator
+
+from ...errors import DataError
+from ..io import numeric_column, read_table
+from ..negatives import sample_negatives
+from ..raw import RawDataset
+from ..schema import Field, Kind, Role, Schema
+from ..sequences import gather, history_index, sort_events
+from ..split import time_quantile_split
+from . import register_recipe
+
+COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
+BEHAVIORS = ["pv", "fav", "cart", "buy"]  # also the tie order of same-second events
+TIANCHI = "https://tianchi.aliyun.com/dataset/649"
+
+
+class TaobaoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = PField(None, description="UserBehavior*.csv[.gz] file or a folder holding one")
+    max_len: int = PField(50, ge=1, description="history length cap (most recent kept)")
+    min_history: int = PField(1, ge=0, description="clicks a user needs before a click becomes an instance")
+    negatives: int = PField(1, ge=0, description="sampled negatives per positive")
+    negative_dist: Literal["uniform", "popularity"] = "uniform"
+    seed: int = PField(0, description="negative-sampling seed")
+    click_behaviors: list[str] = PField(["pv"], min_length=1, description="behaviour types that count as clicks")
+    history_btag: bool = PField(False, description="histories of all behaviour types plus a hist_btag sequence")
+    test_quantile: float = PField(0.8, gt=0, lt=1)
+    valid_quantile: float | None = PField(0.7, gt=0, lt=1)
+    window: tuple[int, int] | None = PField(None, description="keep events with start <= timestamp < end")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaobaoParams":
+        bad = [b for b in self.click_behaviors if b not in BEHAVIORS]
+        if bad:
+            raise ValueError(f"click_behaviors: unknown behaviour(s) {bad}; known: {BEHAVIORS}")
+        if self.valid_quantile is not None and self.valid_quantile >= self.test_quantile:
+            raise ValueError("valid_quantile must be smaller than test_quantile")
+        return self
+
+
+def _candidates(p: TaobaoParams, data_dir: Path | None) -> list[Path]:
+    if p.path:
+        return [Path(p.path).expanduser()]
+    if data_dir is not None:
+        return [data_dir]
+    out = []
+    if os.environ.get("CTRGRAPH_DATA"):
+        out.append(Path(os.environ["CTRGRAPH_DATA"]) / "taobao")
+    out.append(Path.home() / ".cache" / "ctrgraph" / "raw" / "taobao")
+    return out
+
+
+def locate(p: TaobaoParams, data_dir: Path | None) -> Path:
+    """The UserBehavior file (see module doc)."""
+    cands = _candidates(p, data_dir)
+    for c in cands:
+        if c.is_file():
+            return c
+        if c.is_dir():
+            found = sorted(set(c.glob("UserBehavior*.csv")) | set(c.glob("UserBehavior*.csv.gz")))
+            exact = [f for f in found if f.name in ("UserBehavior.csv", "UserBehavior.csv.gz")]
+            if exact:
+                return exact[0]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise DataError(f"taobao: several UserBehavior files in {c}: {[f.name for f in found]}; "
+                                f"choose one with --set data.params.path=FILE")
+    raise DataError(f"taobao: no UserBehavior*.csv[.gz] at {', '.join(map(str, cands))}. The data set is "
+                    f"distributed by Tianchi after login ({TIANCHI}); download UserBehavior.csv there and pass "
+                    f"--data-dir FOLDER or --set data.params.path=FILE")
+
+
+def sources(p: TaobaoParams, data_dir: Path | None) -> list[Path]:
+    return [locate(p, data_dir)]
+
+
+def read_events(path: Path) -> pd.DataFrame:
+    """The five columns, ids and timestamps checked (errors name the row and column)."""
+    df = read_table(path, "taobao", header=None, names=COLUMNS, dtype={"behavior_type": str})
+    out = pd.DataFrame({c: numeric_column(df, c, path) for c in ("user_id", "item_id", "category_id", "timestamp")})
+    b = df["behavior_type"].astype(str).str.strip()
+    code = pd.Categorical(b, categories=BEHAVIORS).codes
+    if (code < 0).any():
+        r = int(np.flatnonzero(code < 0)[0])
+        raise DataError(f"{path}: column 'behavior_type', row {r + 1}: {df['behavior_type'].iloc[r]!r} is not one of "
+                        f"{BEHAVIORS}")
+    out["btag"] = code.astype(np.int8)
+    return out
+
+
+def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique items, the most frequent category of each; ties -> smallest category)."""
+    pairs, cnt = np.unique(np.stack([item, cat], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -cnt, pairs[:, 0]))
+    pairs = pairs[order]
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    return pairs[first, 0], pairs[first, 1]
+
+
+@register_recipe("taobao", TaobaoParams, "Taobao UserBehavior clicks with DIN-style sampled negatives, "
+                 "global time split", sources)
+def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
+    path = locate(p, data_dir)
+    ev = read_events(path)
+    n_read = len(ev)
+    ev = ev.drop_duplicates()
+    if p.window is not None:
+        ev = ev[(ev["timestamp"] >= p.window[0]) & (ev["timestamp"] < p.window[1])]
+    click_codes = [BEHAVIORS.index(b) for b in p.click_behaviors]
+    is_click = np.isin(ev["btag"].to_numpy(), click_codes)
+    if not is_click.any():
+        raise DataError(f"taobao: {path} has no {p.click_behaviors} events (after the window filter)")
+
+    items, cats = item_categories(ev["item_id"].to_numpy(), ev["category_id"].to_numpy())
+    if not p.history_btag:
+        ev = ev[is_click]
+        is_click = np.ones(len(ev), dtype=bool)
+    user, item, ts, btag = (ev[c].to_numpy() for c in ("user_id", "item_id", "timestamp", "btag"))
+    order = sort_events(user, ts, item, btag)
+    user, item, ts, btag, is_click = user[order], item[order], ts[order], btag[order], is_click[order]
+    icode = np.searchsorted(items, item)  # every item is in the table
+    idx, lens = history_index(user, np.ones(user.size, dtype=bool), p.max_len)
+
+    # positives: clicks with enough history
+    pos = np.flatnonzero(is_click & (lens >= p.min_history) & (lens > 0 if p.min_history > 0 else True))
+    if pos.size == 0:
+        raise DataError(f"taobao: {path}: no click has {p.min_history} earlier events (min_history)")
+    hist_item = gather(item, idx[pos], lens[pos])
+    hist_cat = gather(cats[icode], idx[pos], lens[pos])
+    hist_ts = gather(ts, idx[pos], lens[pos])
+    hist_btag = gather(btag, idx[pos], lens[pos]) if p.history_btag else None
+
+    # negatives: items the user never clicked, uniform or by click count
+    k = 1 + p.negatives
+    rep = np.repeat(np.arange(pos.size), k)
+    ucode = pd.factorize(user)[0]
+    clicked_u, clicked_i = ucode[is_click], icode[is_click]
+    probs = None
+    if p.negative_dist == "popularity":
+        c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
+        probs = c / c.sum()
+    rng = np.random.default_rng(p.seed)
+    neg = sample_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i, probs=probs)
+    cand = np.concatenate([icode[pos][:, None], neg], axis=1).reshape(-1)
+    label = np.tile(np.r_[1, np.zeros(p.negatives, dtype=np.int8)], pos.size).astype(np.int8)
+
+    L = p.max_len
+    cols = {
+        "user_id": user[pos][rep], "item_id": items[cand], "category_id": cats[cand],
+        "hist_item_id": hist_item[rep], "hist_category": hist_cat[rep], "hist_ts": hist_ts[rep],
+        "timestamp": ts[pos][rep], "label": label,
+    }
+    hl = lens[pos][rep]
+    lengths = {"hist_item_id": hl, "hist_category": hl, "hist_ts": hl}
+    fields = [
+        Field("user_id", Kind.CATEGORICAL, Role.USER),
+        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
+        Field("category_id", Kind.CATEGORICAL, Role.ITEM_ATTR),
+        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=L, target="item_id"),
+        Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab="category_id", max_len=L, target="category_id",
+              group="hist_item_id"),
+    ]
+    if hist_btag is not None:
+        cols["hist_btag"] = np.asarray(BEHAVIORS, dtype=object)[hist_btag[rep]].astype(str)
+        lengths["hist_btag"] = hl
+        fields.append(Field("hist_btag", Kind.SEQUENCE, Role.BEHAVIOR, vocab="btag", max_len=L, group="hist_item_id"))
+    fields += [
+        Field("hist_ts", Kind.SEQUENCE, Role.BEHAVIOR, max_len=L, group="hist_item_id", embed=False),
+        Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
+        Field("label", Kind.NUMERIC, Role.LABEL),
+    ]
+    split = time_quantile_split(ts[pos], p.test_quantile, p.valid_quantile)[rep]
+    meta = {"source": str(path), "events_read": n_read, "events_used": int(user.size), "positives": int(pos.size),
+            "instances": int(rep.size), "users": int(np.unique(user[pos]).size), "items": int(items.size),
+            "protocol": "taobao clicks, DIN-style negatives, global time split",
+            "test_from_ts": float(np.quantile(ts[pos], p.test_quantile))}
+    return RawDataset(Schema(tuple(fields), label="label", description="Taobao UserBehavior"), cols, lengths, split,
+                      meta=meta)

@@ -1,0 +1,40 @@
+"""DIN's local activation unit (Zhou et al., KDD 2018, Sec. 4.3 and Fig. 2)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .mlp import MLP
+
+
+class TargetAttention(nn.Module):
+    """Weights each behaviour by an MLP of [q, k, q - k, q * k] and sum-pools them.
+
+    ``use_softmax=False`` is the paper's unnormalised weighting (w_j = a(e_j, v_A), Eq. 3);
+    ``True`` is the official code's masked softmax. Scores are computed only on valid (non-padded)
+    positions, so padding never enters the MLP or Dice's batch statistics.
+    """
+
+    def __init__(self, dim: int, hidden: list[int], act: str = "dice", use_softmax: bool = False):
+        super().__init__()
+        self.mlp = MLP(4 * dim, hidden, act=act, out_dim=1)
+        self.use_softmax = use_softmax
+
+    def scores(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """q [B, d], keys [B, L, d], mask [B, L] -> weights [B, L] (0 on padding)."""
+        b_idx, l_idx = mask.nonzero(as_tuple=True)
+        k = keys[b_idx, l_idx]
+        qq = q[b_idx]
+        s = self.mlp(torch.cat([qq, k, qq - k, qq * k], dim=-1)).squeeze(-1)
+        if self.use_softmax:
+            full = keys.new_full(mask.shape, float("-inf"))
+            full[b_idx, l_idx] = s.to(full.dtype)
+            w = torch.softmax(full, dim=1)
+            return torch.nan_to_num(w, nan=0.0)  # rows with an empty history
+        full = keys.new_zeros(mask.shape)
+        full[b_idx, l_idx] = s.to(full.dtype)
+        return full
+
+    def forward(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        w = self.scores(q, keys, mask)
+        return torch.bmm(w.unsqueeze(1), keys).squeeze(1)

@@ -1,0 +1,28 @@
+"""FM (Rendle, ICDM 2010, Eq. 1): y = b + sum_i w_i + sum_{i<j} <v_i, v_j>.
+
+Fields: every embedded field; multi-valued fields and behaviour sequences are mean-pooled into one
+vector each (the common convention for bags in field-aware FMs).
+"""
+from __future__ import annotations
+
+from ..layers.interaction import fm_pairwise
+from .base import CTRModel, ModelConfig, register_model
+from .lr import LinearTerm
+
+
+class FMConfig(ModelConfig):
+    seq_pool: str = "mean"
+
+
+@register_model("fm")
+class FM(CTRModel):
+    Config = FMConfig
+    paper = "Rendle, Factorization Machines, ICDM 2010"
+
+    def __init__(self, spec, cfg, embedding):
+        super().__init__(spec, cfg, embedding)
+        self.linear = LinearTerm(spec)
+
+    def forward(self, batch):
+        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
+        return self.output(self.linear(batch) + fm_pairwise(E))

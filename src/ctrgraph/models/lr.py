@@ -1,0 +1,39 @@
+"""LR: logistic regression, logit = b + sum_f w_f (multi-valued and sequence fields mean-pooled)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..embeddings import EmbeddingProvider
+from .base import CTRModel, ModelConfig, register_model
+
+
+class LinearTerm(nn.Module):
+    """First-order term sum_f w_{x_f} + b from 1-dimensional plain tables (shared by LR/FM/DeepFM)."""
+
+    def __init__(self, spec, init_std: float = 1e-4):
+        super().__init__()
+        self.weights = EmbeddingProvider(spec, 1, init_std=init_std)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.weights(batch).matrix().sum(dim=(1, 2)) + self.bias
+
+
+class LRConfig(ModelConfig):
+    pass
+
+
+@register_model("lr")
+class LR(CTRModel):
+    """Logistic regression on one-hot features (the first-order term of FM, Rendle 2010 Eq. 1)."""
+
+    Config = LRConfig
+    paper = "logistic regression"
+
+    def __init__(self, spec, cfg, embedding):
+        super().__init__(spec, cfg, embedding)
+        self.linear = LinearTerm(spec)
+
+    def forward(self, batch):
+        return self.output(self.linear(batch))

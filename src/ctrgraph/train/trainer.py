@@ -1,0 +1,185 @@
+"""The training loop: Adam, early stopping on validation AUC, atomic best/last checkpoints,
+resume, per-epoch JSONL log, auxiliary losses weighted by config, CUDA + mixed precision.
+
+The model only returns ``ModelOutput(logits, aux)``; the trainer owns devices, precision, loss
+and metrics (the FuxiCTR lesson: model-is-the-trainer blocks DDP and AMP).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data.dataset import EncodedDataset
+from ..data.loader import BatchLoader
+from ..data.schema import Role, Schema
+from .checkpoint import load_torch, save_json, save_torch
+from .metrics import all_metrics
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, arrays: dict[str, np.ndarray], schema: Schema, batch_size: int = 8192,
+                   device: torch.device | str = "cpu", amp: bool = False) -> np.ndarray:
+    """Logits for every row of ``arrays`` (eval mode, input order)."""
+    model.eval()
+    device = torch.device(device)
+    out = []
+    for batch in BatchLoader(arrays, schema, batch_size, shuffle=False, device=device):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            out.append(model(batch).logits.float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def evaluate_split(model, data: EncodedDataset, split: str, batch_size: int = 8192, device="cpu", amp=False) -> dict:
+    arrays = data.split(split)
+    logits = predict_logits(model, arrays, data.schema, batch_size, device, amp)
+    user = data.schema.first(Role.USER)
+    groups = np.asarray(arrays[user.name]) if user is not None else None
+    return all_metrics(np.asarray(arrays[data.schema.label]), logits, groups)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.device = resolve_device(cfg.device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def _log(self, rec: dict) -> None:
+        if self.run_dir is not None:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(rec, default=float) + "\n")
+
+    def _better(self, new: float, best: float | None) -> bool:
+        if best is None or math.isnan(best):
+            return not math.isnan(new)
+        return new < best if self.cfg.monitor == "logloss" else new > best
+
+    def fit(self, model: nn.Module, data: EncodedDataset, resume: bool = False) -> dict:
+        """Train with early stopping, restore the best checkpoint, evaluate on valid and test."""
+        cfg = self.cfg
+        model.to(self.device)
+        opt = self._optimizer(model)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if cfg.lr_decay else None
+        train = BatchLoader(data.split("train"), data.schema, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                            device=self.device)
+        has_valid = data.num_rows("valid") > 0
+        state = {"epoch": 0, "best": None, "best_epoch": 0, "bad": 0, "train_seconds": 0.0, "history": []}
+        last = self.run_dir / "last.pt" if self.run_dir else None
+        if resume and last is not None and last.exists():
+            ck = load_torch(last)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            if sched is not None and ck.get("scheduler"):
+                sched.load_state_dict(ck["scheduler"])
+            state = ck["state"]
+            torch.set_rng_state(ck["torch_rng"])
+        best_state = None
+        if state["best_epoch"] and self.run_dir is not None and (self.run_dir / "best.pt").exists():
+            best_state = load_torch(self.run_dir / "best.pt")["model"]
+        show = cfg.progress and sys.stderr.isatty()
+        amp = cfg.amp and self.device.type == "cuda"
+        n_train = data.num_rows("train")
+        stopped = cfg.patience > 0 and state["bad"] >= cfg.patience
+        while state["epoch"] < cfg.epochs and not stopped:
+            epoch = state["epoch"] + 1
+            train.set_epoch(epoch)
+            model.train()
+            t0 = time.perf_counter()
+            tot, tot_aux, nb = 0.0, {}, 0
+            bar = tqdm(train, desc=f"epoch {epoch}", leave=False, disable=not show, unit="batch")
+            for batch in bar:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                    out = model(batch)
+                    loss = nn.functional.binary_cross_entropy_with_logits(out.logits.float(), batch[data.schema.label])
+                    total = loss
+                    for k, v in out.aux.items():
+                        w = cfg.aux_weights.get(k, 1.0)
+                        total = total + w * v
+                        tot_aux[k] = tot_aux.get(k, 0.0) + float(v.detach())
+                    if cfg.embedding_l2 > 0:
+                        total = total + cfg.embedding_l2 * model.embedding.embedding_penalty() / batch[data.schema.label].shape[0]
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                tot += float(loss.detach())
+                nb += 1
+                if show and nb % 20 == 0:
+                    bar.set_postfix(loss=f"{tot / nb:.4f}")
+            secs = time.perf_counter() - t0
+            if sched is not None:
+                sched.step()
+            state["train_seconds"] += secs
+            rec = {"epoch": epoch, "train_loss": tot / max(nb, 1), "seconds": secs,
+                   "samples_per_s": n_train / secs if secs > 0 else None, "lr": opt.param_groups[0]["lr"]}
+            rec.update({f"aux_{k}": v / max(nb, 1) for k, v in tot_aux.items()})
+            diag = getattr(model.embedding, "diagnostics", None)
+            if callable(diag):
+                rec.update(diag())
+            if has_valid:
+                vm = evaluate_split(model, data, "valid", cfg.eval_batch_size, self.device, amp)
+                rec.update({f"valid_{k}": v for k, v in vm.items()})
+                score = vm[cfg.monitor]
+            else:
+                score = -rec["train_loss"] if cfg.monitor != "logloss" else rec["train_loss"]
+            if self._better(score, state["best"]):
+                state.update(best=score, best_epoch=epoch, bad=0)
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                if self.run_dir is not None:
+                    save_torch({"model": best_state, "epoch": epoch}, self.run_dir / "best.pt")
+            else:
+                state["bad"] += 1
+            state["epoch"] = epoch
+            state["history"].append(rec)
+            self._log(rec)
+            if show:
+                tqdm.write(f"epoch {epoch}: loss {rec['train_loss']:.4f}"
+                           + (f", valid auc {rec.get('valid_auc', float('nan')):.4f}" if has_valid else "")
+                           + f" ({secs:.1f}s)", file=sys.stderr)
+            if self.run_dir is not None:
+                save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict() if sched else None, "state": state,
+                            "torch_rng": torch.get_rng_state()}, last)
+            stopped = cfg.patience > 0 and state["bad"] >= cfg.patience
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        result = {
+            "best_epoch": state["best_epoch"],
+            "epochs_run": state["epoch"],
+            "seconds_per_epoch": state["train_seconds"] / max(state["epoch"], 1),
+            "train_samples_per_s": n_train * state["epoch"] / state["train_seconds"] if state["train_seconds"] else None,
+            "valid": evaluate_split(model, data, "valid", cfg.eval_batch_size, self.device, amp) if has_valid else {},
+            "test": evaluate_split(model, data, "test", cfg.eval_batch_size, self.device, amp)
+            if data.num_rows("test") else {},
+            "device": str(self.device),
+        }
+        return result
