@@ -54,3 +54,20 @@ def numeric_column(df: pd.DataFrame, col: str, path: str | Path, dtype=np.int64,
 
 def file_fingerprint(paths: list[Path]) -> str:
     return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(paths) if p.exists())
+
+
+def split_joined(values, sep: str, max_len: int | None = None, keep: str = "first"):
+    """Delimiter-joined strings (one per row, e.g. ``"Action|Comedy"``) -> ([N, L] object array, lengths).
+
+    Vectorised with pandas' string split + explode; empty or missing strings give length 0.
+    ``keep='last'`` keeps the last ``max_len`` values (most recent, for sequences).
+    """
+    from .sequences import pad_ragged
+
+    s = pd.Series(values, dtype=object).fillna("").astype(str)
+    parts = s.str.split(sep, regex=False).explode()
+    parts = parts[parts.astype(str).str.len() > 0]
+    lens = np.bincount(parts.index.to_numpy(dtype=np.int64), minlength=len(s)).astype(np.int64)
+    L = int(max_len or max(1, int(lens.max()) if lens.size else 1))
+    offsets = np.concatenate([[0], np.cumsum(lens)])
+    return pad_ragged(parts.to_numpy(dtype=object), offsets, L, keep=keep, fill="")

@@ -44,6 +44,16 @@ class CTRModel(nn.Module):
         self.cfg = cfg
         self.embedding = embedding
 
+    def output_bias(self) -> torch.nn.Parameter | None:
+        """The scalar bias added to every logit (initialised to the train log-odds by the trainer
+        when ``train.prior_bias`` is on). Default: the last Linear layer of ``self.mlp``, if any."""
+        mlp = getattr(self, "mlp", None)
+        if mlp is not None:
+            last = [m for m in mlp.modules() if isinstance(m, nn.Linear)][-1]
+            if last.out_features == 1:
+                return last.bias
+        return None
+
     def output(self, logits: torch.Tensor, aux: dict[str, torch.Tensor] | None = None) -> ModelOutput:
         aux = dict(aux or {})
         aux.update(self.embedding.aux_losses())

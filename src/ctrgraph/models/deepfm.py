@@ -30,6 +30,9 @@ class DeepFM(CTRModel):
         self.linear = LinearTerm(spec)
         self.mlp = MLP(len(spec.features) * embedding.dim, cfg.hidden, cfg.activation, cfg.dropout, cfg.batch_norm)
 
+    def output_bias(self):
+        return self.linear.bias
+
     def forward(self, batch):
         E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
         return self.output(self.linear(batch) + fm_pairwise(E) + self.mlp(E.flatten(1)).squeeze(-1))

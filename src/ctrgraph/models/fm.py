@@ -23,6 +23,9 @@ class FM(CTRModel):
         super().__init__(spec, cfg, embedding)
         self.linear = LinearTerm(spec)
 
+    def output_bias(self):
+        return self.linear.bias
+
     def forward(self, batch):
         E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
         return self.output(self.linear(batch) + fm_pairwise(E))

@@ -35,5 +35,8 @@ class LR(CTRModel):
         super().__init__(spec, cfg, embedding)
         self.linear = LinearTerm(spec)
 
+    def output_bias(self):
+        return self.linear.bias
+
     def forward(self, batch):
         return self.output(self.linear(batch))

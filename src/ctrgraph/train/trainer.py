@@ -61,6 +61,19 @@ def evaluate_split(model, data: EncodedDataset, split: str, batch_size: int = 81
     return all_metrics(np.asarray(arrays[data.schema.label]), logits, groups)
 
 
+def init_prior_bias(model: nn.Module, data: EncodedDataset) -> None:
+    """Set the model's output bias to log(p / (1 - p)) of the train labels, so that feature weights
+    need not first absorb the base rate (this removes an early dip of validation AUC that otherwise
+    triggers early stopping of slow learners such as LR)."""
+    get = getattr(model, "output_bias", None)
+    bias = get() if callable(get) else None
+    if bias is None:
+        return
+    p = float(np.clip(np.mean(data.split("train")[data.schema.label]), 1e-6, 1 - 1e-6))
+    with torch.no_grad():
+        bias.fill_(math.log(p / (1 - p)))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path | None = None):
         self.cfg = cfg
@@ -85,6 +98,8 @@ class Trainer:
     def fit(self, model: nn.Module, data: EncodedDataset, resume: bool = False) -> dict:
         """Train with early stopping, restore the best checkpoint, evaluate on valid and test."""
         cfg = self.cfg
+        if cfg.prior_bias and not resume:
+            init_prior_bias(model, data)
         model.to(self.device)
         opt = self._optimizer(model)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if cfg.lr_decay else None
@@ -181,5 +196,6 @@ class Trainer:
             "test": evaluate_split(model, data, "test", cfg.eval_batch_size, self.device, amp)
             if data.num_rows("test") else {},
             "device": str(self.device),
+            "history": state["history"],
         }
         return result

@@ -86,19 +86,4 @@ def build_ctr_instances(
     return RawDataset(schema, cols, lengths, split, meta={"instances": n, "positives": int(label.sum())})
 
 
-def split_lists(values, sep: str, max_len: int | None = None):
-    """Delimiter-joined strings (one per row, e.g. ``"Action|Comedy"``) -> ([N, L] object array, lengths).
-
-    Vectorised with pandas' string split + explode; empty strings give length 0.
-    """
-    import pandas as pd
-
-    from ..sequences import pad_ragged
-
-    s = pd.Series(values, dtype=object).fillna("").astype(str)
-    parts = s.str.split(sep, regex=False).explode()
-    parts = parts[parts.astype(str).str.len() > 0]
-    lens = np.bincount(parts.index.to_numpy(), minlength=len(s)).astype(np.int64)
-    L = int(max_len or max(1, int(lens.max()) if lens.size else 1))
-    offsets = np.concatenate([[0], np.cumsum(lens)])
-    return pad_ragged(parts.to_numpy(dtype=object), offsets, L, keep="first", fill="")
+from ..io import split_joined as split_lists  # noqa: E402,F401  (re-exported)

@@ -42,12 +42,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field as PField
 
 from ...errors import DataError
-from ..io import numeric_column, read_table, require_columns
+from ..io import numeric_column, read_table, require_columns, split_joined
 from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..split import random_split
 from . import register_recipe
-from ._movielens import _lookup, split_lists
+from ._movielens import _lookup
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 MAX_GENRES = 6
@@ -177,7 +177,7 @@ def build(p: ML1MParams, data_dir: Path | None) -> RawDataset:
 
     urow = _lookup(numeric_column(u, "user_id", d / "users.dat"), user, "user", f"ml1m ({f})")
     mrow = _lookup(m["movie_id"].to_numpy(), movie, "movie", f"ml1m ({f})")
-    genres, glen = split_lists(m["genres"].to_numpy(dtype=object), "|", max_len=MAX_GENRES)
+    genres, glen = split_joined(m["genres"].to_numpy(dtype=object), "|", max_len=MAX_GENRES)
     tsx, tmeta = scale_timestamp(ts, user, p.timestamp_fill)
 
     cols = {

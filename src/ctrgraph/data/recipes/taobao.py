@@ -10,7 +10,8 @@ Protocol (DIN/DIEN convention; EGIN and DemiNet leave the negatives unstated):
 
 - exact duplicate rows are dropped; ``window`` optionally keeps events inside [start, end)
   (unix seconds; the official window is 2017-11-25..2017-12-03 China time, 35 of the sample's
-  rows fall outside it).
+  rows fall outside it); ``max_users`` optionally keeps a random subset of users (the full file
+  has 100M rows: the [N, max_len] history arrays then need tens of GiB).
 - each item has ONE category: its most frequent ``category_id`` in the file (ties: the
   smallest). It is used for the target, the history and the negatives alike.
 - clicks (``click_behaviors``, default ``pv``) of a user are ordered by (timestamp, item_id).
@@ -18,10 +19,16 @@ Protocol (DIN/DIEN convention; EGIN and DemiNet leave the negatives unstated):
   is the ``max_len`` most recent clicks strictly before it in that order (``hist_item_id``, with
   the parallel ``hist_category`` and raw ``hist_ts``). With ``history_btag`` the history holds
   all behaviour types (order (timestamp, item_id, pv < fav < cart < buy)) plus a parallel
-  ``hist_btag`` sequence; instances are still the clicks, ``min_history`` counts history events.
+  ``hist_btag`` sequence of behaviour codes 0 pv, 1 fav, 2 cart, 3 buy (``meta["btag_codes"]``);
+  instances are still the clicks, ``min_history`` then counts history events.
 - ``negatives`` negatives per positive: a random item of the file (uniform, or by click count with
   ``negative_dist="popularity"``) that the user never clicked, with its category, sharing the
   positive's user, timestamp and history. Rows are interleaved: positive, its negatives, ...
+  A draw that still hits a clicked item after the redraw rounds (a user who clicked nearly
+  every item) is dropped, never emitted as a false negative (``meta["negatives_dropped"]``).
+- memory: the output holds three [instances, max_len] arrays (ids as int32 when they fit); the
+  full 100M-row file at max_len 50 needs far more than 100 GiB: use ``max_users`` or a smaller
+  ``max_len`` there.
 - split: global time split on the instance timestamp (``time_quantile_split`` over the
   positives' timestamps: test >= the ``test_quantile`` quantile, valid in
   [``valid_quantile``, ``test_quantile``)); negatives follow their positive.
@@ -38,12 +45,12 @@ from pydantic import BaseModel, ConfigDict, Field as PField, model_validator
 
 from ...errors import DataError
 from ..io import numeric_column, read_table
-from ..negatives import sample_negatives
 from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
-from ..sequences import gather, history_index, sort_events
+from ..sequences import gather, history_index, rank_in_group, sort_events
 from ..split import time_quantile_split
 from . import register_recipe
+from .custom import interleave, sample_valid_negatives
 
 COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
 BEHAVIORS = ["pv", "fav", "cart", "buy"]  # also the tie order of same-second events
@@ -63,6 +70,7 @@ class TaobaoParams(BaseModel):
     test_quantile: float = PField(0.8, gt=0, lt=1)
     valid_quantile: float | None = PField(0.7, gt=0, lt=1)
     window: tuple[int, int] | None = PField(None, description="keep events with start <= timestamp < end")
+    max_users: int | None = PField(None, ge=1, description="keep a random subset of this many users (seed)")
 
     @model_validator(mode="after")
     def _check(self) -> "TaobaoParams":
@@ -76,7 +84,10 @@ class TaobaoParams(BaseModel):
 
 def _candidates(p: TaobaoParams, data_dir: Path | None) -> list[Path]:
     if p.path:
-        return [Path(p.path).expanduser()]
+        path = Path(p.path).expanduser()
+        if data_dir is not None and not path.is_absolute() and (data_dir / path).exists():
+            return [data_dir / path]
+        return [path]
     if data_dir is not None:
         return [data_dir]
     out = []
@@ -116,7 +127,7 @@ def read_events(path: Path) -> pd.DataFrame:
     df = read_table(path, "taobao", header=None, names=COLUMNS, dtype={"behavior_type": str})
     out = pd.DataFrame({c: numeric_column(df, c, path) for c in ("user_id", "item_id", "category_id", "timestamp")})
     b = df["behavior_type"].astype(str).str.strip()
-    code = pd.Categorical(b, categories=BEHAVIORS).codes
+    code = pd.Index(BEHAVIORS).get_indexer(b)
     if (code < 0).any():
         r = int(np.flatnonzero(code < 0)[0])
         raise DataError(f"{path}: column 'behavior_type', row {r + 1}: {df['behavior_type'].iloc[r]!r} is not one of "
@@ -125,14 +136,27 @@ def read_events(path: Path) -> pd.DataFrame:
     return out
 
 
+def _compact(a: np.ndarray) -> np.ndarray:
+    """int32 when the values fit (halves the [N, max_len] history arrays)."""
+    if a.size and a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max:
+        return a.astype(np.int32)
+    return a
+
+
 def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(sorted unique items, the most frequent category of each; ties -> smallest category)."""
-    pairs, cnt = np.unique(np.stack([item, cat], axis=1), axis=0, return_counts=True)
-    order = np.lexsort((pairs[:, 1], -cnt, pairs[:, 0]))
-    pairs = pairs[order]
-    first = np.ones(len(pairs), dtype=bool)
-    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
-    return pairs[first, 0], pairs[first, 1]
+    order = np.lexsort((cat, item))
+    si, sc = item[order], cat[order]
+    new = np.ones(si.size, dtype=bool)
+    new[1:] = (si[1:] != si[:-1]) | (sc[1:] != sc[:-1])
+    starts = np.flatnonzero(new)
+    cnt = np.diff(np.append(starts, si.size))
+    pi, pc = si[starts], sc[starts]
+    best = np.lexsort((pc, -cnt, pi))  # per item: most frequent first, then the smallest category
+    pi, pc = pi[best], pc[best]
+    first = np.ones(pi.size, dtype=bool)
+    first[1:] = pi[1:] != pi[:-1]
+    return pi[first], pc[first]
 
 
 @register_recipe("taobao", TaobaoParams, "Taobao UserBehavior clicks with DIN-style sampled negatives, "
@@ -144,6 +168,11 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
     ev = ev.drop_duplicates()
     if p.window is not None:
         ev = ev[(ev["timestamp"] >= p.window[0]) & (ev["timestamp"] < p.window[1])]
+    if p.max_users is not None:
+        users = np.unique(ev["user_id"].to_numpy())
+        if users.size > p.max_users:
+            keep = np.random.default_rng(p.seed).choice(users, p.max_users, replace=False)
+            ev = ev[np.isin(ev["user_id"].to_numpy(), keep)]
     click_codes = [BEHAVIORS.index(b) for b in p.click_behaviors]
     is_click = np.isin(ev["btag"].to_numpy(), click_codes)
     if not is_click.any():
@@ -160,17 +189,11 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
     idx, lens = history_index(user, np.ones(user.size, dtype=bool), p.max_len)
 
     # positives: clicks with enough history
-    pos = np.flatnonzero(is_click & (lens >= p.min_history) & (lens > 0 if p.min_history > 0 else True))
+    pos = np.flatnonzero(is_click & (rank_in_group(user) >= p.min_history))
     if pos.size == 0:
         raise DataError(f"taobao: {path}: no click has {p.min_history} earlier events (min_history)")
-    hist_item = gather(item, idx[pos], lens[pos])
-    hist_cat = gather(cats[icode], idx[pos], lens[pos])
-    hist_ts = gather(ts, idx[pos], lens[pos])
-    hist_btag = gather(btag, idx[pos], lens[pos]) if p.history_btag else None
 
     # negatives: items the user never clicked, uniform or by click count
-    k = 1 + p.negatives
-    rep = np.repeat(np.arange(pos.size), k)
     ucode = pd.factorize(user)[0]
     clicked_u, clicked_i = ucode[is_click], icode[is_click]
     probs = None
@@ -178,17 +201,22 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
         c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
         probs = c / c.sum()
     rng = np.random.default_rng(p.seed)
-    neg = sample_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i, probs=probs)
-    cand = np.concatenate([icode[pos][:, None], neg], axis=1).reshape(-1)
-    label = np.tile(np.r_[1, np.zeros(p.negatives, dtype=np.int8)], pos.size).astype(np.int8)
+    neg, ok = sample_valid_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i, probs=probs)
+    rep, which, label = interleave(pos.size, p.negatives, ok)
+    cand = np.concatenate([icode[pos][:, None], neg], axis=1)[rep, which]
+    del neg, clicked_u, clicked_i, ucode
 
+    # one [N, max_len] index per output row (negatives share their positive's history)
+    src = pos[rep]
+    hidx, hl = idx[src], lens[src]
+    del idx
+    items, cats = _compact(items), _compact(cats)
     L = p.max_len
     cols = {
-        "user_id": user[pos][rep], "item_id": items[cand], "category_id": cats[cand],
-        "hist_item_id": hist_item[rep], "hist_category": hist_cat[rep], "hist_ts": hist_ts[rep],
-        "timestamp": ts[pos][rep], "label": label,
+        "user_id": user[src], "item_id": items[cand], "category_id": cats[cand],
+        "hist_item_id": gather(items[icode], hidx, hl), "hist_category": gather(cats[icode], hidx, hl),
+        "hist_ts": gather(ts, hidx, hl), "timestamp": ts[src], "label": label,
     }
-    hl = lens[pos][rep]
     lengths = {"hist_item_id": hl, "hist_category": hl, "hist_ts": hl}
     fields = [
         Field("user_id", Kind.CATEGORICAL, Role.USER),
@@ -198,8 +226,8 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
         Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab="category_id", max_len=L, target="category_id",
               group="hist_item_id"),
     ]
-    if hist_btag is not None:
-        cols["hist_btag"] = np.asarray(BEHAVIORS, dtype=object)[hist_btag[rep]].astype(str)
+    if p.history_btag:
+        cols["hist_btag"] = gather(btag, hidx, hl)
         lengths["hist_btag"] = hl
         fields.append(Field("hist_btag", Kind.SEQUENCE, Role.BEHAVIOR, vocab="btag", max_len=L, group="hist_item_id"))
     fields += [
@@ -209,7 +237,8 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
     ]
     split = time_quantile_split(ts[pos], p.test_quantile, p.valid_quantile)[rep]
     meta = {"source": str(path), "events_read": n_read, "events_used": int(user.size), "positives": int(pos.size),
-            "instances": int(rep.size), "users": int(np.unique(user[pos]).size), "items": int(items.size),
+            "instances": int(rep.size), "users": int(np.count_nonzero(np.diff(user[pos])) + 1),
+            "items": int(items.size), "negatives_dropped": int((~ok).sum()), "btag_codes": list(BEHAVIORS),
             "protocol": "taobao clicks, DIN-style negatives, global time split",
             "test_from_ts": float(np.quantile(ts[pos], p.test_quantile))}
     return RawDataset(Schema(tuple(fields), label="label", description="Taobao UserBehavior"), cols, lengths, split,
