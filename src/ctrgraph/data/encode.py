@@ -37,54 +37,72 @@ def _train_values(raw: RawDataset, name: str, train_idx: np.ndarray):
 def build_vocabs(raw: RawDataset, min_count: int = 1) -> dict[str, Vocab]:
     """One vocabulary per table from the train split of every field that uses it."""
     train_idx = np.flatnonzero(raw.split == TRAIN)
-    vocabs = {}
-    for table in raw.schema.tables:
-        parts = []
+
+    def parts(table):
         for f in raw.schema.fields:
             if f.encoded and f.role != Role.LABEL and f.table == table:
-                parts.extend(_train_values(raw, f.name, train_idx))
-        vocabs[table] = Vocab.build(table, parts, min_count=min_count)
-    return vocabs
+                yield from _train_values(raw, f.name, train_idx)
+
+    return {t: Vocab.build(t, parts(t), min_count=min_count) for t in raw.schema.tables}
+
+
+def _take(col: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
+    return col[rows]
 
 
 def encode_columns(raw_cols: dict[str, np.ndarray], lengths: dict[str, np.ndarray], schema, vocabs,
-                   rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Encode the given rows (all rows when ``rows`` is None) of raw columns."""
+                   rows: np.ndarray | slice | None = None, consume: bool = False) -> dict[str, np.ndarray]:
+    """Encode the given rows (all rows when ``rows`` is None; a slice avoids index copies).
+
+    With ``consume=True`` each raw column is dropped from ``raw_cols`` once encoded, so raw and
+    encoded copies of the whole data set never coexist.
+    """
     n = next(iter(raw_cols.values())).shape[0]
-    rows = np.arange(n) if rows is None else rows
+    rows = slice(0, n) if rows is None else rows
+    m = (rows.stop - rows.start) if isinstance(rows, slice) else rows.size
     out: dict[str, np.ndarray] = {}
     for f in schema.fields:
         col = raw_cols[f.name]
-        if f.role == Role.LABEL:
-            out[f.name] = np.asarray(col[rows], dtype=np.float32)
-        elif f.kind == Kind.NUMERIC:
-            out[f.name] = np.asarray(col[rows], dtype=np.float32)
-        elif not f.embed:
-            a = col[rows]
-            if f.is_sequence_like:
-                a = a.copy()
-                a[np.arange(f.max_len)[None, :] >= lengths[f.name][rows][:, None]] = 0
-            out[f.name] = a
+        if f.role == Role.LABEL or f.kind == Kind.NUMERIC and f.embed:
+            out[f.name] = np.asarray(_take(col, rows), dtype=np.float32)
         else:
-            shape = (rows.size, f.max_len) if f.is_sequence_like else (rows.size,)
-            dst = np.zeros(shape, dtype=np.int32)
-            for s in range(0, rows.size, CHUNK):
-                r = rows[s:s + CHUNK]
-                ids = vocabs[f.table].encode(col[r])
+            if f.embed:
+                shape, dtype = ((m, f.max_len) if f.is_sequence_like else (m,)), np.int32
+            else:
+                shape, dtype = ((m, f.max_len) if f.is_sequence_like else (m,)), col.dtype
+            inplace = (consume and isinstance(rows, slice) and rows.start == 0 and m == n and col.dtype == dtype
+                       and col.shape == shape and col.flags.writeable and col.flags.c_contiguous)
+            dst = col if inplace else np.zeros(shape, dtype=dtype)  # in place: the raw column is consumed
+            for s in range(0, m, CHUNK):
+                e = min(m, s + CHUNK)
+                r = slice(rows.start + s, rows.start + e) if isinstance(rows, slice) else rows[s:e]
+                vals = col[r]
+                ids = vocabs[f.table].encode(vals) if f.embed else np.array(vals, copy=True)
                 if f.is_sequence_like:
                     ids[np.arange(f.max_len)[None, :] >= lengths[f.name][r][:, None]] = 0
-                dst[s:s + CHUNK] = ids
+                dst[s:e] = ids
             out[f.name] = dst
+        if consume:
+            raw_cols.pop(f.name, None)
     return out
 
 
-def encode(raw: RawDataset, min_count: int = 1, source: str = "data") -> EncodedDataset:
-    """Validate, build train-only vocabularies and encode; rows are reordered train | valid | test."""
+def encode(raw: RawDataset, min_count: int = 1, source: str = "data", consume: bool = False) -> EncodedDataset:
+    """Validate, build train-only vocabularies and encode; rows are reordered train | valid | test.
+
+    ``consume=True`` frees each raw column once encoded (the RawDataset is unusable afterwards).
+    """
     raw.validate(source)
     vocabs = build_vocabs(raw, min_count=min_count)
-    order = np.argsort(raw.split, kind="stable")
-    arrays = encode_columns(raw.columns, raw.lengths, raw.schema, vocabs, rows=order)
-    counts = np.bincount(raw.split.astype(np.int64), minlength=3)
+    split = raw.split
+    if np.all(split[1:] >= split[:-1]):
+        order = None  # already train | valid | test: slices, no copies
+        lengths = raw.lengths
+    else:
+        order = np.argsort(split, kind="stable")
+        lengths = raw.lengths
+    arrays = encode_columns(raw.columns, lengths, raw.schema, vocabs, rows=order, consume=consume)
+    counts = np.bincount(split.astype(np.int64), minlength=3)
     bounds, start = {}, 0
     for k in (0, 1, 2):
         bounds[SPLIT_NAMES[k]] = (start, start + int(counts[k]))

@@ -31,24 +31,44 @@ class Vocab:
         return len(self)
 
     @classmethod
-    def build(cls, name: str, parts: list[np.ndarray], min_count: int = 1) -> "Vocab":
-        """Vocabulary of the values in ``parts`` (train-split arrays) seen at least ``min_count`` times."""
-        parts = [np.asarray(p).ravel() for p in parts if np.asarray(p).size]
-        if not parts:
+    def build(cls, name: str, parts, min_count: int = 1) -> "Vocab":
+        """Vocabulary of the values in ``parts`` (an iterable of train-split arrays, consumed
+        chunk by chunk) seen at least ``min_count`` times."""
+        counts: np.ndarray | None = None  # dense counts for small non-negative integers
+        uniq: list[tuple[np.ndarray, np.ndarray]] = []  # (values, counts) per chunk otherwise
+        for p in parts:
+            p = np.asarray(p).ravel()
+            if p.size == 0:
+                continue
+            if p.dtype.kind in "iu" and int(p.min()) >= 0 and int(p.max()) < _LUT_MAX and not uniq:
+                c = np.bincount(p.astype(np.int64, copy=False))
+                if counts is None:
+                    counts = c
+                else:
+                    if c.size > counts.size:
+                        c[: counts.size] += counts
+                        counts = c
+                    else:
+                        counts[: c.size] += c
+                continue
+            if counts is not None:  # switch to the general path
+                nz = np.flatnonzero(counts)
+                uniq.append((nz.astype(np.int64), counts[nz]))
+                counts = None
+            v = p.astype(np.int64) if p.dtype.kind in "iu" else p.astype(str)
+            uniq.append(np.unique(v, return_counts=True))
+        if counts is not None:
+            return cls(name, np.flatnonzero(counts >= min_count).astype(np.int64))
+        if not uniq:
             return cls(name, np.array([], dtype=np.int64))
-        if all(p.dtype.kind in "iu" for p in parts):
-            lo = min(int(p.min()) for p in parts)
-            hi = max(int(p.max()) for p in parts)
-            if lo >= 0 and hi < _LUT_MAX:
-                counts = np.zeros(hi + 1, dtype=np.int64)
-                for p in parts:
-                    counts += np.bincount(p, minlength=hi + 1)
-                return cls(name, np.flatnonzero(counts >= min_count).astype(np.int64))
-            allv = np.concatenate([p.astype(np.int64) for p in parts])
-        else:
-            allv = np.concatenate([p.astype(str) for p in parts])
-        vals, cnt = np.unique(allv, return_counts=True)
-        return cls(name, vals[cnt >= min_count])
+        kinds = {u[0].dtype.kind for u in uniq}
+        if len(kinds) > 1:  # mixed integers and strings: compare as strings
+            uniq = [(u[0].astype(str), u[1]) for u in uniq]
+        vals = np.concatenate([u[0] for u in uniq])
+        cnts = np.concatenate([u[1] for u in uniq])
+        v, inv = np.unique(vals, return_inverse=True)
+        tot = np.bincount(inv.ravel(), weights=cnts, minlength=v.size)
+        return cls(name, v[tot >= min_count])
 
     def encode(self, raw: np.ndarray) -> np.ndarray:
         """Map raw values (any shape) to int32 ids; unseen values -> OOV (1)."""

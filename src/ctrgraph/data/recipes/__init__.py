@@ -83,7 +83,7 @@ def load_dataset(name: str, params: dict | None = None, data_dir: str | Path | N
     raw = recipe.build(p, ddir)
     raw.meta.setdefault("recipe", name)
     raw.meta.setdefault("params", p.model_dump())
-    ds = encode(raw, min_count=min_count, source=f"dataset {name!r}")
+    ds = encode(raw, min_count=min_count, source=f"dataset {name!r}", consume=True)
     if cache:
         try:
             ds.save(path)

@@ -1,0 +1,80 @@
+"""Training throughput (samples/s over full epochs, loading and batching included) and peak memory.
+
+Settings of the ml100k-ctr comparisons: embedding 16, batch 1024, Adam 1e-3, towers [256, 128].
+Each model runs in its own subprocess so that peak RSS figures do not mix::
+
+    PYTHONPATH=src python benchmarks/train_throughput.py --dataset ml100k --data-dir ../shared/data/ml-100k \
+        --models deepfm,din --epochs 3
+
+Prints one row per model: samples/s of each epoch (the first includes warm-up), the best epoch's
+samples/s, and peak resident memory of the process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+
+def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: int | None) -> dict:
+    import torch
+
+    from ctrgraph.config import load_config
+    from ctrgraph.embeddings import FeatureSpec
+    from ctrgraph.train.run import dataset_for, model_for
+    from ctrgraph.train.trainer import Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    ov = [f"data.name={dataset}", f"model.name={model}", f"train.epochs={epochs}", "train.patience=0",
+          "train.progress=false"]
+    if data_dir:
+        ov.append(f"data.data_dir={data_dir}")
+    cfg = load_config(None, ov)
+    data = dataset_for(cfg)
+    m = model_for(cfg, FeatureSpec(data.schema, data.vocab_sizes))
+    t0 = time.perf_counter()
+    res = Trainer(cfg.train).fit(m, data)
+    rates = [h["samples_per_s"] for h in res["history"]]
+    return {"model": model, "samples_per_s": rates, "best": max(rates), "mean_after_first": sum(rates[1:]) / max(1, len(rates) - 1),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "train_rows": data.num_rows("train"), "wall_s": time.perf_counter() - t0,
+            "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="ml100k")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--models", default="deepfm,din")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(one(a.child, a.dataset, a.data_dir, a.epochs, a.threads)))
+        return
+    print(f"# training throughput on {a.dataset}: {platform.processor() or platform.machine()}, "
+          f"batch 1024, embedding 16, {a.epochs} epochs per model")
+    print(f"{'model':>10s} {'samples/s per epoch':>36s} {'best':>9s} {'mean(2..)':>10s} {'peak RSS':>9s}")
+    for m in a.models.split(","):
+        cmd = [sys.executable, __file__, "--child", m, "--dataset", a.dataset, "--epochs", str(a.epochs)]
+        if a.data_dir:
+            cmd += ["--data-dir", a.data_dir]
+        if a.threads:
+            cmd += ["--threads", str(a.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{m:>10s} failed: {out.stderr.strip().splitlines()[-1] if out.stderr else out.returncode}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        per = " ".join(f"{x:,.0f}" for x in r["samples_per_s"])
+        print(f"{m:>10s} {per:>36s} {r['best']:>9,.0f} {r['mean_after_first']:>10,.0f} {r['peak_rss_gib']:>7.2f}Gi")
+
+
+if __name__ == "__main__":
+    main()
