@@ -114,5 +114,5 @@ def write_results(rows: list[dict], out: Path, base: str | None = None) -> str:
     return md
 
 
-def print_summary(out: Path, file=sys.stdout) -> None:
-    print((Path(out) / "summary.md").read_text(), file=file)
+def print_summary(out: Path, file=None) -> None:
+    print((Path(out) / "summary.md").read_text(), file=file or sys.stdout)

@@ -98,6 +98,8 @@ class Trainer:
     def fit(self, model: nn.Module, data: EncodedDataset, resume: bool = False) -> dict:
         """Train with early stopping, restore the best checkpoint, evaluate on valid and test."""
         cfg = self.cfg
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.prior_bias and not resume:
             init_prior_bias(model, data)
         model.to(self.device)
