@@ -54,7 +54,8 @@ class TrainConfig(BaseModel):
     patience: int = Field(2, ge=0)
     monitor: Literal["auc", "gauc", "logloss"] = "auc"
     aux_weights: dict[str, float] = Field(default_factory=dict, description="weight per auxiliary loss (default 1)")
-    prior_bias: bool = Field(True, description="initialise the output bias to the train log-odds")
+    prior_bias: bool | Literal["auto"] = Field(
+        "auto", description="initialise the output bias to the train log-odds (auto: the model's default)")
     seed: int = 1
     device: str = "auto"
     amp: bool = False

@@ -23,6 +23,8 @@ class FM(CTRModel):
         super().__init__(spec, cfg, embedding)
         self.linear = LinearTerm(spec)
 
+    prior_bias_default = True
+
     def output_bias(self):
         return self.linear.bias
 

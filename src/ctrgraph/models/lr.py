@@ -35,6 +35,8 @@ class LR(CTRModel):
         super().__init__(spec, cfg, embedding)
         self.linear = LinearTerm(spec)
 
+    prior_bias_default = True
+
     def output_bias(self):
         return self.linear.bias
 
