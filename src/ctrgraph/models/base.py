@@ -24,6 +24,22 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TowerConfig(ModelConfig):
+    """Fields shared by models that end in an MLP tower (DG-ENN Eq. 5-6)."""
+
+    hidden: list[int] = [256, 128]
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+
+def tower(cfg: TowerConfig, in_dim: int):
+    """The MLP tower of a :class:`TowerConfig` with one output logit."""
+    from ..layers.mlp import MLP
+
+    return MLP(in_dim, cfg.hidden, cfg.activation, cfg.dropout, cfg.batch_norm)
+
+
 @dataclass
 class ModelOutput:
     logits: torch.Tensor

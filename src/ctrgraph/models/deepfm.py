@@ -6,21 +6,16 @@ embeddings (Eq. 3-5). Multi-valued fields and sequences are mean-pooled into one
 from __future__ import annotations
 
 from ..layers.interaction import fm_pairwise
-from ..layers.mlp import MLP
-from .base import CTRModel, ModelConfig, register_model
-from .lr import LinearTerm
+from .base import CTRModel, TowerConfig, register_model, tower
+from .lr import LinearTerm, WithLinearTerm
 
 
-class DeepFMConfig(ModelConfig):
-    hidden: list[int] = [256, 128]
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
+class DeepFMConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
 @register_model("deepfm")
-class DeepFM(CTRModel):
+class DeepFM(WithLinearTerm, CTRModel):
     Config = DeepFMConfig
     presets = {"paper": {"hidden": [400, 400, 400], "dropout": 0.5}}
     paper = "Guo et al., DeepFM: A Factorization-Machine based Neural Network for CTR Prediction, IJCAI 2017"
@@ -28,10 +23,7 @@ class DeepFM(CTRModel):
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
         self.linear = LinearTerm(spec)
-        self.mlp = MLP(len(spec.features) * embedding.dim, cfg.hidden, cfg.activation, cfg.dropout, cfg.batch_norm)
-
-    def output_bias(self):
-        return self.linear.bias
+        self.mlp = tower(cfg, len(spec.features) * embedding.dim)
 
     def forward(self, batch):
         E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)

@@ -20,18 +20,13 @@ import torch
 from ..data.schema import Kind
 from ..errors import ConfigError
 from ..layers.attention import TargetAttention
-from ..layers.mlp import MLP
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, TowerConfig, register_model, tower
 
 
-class DINConfig(ModelConfig):
-    hidden: list[int] = [256, 128]
-    activation: str = "relu"
+class DINConfig(TowerConfig):
     attention_hidden: list[int] = [64]
     attention_activation: str = "dice"
     use_softmax: bool = False
-    dropout: float = 0.0
-    batch_norm: bool = False
 
 
 @register_model("din")
@@ -57,7 +52,7 @@ class DIN(CTRModel):
              for att, _, _ in self.groups])
         self.others = spec.non_sequence_features()
         n_in = len(self.others) + sum(len(g[0]) + len(g[2]) for g in self.groups)
-        self.mlp = MLP(n_in * d, cfg.hidden, cfg.activation, cfg.dropout, cfg.batch_norm)
+        self.mlp = tower(cfg, n_in * d)
 
     def forward(self, batch):
         eb = self.embedding(batch)

@@ -5,15 +5,10 @@ history): Embedding & MLP, the base of DIN's comparison (Zhou et al. 2018, Sec. 
 """
 from __future__ import annotations
 
-from ..layers.mlp import MLP
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, TowerConfig, register_model, tower
 
 
-class DNNConfig(ModelConfig):
-    hidden: list[int] = [256, 128]
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
+class DNNConfig(TowerConfig):
     seq_pool: str = "sum"
 
 
@@ -25,7 +20,7 @@ class DNN(CTRModel):
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
         n = len(spec.features)
-        self.mlp = MLP(n * embedding.dim, cfg.hidden, cfg.activation, cfg.dropout, cfg.batch_norm)
+        self.mlp = tower(cfg, n * embedding.dim)
 
     def forward(self, batch):
         E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..layers.interaction import fm_pairwise
 from .base import CTRModel, ModelConfig, register_model
-from .lr import LinearTerm
+from .lr import LinearTerm, WithLinearTerm
 
 
 class FMConfig(ModelConfig):
@@ -15,7 +15,7 @@ class FMConfig(ModelConfig):
 
 
 @register_model("fm")
-class FM(CTRModel):
+class FM(WithLinearTerm, CTRModel):
     Config = FMConfig
     paper = "Rendle, Factorization Machines, ICDM 2010"
 
@@ -24,9 +24,6 @@ class FM(CTRModel):
         self.linear = LinearTerm(spec)
 
     prior_bias_default = True
-
-    def output_bias(self):
-        return self.linear.bias
 
     def forward(self, batch):
         E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)

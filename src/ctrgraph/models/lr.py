@@ -20,12 +20,20 @@ class LinearTerm(nn.Module):
         return self.weights(batch).matrix().sum(dim=(1, 2)) + self.bias
 
 
+class WithLinearTerm:
+    """Mixin of models with a first-order term ``self.linear`` whose bias is the output bias; LR and
+    FM start it at the train log-odds (see ``CTRModel.prior_bias_default``)."""
+
+    def output_bias(self):
+        return self.linear.bias
+
+
 class LRConfig(ModelConfig):
     pass
 
 
 @register_model("lr")
-class LR(CTRModel):
+class LR(WithLinearTerm, CTRModel):
     """Logistic regression on one-hot features (the first-order term of FM, Rendle 2010 Eq. 1)."""
 
     Config = LRConfig
@@ -36,9 +44,6 @@ class LR(CTRModel):
         self.linear = LinearTerm(spec)
 
     prior_bias_default = True
-
-    def output_bias(self):
-        return self.linear.bias
 
     def forward(self, batch):
         return self.output(self.linear(batch))

@@ -9,15 +9,10 @@ from __future__ import annotations
 import torch
 
 from ..layers.interaction import inner_products
-from ..layers.mlp import MLP
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, TowerConfig, register_model, tower
 
 
-class PNNConfig(ModelConfig):
-    hidden: list[int] = [256, 128]
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
+class PNNConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
@@ -30,7 +25,7 @@ class PNN(CTRModel):
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
         F = len(spec.features)
-        self.mlp = MLP(F * embedding.dim + F * (F - 1) // 2, cfg.hidden, cfg.activation, cfg.dropout, cfg.batch_norm)
+        self.mlp = tower(cfg, F * embedding.dim + F * (F - 1) // 2)
 
     def forward(self, batch):
         E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
