@@ -112,6 +112,9 @@ class EmbeddingProvider(nn.Module):
         self._used: list[torch.Tensor] = []
 
     # ----- hooks for graph-enhanced providers ----------------------------------------------
+    def prepare(self, data) -> None:
+        """Called once before training with the encoded data set (use its train split only)."""
+
     def begin(self, batch: dict[str, torch.Tensor]) -> None:
         """Called once per forward before any lookup (no-op for plain tables)."""
 

@@ -60,6 +60,13 @@ class CTRModel(nn.Module):
         self.cfg = cfg
         self.embedding = embedding
 
+    def prepare(self, data) -> None:
+        """Called by the trainer once, before training, with the encoded data set. Models and
+        providers build data-derived state here (graphs, item -> attribute tables) from the
+        **train split only**. Such state must live in buffers registered in ``__init__`` with
+        shapes known from ``spec.vocab_sizes``, so that checkpoints load without the data set."""
+        self.embedding.prepare(data)
+
     #: initialise the output bias to the train log-odds by default (``train.prior_bias: auto``);
     #: on for the shallow models (LR, FM), whose feature weights otherwise first absorb the base
     #: rate, which makes validation AUC dip and stops them early; off for deep models, where it was

@@ -100,6 +100,9 @@ class Trainer:
         cfg = self.cfg
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        prep = getattr(model, "prepare", None)
+        if callable(prep):
+            prep(data)
         prior = getattr(model, "prior_bias_default", False) if cfg.prior_bias == "auto" else cfg.prior_bias
         if prior and not resume:
             init_prior_bias(model, data)
