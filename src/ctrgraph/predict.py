@@ -58,7 +58,10 @@ def predict_file(run: str | Path, input_path: str | Path, output: str | Path, se
                  which: str = "best", batch_size: int = 8192) -> dict:
     """Write ``row,pctr`` for every row of ``input_path``; returns metrics when a label column exists."""
     cfg, model, schema, vocabs = load_run(run, which)
-    df = read_table(input_path, "predict input")
+    # read every column as text so that values keep their exact spelling (zip codes such as "012"),
+    # then let each vocabulary compare in its own type
+    df = read_table(input_path, "predict input", dtype=str, keep_default_na=False) \
+        if not str(input_path).endswith(".parquet") else read_table(input_path, "predict input")
     arrays = encode_frame(df, schema, vocabs, str(input_path), sep)
     logits = predict_logits(model, arrays, schema, batch_size)
     pctr = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
