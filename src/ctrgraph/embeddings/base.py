@@ -165,6 +165,14 @@ def register_provider(name: str):
 def build_provider(name: str, spec: FeatureSpec, dim: int, init_std: float = 1e-4, **params) -> EmbeddingProvider:
     if name not in PROVIDERS:
         raise ConfigError(f"unknown embedding provider {name!r}; known: {sorted(PROVIDERS)}")
+    import inspect
+
+    sig = inspect.signature(PROVIDERS[name].__init__)
+    known = [p for p in sig.parameters if p not in ("self", "spec", "dim", "init_std")]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"embedding provider {name!r}: unknown parameter(s) {unknown} "
+                          f"(embedding.params); known: {known}")
     return PROVIDERS[name](spec, dim, init_std=init_std, **params)
 
 

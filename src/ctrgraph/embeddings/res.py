@@ -1,0 +1,183 @@
+"""Res-embedding (Zhou et al., "Res-embedding for Deep Learning Based Click-Through Rate
+Prediction Modeling", 2019) as an embedding provider: any model becomes ``res-<model>``.
+
+For the item table (and every field that shares it, e.g. ``hist_item_id``):
+
+    E = W C_b + R                                                     (Eq. 4)
+    W = g(Z), Z = top-K window co-occurrence graph of Algorithm 1     (Eq. 5)
+    g_AVG(Z) = avgnz(I(Z > 0))                                        (Eq. 6)
+    g_GCN(Z) = D^-1/2 Z D^-1/2, D = row sums of the pruned Z          (Eq. 7)
+    g_ATT(Z, C_b)(i, j) = softmax over {k: Z(i,k) > 0} of C_b(i)·C_b(j) (Eq. 8)
+    loss = CE + lambda * L(R)                                          (Eq. 9)
+
+Z is built in :meth:`ResEmbedding.prepare` from the **train split** behaviour sequences
+(``ctrgraph.graphs.cooccurrence_from_dataset``: each user's sequence once by default,
+``count_over="samples"`` for the literal reading), window Delta = 2, K = 8. W is never
+materialised as H x H: a ``[H, K]`` neighbour table (and static weights for AVG/GCN) is stored
+as buffers, and each batch computes the central part only for its unique item ids; ATT's
+weights use C_b on both sides, so gradients reach C_b through the query and the keys.
+
+Choices the paper leaves open (research notes §5.2):
+- ``l2="batch"`` (default): L(R) = sum of ||R_i||^2 over the distinct items of the batch
+  (mini-batch-aware, DIN's practice); ``l2="table"``: the whole R. Returned as the auxiliary loss
+  ``res_l2`` already multiplied by lambda (the trainer's ``aux_weights.res_l2`` scales it further).
+- Isolated items (no co-occurring neighbour, e.g. never in a training history):
+  ``isolated="residual"`` (default): central part 0, E = R (the paper's formula as written);
+  ``isolated="self"``: a self-loop of weight 1, E = C_b(i) + R(i).
+- C_b and R share the provider's initialiser (N(0, init_std)); lambda sets R's scale.
+- Diagnostic (Fig. 8): ``diagnostics()`` returns ||R|| / ||W C_b|| over the whole table, logged by
+  the trainer each epoch (the paper finds the best AUC near 1:10).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..data.schema import Role
+from ..errors import ConfigError
+from .base import EmbeddingProvider, FeatureSpec, register_provider
+
+
+def neighbour_table(w: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR rows with at most ``k`` entries -> (idx [H, k], weight [H, k]); empty slots are (0, 0)."""
+    w = sp.csr_matrix(w)
+    h = w.shape[0]
+    counts = np.diff(w.indptr)
+    if counts.size and counts.max() > k:
+        raise ValueError(f"a row has {counts.max()} neighbours, more than K = {k}")
+    rows = np.repeat(np.arange(h), counts)
+    pos = np.arange(w.nnz) - np.repeat(w.indptr[:-1], counts)
+    idx = np.zeros((h, k), dtype=np.int64)
+    wt = np.zeros((h, k), dtype=np.float32)
+    idx[rows, pos] = w.indices
+    wt[rows, pos] = w.data
+    return idx, wt
+
+
+def g_avg(z: sp.csr_matrix) -> sp.csr_matrix:
+    """Eq. 6: every non-zero of a row gets 1 / (number of non-zeros of the row)."""
+    z = sp.csr_matrix(z, dtype=np.float32, copy=True)
+    z.eliminate_zeros()
+    n = np.diff(z.indptr)
+    z.data = np.repeat(1.0 / np.maximum(n, 1), n).astype(np.float32)
+    return z
+
+
+def g_gcn(z: sp.csr_matrix) -> sp.csr_matrix:
+    """Eq. 7: D^-1/2 Z D^-1/2 with D the row sums of the (pruned, asymmetric) Z."""
+    z = sp.csr_matrix(z, dtype=np.float32, copy=True)
+    d = np.asarray(z.sum(axis=1)).ravel()
+    inv = np.zeros_like(d)
+    inv[d > 0] = d[d > 0] ** -0.5
+    return sp.csr_matrix(sp.diags(inv) @ z @ sp.diags(inv), dtype=np.float32)
+
+
+@register_provider("res")
+class ResEmbedding(EmbeddingProvider):
+    """Plain tables for every vocabulary except the item table, which becomes W C_b + R."""
+
+    name = "res"
+
+    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4,
+                 g: Literal["avg", "gcn", "att"] = "gcn", window: int = 2, top_k: int = 8, lam: float = 0.006,
+                 l2: Literal["batch", "table"] = "batch", count_over: Literal["users", "samples"] = "users",
+                 isolated: Literal["residual", "self"] = "residual", residual: bool = True, graph: bool = True,
+                 table: str | None = None):
+        super().__init__(spec, dim, init_std=init_std)
+        if g not in ("avg", "gcn", "att"):
+            raise ConfigError(f"res embedding: g must be avg, gcn or att, got {g!r}")
+        if l2 not in ("batch", "table") or isolated not in ("residual", "self"):
+            raise ConfigError("res embedding: l2 must be batch|table and isolated residual|self")
+        item = spec.schema.first(Role.ITEM)
+        self.item_table = table or (item.table if item is not None else None)
+        if self.item_table not in self.tables:
+            raise ConfigError(f"res embedding: no embedded item table {self.item_table!r} in the schema")
+        self.g, self.window, self.top_k, self.lam, self.l2 = g, window, top_k, lam, l2
+        self.count_over, self.isolated, self.use_residual, self.use_graph = count_over, isolated, residual, graph
+        h = spec.vocab_sizes[self.item_table]
+        self.residual = nn.Embedding(h, dim, padding_idx=0)
+        nn.init.normal_(self.residual.weight, std=init_std)
+        with torch.no_grad():
+            self.residual.weight[0].zero_()
+        self.register_buffer("nbr_idx", torch.zeros(h, top_k, dtype=torch.long))
+        self.register_buffer("nbr_w", torch.zeros(h, top_k))
+        self._batch_rows: torch.Tensor | None = None
+
+    # ----- graph (train split only) ----------------------------------------------------------
+    def prepare(self, data) -> None:
+        from ..graphs import cooccurrence_from_dataset
+
+        z = cooccurrence_from_dataset(data, window=self.window, top_k=self.top_k, count_over=self.count_over)
+        w = g_avg(z) if self.g == "avg" else g_gcn(z) if self.g == "gcn" else (z > 0).astype(np.float32)
+        idx, wt = neighbour_table(w, self.top_k)
+        self.set_graph(torch.from_numpy(idx), torch.from_numpy(wt))
+
+    def set_graph(self, idx: torch.Tensor, weight: torch.Tensor) -> None:
+        """Install a neighbour table ([H, K] ids, [H, K] weights; for ATT only weight > 0 matters)."""
+        self.nbr_idx.copy_(idx)
+        self.nbr_w.copy_(weight)
+
+    # ----- E = W C_b + R ---------------------------------------------------------------------
+    def central(self, ids: torch.Tensor) -> torch.Tensor:
+        """(W C_b)[ids] for a 1-D tensor of distinct ids -> [U, d]."""
+        cb = self.tables[self.item_table]
+        nb = self.nbr_idx[ids]
+        w = self.nbr_w[ids]
+        basis = cb(nb)  # [U, K, d]
+        has = w > 0
+        if self.g == "att":  # Eq. 8: softmax over the row's non-zeros of C_b(i)·C_b(j)
+            q = cb(ids).unsqueeze(1)
+            s = (q * basis).sum(-1).masked_fill(~has, float("-inf"))
+            w = torch.nan_to_num(torch.softmax(s, dim=1), nan=0.0)
+        out = (w.unsqueeze(-1) * basis).sum(1)
+        if self.isolated == "self":
+            lonely = ~has.any(1)
+            out = torch.where(lonely.unsqueeze(-1), cb(ids), out)
+        return out
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """Final item embeddings E[ids] for a 1-D tensor of distinct ids."""
+        e = self.central(ids) if self.use_graph else self.tables[self.item_table](ids)
+        if self.use_residual:
+            e = e + self.residual(ids)
+        return e
+
+    def begin(self, batch) -> None:
+        self._batch_rows = None
+
+    def lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+        if table != self.item_table:
+            return super().lookup(table, ids)
+        uniq, inv = torch.unique(ids, return_inverse=True)
+        rows = uniq if self._batch_rows is None else torch.unique(torch.cat([self._batch_rows, uniq]))
+        self._batch_rows = rows
+        return self.item_vectors(uniq)[inv]
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """lambda * L(R) (Eq. 9)."""
+        if not self.use_residual or self.lam == 0:
+            return {}
+        if self.l2 == "table":
+            return {"res_l2": self.lam * self.residual.weight.pow(2).sum()}
+        if self._batch_rows is None:
+            return {}
+        return {"res_l2": self.lam * self.residual(self._batch_rows).pow(2).sum()}
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """||R|| / ||W C_b|| over all items (Fig. 8's residual scale)."""
+        h = self.nbr_idx.shape[0]
+        ids = torch.arange(1, h, device=self.nbr_idx.device)
+        c = self.central(ids).norm()
+        r = self.residual.weight[1:].norm()
+        return {"res_ratio": float(r / c) if c > 0 else float("inf"), "res_central_norm": float(c),
+                "res_residual_norm": float(r)}
+
+    def table_vectors(self) -> torch.Tensor:
+        """The whole item embedding matrix E (H x d), e.g. for analysis or export."""
+        ids = torch.arange(self.nbr_idx.shape[0], device=self.nbr_idx.device)
+        return self.item_vectors(ids)
