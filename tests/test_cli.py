@@ -114,3 +114,17 @@ def test_compare_writes_results_and_summary(tmp_path, capsys):
     assert "RelaImpr vs lr" in md and "±" in md
     np.testing.assert_allclose(res.groupby("model").test_auc.mean()["fm"],
                                pd.read_csv(out / "summary.csv").set_index("model").loc["fm", "test_auc_mean"])
+
+
+def test_compare_applies_model_parameters(tmp_path):
+    from ctrgraph.config import load_config
+    from ctrgraph.errors import ConfigError
+    from ctrgraph.experiments.compare import run_compare
+
+    cfg = load_config(None, ["train.epochs=1", "train.progress=false", "model.hidden=[8]"])
+    run_compare(cfg, ["dnn"], [1], tmp_path / "a", log=lambda *_: None)
+    import yaml
+    saved = yaml.safe_load((tmp_path / "a" / "runs" / "dnn-seed1" / "config.yaml").read_text())
+    assert saved["model"]["hidden"] == [8]
+    with pytest.raises(ConfigError, match="several models"):
+        run_compare(cfg, ["dnn", "pnn"], [1], tmp_path / "b", log=lambda *_: None)

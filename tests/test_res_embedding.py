@@ -45,7 +45,7 @@ def test_batched_central_part_equals_dense_w_cb(planted, g):
         w = np.where(z > 0, 1.0 / np.maximum((z > 0).sum(1, keepdims=True), 1), 0.0)
     elif g == "gcn":
         d = z.sum(1)
-        inv = np.where(d > 0, d ** -0.5, 0)
+        inv = np.where(d > 0, np.maximum(d, 1e-12) ** -0.5, 0)
         w = inv[:, None] * z * inv[None, :]
     zc = sp.csr_matrix(z)
     wt = g_avg(zc) if g == "avg" else g_gcn(zc) if g == "gcn" else (zc > 0).astype(np.float32)
@@ -125,4 +125,4 @@ def test_res_embedding_pulls_same_category_items_together():
         m = build_model(name, FeatureSpec(ds.schema, ds.vocab_sizes), {"preset": "res_mlp"}, dim=16, init_std=1e-2)
         Trainer(TrainConfig(epochs=4, batch_size=256, lr=1e-3, patience=0, progress=False)).fit(m, ds)
         margins[name] = category_cosines(item_embedding_matrix(m), cats, ids=ids)["margin"]
-    assert margins["res-dnn"] > margins["dnn"] + 0.05, margins
+    assert margins["res-dnn"] > 2 * margins["dnn"] + 0.02, margins

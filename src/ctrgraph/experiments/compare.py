@@ -40,6 +40,12 @@ def run_compare(cfg: RunConfig, models: list[str], seeds: list[int], out: str | 
         parse_model_name(m)
     if base is not None and base not in models:
         raise ConfigError(f"compare: base model {base!r} is not among --models {models}")
+    params = cfg.model.params
+    explicit = "name" in cfg.model.model_fields_set
+    if params and len(models) > 1 and not (explicit and cfg.model.name in models):
+        raise ConfigError(f"compare: model parameters {sorted(params)} given for several models {models}; "
+                          f"name the model they belong to with --set model.name=<one of them>")
+    owner = models[0] if len(models) == 1 else cfg.model.name
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = dataset_for(cfg)
@@ -51,7 +57,7 @@ def run_compare(cfg: RunConfig, models: list[str], seeds: list[int], out: str | 
                 res = json.loads((run_dir / "metrics.json").read_text())
             else:
                 c = cfg.model_copy(deep=True)
-                c.model = type(cfg.model)(name=m, **(cfg.model.params if m == cfg.model.name else {}))
+                c.model = type(cfg.model)(name=m, **(params if m == owner else {}))
                 c.train.seed = s
                 res = run_experiment(c, run_dir, resume=(run_dir / "last.pt").exists(), data=data)
                 res.pop("_model", None)

@@ -1,0 +1,27 @@
+"""Graph toolkit: the graphs of the seed papers, built once from encoded train-split arrays.
+
+Builders return scipy CSR matrices (host); :func:`to_torch_sparse` moves them to torch. See
+``docs/graphs.md`` for each function's paper reference and the choices the papers leave open.
+Room is kept for per-batch graphs (EGIN's in-batch query-item edges, DemiNet's per-sequence
+relations) as further modules of this package.
+"""
+from .builders import (attribute_incidence, binary_incidence, bipartite_adjacency, cooccurrence_graph, drop_edges,
+                       mixed_incidence, transition_graph, user_item_graph, user_knn_graph)
+from .from_dataset import (attribute_incidences, behaviour_sequences, cooccurrence_from_dataset,
+                           transitions_from_dataset, user_item_from_dataset, user_knn_from_dataset, user_sequences)
+from .normalize import (NORMALIZATIONS, avg_norm, gcn_literal_norm, kipf_norm, normalize, row_norm, sym_norm,
+                        sym_norm_edges)
+from .propagate import (GCN, NGCF, LightGCN, combine_layers, edge_softmax, make_propagator, sparse_rows, spmm,
+                        to_torch_sparse, transpose_csr)
+from .sampling import Block, sample_blocks, sample_neighbors, sampled_lightgcn
+from ._util import as_ragged
+
+__all__ = [
+    "cooccurrence_graph", "transition_graph", "user_knn_graph", "attribute_incidence", "binary_incidence",
+    "mixed_incidence", "bipartite_adjacency", "user_item_graph", "drop_edges",
+    "user_sequences", "behaviour_sequences", "cooccurrence_from_dataset", "transitions_from_dataset",
+    "attribute_incidences", "user_item_from_dataset", "user_knn_from_dataset",
+    "sym_norm", "row_norm", "avg_norm", "gcn_literal_norm", "kipf_norm", "normalize", "NORMALIZATIONS",
+    "sym_norm_edges", "to_torch_sparse", "sparse_rows", "spmm", "transpose_csr", "combine_layers", "LightGCN", "GCN", "NGCF",
+    "make_propagator", "edge_softmax", "Block", "sample_neighbors", "sample_blocks", "sampled_lightgcn", "as_ragged",
+]

@@ -1,0 +1,186 @@
+"""Explicit feature-interaction layers: DCN's cross network, DCN-V2's cross network (full-rank and
+low-rank mixture of experts), xDeepFM's CIN, NFM's bi-interaction pooling, AFM's attention over
+pairwise interactions and the ANOVA kernel of higher-order FMs.
+
+Inputs are either a flat vector x0 [B, D] (cross networks) or a field matrix E [B, F, d].
+All operators are vectorised over the batch, fields and experts; loops run over layers only.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .activation import activation
+
+
+class CrossNet(nn.Module):
+    """DCN cross network (Wang et al., ADKDD 2017, Eq. 3): x_{l+1} = x0 x_l^T w_l + b_l + x_l.
+
+    x0 x_l^T w_l is computed as x0 * <x_l, w_l> (a rank-one product, O(D) per layer).
+    Weights start Xavier-normal, biases at 0 (the paper does not say).
+    """
+
+    def __init__(self, dim: int, n_layers: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(n_layers, dim))
+        self.b = nn.Parameter(torch.zeros(n_layers, dim))
+        nn.init.xavier_normal_(self.w)
+        self.n_layers = n_layers
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for l in range(self.n_layers):
+            x = x0 * (x @ self.w[l]).unsqueeze(-1) + self.b[l] + x
+        return x
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2 cross layer (Wang et al., WWW 2021, Eq. 1): x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l,
+    with a full D x D matrix W_l per layer."""
+
+    def __init__(self, dim: int, n_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for lin in self.layers:
+            x = x0 * lin(x) + x
+        return x
+
+
+class CrossNetMix(nn.Module):
+    """DCN-V2's low-rank mixture-of-experts cross layer (Wang et al. 2021, Sec. 5, Eq. 3-4):
+
+    E_i(x_l) = x0 ⊙ (U_i g(C_i g(V_i^T x_l)) + b_l),  x_{l+1} = sum_i G_i(x_l) E_i(x_l) + x_l,
+
+    with K experts of rank r per layer (V_i, U_i: D x r, C_i: r x r). Choices (the paper leaves
+    them open): gate G = softmax over experts of a linear map of x_l (no bias); g = tanh by
+    default (``activation``). ``n_experts=1`` with ``activation='none'`` and C_i = I is the plain
+    low-rank layer W = U V^T (Eq. 2); here C is always learned.
+    """
+
+    def __init__(self, dim: int, n_layers: int, rank: int, n_experts: int = 4, act: str = "tanh"):
+        super().__init__()
+        K, r, L = n_experts, rank, n_layers
+        self.V = nn.Parameter(torch.empty(L, K, dim, r))
+        self.C = nn.Parameter(torch.empty(L, K, r, r))
+        self.U = nn.Parameter(torch.empty(L, K, r, dim))
+        self.b = nn.Parameter(torch.zeros(L, dim))
+        for p in (self.V, self.C, self.U):
+            for t in p.view(-1, *p.shape[-2:]):
+                nn.init.xavier_normal_(t)
+        self.gate = nn.Parameter(torch.empty(L, dim, K))
+        nn.init.xavier_normal_(self.gate)
+        self.g = activation(act, r)
+        self.n_layers = n_layers
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for l in range(self.n_layers):
+            v = self.g(torch.einsum("bd,kdr->bkr", x, self.V[l]))
+            v = self.g(torch.einsum("bkr,krs->bks", v, self.C[l]))
+            u = torch.einsum("bkr,krd->bkd", v, self.U[l])
+            experts = x0.unsqueeze(1) * (u + self.b[l])            # [B, K, D]
+            gates = torch.softmax(x @ self.gate[l], dim=-1)         # [B, K]
+            x = torch.einsum("bk,bkd->bd", gates, experts) + x
+        return x
+
+
+class CIN(nn.Module):
+    """Compressed Interaction Network (Lian et al., KDD 2018, Eq. 6-7, Fig. 4-5).
+
+    X^k_{h,*} = sum_i sum_j W^{k,h}_{ij} (X^{k-1}_{i,*} ∘ X^0_{j,*})  (Eq. 6) — the outer product
+    over fields [B, H_{k-1} * m, D] compressed by a 1x1 convolution — and p^k_h = sum_D X^k_{h,*}
+    (Eq. 7); the output p+ = [p^1, ..., p^T] has sum(H_k) entries.
+
+    ``split_half`` (official code, not in the paper): every layer but the last sends half of its
+    feature maps to the output and the other half to the next layer (layer sizes must be even).
+    ``act``: an element-wise activation on X^k (the paper's Eq. 6 has none; identity is the
+    default).
+    """
+
+    def __init__(self, n_fields: int, layer_sizes: list[int], split_half: bool = False, act: str = "none"):
+        super().__init__()
+        self.split_half = split_half
+        self.convs = nn.ModuleList()
+        self.acts = nn.ModuleList()
+        h_prev, out = n_fields, 0
+        for k, h in enumerate(layer_sizes):
+            self.convs.append(nn.Conv1d(h_prev * n_fields, h, kernel_size=1, bias=False))
+            self.acts.append(activation(act, h))
+            last = k == len(layer_sizes) - 1
+            if split_half and not last:
+                if h % 2:
+                    raise ValueError(f"CIN split_half needs even layer sizes, got {h}")
+                h_prev, out = h // 2, out + h // 2
+            else:
+                h_prev, out = h, out + h
+        self.out_dim = out
+
+    def forward(self, X0: torch.Tensor) -> torch.Tensor:
+        """X0 [B, m, D] -> p+ [B, out_dim]."""
+        B, m, D = X0.shape
+        X, pooled = X0, []
+        for k, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            Z = (X.unsqueeze(2) * X0.unsqueeze(1)).reshape(B, -1, D)    # [B, H_{k-1} m, D]
+            Xk = act(conv(Z))                                           # [B, H_k, D]
+            if self.split_half and k < len(self.convs) - 1:
+                X, direct = torch.split(Xk, Xk.shape[1] // 2, dim=1)
+            else:
+                X, direct = Xk, Xk
+            pooled.append(direct.sum(dim=2))
+        return torch.cat(pooled, dim=1)
+
+
+def bi_interaction(E: torch.Tensor) -> torch.Tensor:
+    """NFM's bi-interaction pooling (He & Chua, SIGIR 2017, Eq. 3-4):
+    sum_{i<j} e_i ⊙ e_j = 0.5 * ((sum_i e_i)^2 - sum_i e_i^2), E [B, F, d] -> [B, d]."""
+    s = E.sum(dim=1)
+    return 0.5 * (s.pow(2) - E.pow(2).sum(dim=1))
+
+
+class PairwiseAttention(nn.Module):
+    """AFM's attention-based pooling (Xiao et al., IJCAI 2017, Eq. 4-5):
+
+    a'_ij = h^T ReLU(W (v_i ⊙ v_j) + b), a_ij = softmax over pairs (i < j),
+    output sum_{i<j} a_ij (v_i ⊙ v_j) [B, d]. ``dropout`` acts on the pair-wise interacted
+    vectors (the paper's dropout on the pair-wise interaction layer).
+    """
+
+    def __init__(self, dim: int, attention_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.W = nn.Linear(dim, attention_size)
+        self.h = nn.Linear(attention_size, 1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def pairs(self, E: torch.Tensor) -> torch.Tensor:
+        F = E.shape[1]
+        iu = torch.triu_indices(F, F, offset=1, device=E.device)
+        return E[:, iu[0]] * E[:, iu[1]]                                # [B, P, d]
+
+    def weights(self, P: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.h(torch.relu(self.W(P))).squeeze(-1), dim=1)   # [B, P]
+
+    def forward(self, E: torch.Tensor) -> torch.Tensor:
+        P = self.pairs(E)
+        a = self.weights(P)
+        return torch.einsum("bp,bpd->bd", a, self.dropout(P))
+
+
+def anova_kernels(E: torch.Tensor, order: int) -> list[torch.Tensor]:
+    """ANOVA kernels A^t(p, x) for t = 1..order on each embedding coordinate (Blondel et al.,
+    NIPS 2016, Eq. 6-7 dynamic programming), E = [x_j p_j] [B, F, d] -> list of [B, d].
+
+    The recursion A^t_j = A^t_{j-1} + p_j x_j A^{t-1}_{j-1} over fields j is evaluated as a
+    cumulative sum (A^t over the first j fields = cumsum_j of p_j x_j A^{t-1}_{j-1}); the loop runs
+    over orders only.
+    """
+    B, F, d = E.shape
+    prev = torch.ones(B, F, d, dtype=E.dtype, device=E.device)        # A^0 over the first j-1 fields
+    out = []
+    for _ in range(order):
+        cum = torch.cumsum(E * prev, dim=1)                             # A^t over the first j fields
+        out.append(cum[:, -1])
+        prev = torch.cat([torch.zeros_like(cum[:, :1]), cum[:, :-1]], dim=1)   # shift: first j-1 fields
+    return out

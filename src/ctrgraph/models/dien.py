@@ -1,0 +1,172 @@
+"""DIEN (Zhou et al., Deep Interest Evolution Network for Click-Through Rate Prediction, AAAI 2019).
+
+Per behaviour group (e.g. ``hist_item_id`` ‖ ``hist_genre``), with behaviour vectors
+e_t = concatenation of the group's embedded sequences:
+
+1. Interest extractor (Sec. 4.2): a GRU over e_1..e_T gives h_1..h_T (Eq. 2-5).
+2. Auxiliary loss (Eq. 1): h_t must tell the next clicked behaviour e_{t+1} from a sampled
+   non-clicked one ê_{t+1}; L_aux = mean over valid pairs of
+   -[log σ(h_t, e_{t+1}) + log(1 - σ(h_t, ê_{t+1}))]. σ(·,·) is the authors' code's aux net:
+   an MLP 100-50-1 with sigmoid activations on [h_t, e] (the code's BatchNorm in front is left
+   out). Negatives are drawn per position, at train time, uniformly over the item ids >= 2 of the
+   group's main table; their parallel attributes (genre ...) come from an item -> attribute table
+   built from the train split in :meth:`prepare` (``data.lookups.attribute_table``). Pairs are
+   (t, t+1) with t+1 valid (post-padding: this masks padding and the last valid step). Returned as
+   ``aux["dien_aux"]``, weight 1 as in the authors' code (``self.loss += self.aux_loss``); the
+   trainer multiplies it by ``train.aux_weights.dien_aux``; ``aux_loss=false`` turns it off.
+   The loss is averaged over valid pairs (the authors' code averages over all B x T slots, padding
+   included as zeros; ours does not depend on the batch's padded length).
+3. Attention (Eq. 6): a_t = softmax over valid t of h_t^T W e_a, e_a the candidate's vector (the
+   concatenation of the group members' ``target`` fields, multi-valued targets mean-pooled, as in
+   DIN here). ``attention="din"`` is the authors' code's alternative (an MLP 80-40 sigmoid on
+   [q, h, q - h, q * h] with a projected query, then the same masked softmax).
+4. Interest evolving layer (Sec. 4.3): ``gru_type`` = ``augru`` (Eq. 7-8, default), ``agru``,
+   ``aigru`` or ``gru`` (no attention), see :mod:`ctrgraph.layers.recurrent`.
+5. MLP over [other fields (incl. the candidate), final evolved interest h'_T, sum-pooled history]
+   (``target_product=true`` adds e_a * sum-pooled history, as the authors' code does).
+
+GRU hidden size defaults to the behaviour vector size (authors' code: 36 = 2 x 18 embedding).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..layers.attention import TargetAttention
+from ..layers.mlp import MLP
+from ..layers.recurrent import GRU_TYPES, InterestEvolution
+from .base import CTRModel, TowerConfig, register_model, tower
+
+
+class DIENConfig(TowerConfig):
+    gru_type: str = "augru"
+    gru_hidden: int | None = None  # None: the behaviour vector size
+    attention: str = "bilinear"  # paper Eq. 6; "din": the authors' code's MLP attention
+    attention_hidden: list[int] = [80, 40]  # only for attention="din"
+    aux_loss: bool = True
+    aux_hidden: list[int] = [100, 50]
+    aux_activation: str = "sigmoid"
+    seq_pool: str = "sum"  # pooling of the history fed to the MLP (authors' code: sum)
+    target_product: bool = False  # authors' code: also feed e_a * (pooled history)
+
+
+def masked_softmax(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax of s [B, L] over valid positions; 0 on padding and for empty rows."""
+    s = s.masked_fill(~mask, float("-inf"))
+    return torch.nan_to_num(torch.softmax(s, dim=1), nan=0.0)
+
+
+class _InterestGroup(nn.Module):
+    """Extractor GRU, attention and evolving GRU of one behaviour group."""
+
+    def __init__(self, e_dim: int, q_dim: int, cfg: DIENConfig):
+        super().__init__()
+        H = cfg.gru_hidden or e_dim
+        self.extractor = nn.GRU(e_dim, H, batch_first=True)
+        self.evolution = InterestEvolution(H, H, cfg.gru_type)
+        self.attention = cfg.attention
+        if cfg.attention == "bilinear":
+            self.W = nn.Parameter(torch.randn(H, q_dim) * (1.0 / (H * q_dim) ** 0.25))
+        elif cfg.attention == "din":
+            self.q_proj = nn.Linear(q_dim, H)
+            self.unit = TargetAttention(H, cfg.attention_hidden, act="sigmoid", use_softmax=True)
+        else:
+            raise ConfigError(f"dien: attention must be bilinear or din, got {cfg.attention!r}")
+        self.aux_net = MLP(H + e_dim, cfg.aux_hidden, cfg.aux_activation) if cfg.aux_loss else None
+        self.out_dim = H
+
+    def scores(self, h: torch.Tensor, q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.attention == "bilinear":
+            return masked_softmax(torch.einsum("blh,hq,bq->bl", h, self.W, q), mask)
+        return self.unit.scores(self.q_proj(q), h, mask)
+
+
+@register_model("dien")
+class DIEN(CTRModel):
+    Config = DIENConfig
+    presets = {"paper": {"hidden": [200, 80], "activation": "dice"},
+               "official": {"hidden": [200, 80], "activation": "dice", "attention": "din"}}
+    paper = "Zhou et al., Deep Interest Evolution Network for Click-Through Rate Prediction, AAAI 2019"
+
+    def __init__(self, spec, cfg, embedding):
+        super().__init__(spec, cfg, embedding)
+        d = embedding.dim
+        self.groups = []  # (members, targets of the members that have one)
+        for members in spec.behavior_groups():
+            targets = [spec.schema[m.target] for m in members if m.target is not None]
+            if targets:
+                self.groups.append((members, targets))
+        if not self.groups:
+            raise ConfigError("dien needs a behaviour sequence field with a target (e.g. hist_item_id -> item_id)")
+        self.units = nn.ModuleList([_InterestGroup(len(m) * d, len(t) * d, cfg) for m, t in self.groups])
+        # item -> attribute tables for the auxiliary loss's negatives (filled in prepare)
+        self._attr: list[list[str | None]] = []
+        for gi, (members, _) in enumerate(self.groups):
+            key = members[0].table
+            names: list[str | None] = []
+            for m in members:
+                if m.table == key:
+                    names.append(None)
+                    continue
+                name = f"attr_{gi}_{m.name}"
+                t = torch.ones(spec.vocab_sizes[key], dtype=torch.long)
+                t[0] = 0
+                self.register_buffer(name, t)
+                names.append(name)
+            self._attr.append(names)
+        self.others = spec.non_sequence_features()
+        n_in = len(self.others) * d + sum(u.out_dim + len(m) * d for u, (m, _) in zip(self.units, self.groups))
+        if cfg.target_product:
+            if any(len(m) != len(t) for m, t in self.groups):  # e_a and the history must align
+                raise ConfigError("dien: target_product needs a target field for every behaviour member")
+            n_in += sum(len(t) * d for _, t in self.groups)
+        self.mlp = tower(cfg, n_in)
+
+    def prepare(self, data) -> None:
+        from ..data.lookups import attribute_table
+
+        super().prepare(data)
+        for (members, _), names in zip(self.groups, self._attr):
+            for m, name in zip(members, names):
+                if name is not None:
+                    t = torch.from_numpy(attribute_table(data, members[0].table, m.table))
+                    getattr(self, name).copy_(t.to(getattr(self, name).device))
+
+    def _aux_loss(self, unit: _InterestGroup, h: torch.Tensor, e: torch.Tensor, mask: torch.Tensor,
+                  members, names) -> torch.Tensor:
+        """Eq. (1) on pairs (h_t, e_{t+1}) with t+1 valid, one uniform negative per pair."""
+        pair = mask[:, 1:]
+        hs = h[:, :-1][pair]  # [n, H]
+        pos = e[:, 1:][pair]  # [n, E]
+        n = hs.shape[0]
+        if n == 0:
+            return h.sum() * 0.0
+        key = members[0].table
+        ids = torch.randint(2, self.spec.vocab_sizes[key], (n,), device=h.device)
+        neg = torch.cat([self.embedding.lookup(m.table, ids if name is None else getattr(self, name)[ids])
+                         for m, name in zip(members, names)], dim=-1)
+        logits = unit.aux_net(torch.cat([torch.cat([hs, pos], -1), torch.cat([hs, neg], -1)], 0)).squeeze(-1)
+        pos_l, neg_l = logits[:n], logits[n:]
+        f = nn.functional.softplus  # -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x)
+        return (f(-pos_l) + f(neg_l)).mean()
+
+    def forward(self, batch):
+        eb = self.embedding(batch)
+        parts = [eb.matrix(self.others).flatten(1)]
+        aux = {}
+        for (members, targets), unit, names in zip(self.groups, self.units, self._attr):
+            e = torch.cat([eb.values[m.name] for m in members], dim=-1)  # [B, L, E]
+            mask = eb.masks[members[0].name]
+            h, _ = unit.extractor(e)  # causal: valid states never see the post-padding
+            q = torch.cat([eb.vector(t.name) for t in targets], dim=-1)
+            a = unit.scores(h, q, mask)
+            parts.append(unit.evolution(h, a, mask))
+            pooled = [eb.vector(m.name, self.cfg.seq_pool) for m in members]
+            parts.extend(pooled)
+            if self.cfg.target_product:
+                parts.append(q * torch.cat(pooled, dim=-1))
+            if self.training and unit.aux_net is not None:
+                loss = self._aux_loss(unit, h, e, mask, members, names)
+                aux["dien_aux"] = aux["dien_aux"] + loss if "dien_aux" in aux else loss
+        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), aux)
