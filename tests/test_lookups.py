@@ -1,4 +1,3 @@
-import numpy as np
 from collections import Counter
 
 from ctrgraph.data.lookups import attribute_table

@@ -1,7 +1,6 @@
 """Recipes ml1m, taobao and the custom-data recipes table and log."""
 from __future__ import annotations
 
-import gzip
 import shutil
 from pathlib import Path
 

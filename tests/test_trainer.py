@@ -1,7 +1,6 @@
 """Trainer: determinism, checkpoints, resume, auxiliary losses, early stopping."""
 import json
 
-import numpy as np
 import torch
 
 from ctrgraph.config import TrainConfig

@@ -19,7 +19,7 @@ from .train.trainer import predict_logits
 def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str = "|") -> dict[str, np.ndarray]:
     """Encode a DataFrame whose columns are named after the schema's fields. Sequence and
     multi-valued columns hold ``sep``-joined values (most recent last). The label is optional."""
-    needed = [f for f in schema.fields if f.role != Role.LABEL and (f.embed or f.kind == Kind.NUMERIC and f.embed)]
+    needed = [f for f in schema.fields if f.role != Role.LABEL and f.embed]
     groups = {f.group for f in needed if f.group}
     needed_names = {f.name for f in needed} | groups
     missing = [n for n in schema.names if n in needed_names and n not in df.columns]

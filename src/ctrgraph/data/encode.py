@@ -46,10 +46,6 @@ def build_vocabs(raw: RawDataset, min_count: int = 1) -> dict[str, Vocab]:
     return {t: Vocab.build(t, parts(t), min_count=min_count) for t in raw.schema.tables}
 
 
-def _take(col: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
-    return col[rows]
-
-
 def encode_columns(raw_cols: dict[str, np.ndarray], lengths: dict[str, np.ndarray], schema, vocabs,
                    rows: np.ndarray | slice | None = None, consume: bool = False) -> dict[str, np.ndarray]:
     """Encode the given rows (all rows when ``rows`` is None; a slice avoids index copies).
@@ -64,7 +60,7 @@ def encode_columns(raw_cols: dict[str, np.ndarray], lengths: dict[str, np.ndarra
     for f in schema.fields:
         col = raw_cols[f.name]
         if f.role == Role.LABEL or f.kind == Kind.NUMERIC and f.embed:
-            out[f.name] = np.asarray(_take(col, rows), dtype=np.float32)
+            out[f.name] = np.asarray(col[rows], dtype=np.float32)
         else:
             if f.embed:
                 shape, dtype = ((m, f.max_len) if f.is_sequence_like else (m,)), np.int32
@@ -95,13 +91,9 @@ def encode(raw: RawDataset, min_count: int = 1, source: str = "data", consume: b
     raw.validate(source)
     vocabs = build_vocabs(raw, min_count=min_count)
     split = raw.split
-    if np.all(split[1:] >= split[:-1]):
-        order = None  # already train | valid | test: slices, no copies
-        lengths = raw.lengths
-    else:
-        order = np.argsort(split, kind="stable")
-        lengths = raw.lengths
-    arrays = encode_columns(raw.columns, lengths, raw.schema, vocabs, rows=order, consume=consume)
+    # rows already ordered train | valid | test: slices, no copies
+    order = None if np.all(split[1:] >= split[:-1]) else np.argsort(split, kind="stable")
+    arrays = encode_columns(raw.columns, raw.lengths, raw.schema, vocabs, rows=order, consume=consume)
     counts = np.bincount(split.astype(np.int64), minlength=3)
     bounds, start = {}, 0
     for k in (0, 1, 2):

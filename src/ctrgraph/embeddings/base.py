@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..data.schema import Field, Kind, Role, Schema
+from ..data.schema import Field, Kind, Schema
 from ..errors import ConfigError
 
 
@@ -175,6 +175,3 @@ def build_provider(name: str, spec: FeatureSpec, dim: int, init_std: float = 1e-
                           f"(embedding.params); known: {known}")
     return PROVIDERS[name](spec, dim, init_std=init_std, **params)
 
-
-def first_field(spec: FeatureSpec, role: Role) -> Field | None:
-    return spec.schema.first(role)

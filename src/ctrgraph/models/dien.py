@@ -35,7 +35,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..layers.attention import TargetAttention
 from ..layers.mlp import MLP
-from ..layers.recurrent import GRU_TYPES, InterestEvolution
+from ..layers.recurrent import InterestEvolution
 from .base import CTRModel, TowerConfig, register_model, tower
 
 

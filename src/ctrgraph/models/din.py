@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from ..data.schema import Kind
 from ..errors import ConfigError
 from ..layers.attention import TargetAttention
 from .base import CTRModel, TowerConfig, register_model, tower

@@ -27,7 +27,6 @@ def _group_rank_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray):
     run_start = np.flatnonzero(new_run)
     run_end = np.append(run_start[1:], n)
     run_len = run_end - run_start
-    pos = np.arange(n)
     # average 1-based rank of each run inside its group
     run_rank = (run_start + run_end - 1) / 2.0 - gstart[gid[run_start]] + 1.0
     rank = np.repeat(run_rank, run_len)
@@ -39,7 +38,6 @@ def _group_rank_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray):
     valid = (n_pos > 0) & (n_neg > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         a = (r_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
-    del pos
     return a, n_all, valid
 
 

@@ -22,7 +22,7 @@ from ..config import TrainConfig
 from ..data.dataset import EncodedDataset
 from ..data.loader import BatchLoader
 from ..data.schema import Role, Schema
-from .checkpoint import load_torch, save_json, save_torch
+from .checkpoint import load_torch, save_torch
 from .metrics import all_metrics
 
 

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field as PField
 
 from ...errors import DataError
