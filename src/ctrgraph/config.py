@@ -64,12 +64,21 @@ class TrainConfig(BaseModel):
     deterministic: bool = True
 
 
+class CompareSection(BaseModel):
+    """Defaults of ``ctrgraph compare`` kept in a config file (e.g. a paper's comparison table)."""
+    model_config = ConfigDict(extra="forbid")
+    models: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+    base: str | None = None
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     data: DataSection = Field(default_factory=DataSection)
     model: ModelSection = Field(default_factory=ModelSection)
     embedding: EmbeddingSection = Field(default_factory=EmbeddingSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    compare: CompareSection = Field(default_factory=CompareSection)
 
 
 def _errors(e: ValidationError) -> str:

@@ -46,23 +46,31 @@ def run_compare(cfg: RunConfig, models: list[str], seeds: list[int], out: str | 
         raise ConfigError(f"compare: model parameters {sorted(params)} given for several models {models}; "
                           f"name the model they belong to with --set model.name=<one of them>")
     owner = models[0] if len(models) == 1 else cfg.model.name
+    variants = {m: (m, params if m == owner else {}) for m in models}
+    return run_variants(cfg, variants, seeds, out, base, log)
+
+
+def run_variants(cfg: RunConfig, variants: dict[str, tuple[str, dict]], seeds: list[int], out: str | Path,
+                 base: str | None = None, log=print) -> list[dict]:
+    """Train every (label -> (model name, model params)) x seed into ``out/runs/<label>-seed<k>`` (finished
+    runs are reused) and write the tables; ablations and sweeps are variants of one model."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = dataset_for(cfg)
     rows = []
-    for m in models:
+    for label, (m, params) in variants.items():
         for s in seeds:
-            run_dir = out / "runs" / f"{m}-seed{s}"
+            run_dir = out / "runs" / f"{label}-seed{s}"
             if (run_dir / "metrics.json").exists():
                 res = json.loads((run_dir / "metrics.json").read_text())
             else:
                 c = cfg.model_copy(deep=True)
-                c.model = type(cfg.model)(name=m, **(params if m == owner else {}))
+                c.model = type(cfg.model)(name=m, **params)
                 c.train.seed = s
                 res = run_experiment(c, run_dir, resume=(run_dir / "last.pt").exists(), data=data)
                 res.pop("_model", None)
-            rows.append(_row(m, s, res, run_dir))
-            log(f"{m:>12s} seed {s}: test AUC {rows[-1]['test_auc']:.4f}  logloss {rows[-1]['test_logloss']:.4f}  "
+            rows.append(_row(label, s, res, run_dir))
+            log(f"{label:>12s} seed {s}: test AUC {rows[-1]['test_auc']:.4f}  logloss {rows[-1]['test_logloss']:.4f}  "
                 f"best epoch {rows[-1]['best_epoch']}  {rows[-1]['seconds_per_epoch']:.1f} s/epoch")
     write_results(rows, out, base)
     return rows

@@ -1,0 +1,235 @@
+"""GraphFM (Wu, Li, Su, Cui, Zhang, Wang, Graph Factorization Machines for Feature Interaction
+Modeling), the paper's model by default and the official GraphCTR code's behaviour as switches.
+
+Nodes are the n fields (Eq. 1-4: categorical e_i = V_i x_i, numeric e_j = v_j x_j, multi-valued
+fields and behaviour sequences mean-pooled over valid positions). Each layer k = 1..K, on the
+states h [B, n, d_in] (h = e for k = 1), for all fields at once:
+
+- Interaction selection (Sec. 4.2): p_ij = sigmoid(W2 ReLU(W1 (h_i ⊙ h_j) + b1) + b2) (Eq. 7, one
+  metric MLP per layer shared by all fields, hidden ``metric_hidden``); each row keeps exactly
+  m_k entries (Eq. 8-9): a stable descending sort, so ties go to the lower field index.
+- Interaction aggregation (Sec. 4.3): c^h_ij = LeakyReLU(a_h^T (h_i ⊙ h_j)) (Eq. 10), softmax over
+  the selected neighbours only (Eq. 11), e'_i = σ(Σ_j α^h_ij p_ij W^h_a (h_i ⊙ h_j)) (Eq. 12), H
+  heads concatenated (Eq. 13, each head d_out / H wide) or averaged (Eq. 14, each d_out wide).
+  Because W_a is linear, Σ_j w_ij W_a(h_i ⊙ h_j) = W_a(h_i ⊙ Σ_j w_ij h_j): the [B, n, n, d]
+  message tensor is never formed (only the pair products feeding Eq. 7 and Eq. 10 are).
+- Readout: e*_i = e^(1)_i ‖ ... (Eq. 15, ``readout`` lists the layers, 0 = the input embedding
+  e^(1) = e), mean over fields (Eq. 16), ŷ = p^T e* + b (Eq. 17; the bias is ours: it carries the
+  base rate).
+
+Choices the paper leaves open (seed-implementations.md §1.3, 1.6): layer width 64 and metric
+hidden 16 (the published runs), σ = ReLU (the code's activation; the paper names none), the self
+pair h_i ⊙ h_i is a candidate neighbour (as in the code and the paper's heat maps), LeakyReLU slope
+0.2 (GAT's), ``m`` defaults to [n, ceil(n/2), ceil(n/4)] (the paper's three settings keep m_1 = n
+and shrink m_2, m_3 to about 1/2 and 1/4 of n; ml1m uses the paper's [7, 4, 2]). With K layers
+and the input layer read out, e* holds orders 1..K+1.
+
+Each departure of the official code (§1.5) is a switch: ``p_on="logit"`` (p_ij multiplies the
+attention logit, not the message), ``softmax_over="all"`` (unselected fields keep logit 0 in the
+softmax), ``score_activation="relu"`` with ``score_bias``, ``field_specific`` W_a (and residual
+projection), ``residual_layernorm`` (h' = LayerNorm(ReLU(msg + ReLU(W_r h)))), readout of the K
+layer outputs only (``readout=[1..K]``). Preset ``paper`` sets every switch to the paper, preset
+``reference`` to the official code. The DEFAULT is the official code's aggregation with the
+paper's readout (Eq. 15, input layer included): on ml100k-ctr the literal paper trains poorly (the
+state scale is squared at every layer without the residual LayerNorm) and this combination
+measured best (docs/graphfm.md has the figures). Ablations (Sec. 5.3): ``selection=False`` (-S:
+every pair, no p), ``aggregate="feature"`` (-I: W_a Σ_j w_ij h_j), ``heads=1`` (-M),
+``readout=[i]`` (-K_i).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import model_validator
+from torch import nn
+
+from ..errors import ConfigError
+from ..layers.activation import activation as make_activation
+from .base import CTRModel, ModelConfig, register_model
+
+
+class GraphFMConfig(ModelConfig):
+    layers: int = 3  # K
+    m: list[int] | None = None  # neighbours kept per field and layer; None: [n, ceil(n/2), ceil(n/4)]
+    heads: int = 2
+    dims: list[int] = [64]  # layer widths d_out (one value = every layer)
+    head_merge: Literal["concat", "mean"] = "concat"  # Eq. 13 | Eq. 14
+    selection: bool = True  # False: ablation -S
+    aggregate: Literal["interaction", "feature"] = "interaction"  # "feature": ablation -I
+    readout: list[int] | None = None  # layers read out, 0 = input embedding; None: all (Eq. 15)
+    metric_hidden: int = 16
+    activation: str = "relu"  # σ of Eq. 12-14
+    self_interaction: bool = True
+    # defaults: the official code's aggregation (measured best on ml100k-ctr; docs/graphfm.md)
+    p_on: Literal["message", "logit"] = "logit"
+    softmax_over: Literal["selected", "all"] = "all"
+    score_activation: Literal["leaky_relu", "relu"] = "relu"
+    score_bias: bool = True
+    field_specific: bool = True
+    residual_layernorm: bool = True
+    attention_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+    seq_pool: str = "mean"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.layers < 1 or self.heads < 1:
+            raise ValueError("layers and heads must be >= 1")
+        if len(self.dims) not in (1, self.layers):
+            raise ValueError(f"dims needs 1 or {self.layers} (= layers) entries, got {self.dims}")
+        if self.m is not None and (len(self.m) != self.layers or min(self.m) < 1):
+            raise ValueError(f"m needs {self.layers} (= layers) positive entries, got {self.m}")
+        if self.head_merge == "concat" and any(d % self.heads for d in self.dims):
+            raise ValueError(f"with head_merge=concat every width in dims must be divisible by heads={self.heads}")
+        if self.readout is not None and (not self.readout or min(self.readout) < 0 or max(self.readout) > self.layers):
+            raise ValueError(f"readout lists layers in 0..{self.layers} (0 = input embedding), got {self.readout}")
+        return self
+
+
+_PAPER = {"p_on": "message", "softmax_over": "selected", "score_activation": "leaky_relu", "score_bias": False,
+          "field_specific": False, "residual_layernorm": False}
+_REFERENCE = {"p_on": "logit", "softmax_over": "all", "score_activation": "relu", "score_bias": True,
+              "field_specific": True, "residual_layernorm": True, "readout": [1, 2, 3]}
+
+
+class GraphFMLayer(nn.Module):
+    """One GraphFM layer (Eq. 7-14) on all n fields of a batch at once."""
+
+    def __init__(self, cfg: GraphFMConfig, n: int, d_in: int, d_out: int, m: int):
+        super().__init__()
+        self.cfg, self.n, self.m = cfg, n, m
+        H = cfg.heads
+        self.d_head = d_out // H if cfg.head_merge == "concat" else d_out
+        self.metric = nn.Sequential(nn.Linear(d_in, cfg.metric_hidden), nn.ReLU(), nn.Linear(cfg.metric_hidden, 1))
+        self.score = nn.Linear(d_in, H, bias=cfg.score_bias)  # a_h of Eq. 10, one per head
+        iu, ju = torch.triu_indices(n, n)
+        pair_of = torch.zeros(n, n, dtype=torch.long)
+        pair_of[iu, ju] = torch.arange(iu.numel())
+        pair_of[ju, iu] = torch.arange(iu.numel())
+        self.register_buffer("pair_i", iu, persistent=False)
+        self.register_buffer("pair_j", ju, persistent=False)
+        self.register_buffer("pair_of", pair_of.view(-1), persistent=False)
+        shape = (n, H, d_in, self.d_head) if cfg.field_specific else (H, d_in, self.d_head)
+        self.W_a = nn.Parameter(torch.empty(shape))
+        nn.init.xavier_uniform_(self.W_a.view(-1, d_in, self.d_head))
+        self.act = make_activation(cfg.activation, self.d_head)
+        self.drop = nn.Dropout(cfg.attention_dropout)
+        if cfg.residual_layernorm:
+            rshape = (n, d_in, d_out) if cfg.field_specific else (1, d_in, d_out)
+            self.W_r = nn.Parameter(torch.empty(rshape))
+            nn.init.xavier_uniform_(self.W_r)
+            self.ln_gain = nn.Parameter(torch.ones(n, d_out))
+            self.ln_bias = nn.Parameter(torch.zeros(n, d_out))
+
+    def edges(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eq. 7-11 -> (scores P [B, n, n], P masked to the selected edges, mask, edge weights
+        w^h_ij [B, H, n, n] that multiply the messages)."""
+        cfg, n = self.cfg, self.n
+        B = h.shape[0]
+        eye = torch.eye(n, dtype=torch.bool, device=h.device)
+        if cfg.selection:
+            # f_s is symmetric (Eq. 7): score the n(n+1)/2 pairs i <= j once, then mirror
+            Zu = h[:, self.pair_i] * h[:, self.pair_j]  # h_i ⊙ h_j, [B, n(n+1)/2, d_in]
+            P = torch.sigmoid(self.metric(Zu).squeeze(-1))[:, self.pair_of].view(B, n, n)  # Eq. 7
+            cand = P if cfg.self_interaction else P.masked_fill(eye, -1.0)
+            idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
+            mask = torch.zeros_like(P, dtype=torch.bool).scatter_(-1, idx, True)  # Eq. 9
+        else:  # -S: the fully connected graph, no p weighting
+            P = h.new_ones(B, n, n)
+            mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
+        p = P * mask
+        # a_h^T (h_i ⊙ h_j) = (h ⊙ a_h) h^T, [B, H, n, n], without forming the pair tensor
+        c = (h.unsqueeze(1) * self.score.weight[None, :, None, :]) @ h.unsqueeze(1).transpose(-1, -2)
+        if self.score.bias is not None:
+            c = c + self.score.bias.view(1, -1, 1, 1)
+        c = F.leaky_relu(c, 0.2) if cfg.score_activation == "leaky_relu" else F.relu(c)  # Eq. 10
+        if cfg.p_on == "logit":  # official code: p scales the logit, not the message
+            c = c * p.unsqueeze(1)
+        if cfg.softmax_over == "selected":
+            c = c.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        alpha = self.drop(torch.softmax(c, dim=-1))  # Eq. 11
+        w = alpha * p.unsqueeze(1) if cfg.p_on == "message" else alpha
+        return P, p, mask, w
+
+    def forward(self, h: torch.Tensor, trace: list | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        P, p, mask, w = self.edges(h)
+        if trace is not None:
+            trace.append({"scores": P.detach(), "p": p.detach(), "mask": mask, "weight": w.detach()})
+        agg = torch.einsum("bhij,bjd->bhid", w, h)  # Σ_j w_ij h_j per head
+        if cfg.aggregate == "interaction":
+            agg = agg * h.unsqueeze(1)  # Σ_j w_ij (h_i ⊙ h_j)
+        if cfg.field_specific:
+            msg = torch.einsum("bhid,ihde->bhie", agg, self.W_a)
+        else:
+            msg = torch.einsum("bhid,hde->bhie", agg, self.W_a)  # Eq. 12, W^h_a
+        if cfg.head_merge == "concat":
+            out = msg.permute(0, 2, 1, 3).flatten(2)  # Eq. 13
+        else:
+            out = msg.mean(dim=1)  # Eq. 14
+        if not cfg.residual_layernorm:
+            return self.act(out)
+        res = F.relu(torch.einsum("bid,ide->bie", h, self.W_r.expand(self.n, -1, -1)))
+        out = F.relu(out + res)
+        return F.layer_norm(out, out.shape[-1:]) * self.ln_gain + self.ln_bias
+
+
+@register_model("graphfm")
+class GraphFM(CTRModel):
+    Config = GraphFMConfig
+    presets = {
+        "paper": _PAPER,
+        "reference": _REFERENCE,
+        "reference_ml1m": {**_REFERENCE, "m": [7, 4, 2], "attention_dropout": 0.4, "embedding_dropout": 0.1},
+        "ml1m": {"m": [7, 4, 2]},
+    }
+    paper = "Wu et al., GraphFM: Graph Factorization Machines for Feature Interaction Modeling"
+
+    def __init__(self, spec, cfg, embedding):
+        super().__init__(spec, cfg, embedding)
+        n = len(spec.features)
+        if n < 2:
+            raise ConfigError(f"graphfm needs at least 2 fields, the schema has {n}")
+        self.m = self.neighbours(cfg, n)
+        dims = cfg.dims * cfg.layers if len(cfg.dims) == 1 else list(cfg.dims)
+        d_in = [embedding.dim] + dims[:-1]
+        self.layers_ = nn.ModuleList(GraphFMLayer(cfg, n, d_in[k], dims[k], self.m[k]) for k in range(cfg.layers))
+        self.readout_ids = list(range(cfg.layers + 1)) if cfg.readout is None else sorted(set(cfg.readout))
+        width = sum(([embedding.dim] + dims)[k] for k in self.readout_ids)
+        self.proj = nn.Linear(width, 1)  # p and b of Eq. 17
+        self.emb_drop = nn.Dropout(cfg.embedding_dropout)
+
+    @staticmethod
+    def neighbours(cfg: GraphFMConfig, n: int) -> list[int]:
+        if cfg.m is None:
+            auto = [n, math.ceil(n / 2), math.ceil(n / 4)]
+            return [auto[min(k, 2)] for k in range(cfg.layers)]
+        if max(cfg.m) > n:
+            raise ConfigError(f"graphfm: m={cfg.m} keeps more neighbours than the {n} fields")
+        return list(cfg.m)
+
+    def output_bias(self):
+        return self.proj.bias
+
+    def fields(self) -> list[str]:
+        return [f.name for f in self.spec.features]
+
+    def forward(self, batch, trace: list | None = None):
+        E = self.emb_drop(self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool))
+        states, h = [E], E
+        for layer in self.layers_:
+            h = layer(h, trace)
+            states.append(h)
+        e_star = torch.cat([states[k] for k in self.readout_ids], dim=-1).mean(dim=1)  # Eq. 15-16
+        return self.output(self.proj(e_star).squeeze(-1))  # Eq. 17
+
+    @torch.no_grad()
+    def explain(self, batch) -> list[dict[str, torch.Tensor]]:
+        """Per layer: ``scores`` (P^(k) of Eq. 7, [B, n, n]), ``p`` (P^(k) after Eq. 8), ``mask`` (selected edges) and ``weight``
+        (the edge weights multiplying the messages, [B, H, n, n]) of this batch (Fig. 4)."""
+        trace: list = []
+        self.forward(batch, trace)
+        return trace
