@@ -1,7 +1,7 @@
 """Graph toolkit benchmark: build time and peak memory of every builder on synthetic behaviour logs.
 
     PYTHONPATH=src python benchmarks/graphs.py                 # 1M and 10M events
-    PYTHONPATH=src python benchmarks/graphs.py --events 50m    # the 50M run (idle machine, ~25 GiB)
+    PYTHONPATH=src python benchmarks/graphs.py --events 50m    # the 50M run (~4 GiB resident)
 
 Logs are generated with numpy (``make_log``): ``events // 100`` users with log-normal activity,
 items drawn from a Zipf(``--zipf``) popularity over ``events // 50`` items (so the head items are
@@ -9,16 +9,19 @@ shared by many users, the costly case for the user kNN), user attributes age (7)
 2000) and a multi-valued ``tags`` field (up to 3 of 50), item attributes category (100) and brand
 (Zipf over 5000). Each size runs in its own subprocess.
 
-Printed per size and builder: seconds (best of ``--repeats`` runs up to 10M events, one run above),
-peak traced memory (numpy/scipy allocations made during the call, tracemalloc) and the output's
+Printed per size and builder: wall seconds (best of ``--repeats`` runs, at most 2 above 10M events:
+the first run in a fresh process also pays for the first touch of its memory, which on a virtual
+machine can cost as much as the build), peak traced memory (numpy/scipy allocations made during the call, tracemalloc) and the output's
 non-zeros. The user kNN runs in its own process (its dense blocks are torch tensors): its peak is
 the resident-set growth above its inputs. For co-occurrence and transitions also: the ratio
 to a straightforward per-row Python implementation of the paper's algorithm on 1M events (timed at
 1M only; at other sizes the Python time is extrapolated linearly and marked ``~``), and the ratio
-to the floor, the time ``np.sort`` takes to sort once as many random 64-bit keys as the builder
-generates pair keys. Then: 3 LightGCN layers on a ~1M-edge user-item graph with a 1024-row
-gather (forward + backward), against one DIN training step (forward, backward, Adam) on a
-1024-row batch of the ``synthetic`` recipe (max_len 50, embedding 16).
+to the floor, the time ``np.sort`` takes to sort once as many random 64-bit keys as there are
+position pairs within the window, in wall time and in CPU time (user + system of the process,
+best of the same runs: other jobs on a shared machine stretch the first, hardly the second). The
+1-minute load average is printed before and after each size. Then: 3 LightGCN layers on a ~1M-edge
+user-item graph with a 1024-row gather (forward + backward), against one DIN training step (forward,
+backward, Adam) on a 1024-row batch of the ``synthetic`` recipe (max_len 50, embedding 16).
 """
 from __future__ import annotations
 
@@ -94,19 +97,22 @@ def python_transitions(items, offsets):
 
 
 def timed(fn, *a, repeats: int = 1, **kw):
-    """(output, best seconds over ``repeats`` untraced runs, peak traced bytes of one traced run)."""
-    best = float("inf")
+    """(output, best wall seconds and best CPU seconds over ``repeats`` untraced runs, peak traced
+    bytes of one traced run). CPU time (user + system of this process) is the steadier figure on
+    a shared machine: other jobs stretch the wall clock, not it."""
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*a, **kw)
         best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
         del out
     tracemalloc.start()
     tracemalloc.reset_peak()
     out = fn(*a, **kw)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return out, best, peak
+    return out, best, best_cpu, peak
 
 
 def current_rss_gib() -> float:
@@ -114,16 +120,18 @@ def current_rss_gib() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
-def sort_floor(n_keys: int, repeats: int = 1) -> float:
+def sort_floor(n_keys: int, repeats: int = 1) -> tuple[float, float]:
+    """Best wall and CPU seconds of ``np.sort`` (in place) on ``n_keys`` random 64-bit keys."""
     rng = np.random.default_rng(1)
     keys = rng.integers(0, 2**62, n_keys, dtype=np.int64)
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
         k = keys.copy()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         k.sort()
         best = min(best, time.perf_counter() - t0)
-    return best
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return best, best_cpu
 
 
 def knn_inputs(log):
@@ -162,8 +170,9 @@ def run_size(events: int, zipf: float, python_ref: bool, repeats: int) -> dict:
     B = res["builders"]
 
     def rec(name, fn, *a, **kw):
-        out, dt, peak = timed(fn, *a, repeats=repeats, **kw)
-        B[name] = {"s": dt, "peak_gib": peak / 2**30, "nnz": int(out[0].nnz if isinstance(out, tuple) else out.nnz)}
+        out, dt, cpu, peak = timed(fn, *a, repeats=repeats, **kw)
+        B[name] = {"s": dt, "cpu_s": cpu, "peak_gib": peak / 2**30,
+                   "nnz": int(out[0].nnz if isinstance(out, tuple) else out.nnz)}
         return out
 
     rec("cooccurrence(d=2,K=8)", g.cooccurrence_graph, (items, off), log["n_items"], 2, 8)
@@ -183,11 +192,14 @@ def run_size(events: int, zipf: float, python_ref: bool, repeats: int) -> dict:
     rec("drop_edges(1024)", g.drop_edges, y, rows, y.indices[pick])
     rec("sym_norm(user_item bipartite)", g.sym_norm, g.bipartite_adjacency(y))
 
-    # floors: as many keys as the builders generate (window pairs minus self pairs)
+    # floors: as many keys as there are position pairs at distance 1..window inside a sequence
+    # (pairs of equal items included; the builders also key the few pairs across sequence ends)
     rem = remaining_in_sequence(off, items.size)
     n_pairs = {1: int((rem >= 1).sum()), 2: int((rem >= 1).sum() + (rem >= 2).sum())}
     del rem
-    res["floor_s"] = {"cooccurrence(d=2,K=8)": sort_floor(n_pairs[2], 3), "transitions": sort_floor(n_pairs[1], 3)}
+    fl = {"cooccurrence(d=2,K=8)": sort_floor(n_pairs[2], 3), "transitions": sort_floor(n_pairs[1], 3)}
+    res["floor_s"] = {name: f[0] for name, f in fl.items()}
+    res["floor_cpu_s"] = {name: f[1] for name, f in fl.items()}
     res["keys"] = {"cooccurrence(d=2,K=8)": n_pairs[2], "transitions": n_pairs[1]}
     if python_ref:
         t0 = time.perf_counter()
@@ -263,7 +275,7 @@ def main() -> None:
     ap.add_argument("--zipf", type=float, default=1.0)
     ap.add_argument("--no-knn", action="store_true", help="skip the user kNN builder")
     ap.add_argument("--knn-device", default=None, help="torch device for the kNN dense blocks, e.g. cuda")
-    ap.add_argument("--repeats", type=int, default=3, help="timing = best of this many runs (sizes <= 10M)")
+    ap.add_argument("--repeats", type=int, default=3, help="timing = best of this many runs (at most 2 above 10M)")
     ap.add_argument("--knn-max-events", default="10m", help="skip the user kNN above this size (its cost grows "
                     "with users^2: 500k users at 50M events)")
     ap.add_argument("--no-propagation", action="store_true")
@@ -277,12 +289,14 @@ def main() -> None:
         else:
             n = int(a.child)
             print(json.dumps(run_size(n, a.zipf, python_ref=(n == 1_000_000),
-                                      repeats=a.repeats if n <= 10_000_000 else 1)))
+                                      repeats=a.repeats if n <= 10_000_000 else min(a.repeats, 2))))
         return
     py = None
-    print(f"# graph builders on synthetic logs (zipf {a.zipf}), {os.cpu_count()} CPUs; seconds / peak traced GiB / nnz")
+    print(f"# graph builders on synthetic logs (zipf {a.zipf}), {os.cpu_count()} CPUs; "
+          "wall seconds / peak traced GiB / nnz")
     for n in [parse_n(s) for s in a.events.split(",")]:
         cmd = [sys.executable, __file__, "--child", str(n), "--zipf", str(a.zipf), "--repeats", str(a.repeats)]
+        load0 = os.getloadavg()[0]
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             print(f"{n:,} events failed: {p.stderr.strip()[-2000:]}")
@@ -290,18 +304,20 @@ def main() -> None:
         r = json.loads(p.stdout.strip().splitlines()[-1])
         if "python_s" in r:
             py = r["python_s"]
-        print(f"\n## {n:,} events: {r['users']:,} users, {r['items']:,} items; process peak RSS {r['peak_rss_gib']:.2f} GiB")
+        print(f"\n## {n:,} events: {r['users']:,} users, {r['items']:,} items; process peak RSS "
+              f"{r['peak_rss_gib']:.2f} GiB; load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
         print(f"{'builder':34s} {'seconds':>9s} {'peak GiB':>9s} {'nnz':>12s}  ratios")
         for name, b in r["builders"].items():
             extra = ""
             if name in r["floor_s"]:
-                fl = r["floor_s"][name]
-                extra = f"floor {b['s'] / fl:.2f}x (np.sort of {r['keys'][name]:,} int64 keys: {fl:.2f}s)"
+                fl, fc = r["floor_s"][name], r["floor_cpu_s"][name]
+                extra = (f"floor {b['s'] / fl:.2f}x wall, {b['cpu_s'] / fc:.2f}x CPU (np.sort of "
+                         f"{r['keys'][name]:,} int64 keys: {fl:.3f}s wall, {fc:.3f}s CPU)")
                 if py is not None:
                     pys = py[name] * n / py["events"]
                     mark = "" if py["events"] == n else "~"
                     extra += f"; per-row Python {mark}{pys:.1f}s -> {pys / b['s']:.0f}x faster"
-            print(f"{name:34s} {b['s']:9.2f} {b['peak_gib']:9.3f} {b['nnz']:12,}  {extra}")
+            print(f"{name:34s} {b['s']:9.3f} {b['peak_gib']:9.3f} {b['nnz']:12,}  {extra}")
         if not a.no_knn and n > parse_n(a.knn_max_events):
             print(f"user_knn skipped above --knn-max-events {a.knn_max_events}")
         elif not a.no_knn:

@@ -405,3 +405,128 @@ def test_from_dataset_synthetic():
     zs = g.cooccurrence_from_dataset(ds, 2, None, count_over="samples")
     zu = g.cooccurrence_from_dataset(ds, 2, None, count_over="users")
     assert zs.sum() >= zu.sum()
+
+
+# ----- pair-key kernels behind co-occurrence and transitions (issue 4 speed work) -------------
+def ragged_of(seqs: list[list[int]]):
+    vals = np.array([x for s in seqs for x in s], dtype=np.int32)
+    return vals, np.r_[0, np.cumsum([len(s) for s in seqs])].astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_window_pair_keys_brute_force(seed):
+    """Every pair of positions at distance 1..window inside one sequence, distinct items only."""
+    from ctrgraph.graphs._util import key_halves, window_pair_keys
+
+    rng = np.random.default_rng(seed)
+    seqs = rows_of(random_padded(rng, 6, 15, 6))
+    vals, off = ragged_of(seqs)
+    for window in (1, 2, 4, 9):
+        keys = window_pair_keys(vals, off, window)
+        kept = keys[keys >= 2**32]
+        hi, lo = key_halves(kept)
+        got = sorted(zip(hi.tolist(), lo.tolist()))
+        ref = sorted((max(s[i], s[i + d]), min(s[i], s[i + d])) for s in seqs for d in range(1, window + 1)
+                     for i in range(len(s) - d) if s[i] != s[i + d])
+        assert got == ref
+        assert (keys < 2**32).sum() + kept.size == sum(max(0, vals.size - d) for d in range(1, window + 1))
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 18])
+def test_unique_sorted_pairs_across_blocks(monkeypatch, block):
+    """Runs of equal keys crossing block boundaries (and whole blocks of one run) count right."""
+    import ctrgraph.graphs._util as U
+
+    monkeypatch.setattr(U, "_BLOCK", block)
+    rng = np.random.default_rng(block)
+    for _ in range(60):
+        m = int(rng.integers(0, 30))
+        keys = (rng.integers(1, 4, m).astype(np.int64) << 32) | rng.integers(0, 3, m)
+        keys = np.concatenate([keys, rng.integers(0, 2**32, int(rng.integers(0, 3))),  # dropped pairs
+                               np.full(int(rng.integers(0, 12)), (5 << 32) | 1)])  # a long run
+        keys.sort()
+        valid = keys[keys >= 2**32]
+        u, c = np.unique(valid, return_counts=True)
+        pc = U.unique_sorted_pairs(keys.copy(), head_k=2)
+        np.testing.assert_array_equal(pc.keys, u)
+        np.testing.assert_array_equal(pc.expand_counts(), c)
+        np.testing.assert_array_equal(pc.multi_index, np.flatnonzero(c > 1))
+        major = u >> 32
+        np.testing.assert_array_equal(pc.head, [i for i in range(u.size) if i < 2 or major[i] != major[i - 2]])
+        np.testing.assert_array_equal(U.unique_sorted_pairs(keys.copy(), counts=False), u)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_cooccurrence_many_rows_over_k(seed, monkeypatch):
+    """Rows with far more than k neighbours, skewed counts and count-1 ties (the candidate pruning
+    of top_k_symmetric: multi-count levels, segment heads, rows that need their upper columns),
+    with tiny blocks so runs and segments cross block boundaries."""
+    import ctrgraph.graphs._util as U
+
+    monkeypatch.setattr(U, "_BLOCK", int(np.random.default_rng(seed).integers(1, 50)))
+    rng = np.random.default_rng(1000 + seed)
+    n = int(rng.integers(20, 60))
+    p = 1.0 / np.arange(1, n) ** 1.1  # zipf-like popularity: a few heavy rows, many light ones
+    seqs = [list(rng.choice(np.arange(1, n), size=int(rng.integers(0, 25)), p=p / p.sum())) for _ in range(80)]
+    vals, off = ragged_of(seqs)
+    for window, k in ((1, 1), (2, 3), (3, 8)):
+        got = g.cooccurrence_graph((vals, off), n, window, k)
+        assert got.has_sorted_indices
+        np.testing.assert_array_equal(got.toarray(), ref_cooccurrence(seqs, n, window, k))
+
+
+def test_rank_keep_lexsort_path_equals_packed(monkeypatch):
+    """The fallback for ids/counts too wide for one int64 key gives the same top-k."""
+    import ctrgraph.graphs._util as U
+
+    rng = np.random.default_rng(5)
+    seqs = rows_of(random_padded(rng, 9, 40, 12))
+    packed = g.cooccurrence_graph(np.array([s + [0] * (12 - len(s)) for s in seqs]), 9, 2, 3)
+    monkeypatch.setattr(U, "_PACK_BITS", 0)
+    generic = g.cooccurrence_graph(np.array([s + [0] * (12 - len(s)) for s in seqs]), 9, 2, 3)
+    assert (packed != generic).nnz == 0 and packed.nnz > 0
+    np.testing.assert_array_equal(generic.toarray(), ref_cooccurrence(seqs, 9, 2, 3))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_symmetric_from_pairs_sorted_and_weighted(seed):
+    from ctrgraph.graphs._util import symmetric_from_pairs, unique_pairs
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(1, 12, 200), rng.integers(1, 12, 200)
+    a, b = a[a != b], b[a != b]
+    keys = (np.maximum(a, b).astype(np.int64) << 32) | np.minimum(a, b)
+    pc = unique_pairs(keys.copy())
+    dense = np.zeros((12, 12))
+    np.add.at(dense, (a, b), 1)
+    dense = dense + dense.T
+    w = symmetric_from_pairs(pc.keys, 12, pc.expand_counts())
+    u = symmetric_from_pairs(pc.keys, 12)
+    assert w.has_sorted_indices and all(np.all(np.diff(w.indices[w.indptr[i]:w.indptr[i + 1]]) > 0) for i in range(12))
+    np.testing.assert_array_equal(w.toarray(), dense)
+    np.testing.assert_array_equal(u.toarray(), (dense > 0).astype(float))
+
+
+def test_cooccurrence_top_k_none_is_all_counts():
+    rng = np.random.default_rng(3)
+    a = random_padded(rng, 7, 30, 10)
+    full = g.cooccurrence_graph(a, 7, 2, None)
+    np.testing.assert_array_equal(full.toarray(), ref_cooccurrence(rows_of(a), 7, 2, None))
+    assert (g.cooccurrence_graph(a, 7, 2, 100) != full).nnz == 0  # k above every degree: nothing pruned
+    assert g.cooccurrence_graph(a, 7, 2, 1).nnz < full.nnz
+
+
+def test_pair_builders_reject_bad_input():
+    with pytest.raises(ValueError, match="offsets"):
+        g.cooccurrence_graph((np.array([2, 3, 4]), np.array([0, 2])), 5)  # offsets end short of the values
+    with pytest.raises(ValueError, match="offsets"):
+        g.transition_graph((np.array([2, 3, 4]), np.array([0, 3, 2, 3])), 5)  # decreasing
+    with pytest.raises(ValueError, match="integers"):
+        g.cooccurrence_graph(np.array([[2.0, 3.0]]), 5)
+    with pytest.raises(ValueError, match="out of range"):
+        g.transition_graph(np.array([[2, 7]]), 5)
+    with pytest.raises(ValueError, match="window"):
+        g.cooccurrence_graph(np.array([[2, 3]]), 5, window=-1)
+    with pytest.raises(ValueError, match="top_k"):
+        g.cooccurrence_graph(np.array([[2, 3]]), 5, top_k=0)
+    assert g.cooccurrence_graph(np.array([[2, 3, 4]]), 5, window=0).nnz == 0  # window 0: no pairs

@@ -12,7 +12,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._util import (Sequences, as_ragged, count_keys, csr_from_pairs, csr_from_sorted, offset_pairs,
-                    remaining_in_sequence, symmetric_from_upper, top_k_rows)
+                    remaining_in_sequence, symmetric_from_pairs, symmetric_from_upper,
+                    top_k_symmetric, unique_pairs, window_pair_keys)
 
 
 def _n_nodes(values: np.ndarray, n: int | None) -> int:
@@ -38,94 +39,31 @@ def cooccurrence_graph(sequences: Sequences, n_items: int | None = None, window:
     train sequence once (:func:`user_sequences`, the default of :func:`cooccurrence_from_dataset`)
     or every training sample's history (the literal reading: pass the ``[N, L]`` history array).
 
-    Implementation: the pair (a, b) and (b, a) of Algorithm 1 always come together, so only the
-    unordered pair key ``min * H + max`` is generated (up to ``window`` keys per position), sorted
-    once and counted; the top-k is one packed sort of both directions by (row, count desc, column)
-    after dropping entries that provably cannot make their row's top-k (count-level pruning).
+    Implementation: the pair (a, b) and (b, a) of Algorithm 1 always come together, so each pair
+    of positions at distance 1..window gives one unordered key (``window_pair_keys``), sorted once
+    and counted; the top-k sorts only a candidate set that provably holds each row's top-k
+    (``top_k_symmetric``), and without top-k both directions are laid out by one counting sort.
     """
-    values, offsets = as_ragged(sequences)
+    values, offsets, n = _pair_input(sequences, n_items)
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    pc = unique_pairs(window_pair_keys(values, offsets, window), head_k=top_k)
+    if top_k is None:
+        return symmetric_from_pairs(pc.keys, n, pc.expand_counts(dtype), dtype)
+    return top_k_symmetric(pc, n, top_k, dtype)
+
+
+def _pair_input(sequences: Sequences, n_items: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ragged int32 ids (pair keys hold an id in 32 bits), their offsets and the node count."""
+    values, offsets = as_ragged(sequences, dtype=None)
     n = _n_nodes(values, n_items)
-    allk = _window_pair_keys(values, offsets, n, window)
-    uk, cnt = count_keys(allk)
-    del allk
-    lo, hi = np.divmod(uk, n)
-    if top_k is not None:
-        fast = _top_k_directed(lo, hi, cnt, n, top_k, dtype)
-        if fast is not None:
-            return fast
-    z = symmetric_from_upper(lo, hi, cnt.astype(dtype), n)
-    return top_k_rows(z, top_k)
-
-
-def _window_pair_keys(values: np.ndarray, offsets: np.ndarray, n: int, window: int) -> np.ndarray:
-    """``min * n + max`` for every pair of positions at distance 1..window in one sequence, items differing."""
-    v = values.astype(np.int32) if n < 2**31 else values
-    m = v.size
-    # not_last[i]: position i + 1 is in the same sequence; pairs at distance d need d such steps
-    not_last = np.ones(m, dtype=bool)
-    ends = offsets[1:][np.diff(offsets) > 0] - 1
-    not_last[ends] = False
-    masks = []
-    chain = not_last
-    for d in range(1, window + 1):
-        if m <= d:
-            break
-        if d > 1:
-            chain = chain[: m - d] & not_last[d - 1: m - 1]
-        ok = chain[: m - d] & (v[: m - d] != v[d:])
-        masks.append(ok)
-    total = int(sum(int(np.count_nonzero(ok)) for ok in masks))
-    out = np.empty(total, dtype=np.int64)
-    pos = 0
-    for d, ok in enumerate(masks, start=1):
-        a, b = v[: m - d][ok], v[d:][ok]
-        lo = np.minimum(a, b)
-        np.maximum(a, b, out=b)
-        seg = out[pos: pos + a.size]
-        np.multiply(lo, n, out=seg, dtype=np.int64)
-        seg += b
-        pos += a.size
-    return out
-
-
-def _top_k_directed(lo, hi, cnt, n: int, k: int, dtype) -> sp.csr_matrix | None:
-    """Top-k of the symmetric counts straight from the unordered pairs (one packed sort of both
-    directions by (row, count desc, col), then a small sort of the kept entries into CSR order).
-    None when the ids and counts do not fit one int64 key."""
-    bc = max(1, int(n - 1).bit_length())
-    vmax = int(cnt.max()) if cnt.size else 0
-    bv = max(1, vmax.bit_length())
-    if 2 * bc + bv > 63:
-        return None
-    # prune: a row with at least k entries of count >= t keeps no entry of count < t (strictly
-    # smaller than k others), whatever the ties; t from a few levels, checked with bincounts
-    thr = np.ones(n, dtype=cnt.dtype)
-    for t in (2, 3, 5, 9, 17):
-        if t > vmax:
-            break
-        big = cnt >= t
-        enough = (np.bincount(lo[big], minlength=n) + np.bincount(hi[big], minlength=n)) >= k
-        if not enough.any():
-            break
-        thr[enough] = t
-    f = cnt >= thr[lo]
-    b = cnt >= thr[hi]
-    inv = vmax - cnt
-    key = np.concatenate([(lo[f] << (bv + bc)) | (inv[f] << bc) | hi[f], (hi[b] << (bv + bc)) | (inv[b] << bc) | lo[b]])
-    key.sort()
-    row = key >> (bv + bc)
-    keep = np.ones(row.size, dtype=bool)  # sorted by row: rank < k  <=>  row differs k places back
-    np.not_equal(row[k:], row[:-k], out=keep[k:])
-    key = key[keep]
-    # re-pack kept entries as (row, col, count) and sort into CSR order
-    row = key >> (bv + bc)
-    col = key & ((1 << bc) - 1)
-    c = vmax - ((key >> bc) & ((1 << bv) - 1))
-    key2 = (((row << bc) | col) << bv) | c
-    key2.sort()
-    c = key2 & ((1 << bv) - 1)
-    rc = key2 >> bv
-    return csr_from_sorted(rc >> bc, rc & ((1 << bc) - 1), c.astype(dtype), (n, n))
+    if n > 2**31:
+        raise ValueError(f"pair keys hold ids below 2**31, got {n} nodes")
+    if values.size and int(values.min()) < 0:
+        raise ValueError("ids must be >= 0 (0 = padding)")
+    return values.astype(np.int32, copy=False), offsets, n
 
 
 # ----- 2. item transitions (DG-ENN 4.1.2, vv graph) ------------------------------------------
@@ -140,9 +78,9 @@ def transition_graph(sequences: Sequences, n_items: int | None = None, directed:
     self-transitions; they are dropped unless ``self_loops`` (then undirected weighted diagonals
     count each repeat once).
     """
-    values, offsets = as_ragged(sequences)
-    n = _n_nodes(values, n_items)
     if directed or self_loops:
+        values, offsets = as_ragged(sequences)
+        n = _n_nodes(values, n_items)
         rem = remaining_in_sequence(offsets, values.size)
         a, b = offset_pairs(values, rem, 1)
         del rem
@@ -153,18 +91,23 @@ def transition_graph(sequences: Sequences, n_items: int | None = None, directed:
             return csr_from_pairs(a, b, (n, n), weighted, dtype)
         keys = np.minimum(a, b) * n + np.maximum(a, b)
         del a, b
-    else:
-        keys = _window_pair_keys(values, offsets, n, 1)  # min * n + max of consecutive distinct items
-    uk, cnt = count_keys(keys)
-    del keys
-    lo, hi = np.divmod(uk, n)
-    data = cnt.astype(dtype) if weighted else np.ones(uk.size, dtype=dtype)
-    off = lo != hi
-    m = symmetric_from_upper(lo[off], hi[off], data[off], n)
-    if self_loops and (~off).any():
-        m = (m + sp.csr_matrix((data[~off], (lo[~off], lo[~off])), shape=(n, n))).tocsr()
-        m.sort_indices()
-    return m
+        uk, cnt = count_keys(keys)
+        del keys
+        lo, hi = np.divmod(uk, n)
+        data = cnt.astype(dtype) if weighted else np.ones(uk.size, dtype=dtype)
+        off = lo != hi
+        m = symmetric_from_upper(lo[off], hi[off], data[off], n)
+        if (~off).any():
+            m = (m + sp.csr_matrix((data[~off], (lo[~off], lo[~off])), shape=(n, n))).tocsr()
+            m.sort_indices()
+        return m
+    # default and weighted undirected: one key per consecutive pair of distinct items
+    values, offsets, n = _pair_input(sequences, n_items)
+    keys = window_pair_keys(values, offsets, 1)
+    if not weighted:
+        return symmetric_from_pairs(unique_pairs(keys, counts=False), n, None, dtype)
+    pc = unique_pairs(keys)
+    return symmetric_from_pairs(pc.keys, n, pc.expand_counts(dtype), dtype)
 
 
 # ----- 3. user kNN similarity (DG-ENN Eq. 8) -------------------------------------------------
