@@ -416,7 +416,7 @@ def ragged_of(seqs: list[list[int]]):
 @pytest.mark.parametrize("seed", range(6))
 def test_window_pair_keys_brute_force(seed):
     """Every pair of positions at distance 1..window inside one sequence, distinct items only."""
-    from ctrgraph.graphs._util import key_halves, window_pair_keys
+    from ctrgraph.graphs._pairs import key_halves, window_pair_keys
 
     rng = np.random.default_rng(seed)
     seqs = rows_of(random_padded(rng, 6, 15, 6))
@@ -435,7 +435,7 @@ def test_window_pair_keys_brute_force(seed):
 @pytest.mark.parametrize("block", [1, 2, 3, 7, 1 << 18])
 def test_unique_sorted_pairs_across_blocks(monkeypatch, block):
     """Runs of equal keys crossing block boundaries (and whole blocks of one run) count right."""
-    import ctrgraph.graphs._util as U
+    import ctrgraph.graphs._pairs as U
 
     monkeypatch.setattr(U, "_BLOCK", block)
     rng = np.random.default_rng(block)
@@ -461,7 +461,7 @@ def test_cooccurrence_many_rows_over_k(seed, monkeypatch):
     """Rows with far more than k neighbours, skewed counts and count-1 ties (the candidate pruning
     of top_k_symmetric: multi-count levels, segment heads, rows that need their upper columns),
     with tiny blocks so runs and segments cross block boundaries."""
-    import ctrgraph.graphs._util as U
+    import ctrgraph.graphs._pairs as U
 
     monkeypatch.setattr(U, "_BLOCK", int(np.random.default_rng(seed).integers(1, 50)))
     rng = np.random.default_rng(1000 + seed)
@@ -477,7 +477,7 @@ def test_cooccurrence_many_rows_over_k(seed, monkeypatch):
 
 def test_rank_keep_lexsort_path_equals_packed(monkeypatch):
     """The fallback for ids/counts too wide for one int64 key gives the same top-k."""
-    import ctrgraph.graphs._util as U
+    import ctrgraph.graphs._pairs as U
 
     rng = np.random.default_rng(5)
     seqs = rows_of(random_padded(rng, 9, 40, 12))
@@ -490,7 +490,7 @@ def test_rank_keep_lexsort_path_equals_packed(monkeypatch):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_symmetric_from_pairs_sorted_and_weighted(seed):
-    from ctrgraph.graphs._util import symmetric_from_pairs, unique_pairs
+    from ctrgraph.graphs._pairs import symmetric_from_pairs, unique_pairs
 
     rng = np.random.default_rng(seed)
     a, b = rng.integers(1, 12, 200), rng.integers(1, 12, 200)

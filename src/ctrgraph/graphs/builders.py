@@ -11,9 +11,22 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ._util import (Sequences, as_ragged, count_keys, csr_from_pairs, csr_from_sorted, offset_pairs,
-                    remaining_in_sequence, symmetric_from_pairs, symmetric_from_upper,
-                    top_k_symmetric, unique_pairs, window_pair_keys)
+from ._pairs import (
+    symmetric_from_pairs,
+    top_k_symmetric,
+    unique_pairs,
+    window_pair_keys,
+)
+from ._util import (
+    Sequences,
+    as_ragged,
+    count_keys,
+    csr_from_pairs,
+    csr_from_sorted,
+    offset_pairs,
+    remaining_in_sequence,
+    symmetric_from_upper,
+)
 
 
 def _n_nodes(values: np.ndarray, n: int | None) -> int:
