@@ -94,7 +94,7 @@ def load_dataset(name: str, params: dict | None = None, data_dir: str | Path | N
 
 def _import_all() -> None:
     from . import ml100k, movielens  # noqa: F401
-    for mod in ("ml1m", "taobao", "custom", "synthetic"):
+    for mod in ("ml1m", "taobao", "custom", "synthetic", "ml100k_dgenn"):
         try:
             __import__(f"{__name__}.{mod}")
         except ModuleNotFoundError as e:  # modules land incrementally

@@ -1,0 +1,414 @@
+"""Dual Graph enhanced Embedding (Guo et al., "Dual Graph enhanced Embedding Neural Network for
+CTR Prediction", KDD 2021) as an embedding provider: any model becomes ``dg-<model>``
+(``dg-pnn`` is the paper's DG-ENN, Eqs. 4-6 with the enhanced embeddings of Eq. 22).
+
+Per forward (whole-graph propagation; ml100k-sized graphs are small):
+
+1. Attribute stage (§4.2). ``attr_mode="field"`` is the paper's divide-and-conquer: for each
+   user-attribute field t, the bipartite graph G_ua^(t) over users and the values of t
+   (:func:`~ctrgraph.graphs.attribute_incidence`); propagation from ``[E_user; E_t]`` with the
+   field's own aggregator parameters (Eq. 12, aggregators Eqs. 9-11), layer combination Eq. 13,
+   then ``z_u = mean_t ê_u^(t)`` (Eq. 14); attribute values ``z_a = ê_a^(t)`` (their own Eq. 13
+   output). Items likewise; context fields keep plain embeddings (Eq. 15).
+   **Default ``attr_mode="linear"``** (the paper's Fig. 4 alternative (i)): ``z_u = W [e_u;
+   mean embedding of u's values in each field]``, attribute value tables plain. Our choice, from
+   measurement: on ml100k-ctr every field-graph configuration tried lowered the full model's test
+   AUC (0.8374-0.8409 with field / mixed graphs, LightGCN or GCN, 1 or 2 attribute layers, against
+   0.8448 for the collaborative graphs alone and 0.8453 / 0.8480 with the linear transform; see
+   docs/dg-enn.md), while the attribute graph alone still beats PNN.
+2. Collaborative graph convolution with organised learning (§4.3): ``ẑ_U = prop_uu(z_U)``,
+   ``ẑ_V = prop_vv(z_V)`` (Eqs. 16-18), then ``[p̂_U; p̂_V] = prop_uv([ẑ_U; ẑ_V])`` (Eqs. 19-21),
+   whose layer 0 is ``ẑ`` itself as the paper notes.
+3. Eq. 22: the user table becomes p̂_U, the item table p̂_V (so behaviour sequences, which share
+   the item table, use enhanced item embeddings), attribute tables z_A / z_B (``hist_genre``, which
+   shares the ``genres`` table, too), context plain.
+
+Leakage guard (research notes §2.3): in training, for every positive (u, v) of the batch, the uv
+edge (u, v) and the user's own transitions (prev -> v, v -> next in u's train sequence) are
+removed from that step's uv and vv graphs before propagation (degrees recomputed), so a
+training instance's own target edge cannot reach its prediction (tested). Residual, documented:
+the uu kNN graph (Eq. 8) is computed once from Y, which contains the targets; ``knn_alpha=0``
+makes it attribute-only. At ``eval()`` the enhanced tables are computed once without drops and
+cached until ``train()`` or a state-dict load.
+
+Choices the paper leaves open (research notes §2.2), each a parameter:
+- ``combine="mean"``: Eqs. 13/14/17/18/20/21 say "average" but print Σ: the mean over layers
+  (1/(L+1)) and over fields (1/J); ``"sum"`` gives the printed sums.
+- ``isolated="zero"`` (the literal formulas): a node with no neighbour (an item without train
+  clicks or transitions, a user whose edges are all dropped this step) has zero layers >= 1, so
+  its layer mean is its embedding / (L+1). ``"keep"`` gives it a unit self-loop instead (its
+  embedding unshrunk). Measured: zero 0.8480 vs keep 0.8453 (linear attributes; 0.8388 vs 0.8374
+  with field graphs): the shrinkage marks items the graph knows nothing about.
+- GCN (Eq. 9) uses the literal centre weight ``1/|N_h|``; sigma = LeakyReLU(0.2), no bias
+  (:class:`ctrgraph.graphs.GCN` / :class:`~ctrgraph.graphs.NGCF`). Separate parameters per
+  attribute field and per collaborative stage (uu, vv, uv).
+- Graphs: uu = Eq. 8 kNN with k = ``knn_k`` (10), α = (``knn_alpha``, 1 - ``knn_alpha``), Y = train
+  positives, A = all user-attribute values, symmetrised; vv = undirected, unweighted transitions
+  of each user's time-ordered train sequence; uv = train positives plus the (user, history item)
+  pairs of training rows (``uv_histories``; needed under the paper's protocol, a no-op on ml100k-ctr).
+  ``uv_targets=False`` builds Y (uv and Eq. 8) from the histories only, as the paper's protocol does
+  (the training targets are then in no graph at all). With one positive per user the per-step drop
+  is itself label-correlated (a user's negatives in other batches see the target edge, its
+  positive never does), so this is the cleaner choice there; it did not cure the unexplained
+  early-epoch inversion of dg-pnn on ``ml100k-dgenn`` reported in docs/dg-enn.md.
+
+Ablation switches (paper §5.3-5.4): ``graphs`` (Table 5: ``attr`` | ``uu,vv`` | ``uv`` | ``all``),
+``aggregator`` (Fig. 3), ``attr_mode`` (Fig. 4: ``field`` divide-and-conquer, ``mixed`` one graph
+over all fields, ``linear`` W [e_id; mean attribute embedding per field]), ``collab`` (Fig. 5:
+``organized``, or the parallel ``sum`` / ``mean`` / ``attention`` of the uu/vv and uv stage
+outputs, both stages then starting from Z), ``layers`` / ``attr_layers``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..data.schema import Field, Role
+from ..errors import ConfigError
+from .base import EmbeddingProvider, FeatureSpec, register_provider
+from .dg_graphs import DGGraphData, DropGraph, build_graph_data
+
+GRAPHS = ("attr", "uu", "vv", "uv")
+GRAPH_ALIASES = {"all": GRAPHS, "none": (), "attribute": ("attr",), "uu&vv": ("uu", "vv"), "uu_vv": ("uu", "vv")}
+AGGREGATORS = ("lightgcn", "gcn", "ngcf")
+ATTR_MODES = ("field", "mixed", "linear")
+COLLAB_MODES = ("organized", "sum", "mean", "attention")
+
+
+def parse_graphs(graphs: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"all"``, ``"uu,vv"``, ``["attr", "uv"]`` ... -> a tuple of graph names (validated)."""
+    items = [graphs] if isinstance(graphs, str) else list(graphs)
+    out: list[str] = []
+    for it in items:
+        if not isinstance(it, str):
+            raise ConfigError(f"dg embedding: graphs must be names, got {it!r}")
+        for g in (s.strip().lower() for s in it.split(",") if s.strip()):
+            names = GRAPH_ALIASES.get(g, (g,))
+            for n in names:
+                if n not in GRAPHS:
+                    raise ConfigError(f"dg embedding: unknown graph {g!r}; use a comma list of {list(GRAPHS)} "
+                                      f"or one of {sorted(GRAPH_ALIASES)}")
+                if n not in out:
+                    out.append(n)
+    return tuple(out)
+
+
+class StageAttention(nn.Module):
+    """Fig. 5 "attention": per node, softmax over candidate vectors c_k of ``a^T tanh(W c_k + b)``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.query = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, cands: list[torch.Tensor]) -> torch.Tensor:
+        c = torch.stack(cands, 1)  # [n, K, d]
+        w = torch.softmax(self.query(torch.tanh(self.proj(c))), dim=1)
+        return (w * c).sum(1)
+
+
+class _GraphState(dict):
+    """The normalised graphs (read-only after :meth:`DualGraphEmbedding.install`); copies of the
+    provider share it (torch sparse CSR tensors cannot be deep-copied)."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def _side_fields(spec: FeatureSpec, role: Role) -> list[Field]:
+    return [f for f in spec.schema.by_role(role) if f.encoded]
+
+
+@register_provider("dg")
+class DualGraphEmbedding(EmbeddingProvider):
+    """Enhanced user / item / attribute tables (Eq. 22) from attribute and collaborative graphs."""
+
+    name = "dg"
+
+    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4,
+                 graphs: str | list[str] = "all", aggregator: str = "lightgcn", layers: int = 2,
+                 attr_layers: int | None = None, attr_mode: str = "linear", collab: str = "organized",
+                 combine: str = "mean", knn_k: int = 10, knn_alpha: float = 0.5, drop_target_edges: bool = True,
+                 isolated: str = "zero", uv_histories: bool = True, uv_targets: bool = True,
+                 attr_values: str = "enhanced"):
+        super().__init__(spec, dim, init_std=init_std)
+        self.graphs = parse_graphs(graphs)
+        checks = [("aggregator", aggregator, AGGREGATORS), ("attr_mode", attr_mode, ATTR_MODES),
+                  ("collab", collab, COLLAB_MODES), ("combine", combine, ("mean", "sum")),
+                  ("isolated", isolated, ("keep", "zero")), ("attr_values", attr_values, ("enhanced", "plain"))]
+        for key, val, ok in checks:
+            if val not in ok:
+                raise ConfigError(f"dg embedding: {key} must be one of {list(ok)}, got {val!r}")
+        attr_layers = layers if attr_layers is None else attr_layers
+        for key, val in (("layers", layers), ("attr_layers", attr_layers), ("knn_k", knn_k)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < (1 if key == "knn_k" else 0):
+                raise ConfigError(f"dg embedding: {key} must be an integer >= {1 if key == 'knn_k' else 0}, got {val!r}")
+        if not 0.0 <= float(knn_alpha) <= 1.0:
+            raise ConfigError(f"dg embedding: knn_alpha must be in [0, 1], got {knn_alpha!r}")
+        user, item = spec.schema.first(Role.USER), spec.schema.first(Role.ITEM)
+        if user is None or item is None or user.table not in self.tables or item.table not in self.tables:
+            raise ConfigError("dg embedding: the schema needs an embedded user field and an embedded item field")
+        self.user_field, self.item_field = user, item
+        self.uattr, self.iattr = _side_fields(spec, Role.USER_ATTR), _side_fields(spec, Role.ITEM_ATTR)
+        self.aggregator, self.layers, self.attr_layers = aggregator, layers, attr_layers
+        self.attr_mode, self.collab, self.combine = attr_mode, collab, combine
+        self.knn_k, self.knn_alpha, self.drop_target_edges = knn_k, float(knn_alpha), bool(drop_target_edges)
+        self.isolated, self.uv_histories, self.attr_values = isolated, bool(uv_histories), attr_values
+        self.uv_targets = bool(uv_targets)
+        from ..graphs import make_propagator
+
+        def prop(n):
+            return make_propagator(aggregator, dim, n, combine)
+
+        self.attr_prop = nn.ModuleDict()
+        self.attr_lin = nn.ModuleDict()
+        if "attr" in self.graphs:
+            for side, fields in (("u", self.uattr), ("i", self.iattr)):
+                if not fields:
+                    continue
+                if attr_mode == "field":  # divide-and-conquer: one propagator (parameters) per field
+                    for f in fields:
+                        self.attr_prop[f"{side}_{f.name}"] = prop(attr_layers)
+                elif attr_mode == "mixed":
+                    self.attr_prop[side] = prop(attr_layers)
+                else:
+                    self.attr_lin[side] = nn.Linear((len(fields) + 1) * dim, dim, bias=False)
+        self.cf_prop = nn.ModuleDict({g: prop(layers) for g in ("uu", "vv", "uv") if g in self.graphs})
+        self.stage_att = nn.ModuleDict({"u": StageAttention(dim), "i": StageAttention(dim)}) \
+            if collab == "attention" else nn.ModuleDict()
+        # the served tables (Eq. 22) of the last evaluation, saved with checkpoints so that a loaded
+        # run evaluates / predicts without the graphs (which are rebuilt only by prepare(data))
+        value_tables = [f.table for f in self.uattr + self.iattr] \
+            if "attr" in self.graphs and attr_mode != "linear" and attr_values == "enhanced" else []
+        self._served = list(dict.fromkeys([user.table, item.table] + value_tables))
+        for t in self._served:
+            self.register_buffer(f"served_{t}", torch.zeros(spec.vocab_sizes[t], dim))
+        self.register_buffer("served_ok", torch.tensor(False))
+        self._g: dict | None = None
+        self._device = torch.device("cpu")
+        self._enh: dict[str, torch.Tensor] = {}
+        self._cache: dict[str, torch.Tensor] | None = None
+
+    # ----- graphs (train split only) ----------------------------------------------------------
+    def prepare(self, data) -> None:
+        self.install(build_graph_data(data, self.knn_k, (self.knn_alpha, 1.0 - self.knn_alpha), self.uv_histories,
+                                      self.uv_targets))
+
+    def install(self, g: DGGraphData) -> None:
+        """Normalise and store the graphs. Graphs that propagate side by side (the attribute field
+        graphs of both sides; uu and vv) are stored as one block-diagonal matrix, so a layer is one
+        sparse product for all of them (the parameters stay separate per block)."""
+        from ..graphs import bipartite_adjacency, mixed_incidence, row_norm, to_torch_sparse
+
+        norm = "gcn" if self.aggregator == "gcn" else "sym"
+        iso = 1.0 if self.isolated == "keep" else 0.0
+        n_u, n_i = self.spec.vocab_sizes[self.user_field.table], self.spec.vocab_sizes[self.item_field.table]
+        if (g.n_users, g.n_items) != (n_u, n_i):
+            raise ConfigError(f"dg embedding: graphs have {g.n_users} users / {g.n_items} items, "
+                              f"the vocabularies {n_u} / {n_i}")
+        st = _GraphState(lin={}, attr_blocks=[])
+        owner = {"u": self.user_field.table, "i": self.item_field.table}
+        if "attr" in self.graphs:
+            mats_all = []
+            for side, fields, inc in (("u", self.uattr, g.user_attr), ("i", self.iattr, g.item_attr)):
+                mats = [inc[f.name] for f in fields]
+                if not mats:
+                    continue
+                if self.attr_mode == "field":  # block: (parameters, side, owner table, value tables)
+                    for f, b in zip(fields, mats):
+                        st["attr_blocks"].append((f"{side}_{f.name}", side, owner[side], [f.table]))
+                        mats_all.append(bipartite_adjacency(b))
+                elif self.attr_mode == "mixed":
+                    st["attr_blocks"].append((side, side, owner[side], [f.table for f in fields]))
+                    mats_all.append(bipartite_adjacency(mixed_incidence(mats)[0]))
+                else:
+                    st["lin"][side] = [to_torch_sparse(row_norm(b)) for b in mats]
+            if mats_all:
+                st["attr"] = DropGraph(sp.block_diag(mats_all, format="csr"), norm, iso).adjacency()
+        cf = [(k, m) for k, m in (("uu", g.uu), ("vv", g.vv)) if k in self.graphs]
+        if cf:  # uu (never dropped, 0/1) and vv (transition counts) side by side
+            st["cf1"] = DropGraph(sp.block_diag([m for _, m in cf], format="csr"), norm, iso)
+            st["cf1_keys"] = [k for k, _ in cf]
+            st["vv_offset"] = n_u if "uu" in self.graphs else 0
+        if "uv" in self.graphs:
+            st["uv"] = DropGraph(bipartite_adjacency(g.uv), norm, iso)
+        st["seq"] = tuple(torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (g.seq_keys, g.seq_prev, g.seq_next))
+        st["n"] = (n_u, n_i)
+        self._g = st
+        self._device = torch.device("cpu")
+        self._cache = None
+
+    def _to_device(self, dev: torch.device) -> None:
+        if self._g is None or dev == self._device:
+            return
+        st = self._g
+        st["lin"] = {s: [a.to(dev) for a in v] for s, v in st["lin"].items()}
+        if "attr" in st:
+            st["attr"] = st["attr"].to(dev)
+        for k in ("cf1", "uv"):
+            if k in st:
+                st[k].to(dev)
+        st["seq"] = tuple(a.to(dev) for a in st["seq"])
+        self._device = dev
+
+    # ----- the enhanced tables ----------------------------------------------------------------
+    def _mean(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        s = torch.stack(xs, 0).sum(0)
+        return s / len(xs) if self.combine == "mean" else s
+
+    def _block_propagate(self, adj: torch.Tensor, xs: list[torch.Tensor], mods: list[nn.Module],
+                         n_layers: int) -> list[torch.Tensor]:
+        """Eqs. 12-13 on a block-diagonal graph: one sparse product per layer for all blocks, then
+        each block's own aggregator (its parameters) on its rows; returns each block's Eq. 13."""
+        from ..graphs import combine_layers, spmm
+
+        sizes = [x.shape[0] for x in xs]
+        h = torch.cat(xs)
+        layers = [h]
+        light = self.aggregator == "lightgcn"  # Eq. 11 has no per-block transformation
+        for l in range(n_layers):
+            agg = spmm(adj, h, adj)
+            if not light:
+                agg = torch.cat([m.layer(l, a, x) for m, a, x in zip(mods, agg.split(sizes), h.split(sizes))])
+            h = agg
+            layers.append(h)
+        return list(combine_layers(layers, self.combine).split(sizes))
+
+    def _attribute_stage(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """§4.2: refined id tables z_U, z_V (Eqs. 12-14); attribute value tables go to ``out``."""
+        st = self._g
+        e_u, e_v = self.tables[self.user_field.table].weight, self.tables[self.item_field.table].weight
+        if "attr" not in self.graphs:
+            return e_u, e_v
+        if self.attr_mode == "linear":  # Fig. 4 (i): W [e_id; mean attribute embedding of each field]
+            z = {}
+            for side, e, fields in (("u", e_u, self.uattr), ("i", e_v, self.iattr)):
+                means = [torch.sparse.mm(r, self.tables[f.table].weight) for r, f in zip(st["lin"].get(side, []), fields)]
+                z[side] = self.attr_lin[side](torch.cat([e] + means, dim=1)) if means else e
+            return z["u"], z["i"]
+        blocks = st["attr_blocks"]
+        if not blocks:
+            return e_u, e_v
+        xs = [torch.cat([self.tables[own].weight] + [self.tables[t].weight for t in vals]) for _, _, own, vals in blocks]
+        hs = self._block_propagate(st["attr"], xs, [self.attr_prop[k] for k, *_ in blocks], self.attr_layers)
+        per: dict[str, list[torch.Tensor]] = {"u": [], "i": []}
+        for (_, side, own, vals), h in zip(blocks, hs):
+            n = self.tables[own].weight.shape[0]
+            per[side].append(h[:n])
+            sizes = [self.tables[t].weight.shape[0] for t in vals]
+            if self.attr_values == "enhanced":  # Eq. 15's z_A / z_B
+                for t, part in zip(vals, h[n:].split(sizes)):
+                    out[t] = part
+        z_u = self._mean(per["u"]) if per["u"] else e_u  # Eq. 14
+        z_v = self._mean(per["i"]) if per["i"] else e_v
+        return z_u, z_v
+
+    def _merge(self, side: str, cands: list[torch.Tensor]) -> torch.Tensor:
+        if len(cands) == 1:
+            return cands[0]
+        if self.collab == "attention":
+            return self.stage_att[side](cands)
+        s = torch.stack(cands, 0).sum(0)
+        return s / len(cands) if self.collab == "mean" else s
+
+    def enhanced_tables(self, drop_uv: torch.Tensor | None = None, drop_vv: torch.Tensor | None = None
+                        ) -> dict[str, torch.Tensor]:
+        """Eq. 22's tables ``{table: [vocab, d]}`` with the given uv / vv pair ids dropped."""
+        if self._g is None:
+            raise ConfigError("dg embedding: graphs are not built; call prepare(data) with the training data "
+                              "(or serve the tables written by `ctrgraph export`)")
+        st = self._g
+        n_u, n_i = st["n"]
+        out: dict[str, torch.Tensor] = {}
+        z_u, z_v = self._attribute_stage(out)
+        zh_u, zh_v = z_u, z_v
+        if "cf1" in st:  # Eqs. 16-18: uu and vv side by side
+            keys = st["cf1_keys"]
+            xs = [z_u if k == "uu" else z_v for k in keys]
+            hs = self._block_propagate(st["cf1"].adjacency(drop_vv), xs, [self.cf_prop[k] for k in keys], self.layers)
+            for k, h in zip(keys, hs):
+                if k == "uu":
+                    zh_u = h
+                else:
+                    zh_v = h
+        p_u, p_v = zh_u, zh_v
+        if "uv" in self.graphs:  # Eqs. 19-21
+            a = st["uv"].adjacency(drop_uv)
+            organized = self.collab == "organized"
+            start = torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
+            q = self.cf_prop["uv"](a, start, adj_t=a)
+            q_u, q_v = q[:n_u], q[n_u:]
+            if organized:
+                p_u, p_v = q_u, q_v
+            else:  # Fig. 5: parallel stages, merged
+                p_u = self._merge("u", ([zh_u] if "uu" in self.graphs else []) + [q_u])
+                p_v = self._merge("i", ([zh_v] if "vv" in self.graphs else []) + [q_v])
+        out[self.user_field.table] = p_u
+        out[self.item_field.table] = p_v
+        return out
+
+    def target_drops(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Pair ids of the batch's positive (u, v) uv edges and of those users' own transitions into
+        and out of v in the vv graph (research notes §2.3, option a)."""
+        st = self._g
+        label = self.spec.schema.label
+        if not self.drop_target_edges or label not in batch:
+            return None, None
+        pos = batch[label] > 0
+        u = batch[self.user_field.name][pos].long()
+        v = batch[self.item_field.name][pos].long()
+        n_u, n_i = st["n"]
+        drop_uv = st["uv"].pair_ids(u, v + n_u) if "uv" in st else None
+        drop_vv = None
+        keys, prev, nxt = st["seq"]
+        if "vv" in self.graphs and keys.numel():
+            q = u * n_i + v
+            at = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
+            hit = keys[at] == q
+            at, vh = at[hit], v[hit]
+            g, o = st["cf1"], st["vv_offset"]
+            pv, nv = prev[at], nxt[at]  # 0: no previous / next item
+            drop_vv = torch.cat([g.pair_ids(pv[pv > 0] + o, vh[pv > 0] + o), g.pair_ids(nv[nv > 0] + o, vh[nv > 0] + o)])
+        return drop_uv, drop_vv
+
+    def begin(self, batch: dict[str, torch.Tensor]) -> None:
+        self._to_device(self.tables[self.user_field.table].weight.device)
+        if not self.training:
+            if self._cache is None and self._g is None and bool(self.served_ok):
+                self._cache = {t: getattr(self, f"served_{t}") for t in self._served}  # a loaded checkpoint
+            if self._cache is None:
+                with torch.no_grad():
+                    self._cache = {k: v.detach() for k, v in self.enhanced_tables().items()}
+                    for t in self._served:
+                        getattr(self, f"served_{t}").copy_(self._cache[t])
+                    self.served_ok.fill_(True)
+            self._enh = self._cache
+            return
+        self._enh = self.enhanced_tables(*self.target_drops(batch))
+
+    def lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+        t = self._enh.get(table)
+        # F.embedding: its backward (a dense index_add) is much cheaper than that of t[ids]
+        return super().lookup(table, ids) if t is None else nn.functional.embedding(ids, t)
+
+    # ----- cache invalidation -----------------------------------------------------------------
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def __getstate__(self):  # copies / pickles carry no per-step tensors (deepcopy of non-leaves fails)
+        state = self.__dict__.copy()
+        state.update(_enh={}, _used=[], _cache=None)
+        return state
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    @torch.no_grad()
+    def export_tables(self) -> dict[str, torch.Tensor]:
+        """Every embedding table as served: enhanced tables (Eq. 22) and the plain ones, detached."""
+        enh = self.enhanced_tables()
+        return {t: (enh[t] if t in enh else emb.weight).detach().clone() for t, emb in self.tables.items()}
