@@ -1,0 +1,244 @@
+"""Two-stage pretrained item embeddings: the "+Skip-gram" and "+node2vec" baselines of
+Res-embedding's Table 3 (Zhou et al. 2019, Sec. 5.3; Mikolov et al. 2013; Grover & Leskovec 2016).
+
+Stage 1 (:meth:`PretrainedItemEmbedding.prepare`, train split only): item vectors are learned
+with skip-gram and negative sampling (SGNS) over a corpus of item sequences,
+
+    loss = -log s(u_o . v_c) - sum_{k=1..neg} log s(-u_k . v_c),  u_k ~ unigram^0.75,
+
+- ``skipgram``: the corpus is each user's time-ordered train behaviour sequence
+  (:func:`ctrgraph.graphs.behaviour_sequences`, each user once); items are the words.
+- ``node2vec``: the corpus is biased random walks (return ``p``, in-out ``q``) on the item
+  co-occurrence graph of the same sequences (:func:`ctrgraph.graphs.cooccurrence_graph`, window
+  ``graph_window``, no top-K, symmetric counts as edge weights).
+
+Stage 2: the input vectors v replace the item-id table (shared by the history field), then the
+CTR model trains as usual. The paper does not say whether the table is fine-tuned, so
+``finetune=True`` (default) keeps training it; ``finetune=False`` freezes it.
+
+Choices the paper leaves open (ours): window 5 (word2vec's default), 5 negatives, 5 epochs,
+SparseAdam lr 0.01, batches of 4096 pairs; node2vec p = 0.5, q = 2 (local, BFS-like walks),
+10 walks of length 20 per item with an edge. Items absent from the corpus keep the provider's
+N(0, init_std) init; ``scale`` optionally rescales the pretrained rows to that RMS value.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from ..data.schema import Role
+from ..errors import ConfigError
+from .base import EmbeddingProvider, FeatureSpec, register_provider
+
+
+# ----- corpus -> (centre, context) pairs ---------------------------------------------------------
+def window_pairs(values: np.ndarray, offsets: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (centre, context) pair at distance 1..window inside one sequence, both directions.
+
+    ``values[offsets[i]:offsets[i+1]]`` is sequence i; pairs of equal items are kept (as in word2vec).
+    """
+    values = np.asarray(values, dtype=np.int64)
+    seq = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    cs, xs = [], []
+    for d in range(1, window + 1):  # a loop over the window radius only
+        ok = seq[:-d] == seq[d:] if values.size > d else np.zeros(0, dtype=bool)
+        a, b = values[:-d][ok], values[d:][ok]
+        cs += [a, b]
+        xs += [b, a]
+    if not cs:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e
+    return np.concatenate(cs), np.concatenate(xs)
+
+
+def train_skipgram(values: np.ndarray, offsets: np.ndarray, n_items: int, dim: int, window: int = 5,
+                   negatives: int = 5, epochs: int = 5, batch_size: int = 4096, lr: float = 0.01,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """SGNS over a ragged corpus -> (input vectors [n_items, dim] float32, item counts [n_items]).
+
+    Vectorised per batch of pairs (gather, dot, logsigmoid); ids 0 (padding) never occur.
+    """
+    c, x = window_pairs(values, offsets, window)
+    counts = np.bincount(np.asarray(values, dtype=np.int64), minlength=n_items).astype(np.float64)
+    g = torch.Generator().manual_seed(int(seed))
+    v_in = nn.Embedding(n_items, dim, sparse=True)
+    v_out = nn.Embedding(n_items, dim, sparse=True)
+    with torch.no_grad():
+        v_in.weight.uniform_(-0.5 / dim, 0.5 / dim, generator=g)
+        v_out.weight.zero_()
+    if c.size == 0:
+        return v_in.weight.detach().numpy().copy(), counts
+    noise = torch.from_numpy(counts ** 0.75)
+    noise = noise / noise.sum()
+    opt = torch.optim.SparseAdam(list(v_in.parameters()) + list(v_out.parameters()), lr=lr)
+    ct, xt = torch.from_numpy(c), torch.from_numpy(x)
+    for _ in range(epochs):
+        perm = torch.randperm(ct.numel(), generator=g)
+        for s in range(0, perm.numel(), batch_size):  # a loop over mini-batches of pairs
+            idx = perm[s:s + batch_size]
+            ctr, ctx = ct[idx], xt[idx]
+            neg = torch.multinomial(noise, idx.numel() * negatives, replacement=True, generator=g)
+            vc = v_in(ctr)
+            pos = (vc * v_out(ctx)).sum(-1)
+            ng = torch.bmm(v_out(neg.view(-1, negatives)), vc.unsqueeze(-1)).squeeze(-1)
+            loss = -(nn.functional.logsigmoid(pos) + nn.functional.logsigmoid(-ng).sum(-1)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return v_in.weight.detach().numpy().copy(), counts
+
+
+# ----- node2vec walks ------------------------------------------------------------------------------
+def node2vec_walks(adj: sp.csr_matrix, starts: np.ndarray, length: int, p: float = 1.0, q: float = 1.0,
+                   seed: int = 0, max_rounds: int = 100) -> np.ndarray:
+    """Biased 2nd-order random walks [len(starts), length] (0 after a dead end; node 0 = none).
+
+    Step t >= 2 from (prev, cur): propose a neighbour x of cur with probability ~ w(cur, x), accept
+    with alpha / max(alpha), alpha = 1/p if x = prev, 1 if x ~ prev, 1/q otherwise (exact rejection
+    sampling of node2vec's transition). All walkers move together each step; rejected walkers
+    re-propose (at most ``max_rounds`` rounds, then the last proposal is kept).
+    """
+    if p <= 0 or q <= 0:
+        raise ConfigError(f"node2vec: p and q must be positive, got p={p}, q={q}")
+    adj = sp.csr_matrix(adj, dtype=np.float64)
+    adj.sum_duplicates()
+    adj.sort_indices()
+    n = adj.shape[0]
+    rng = np.random.default_rng(seed)
+    indptr, indices = adj.indptr, adj.indices.astype(np.int64)
+    cum = np.cumsum(adj.data)
+    deg = np.diff(indptr)
+    keys = np.repeat(np.arange(n, dtype=np.int64), deg) * n + indices  # sorted: CSR with sorted indices
+    base = np.r_[0.0, cum][indptr[:-1]]
+    tot = np.r_[0.0, cum][indptr[1:]] - base
+
+    def propose(cur: np.ndarray) -> np.ndarray:
+        u = base[cur] + rng.random(cur.size) * tot[cur]
+        pos = np.searchsorted(cum, u, side="right")
+        pos = np.clip(pos, indptr[cur], indptr[cur + 1] - 1)
+        return indices[pos]
+
+    def adjacent(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        k = a * n + b
+        i = np.minimum(np.searchsorted(keys, k), max(keys.size - 1, 0))
+        return keys[i] == k if keys.size else np.zeros(a.size, dtype=bool)
+
+    starts = np.asarray(starts, dtype=np.int64)
+    walks = np.zeros((starts.size, length), dtype=np.int64)
+    walks[:, 0] = starts
+    alive = deg[starts] > 0
+    amax = max(1.0 / p, 1.0, 1.0 / q)
+    for t in range(1, length):  # a loop over walk steps
+        rows = np.flatnonzero(alive)
+        if rows.size == 0:
+            break
+        cur = walks[rows, t - 1]
+        nxt = propose(cur)
+        if t >= 2:
+            prev = walks[rows, t - 2]
+            todo = np.arange(rows.size)
+            for _ in range(max_rounds):  # rejection rounds
+                x = nxt[todo]
+                a = np.where(x == prev[todo], 1.0 / p, np.where(adjacent(prev[todo], x), 1.0, 1.0 / q))
+                rej = rng.random(todo.size) * amax >= a
+                todo = todo[rej]
+                if todo.size == 0:
+                    break
+                nxt[todo] = propose(cur[todo])
+        walks[rows, t] = nxt
+        alive[rows] = deg[nxt] > 0
+    return walks
+
+
+def walks_to_ragged(walks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense walks (0 only after a walk's end) -> (values, offsets)."""
+    m = walks != 0
+    offsets = np.zeros(walks.shape[0] + 1, dtype=np.int64)
+    np.cumsum(m.sum(1), out=offsets[1:])
+    return walks[m], offsets
+
+
+# ----- providers -----------------------------------------------------------------------------------
+class PretrainedItemEmbedding(EmbeddingProvider):
+    """Plain tables; the item table is initialised in :meth:`prepare` from SGNS vectors."""
+
+    name = "pretrained"
+
+    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, finetune: bool = True,
+                 window: int = 5, negatives: int = 5, epochs: int = 5, batch_size: int = 4096, lr: float = 0.01,
+                 scale: float | None = None, seed: int | None = None, table: str | None = None):
+        super().__init__(spec, dim, init_std=init_std)
+        item = spec.schema.first(Role.ITEM)
+        self.item_table = table or (item.table if item is not None else None)
+        if self.item_table not in self.tables:
+            raise ConfigError(f"{self.name} embedding: no embedded item table {self.item_table!r} in the schema")
+        if window < 1 or negatives < 1 or epochs < 0 or batch_size < 1 or lr <= 0:
+            raise ConfigError(f"{self.name} embedding: window, negatives, batch_size >= 1, epochs >= 0, lr > 0")
+        self.finetune, self.window, self.negatives, self.epochs = finetune, window, negatives, epochs
+        self.batch_size, self.lr, self.scale = batch_size, lr, scale
+        self.seed = int(torch.initial_seed() % (2**31)) if seed is None else seed  # the run's seed by default
+        self.tables[self.item_table].weight.requires_grad_(finetune)
+        self.pretrained_rows: np.ndarray | None = None  # item ids that received a pretrained vector
+
+    def corpus(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """(values, offsets) of the item sequences skip-gram is trained on."""
+        raise NotImplementedError
+
+    def prepare(self, data) -> None:
+        values, offsets = self.corpus(data)
+        h = self.spec.vocab_sizes[self.item_table]
+        vecs, counts = train_skipgram(values, offsets, h, self.dim, self.window, self.negatives, self.epochs,
+                                      self.batch_size, self.lr, self.seed)
+        self.load_item_vectors(vecs, np.flatnonzero(counts > 0))
+
+    @torch.no_grad()
+    def load_item_vectors(self, vecs: np.ndarray, rows: np.ndarray) -> None:
+        """Copy ``vecs[rows]`` into the item table (row 0, padding, stays zero)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rows = rows[rows > 0]
+        v = torch.as_tensor(vecs[rows], dtype=torch.float32)
+        if self.scale is not None and v.numel():
+            v = v * (self.scale / v.pow(2).mean().sqrt().clamp_min(1e-12))
+        w = self.tables[self.item_table].weight
+        w[torch.from_numpy(rows)] = v.to(w.device)
+        self.pretrained_rows = rows
+
+
+@register_provider("skipgram")
+class SkipGramEmbedding(PretrainedItemEmbedding):
+    """"+Skip-gram": SGNS over each user's time-ordered train behaviour sequence."""
+
+    name = "skipgram"
+
+    def corpus(self, data):
+        from ..graphs import behaviour_sequences
+
+        return behaviour_sequences(data, "users")
+
+
+@register_provider("node2vec")
+class Node2VecEmbedding(PretrainedItemEmbedding):
+    """"+node2vec": SGNS over p/q-biased walks on the train item co-occurrence graph."""
+
+    name = "node2vec"
+
+    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, p: float = 0.5, q: float = 2.0,
+                 walk_length: int = 20, num_walks: int = 10, graph_window: int = 2, finetune: bool = True,
+                 window: int = 5, negatives: int = 5, epochs: int = 5, batch_size: int = 4096, lr: float = 0.01,
+                 scale: float | None = None, seed: int | None = None, table: str | None = None):
+        super().__init__(spec, dim, init_std, finetune, window, negatives, epochs, batch_size, lr, scale, seed, table)
+        if p <= 0 or q <= 0 or walk_length < 2 or num_walks < 1 or graph_window < 1:
+            raise ConfigError("node2vec embedding: p, q > 0, walk_length >= 2, num_walks, graph_window >= 1")
+        self.p, self.q, self.walk_length, self.num_walks, self.graph_window = p, q, walk_length, num_walks, graph_window
+
+    def corpus(self, data):
+        from ..graphs import behaviour_sequences, cooccurrence_graph
+
+        h = self.spec.vocab_sizes[self.item_table]
+        z = cooccurrence_graph(behaviour_sequences(data, "users"), h, self.graph_window, top_k=None)
+        nodes = np.flatnonzero(np.diff(z.indptr) > 0)
+        starts = np.tile(nodes, self.num_walks)
+        walks = node2vec_walks(z, starts, self.walk_length, self.p, self.q, seed=self.seed)
+        return walks_to_ragged(walks)
