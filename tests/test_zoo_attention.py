@@ -42,7 +42,8 @@ def _rows(planted, n=200):
 def test_model_learns_planted_signal(planted, name):
     torch.manual_seed(0)
     model = build_model(name, _spec(planted), SMALL.get(name, {}), dim=8, init_std=0.01)
-    res = Trainer(TrainConfig(epochs=8, batch_size=256, lr=1e-2, patience=2, progress=False)).fit(model, planted)
+    # patience 3: with one thread AFN+'s validation AUC dips once after epoch 1 (patience 2 stopped it there)
+    res = Trainer(TrainConfig(epochs=12, batch_size=256, lr=1e-2, patience=3, progress=False)).fit(model, planted)
     assert res["test"]["auc"] > 0.7, res["test"]
 
 

@@ -1,4 +1,5 @@
-"""``ctrgraph``: datasets, models, train, evaluate, predict, compare, demo, download."""
+"""``ctrgraph``: datasets, models, train, evaluate, predict, compare, explain, demo, download and the
+papers' analysis commands."""
 from __future__ import annotations
 
 import argparse
@@ -108,16 +109,25 @@ def cmd_compare(a) -> int:
     from .experiments.compare import print_summary, run_compare
 
     cfg = _config(a)
-    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else cfg.compare.models
+    if not models:
+        raise ConfigError("compare: give --models or a config file with compare.models")
     try:
-        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+        seeds = [int(s) for s in a.seeds.split(",") if s.strip()] if a.seeds else (cfg.compare.seeds or [1, 2, 3])
     except ValueError:
         raise ConfigError(f"--seeds {a.seeds!r}: expected integers separated by commas") from None
     out = a.out or f"runs/compare-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_compare(cfg, models, seeds, out, base=a.base or models[0])
+    run_compare(cfg, models, seeds, out, base=a.base or cfg.compare.base or models[0])
     print()
     print_summary(Path(out))
     print(f"results: {out}/results.csv, {out}/summary.md")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .embeddings.dg_export import export_run
+
+    print(json.dumps(export_run(a.run, a.out, a.checkpoint, a.data_dir), indent=1))
     return 0
 
 
@@ -138,6 +148,45 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_explain(a) -> int:
+    from .explain import explain_run, summary_lines
+
+    try:
+        rows = [int(r) for r in a.rows.split(",") if r.strip()]
+    except ValueError:
+        raise ConfigError(f"--rows {a.rows!r}: expected integers separated by commas") from None
+    out = Path(a.out or Path(a.run) / "explain")
+    table = explain_run(a.run, out, rows, a.split, a.data_dir, a.checkpoint)
+    print("\n".join(summary_lines(table, a.top)))
+    print(f"written: {out}/explain.csv and {out}/explain_row<k>.png")
+    return 0
+
+
+def cmd_graphfm_analysis(a) -> int:
+    """GraphFM's ablations (Fig. 2) and m2 x m3 sweep (Fig. 3): experiments/graphfm_analysis.py."""
+    from .config import load_config
+    from .experiments import graphfm_analysis as ga
+
+    ov = _overrides(a)
+    if not a.model:
+        ov.insert(0, "model.name=graphfm")
+    cfg = load_config(a.config, ov)
+    try:
+        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+        m2 = [int(s) for s in a.m2.split(",") if s.strip()]
+        m3 = [int(s) for s in a.m3.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError("--seeds, --m2 and --m3 take integers separated by commas") from None
+    out = Path(a.out)
+    if a.what == "ablation":
+        ga.ablation(cfg, seeds, out)
+    else:
+        ga.sweep(cfg, seeds, out, m2, m3)
+    print((out / f"{a.what}.md").read_text())
+    print(f"written under {out}")
+    return 0
+
+
 def cmd_download(a) -> int:
     from .data.recipes import get_recipe
 
@@ -148,6 +197,42 @@ def cmd_download(a) -> int:
     dest = Path(a.dest) if a.dest else Path.home() / ".cache" / "ctrgraph" / "raw"
     path = r.download(dest)
     print(f"downloaded to {path}; use --data-dir {path}")
+    return 0
+
+
+def cmd_res_analysis(a) -> int:
+    """Res-embedding's tables and figures (experiments/res_analysis.py)."""
+    from .config import load_config
+    from .experiments import res_analysis as ra
+
+    ov = [o for o in _overrides(a)]
+    load_config(a.config, ov)  # fail fast on a bad --set
+    try:
+        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {a.seeds!r}: expected integers separated by commas") from None
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
+    floats = lambda v: [float(x) for x in split(v)] if v else None  # noqa: E731
+    st = ra.Setting(a.config, ov, seeds)
+    out = Path(a.out)
+    if a.what == "table3":
+        ra.table3(st, out, split(a.models), split(a.variants), a.r_l2)
+        print((out / "table3.md").read_text())
+    elif a.what == "table4":
+        dims = [int(x) for x in split(a.dims)] if a.dims else None
+        ra.table4(st, out, dims, split(a.variants))
+        print((out / "table4.md").read_text())
+    elif a.what == "fraction":
+        ra.fraction(st, out, floats(a.fractions), a.g or "gcn", a.sample_seed)
+        print((out / "fraction.md").read_text())
+    elif a.what == "tsne":
+        rows = ra.tsne_figure(st, out, a.g or "gcn", a.n_items, a.color, iters=a.tsne_iters)
+        for r in rows:
+            print(f"{r['method']}: intra-{r['colour']} cosine {r['intra_cos']:.4f}, inter {r['inter_cos']:.4f}")
+    else:
+        ra.lam_sweep(st, out, floats(a.lams), a.g or "att")
+        print((out / "lambda.md").read_text())
+    print(f"written under {out}")
     return 0
 
 
@@ -195,11 +280,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("compare", help="models x seeds -> mean ± std table (markdown + CSV)")
     common(s, need_model=False)
-    s.add_argument("--models", required=True, help="comma-separated model names")
-    s.add_argument("--seeds", default="1,2,3")
+    s.add_argument("--models", help="comma-separated model names (default: compare.models of --config)")
+    s.add_argument("--seeds", help="comma-separated seeds (default: compare.seeds of --config, else 1,2,3)")
     s.add_argument("--base", help="base model of RelaImpr (default: the first model)")
     s.add_argument("--out")
     s.set_defaults(fn=cmd_compare)
+
+    s = sub.add_parser("export", help="write a dg-<model> run's enhanced tables as a plain <model> run (serving "
+                                      "costs the same as the base model)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    s.add_argument("--data-dir", help="raw files of the run's data set, if not where the run found them")
+    s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("demo", help="train and compare models on the bundled MovieLens data (offline)")
     s.add_argument("--models", default=",".join(DEMO_MODELS))
@@ -208,14 +301,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s.set_defaults(fn=cmd_demo)
 
+    s = sub.add_parser("explain", help="selected feature interactions and their weights per layer (GraphFM Fig. 4)")
+    s.add_argument("--run", required=True, help="run directory of a trained model with explain() (graphfm)")
+    s.add_argument("--rows", default="0,1", help="row indices of the split, comma-separated")
+    s.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    s.add_argument("--top", type=int, default=3, help="neighbours printed per field")
+    s.add_argument("--out", help="output folder (default RUN/explain)")
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    s.add_argument("--data-dir")
+    s.set_defaults(fn=cmd_explain)
+
+    s = sub.add_parser("graphfm-analysis", help="GraphFM ablations (-S, -I, -M, -K_i) or the m2 x m3 sweep")
+    s.add_argument("what", choices=["ablation", "sweep"])
+    common(s)
+    s.add_argument("--seeds", default="1,2,3")
+    s.add_argument("--m2", default="2,4,6,8", help="sweep: values of m2 (m1 = number of fields)")
+    s.add_argument("--m3", default="1,2,3,4", help="sweep: values of m3")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_graphfm_analysis)
+
+    sub.add_parser("dg-analysis", add_help=False,  # handled in main(): experiments/dg_analysis.py parses
+                   help="DG-ENN's Table 5 and Fig. 3/4/5 ablations (`ctrgraph dg-analysis -h` for options)")
+
     s = sub.add_parser("download", help="download a public data set (needs network)")
     s.add_argument("dataset")
     s.add_argument("--dest")
     s.set_defaults(fn=cmd_download)
+    s = sub.add_parser("res-analysis", help="Res-embedding's Table 3/4 and Fig. 6/7/8 (tables, CSV, PNG)")
+    s.add_argument("what", choices=["table3", "table4", "fraction", "tsne", "lambda"])
+    common(s, need_model=False)
+    s.add_argument("--seeds", default="1")
+    s.add_argument("--out", required=True, help="output folder (runs are reused from OUT/runs)")
+    s.add_argument("--models", help="table3: subset of MLP,PNN,DIN")
+    s.add_argument("--variants", help="table3/4: subset of plain,+R,+R(res),AVG,GCN,ATT,+Skip-gram,+node2vec")
+    s.add_argument("--r-l2", type=float, default=0.006, help="table3 '+R': train.embedding_l2 of the plain tables")
+    s.add_argument("--dims", help="table4: embedding dims (default 18,36)")
+    s.add_argument("--fractions", help="fraction: train fractions (default 0.1,...,0.9)")
+    s.add_argument("--sample-seed", type=int, default=0, help="fraction: seed of the train subsets")
+    s.add_argument("--lams", help="lambda: values of lambda (default 0,1e-4,1e-3,6e-3,3e-2,1e-1)")
+    s.add_argument("--g", choices=["avg", "gcn", "att"], help="res form (fraction/tsne: gcn, lambda: att)")
+    s.add_argument("--n-items", type=int, default=1000, help="tsne: most frequent items shown")
+    s.add_argument("--color", help="tsne: item attribute table to colour by (default: first genre)")
+    s.add_argument("--tsne-iters", type=int, default=1000)
+    s.set_defaults(fn=cmd_res_analysis)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["dg-analysis"]:  # its own parser (experiments/dg_analysis.py), -h included
+        from .experiments.dg_analysis import main as dg_main
+
+        return dg_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

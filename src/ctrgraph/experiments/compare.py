@@ -32,8 +32,9 @@ def _row(model: str, seed: int, m: dict, run_dir: Path) -> dict:
 
 
 def run_compare(cfg: RunConfig, models: list[str], seeds: list[int], out: str | Path, base: str | None = None,
-                log=print) -> list[dict]:
-    """Train every (model, seed) into ``out/runs`` and write ``results.csv`` and ``summary.{md,csv}``."""
+                log=print, data=None) -> list[dict]:
+    """Train every (model, seed) into ``out/runs`` and write ``results.csv`` and ``summary.{md,csv}``
+    (``data``: an encoded data set to use instead of the config's, e.g. a subsampled train split)."""
     if not models:
         raise ConfigError("compare: --models is empty")
     for m in models:
@@ -47,16 +48,16 @@ def run_compare(cfg: RunConfig, models: list[str], seeds: list[int], out: str | 
                           f"name the model they belong to with --set model.name=<one of them>")
     owner = models[0] if len(models) == 1 else cfg.model.name
     variants = {m: (m, params if m == owner else {}) for m in models}
-    return run_variants(cfg, variants, seeds, out, base, log)
+    return run_variants(cfg, variants, seeds, out, base, log, data)
 
 
 def run_variants(cfg: RunConfig, variants: dict[str, tuple[str, dict]], seeds: list[int], out: str | Path,
-                 base: str | None = None, log=print) -> list[dict]:
+                 base: str | None = None, log=print, data=None) -> list[dict]:
     """Train every (label -> (model name, model params)) x seed into ``out/runs/<label>-seed<k>`` (finished
     runs are reused) and write the tables; ablations and sweeps are variants of one model."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = dataset_for(cfg)
+    data = dataset_for(cfg) if data is None else data
     rows = []
     for label, (m, params) in variants.items():
         for s in seeds:

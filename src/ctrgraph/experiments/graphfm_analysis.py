@@ -74,7 +74,9 @@ def _write(stem: Path, summ: list[dict], cols: list[str]) -> None:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(summ)
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    def fmt(v) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(s.get(c, "")) for c in cols) + " |" for s in summ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -79,8 +79,6 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir else None
         self.device = resolve_device(cfg.device)
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -96,7 +94,17 @@ class Trainer:
         return new < best if self.cfg.monitor == "logloss" else new > best
 
     def fit(self, model: nn.Module, data: EncodedDataset, resume: bool = False) -> dict:
-        """Train with early stopping, restore the best checkpoint, evaluate on valid and test."""
+        """Train with early stopping, restore the best checkpoint, evaluate on valid and test
+        (with ``num_threads`` intra-op threads when set; the previous count is restored after)."""
+        threads = torch.get_num_threads()
+        if self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)
+        try:
+            return self._fit(model, data, resume)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, model: nn.Module, data: EncodedDataset, resume: bool) -> dict:
         cfg = self.cfg
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
