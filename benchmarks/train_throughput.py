@@ -8,6 +8,11 @@ Each model runs in its own subprocess so that peak RSS figures do not mix::
 
 Prints one row per model: samples/s of each epoch (the first includes warm-up), the best epoch's
 samples/s, and peak resident memory of the process.
+
+``--interleave`` measures cost ratios on a shared machine: all models live in one process and take
+turns, one full training epoch each (forward, loss + auxiliary losses, backward, Adam), for
+``--epochs`` rounds, so every model sees the same background load; prints seconds per epoch of
+each round and the ratio of the median to the first model's (e.g. ``--models autoint,graphfm``).
 """
 from __future__ import annotations
 
@@ -46,6 +51,52 @@ def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: in
             "threads": torch.get_num_threads()}
 
 
+def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: int, threads: int | None) -> None:
+    import statistics
+
+    import torch
+
+    from ctrgraph.config import load_config
+    from ctrgraph.data.loader import BatchLoader
+    from ctrgraph.embeddings import FeatureSpec
+    from ctrgraph.train.run import dataset_for, model_for
+
+    if threads:
+        torch.set_num_threads(threads)
+    ov = [f"data.name={dataset}"] + ([f"data.data_dir={data_dir}"] if data_dir else [])
+    cfg = load_config(None, ov)
+    data = dataset_for(cfg)
+    spec = FeatureSpec(data.schema, data.vocab_sizes)
+    runs = []
+    for name in models:
+        c = load_config(None, ov + [f"model.name={name}"])
+        torch.manual_seed(1)
+        m = model_for(c, spec)
+        if callable(getattr(m, "prepare", None)):
+            m.prepare(data)
+        runs.append((name, m, torch.optim.Adam(m.parameters(), lr=1e-3), []))
+    train = data.split("train")
+    for r in range(rounds):
+        for name, m, opt, times in runs:
+            m.train()
+            t0 = time.perf_counter()
+            for batch in BatchLoader(train, data.schema, 1024, shuffle=True, seed=r):
+                out = m(batch)
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch[data.schema.label].float())
+                loss = loss + sum(out.aux.values(), torch.zeros(()))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            times.append(time.perf_counter() - t0)
+    base = statistics.median(runs[0][3])
+    print(f"# interleaved epochs on {dataset} ({data.num_rows('train'):,} train rows, batch 1024, "
+          f"{torch.get_num_threads()} threads, {rounds} rounds)")
+    for name, _, _, times in runs:
+        med = statistics.median(times)
+        print(f"{name:>12s} s/epoch {' '.join(f'{t:.2f}' for t in times)}  median {med:.2f}  "
+              f"ratio to {runs[0][0]} {med / base:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ml100k")
@@ -53,8 +104,12 @@ def main() -> None:
     ap.add_argument("--models", default="deepfm,din")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--interleave", action="store_true", help="one process, models take turns per epoch")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.interleave:
+        interleaved(a.models.split(","), a.dataset, a.data_dir, a.epochs, a.threads)
+        return
     if a.child:
         print(json.dumps(one(a.child, a.dataset, a.data_dir, a.epochs, a.threads)))
         return
