@@ -2,6 +2,9 @@
 
     ctrgraph dg-analysis table5 --dataset ml100k --data-dir DIR --out OUT
     ctrgraph dg-analysis fig3|fig4|fig5|layers|compat ...
+    ctrgraph dg-analysis table6|fig6 --base-runs DIRS --dg-runs DIRS --out OUT   # §5.5, on finished runs
+
+(``table6`` / ``fig6``: Table 6 and Fig. 6, the sparsity case studies, in ``dg_sparsity.py``.)
 
 Each variant is ``dg-<base>`` with provider parameters (``embedding.params``), trained over the
 seeds into ``OUT/<variant>/`` (compare's layout) (finished
@@ -104,6 +107,13 @@ def _write(rows: list[dict], out: Path, what: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["table6"], ["fig6"]):  # §5.5 case studies on finished runs (dg_sparsity.py)
+        from .dg_sparsity import main as sparsity_main
+
+        return sparsity_main(argv)
     p = argparse.ArgumentParser(prog="ctrgraph dg-analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=sorted(ANALYSES))

@@ -71,6 +71,7 @@ class CTRModel(nn.Module):
     #: on for the shallow models (LR, FM), whose feature weights otherwise first absorb the base
     #: rate, which makes validation AUC dip and stops them early; off for deep models, where it was
     #: measured to speed up over-fitting on ml100k-ctr (PNN 0.8313 vs 0.8366 mean test AUC, seeds 1-3).
+    #: An embedding provider may ask for it too (the ``dg`` provider does: docs/dg-enn.md).
     prior_bias_default: ClassVar[bool] = False
 
     def output_bias(self) -> torch.nn.Parameter | None:

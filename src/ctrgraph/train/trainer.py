@@ -111,7 +111,11 @@ class Trainer:
         prep = getattr(model, "prepare", None)
         if callable(prep):
             prep(data)
-        prior = getattr(model, "prior_bias_default", False) if cfg.prior_bias == "auto" else cfg.prior_bias
+        if cfg.prior_bias == "auto":  # the model or its embedding provider may ask for it (dg: docs/dg-enn.md)
+            prior = getattr(model, "prior_bias_default", False) or \
+                getattr(getattr(model, "embedding", None), "prior_bias_default", False)
+        else:
+            prior = cfg.prior_bias
         if prior and not resume:
             init_prior_bias(model, data)
         model.to(self.device)
