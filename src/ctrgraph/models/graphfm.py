@@ -134,9 +134,12 @@ class GraphFMLayer(nn.Module):
             # f_s is symmetric (Eq. 7): score the n(n+1)/2 pairs i <= j once, then mirror
             Zu = h[:, self.pair_i] * h[:, self.pair_j]  # h_i ⊙ h_j, [B, n(n+1)/2, d_in]
             P = torch.sigmoid(self.metric(Zu).squeeze(-1))[:, self.pair_of].view(B, n, n)  # Eq. 7
-            cand = P if cfg.self_interaction else P.masked_fill(eye, -1.0)
-            idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
-            mask = torch.zeros_like(P, dtype=torch.bool).scatter_(-1, idx, True)  # Eq. 9
+            if self.m >= n - (not cfg.self_interaction):  # every candidate is kept (e.g. m_1 = n): no sort
+                mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
+            else:
+                cand = P if cfg.self_interaction else P.masked_fill(eye, -1.0)
+                idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
+                mask = torch.zeros_like(P, dtype=torch.bool).scatter_(-1, idx, True)  # Eq. 9
         else:  # -S: the fully connected graph, no p weighting
             P = h.new_ones(B, n, n)
             mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
