@@ -106,8 +106,8 @@ def tiny_runs(tmp_path_factory):
     for model in ("pnn", "dg-pnn"):
         cfg = load_config(None, ["data.name=synthetic", f"model.name={model}", "train.epochs=1",
                                  "train.progress=false", "train.num_threads=1", "embedding.dim=8", "train.seed=1",
-                                 "data.params={n_instances: 3000, n_users: 200, n_items: 300, n_categories: 5, "
-                                 "n_cities: 20, n_brands: 30, emit_true_prob: false}"])
+                                 ("data.params={n_instances: 3000, n_users: 200, n_items: 300, n_categories: 5, "
+                                  "n_cities: 20, n_brands: 30, emit_true_prob: false}")])
         run_experiment(cfg, root / f"{model}-seed1")
     return root
 
@@ -126,7 +126,8 @@ def test_commands_write_their_files_on_tiny_runs(tiny_runs, tmp_path):
     ref = json.loads((tiny_runs / "dg-pnn-seed1/metrics.json").read_text())["test"]["auc"]
     import csv
 
-    rows = list(csv.DictReader(open(tmp_path / "f6/fig6.csv")))
+    with open(tmp_path / "f6/fig6.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert rows[-1]["bucket"] == "all" and float(rows[-1]["dg_auc"]) == pytest.approx(ref, abs=1e-6)
 
 
@@ -138,7 +139,7 @@ def test_old_dg_checkpoint_without_served_tables_scores_the_same(tiny_runs, tmp_
     ck = torch.load(old / "best.pt", weights_only=False)
     ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith("embedding.served_")}
     torch.save(ck, old / "best.pt")
-    data, b, d = S.score_runs([tiny_runs / "pnn-seed1"], [tiny_runs / "dg-pnn-seed1"])
+    _, b, d = S.score_runs([tiny_runs / "pnn-seed1"], [tiny_runs / "dg-pnn-seed1"])
     _, _, d_old = S.score_runs([tiny_runs / "pnn-seed1"], [old])
     np.testing.assert_allclose(d_old[0].probs, d[0].probs, rtol=1e-5, atol=1e-6)
     assert b[0].auc_check[0] == pytest.approx(b[0].auc_check[1], abs=1e-6)

@@ -312,7 +312,7 @@ def fig6(base: list[Scored], dg: list[Scored], data: EncodedDataset, by: str = "
 
 # ----- output ------------------------------------------------------------------------------------
 def _f(x: float, nd: int = 4) -> str:
-    return "n/a" if x != x else f"{x:.{nd}f}"
+    return "n/a" if np.isnan(x) else f"{x:.{nd}f}"
 
 
 def _header(what: str, base: list[Scored], dg: list[Scored], note: str) -> str:
@@ -354,7 +354,7 @@ def write_fig6(rows, edges, by, base, dg, out: Path, note: str = "") -> str:
             f"{d} AUC | gain AUC | RelaImpr | {b} logloss | {d} logloss |\n"
             "|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['bucket']} | {int(r['n'])} | {int(r['users']) if r['users'] == r['users'] else 'n/a'} | "
+        f"| {r['bucket']} | {int(r['n'])} | {'n/a' if np.isnan(r['users']) else int(r['users'])} | "
         f"{_f(r['pos_rate'], 3)} | {_f(r['base_auc'])} | {_f(r['dg_auc'])} | "
         f"{_f(r['gain_auc'])} ± {_f(r['gain_auc_std'])} | {_f(r['rel_gain_auc_pct'], 1)}% | {_f(r['base_logloss'])} | "
         f"{_f(r['dg_logloss'])} |\n" for r in rows if r["n"] > 0)
