@@ -18,7 +18,7 @@ import csv
 from pathlib import Path
 
 from ..config import load_config
-from .compare import summarize
+from .compare import run_compare, summarize
 
 #: variant name -> provider parameters (relative to the defaults of the ``dg`` provider)
 ANALYSES: dict[str, dict[str, dict]] = {
@@ -54,37 +54,12 @@ def run_analysis(what: str, out: str | Path, dataset: str = "ml100k", data_dir: 
 
             data = dataset_for(cfg)
         slug = name.lower().replace(" ", "_").replace("&", "and").replace("+", "_").replace("(", "").replace(")", "")
-        res = _run(cfg, model, seeds, out / slug, data, log)
+        res = run_compare(cfg, [model], seeds, out / slug, log=log, data=data)  # one encode for all variants
         s = summarize(res)[0]
         s["variant"] = name
         s["params"] = params or {}
         rows.append(s)
     _write(rows, out, what)
-    return rows
-
-
-def _run(cfg, model, seeds, out, data, log):
-    """run_compare with a loaded data set (one encode for all variants)."""
-    import json
-
-    from ..train.run import run_experiment
-    from .compare import _row, write_results
-
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for s in seeds:
-        run_dir = out / "runs" / f"{model}-seed{s}"
-        if (run_dir / "metrics.json").exists():
-            res = json.loads((run_dir / "metrics.json").read_text())
-        else:
-            c = cfg.model_copy(deep=True)
-            c.train.seed = s
-            res = run_experiment(c, run_dir, resume=(run_dir / "last.pt").exists(), data=data)
-            res.pop("_model", None)
-        rows.append(_row(model, s, res, run_dir))
-        log(f"{out.name:>28s} seed {s}: test AUC {rows[-1]['test_auc']:.4f}  best epoch {rows[-1]['best_epoch']}  "
-            f"{rows[-1]['seconds_per_epoch']:.1f} s/epoch")
-    write_results(rows, out)
     return rows
 
 
