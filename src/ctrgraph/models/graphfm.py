@@ -135,10 +135,18 @@ class GraphFMLayer(nn.Module):
         cfg, n = self.cfg, self.n
         B = h.shape[0]
         eye = torch.eye(n, dtype=torch.bool, device=h.device)
+        H = cfg.heads
         if cfg.selection:
-            # f_s is symmetric (Eq. 7): score the n(n+1)/2 pairs i <= j once, then mirror
+            # f_s and a_h^T (h_i ⊙ h_j) are symmetric (Eq. 7, 10): the n(n+1)/2 pairs i <= j are formed
+            # once, the metric's first layer and the attention scores share one matmul, then mirrored
             Zu = (self.pick_i @ h) * (self.pick_j @ h)  # h_i ⊙ h_j, [B, n(n+1)/2, d_in]
-            P = torch.sigmoid(self.metric(Zu).squeeze(-1) @ self.mirror).view(B, n, n)  # Eq. 7
+            first, score = self.metric[0], self.score
+            sb = score.bias if score.bias is not None else score.weight.new_zeros(H)
+            z = F.linear(Zu, torch.cat([first.weight, score.weight]), torch.cat([first.bias, sb]))
+            hidden, cu = z.split([first.out_features, H], dim=-1)
+            su = self.metric[2](self.metric[1](hidden))  # [B, T, 1]
+            both = (torch.cat([su, cu], dim=-1).transpose(1, 2) @ self.mirror).view(B, 1 + H, n, n)
+            P, c = torch.sigmoid(both[:, 0]), both[:, 1:]  # Eq. 7; a_h^T (h_i ⊙ h_j) + bias, [B, H, n, n]
             if self.m >= n - (not cfg.self_interaction):  # every candidate is kept (e.g. m_1 = n): no sort
                 mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
             else:
@@ -148,11 +156,11 @@ class GraphFMLayer(nn.Module):
         else:  # -S: the fully connected graph, no p weighting
             P = h.new_ones(B, n, n)
             mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
+            # a_h^T (h_i ⊙ h_j) = (h ⊙ a_h) h^T, [B, H, n, n], without forming the pair tensor
+            c = (h.unsqueeze(1) * self.score.weight[None, :, None, :]) @ h.unsqueeze(1).transpose(-1, -2)
+            if self.score.bias is not None:
+                c = c + self.score.bias.view(1, -1, 1, 1)
         p = P * mask
-        # a_h^T (h_i ⊙ h_j) = (h ⊙ a_h) h^T, [B, H, n, n], without forming the pair tensor
-        c = (h.unsqueeze(1) * self.score.weight[None, :, None, :]) @ h.unsqueeze(1).transpose(-1, -2)
-        if self.score.bias is not None:
-            c = c + self.score.bias.view(1, -1, 1, 1)
         c = F.leaky_relu(c, 0.2) if cfg.score_activation == "leaky_relu" else F.relu(c)  # Eq. 10
         if cfg.p_on == "logit":  # official code: p scales the logit, not the message
             c = c * p.unsqueeze(1)
