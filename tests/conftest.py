@@ -71,3 +71,20 @@ def planted():
 
     raw, match = planted_raw()
     return encode(raw)
+
+
+def assert_padding_invariant(model, data, padded: tuple[str, ...] = ("hist_item_id", "hist_cat", "tags"),
+                             n: int = 300, extra: int = 7) -> None:
+    """The same ``n`` train instances give the same logits when the ``padded`` fields carry ``extra``
+    more padding columns, and when scored in other batch compositions (batch size 7)."""
+    from ctrgraph.train.trainer import predict_logits
+
+    tr = {k: np.asarray(v[:n]) for k, v in data.split("train").items()}
+    a = predict_logits(model, tr, data.schema, batch_size=n)
+    wide = dict(tr)
+    for f in padded:
+        wide[f] = np.concatenate([tr[f], np.zeros((n, extra), dtype=tr[f].dtype)], axis=1)
+    b = predict_logits(model, wide, data.schema, batch_size=n)
+    c = predict_logits(model, tr, data.schema, batch_size=7)
+    assert np.isfinite(a).all()
+    assert np.allclose(a, b, atol=1e-5) and np.allclose(a, c, atol=1e-5)

@@ -4,12 +4,13 @@ reference modes agree where they should; explain writes its table and heat maps.
 import numpy as np
 import pytest
 import torch
+from conftest import assert_padding_invariant
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.embeddings import FeatureSpec
 from ctrgraph.errors import ConfigError
 from ctrgraph.models import build_model
-from ctrgraph.train.trainer import Trainer, predict_logits
+from ctrgraph.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -146,12 +147,7 @@ def test_graphfm_learns_planted_signal_and_ignores_padding(planted, spec):
     model = build_model("graphfm", spec, {"m": [7, 4, 2]}, dim=8, init_std=0.01)
     res = Trainer(TrainConfig(epochs=15, batch_size=256, lr=1e-2, patience=3, progress=False)).fit(model, planted)
     assert res["test"]["auc"] > 0.7, res["test"]
-    tr = {k: np.asarray(v[:200]) for k, v in planted.split("train").items()}
-    a = predict_logits(model, tr, planted.schema, batch_size=200)
-    wide = dict(tr)
-    for f in ("hist_item_id", "hist_cat", "tags"):
-        wide[f] = np.concatenate([tr[f], np.zeros((200, 5), dtype=tr[f].dtype)], axis=1)
-    assert np.allclose(a, predict_logits(model, wide, planted.schema, batch_size=13), atol=1e-5)
+    assert_padding_invariant(model, planted, n=200, extra=5)
 
 
 def test_bad_configs_give_clear_errors(spec):

@@ -3,11 +3,11 @@ per-row reference of the history rule."""
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import shared_data
+
 from ctrgraph.data.dataset import is_padded_after
-from ctrgraph.data.recipes import build_raw, load_dataset
 from ctrgraph.data.raw import TEST, TRAIN, VALID
+from ctrgraph.data.recipes import build_raw, load_dataset
 
 
 @pytest.fixture(scope="module")

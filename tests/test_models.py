@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import assert_padding_invariant
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.embeddings import FeatureSpec
@@ -35,14 +36,7 @@ def test_padding_never_changes_a_prediction(planted, name):
     with torch.no_grad():  # move BatchNorm statistics away from their initial values
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    tr = {k: np.asarray(v[:300]) for k, v in planted.split("train").items()}
-    a = predict_logits(model, tr, planted.schema, batch_size=300)
-    wide = dict(tr)
-    for f in ("hist_item_id", "hist_cat", "tags"):  # the same instances padded to a longer length
-        wide[f] = np.concatenate([tr[f], np.zeros((300, 7), dtype=tr[f].dtype)], axis=1)
-    b = predict_logits(model, wide, planted.schema, batch_size=300)
-    c = predict_logits(model, tr, planted.schema, batch_size=7)  # other batch compositions
-    assert np.allclose(a, b, atol=1e-5) and np.allclose(a, c, atol=1e-5)
+    assert_padding_invariant(model, planted)
 
 
 def test_registry_and_config_errors(planted):

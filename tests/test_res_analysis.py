@@ -9,7 +9,12 @@ import torch
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.embeddings import FeatureSpec, build_provider
-from ctrgraph.embeddings.pretrained import node2vec_walks, train_skipgram, walks_to_ragged, window_pairs
+from ctrgraph.embeddings.pretrained import (
+    node2vec_walks,
+    train_skipgram,
+    walks_to_ragged,
+    window_pairs,
+)
 from ctrgraph.errors import ConfigError
 from ctrgraph.experiments import res_analysis as ra
 from ctrgraph.models import build_model

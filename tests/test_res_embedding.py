@@ -113,7 +113,10 @@ def test_res_embedding_pulls_same_category_items_together():
     """Res-embedding's Proposition 1, measured on the synthetic generator's planted categories."""
     from ctrgraph.data.lookups import attribute_table
     from ctrgraph.data.recipes import load_dataset
-    from ctrgraph.experiments.embedding_analysis import category_cosines, item_embedding_matrix
+    from ctrgraph.experiments.embedding_analysis import (
+        category_cosines,
+        item_embedding_matrix,
+    )
 
     ds = load_dataset("synthetic", {"n_instances": 20000, "n_users": 1000, "n_items": 1000, "n_categories": 10,
                                     "seed": 0}, cache=False)

@@ -3,6 +3,7 @@ planted signal, padding never changes a prediction, every variant switch changes
 import numpy as np
 import pytest
 import torch
+from conftest import assert_padding_invariant
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.data.loader import BatchLoader
@@ -57,15 +58,7 @@ def test_padding_never_changes_a_prediction(planted, name, params):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    tr = _rows(planted, 300)
-    a = predict_logits(model, tr, planted.schema, batch_size=300)
-    wide = dict(tr)
-    for f in ("hist_item_id", "hist_cat", "tags"):
-        wide[f] = np.concatenate([tr[f], np.zeros((300, 7), dtype=tr[f].dtype)], axis=1)
-    b = predict_logits(model, wide, planted.schema, batch_size=300)
-    c = predict_logits(model, tr, planted.schema, batch_size=7)
-    assert np.isfinite(a).all()
-    assert np.allclose(a, b, atol=1e-5) and np.allclose(a, c, atol=1e-5)
+    assert_padding_invariant(model, planted)
 
 
 @pytest.mark.parametrize("name, key, va, vb", VARIANTS)

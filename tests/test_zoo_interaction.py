@@ -5,10 +5,19 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import assert_padding_invariant
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.embeddings import FeatureSpec
-from ctrgraph.layers.cross import CIN, CrossNet, CrossNetMix, CrossNetV2, PairwiseAttention, anova_kernels, bi_interaction
+from ctrgraph.layers.cross import (
+    CIN,
+    CrossNet,
+    CrossNetMix,
+    CrossNetV2,
+    PairwiseAttention,
+    anova_kernels,
+    bi_interaction,
+)
 from ctrgraph.models import build_model
 from ctrgraph.train.trainer import Trainer, predict_logits
 
@@ -43,15 +52,7 @@ def test_padding_never_changes_a_prediction(planted, name, params):
     spec = FeatureSpec(planted.schema, planted.vocab_sizes)
     model = _perturbed(name, spec, params)
     model.train()
-    tr = {k: np.asarray(v[:300]) for k, v in planted.split("train").items()}
-    predict_logits(model, tr, planted.schema, batch_size=300)
-    a = predict_logits(model, tr, planted.schema, batch_size=300)
-    wide = dict(tr)
-    for f in ("hist_item_id", "hist_cat", "tags"):
-        wide[f] = np.concatenate([tr[f], np.zeros((300, 7), dtype=tr[f].dtype)], axis=1)
-    b = predict_logits(model, wide, planted.schema, batch_size=300)
-    c = predict_logits(model, tr, planted.schema, batch_size=7)
-    assert np.allclose(a, b, atol=1e-5) and np.allclose(a, c, atol=1e-5)
+    assert_padding_invariant(model, planted)
 
 
 @pytest.mark.parametrize("name, a, b", [

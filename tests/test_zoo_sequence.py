@@ -4,8 +4,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import assert_padding_invariant, planted_raw
 
-from conftest import planted_raw
 from ctrgraph.config import TrainConfig
 from ctrgraph.data.loader import BatchLoader
 from ctrgraph.data.schema import Field, Kind, Role, Schema
@@ -13,7 +13,7 @@ from ctrgraph.embeddings import FeatureSpec
 from ctrgraph.layers.recurrent import AttentionalGRU, InterestEvolution
 from ctrgraph.models import build_model
 from ctrgraph.models.bst import time_buckets
-from ctrgraph.train.trainer import Trainer, predict_logits
+from ctrgraph.train.trainer import Trainer
 
 FAST = TrainConfig(epochs=10, batch_size=256, lr=1e-2, patience=3, progress=False)
 
@@ -70,14 +70,7 @@ def test_padding_never_changes_a_prediction(timed, name, params):
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     model(_batch(timed))  # move BatchNorm (Dice) statistics
-    tr = _rows(timed, 300)
-    a = predict_logits(model, tr, timed.schema, batch_size=300)
-    wide = dict(tr)
-    for f in ("hist_item_id", "hist_cat", "hist_ts", "tags"):
-        wide[f] = np.concatenate([tr[f], np.zeros((300, 5), dtype=tr[f].dtype)], axis=1)
-    b = predict_logits(model, wide, timed.schema, batch_size=300)
-    c = predict_logits(model, tr, timed.schema, batch_size=7)
-    assert np.allclose(a, b, atol=1e-5) and np.allclose(a, c, atol=1e-5)
+    assert_padding_invariant(model, timed, ("hist_item_id", "hist_cat", "hist_ts", "tags"), extra=5)
 
 
 def test_dien_aux_loss_is_nonzero_and_trains_the_extractor(timed):
