@@ -12,7 +12,9 @@ samples/s, and peak resident memory of the process.
 ``--interleave`` measures cost ratios on a shared machine: all models live in one process and take
 turns, one full training epoch each (forward, loss + auxiliary losses, backward, Adam), for
 ``--epochs`` rounds, so every model sees the same background load; prints seconds per epoch of
-each round and the ratio of the median to the first model's (e.g. ``--models autoint,graphfm``).
+each round and the ratio of the median to the first model's (e.g. ``--models autoint,graphfm``), and the
+same for the process's CPU seconds (with ``--threads 1`` CPU time is the epoch's compute whatever
+else runs on the machine; wall time is the figure on an idle one).
 """
 from __future__ import annotations
 
@@ -74,12 +76,12 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
         m = model_for(c, spec)
         if callable(getattr(m, "prepare", None)):
             m.prepare(data)
-        runs.append((name, m, torch.optim.Adam(m.parameters(), lr=1e-3), []))
+        runs.append((name, m, torch.optim.Adam(m.parameters(), lr=1e-3), [], []))
     train = data.split("train")
     for r in range(rounds):
-        for name, m, opt, times in runs:
+        for name, m, opt, times, cpu in runs:
             m.train()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for batch in BatchLoader(train, data.schema, 1024, shuffle=True, seed=r):
                 out = m(batch)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch[data.schema.label].float())
@@ -88,13 +90,14 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
                 loss.backward()
                 opt.step()
             times.append(time.perf_counter() - t0)
-    base = statistics.median(runs[0][3])
+            cpu.append(time.process_time() - c0)
+    base, cbase = statistics.median(runs[0][3]), statistics.median(runs[0][4])
     print(f"# interleaved epochs on {dataset} ({data.num_rows('train'):,} train rows, batch 1024, "
           f"{torch.get_num_threads()} threads, {rounds} rounds)")
-    for name, _, _, times in runs:
-        med = statistics.median(times)
+    for name, _, _, times, cpu in runs:
+        med, cmed = statistics.median(times), statistics.median(cpu)
         print(f"{name:>12s} s/epoch {' '.join(f'{t:.2f}' for t in times)}  median {med:.2f}  "
-              f"ratio to {runs[0][0]} {med / base:.2f}x")
+              f"ratio to {runs[0][0]} {med / base:.2f}x | CPU s/epoch median {cmed:.2f}  ratio {cmed / cbase:.2f}x")
 
 
 def main() -> None:
