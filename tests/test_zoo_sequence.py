@@ -10,6 +10,7 @@ from ctrgraph.config import TrainConfig
 from ctrgraph.data.loader import BatchLoader
 from ctrgraph.data.schema import Field, Kind, Role, Schema
 from ctrgraph.embeddings import FeatureSpec
+from ctrgraph.errors import ConfigError
 from ctrgraph.layers.recurrent import AttentionalGRU, InterestEvolution
 from ctrgraph.models import build_model
 from ctrgraph.models.bst import time_buckets
@@ -110,11 +111,22 @@ def test_every_dien_switch_changes_the_computation(timed):
     for i, k in enumerate(keys):
         for k2 in keys[i + 1:]:
             assert not torch.allclose(outs[k][0], outs[k2][0], atol=1e-6), (k, k2)
-    for params in ({"attention": "din"}, {"target_product": True}):
+    for params in ({"attention": "din"}, {"target_product": True}, {"pooled_history": False}):
         torch.manual_seed(0)
         other = build_model("dien", spec, params, dim=8, init_std=0.3).eval()
         with torch.no_grad():
             assert not torch.allclose(other(batch).logits, outs["augru"][0], atol=1e-6), params
+
+
+def test_dien_without_pooled_history(timed):
+    spec = _spec(timed)
+    with_pool = build_model("dien", spec, {}, dim=8)
+    without = build_model("dien", spec, {"pooled_history": False}, dim=8)
+    first = lambda m: [x for x in m.mlp.modules() if isinstance(x, torch.nn.Linear)][0].in_features
+    members = next(g for g in spec.behavior_groups())
+    assert first(with_pool) - first(without) == len(members) * 8  # the pooled history is gone
+    with pytest.raises(ConfigError, match="pooled_history"):
+        build_model("dien", spec, {"pooled_history": False, "target_product": True}, dim=8)
 
 
 def test_augru_equations():

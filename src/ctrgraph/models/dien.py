@@ -23,7 +23,9 @@ e_t = concatenation of the group's embedded sequences:
 4. Interest evolving layer (Sec. 4.3): ``gru_type`` = ``augru`` (Eq. 7-8, default), ``agru``,
    ``aigru`` or ``gru`` (no attention), see :mod:`ctrgraph.layers.recurrent`.
 5. MLP over [other fields (incl. the candidate), final evolved interest h'_T, sum-pooled history]
-   (``target_product=true`` adds e_a * sum-pooled history, as the authors' code does).
+   (``target_product=true`` adds e_a * sum-pooled history, as the authors' code does;
+   ``pooled_history=false`` leaves the pooled history out, so the evolved interest is the only
+   behaviour input, as in FuxiCTR's DIEN).
 
 GRU hidden size defaults to the behaviour vector size (authors' code: 36 = 2 x 18 embedding).
 """
@@ -49,6 +51,7 @@ class DIENConfig(TowerConfig):
     aux_activation: str = "sigmoid"
     seq_pool: str = "sum"  # pooling of the history fed to the MLP (authors' code: sum)
     target_product: bool = False  # authors' code: also feed e_a * (pooled history)
+    pooled_history: bool = True  # False: the evolved interest replaces the pooled history (FuxiCTR's layout)
 
 
 def masked_softmax(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -116,7 +119,10 @@ class DIEN(CTRModel):
                 names.append(name)
             self._attr.append(names)
         self.others = spec.non_sequence_features()
-        n_in = len(self.others) * d + sum(u.out_dim + len(m) * d for u, (m, _) in zip(self.units, self.groups))
+        n_in = len(self.others) * d + sum(u.out_dim + len(m) * d * cfg.pooled_history
+                                          for u, (m, _) in zip(self.units, self.groups))
+        if cfg.target_product and not cfg.pooled_history:
+            raise ConfigError("dien: target_product multiplies the pooled history; it needs pooled_history=true")
         if cfg.target_product:
             if any(len(m) != len(t) for m, t in self.groups):  # e_a and the history must align
                 raise ConfigError("dien: target_product needs a target field for every behaviour member")
@@ -162,8 +168,9 @@ class DIEN(CTRModel):
             q = torch.cat([eb.vector(t.name) for t in targets], dim=-1)
             a = unit.scores(h, q, mask)
             parts.append(unit.evolution(h, a, mask))
-            pooled = [eb.vector(m.name, self.cfg.seq_pool) for m in members]
-            parts.extend(pooled)
+            if self.cfg.pooled_history:
+                pooled = [eb.vector(m.name, self.cfg.seq_pool) for m in members]
+                parts.extend(pooled)
             if self.cfg.target_product:
                 parts.append(q * torch.cat(pooled, dim=-1))
             if self.training and unit.aux_net is not None:
