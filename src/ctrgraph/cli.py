@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     s.set_defaults(fn=cmd_compare)
 
-    s = sub.add_parser("export", help="write a dg-<model> run's enhanced tables as a plain <model> run (serving "
+    s = sub.add_parser("export", help="write a graph-enhanced (dg-|gcn-|kgat-|hgat-<model>) run's tables as a plain <model> run (serving "
                                       "costs the same as the base model)")
     s.add_argument("--run", required=True)
     s.add_argument("--out", required=True)

@@ -32,7 +32,7 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", data_dir: 
     emb = model.embedding
     if not hasattr(emb, "export_tables"):
         raise ConfigError(f"{run}: model {cfg.model.name!r} has no graph-enhanced tables to export "
-                          f"(export applies to dg-<model> runs)")
+                          f"(export applies to graph-enhanced runs: dg-, gcn-, kgat-, hgat-<model>)")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"export: {out} exists and is not empty")
     if data_dir:
