@@ -17,7 +17,14 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..graphs.propagate import sparse_rows
-from ..graphs.sampling import Block, csr_block, frontier, propagate_blocks, sample_blocks_with, sample_csr
+from ..graphs.sampling import (
+    Block,
+    csr_block,
+    frontier,
+    propagate_blocks,
+    sample_blocks_with,
+    sample_csr,
+)
 from .dg_graphs import DropGraph
 
 
@@ -73,7 +80,7 @@ class SampledDropGraph:
         torch.cumsum(torch.bincount(rows, minlength=g.n), 0, out=self.crow[1:])
         self.deg0 = torch.diff(self.crow).to(torch.float32)
 
-    def to(self, device) -> "SampledDropGraph":
+    def to(self, device) -> SampledDropGraph:
         for k in ("col", "pid", "crow", "deg0"):
             setattr(self, k, getattr(self, k).to(device))
         return self

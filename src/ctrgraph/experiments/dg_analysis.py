@@ -1,15 +1,23 @@
-"""DG-ENN's ablations as one command each (paper §5.3-5.4), on any recipe:
+"""DG-ENN's comparison tables and ablations as one command each (paper §5.2-5.4), on any recipe:
 
-    ctrgraph dg-analysis table5 --dataset ml100k --data-dir DIR --out OUT
-    ctrgraph dg-analysis fig3|fig4|fig5|layers|compat ...
+    ctrgraph dg-analysis table2|table3|table4 --dataset ml100k --data-dir DIR --out OUT [--skip M,...]
+    ctrgraph dg-analysis table5|fig3|fig4|fig5|layers --dataset ml100k --data-dir DIR --out OUT
     ctrgraph dg-analysis table6|fig6 --base-runs DIRS --dg-runs DIRS --out OUT   # §5.5, on finished runs
 
 (``table6`` / ``fig6``: Table 6 and Fig. 6, the sparsity case studies, in ``dg_sparsity.py``.)
 
-Each variant is ``dg-<base>`` with provider parameters (``embedding.params``), trained over the
-seeds into ``OUT/<variant>/`` (compare's layout) (finished
-runs are reused); the base model without the graph is the first row. Writes ``OUT/<what>.md`` and
-``OUT/<what>.csv`` (mean ± std of test AUC / logloss over the seeds, seconds per epoch).
+Model lists (``table2``, ``table3``, ``table4``; :data:`MODEL_LISTS`): every listed model trained over
+the seeds into ``OUT/runs/<model>-seed<k>`` (compare's layout, finished runs reused; ``--skip``
+leaves models out, ``--base`` is not used). Every name is resolved before anything trains, so a
+model or provider that is not registered (e.g. Table 4's ``gcn``, ``kgat``, ``hgat`` providers)
+stops the command with the registry's error.
+
+Provider variants (``table5``, ``fig3``, ``fig4``, ``fig5``, ``layers``; :data:`ANALYSES`): each variant
+is ``dg-<base>`` with provider parameters (``embedding.params``), trained over the seeds into
+``OUT/<variant>/`` (finished runs are reused); the base model without the graph is the first row.
+
+Both write ``OUT/<what>.md`` and ``OUT/<what>.csv`` (mean ± std of test AUC / logloss over the
+seeds, seconds per epoch).
 """
 from __future__ import annotations
 
@@ -18,7 +26,18 @@ import csv
 from pathlib import Path
 
 from ..config import load_config
+from ..errors import ConfigError, CtrGraphError
 from .compare import run_compare, summarize
+
+#: model-list analyses: (the paper's row label, our model name); DG-ENN = ``dg-pnn`` (paper §5.3.1)
+MODEL_LISTS: dict[str, list[tuple[str, str]]] = {
+    "table2": [("LR", "lr"), ("FM", "fm"), ("AutoInt+", "autoint+"), ("DeepFM", "deepfm"), ("PNN", "pnn"),
+               ("DIN", "din"), ("DIEN", "dien"), ("GIN", "gin"), ("FiGNN", "fignn"), ("DG-ENN", "dg-pnn")],
+    "table3": [("PNN", "pnn"), ("DG-PNN", "dg-pnn"), ("DIN", "din"), ("DG-DIN", "dg-din"), ("FiGNN", "fignn"),
+               ("DG-FiGNN", "dg-fignn")],
+    "table4": [("PNN", "pnn"), ("GCN-PNN", "gcn-pnn"), ("KGAT-PNN", "kgat-pnn"), ("HGAT-PNN", "hgat-pnn"),
+               ("DG-PNN", "dg-pnn")],
+}
 
 #: variant name -> provider parameters (relative to the defaults of the ``dg`` provider)
 ANALYSES: dict[str, dict[str, dict]] = {
@@ -35,13 +54,19 @@ ANALYSES: dict[str, dict[str, dict]] = {
 
 def run_analysis(what: str, out: str | Path, dataset: str = "ml100k", data_dir: str | None = None,
                  base: str = "pnn", seeds: list[int] | None = None, overrides: list[str] | None = None,
-                 extra: dict | None = None, log=print) -> list[dict]:
-    """Train the base model and every variant of ``what``; returns one summary row per variant."""
-    if what not in ANALYSES:
-        raise ValueError(f"unknown analysis {what!r}; known: {sorted(ANALYSES)}")
+                 extra: dict | None = None, log=print, skip: list[str] | None = None) -> list[dict]:
+    """Train the models of a model list, or the base model and every variant of a provider
+    ablation; returns one summary row per model / variant (``skip``: model-list entries left out)."""
+    if what not in ANALYSES and what not in MODEL_LISTS:
+        raise ConfigError(f"unknown analysis {what!r}; known: {sorted([*MODEL_LISTS, *ANALYSES])} "
+                          f"(table6 and fig6 run on finished runs: `ctrgraph dg-analysis table6 -h`)")
     seeds = seeds or [1, 2, 3]
     out = Path(out)
     common = [f"data.name={dataset}"] + ([f"data.data_dir={data_dir}"] if data_dir else []) + list(overrides or [])
+    if what in MODEL_LISTS:
+        return _run_models(what, out, common, seeds, skip or [], log)
+    if skip:
+        raise ConfigError(f"--skip applies to the model lists {sorted(MODEL_LISTS)}, not to {what!r}")
     rows = []
     variants = [(base, None)] + [(name, dict(extra or {}, **p)) for name, p in ANALYSES[what].items()]
     data = None
@@ -61,6 +86,41 @@ def run_analysis(what: str, out: str | Path, dataset: str = "ml100k", data_dir: 
         rows.append(s)
     _write(rows, out, what)
     return rows
+
+
+def _run_models(what: str, out: Path, common: list[str], seeds: list[int], skip: list[str], log) -> list[dict]:
+    """One compare over the model list (all names resolved first, finished runs reused)."""
+    entries = MODEL_LISTS[what]
+    unknown = sorted(set(skip) - {m for _, m in entries})
+    if unknown:
+        raise ConfigError(f"--skip {unknown}: not in {what} ({', '.join(m for _, m in entries)})")
+    entries = [(label, m) for label, m in entries if m not in skip]
+    if not entries:
+        raise ConfigError(f"--skip leaves no model of {what}")
+    cfg = load_config(None, common + [f"model.name={entries[0][1]}"])
+    res = run_compare(cfg, [m for _, m in entries], seeds, out, log=log)
+    by = {s["model"]: s for s in summarize(res)}
+    rows = [dict(by[m], paper=label) for label, m in entries]
+    _write_models(rows, out, what)
+    return rows
+
+
+def _write_models(rows: list[dict], out: Path, what: str) -> str:
+    head = "| paper row | model | runs | test AUC | test logloss | best epoch | s/epoch |\n|---|---|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {r['paper']} | `{r['model']}` | {r['runs']} | {r['test_auc_mean']:.4f} ± {r['test_auc_std']:.4f} | "
+        f"{r['test_logloss_mean']:.4f} ± {r['test_logloss_std']:.4f} | {r['best_epoch_mean']:.1f} | "
+        f"{r['seconds_per_epoch']:.2f} |\n" for r in rows)
+    md = head + body
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{what}.md").write_text(md)
+    with open(out / f"{what}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["paper", "model", "runs", "test_auc_mean", "test_auc_std", "test_logloss_mean",
+                                          "test_logloss_std", "best_epoch_mean", "seconds_per_epoch"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r[k] for k in w.fieldnames})
+    return md
 
 
 def _write(rows: list[dict], out: Path, what: str) -> str:
@@ -91,16 +151,22 @@ def main(argv: list[str] | None = None) -> int:
         return sparsity_main(argv)
     p = argparse.ArgumentParser(prog="ctrgraph dg-analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=sorted(ANALYSES))
+    p.add_argument("what", choices=sorted([*MODEL_LISTS, *ANALYSES]))
     p.add_argument("--dataset", default="ml100k")
     p.add_argument("--data-dir")
-    p.add_argument("--base", default="pnn", help="base model wrapped as dg-<base>")
+    p.add_argument("--base", default="pnn", help="provider variants: base model wrapped as dg-<base>")
+    p.add_argument("--skip", default="", help="model lists (table2-4): comma-separated models to leave out")
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every run, e.g. train.num_threads=1")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    rows = run_analysis(a.what, a.out, a.dataset, a.data_dir, a.base, [int(s) for s in a.seeds.split(",")], a.set)
+    try:
+        rows = run_analysis(a.what, a.out, a.dataset, a.data_dir, a.base, [int(s) for s in a.seeds.split(",")], a.set,
+                            skip=[m.strip() for m in a.skip.split(",") if m.strip()])
+    except CtrGraphError as e:
+        print(f"ctrgraph: error: {e}", file=sys.stderr)
+        return 2
     print((Path(a.out) / f"{a.what}.md").read_text())
     return 0 if rows else 1
 

@@ -8,8 +8,16 @@ AutoInt+ adds a feed-forward network over the flattened embeddings whose logit i
 AutoInt's (the paper's joint training, Sec. 5.7).
 
 Defaults are the paper's (Sec. 5.1.3): 3 layers, 2 heads, d' = 32 per head, residual on, no
-scaling, no LayerNorm, linear Q/K/V without bias. Preset ``official``: the authors' TF code
+scaling, no LayerNorm, linear Q/K/V without bias, no dropout. Preset ``official``: the authors' TF code
 (ReLU dense Q/K/V with bias, 1/sqrt(d') scaling, LayerNorm after the residual ReLU).
+
+Dropout (paper Sec. 5.1.3: the rate is grid-searched on MovieLens-1M only, not needed on the large
+data sets, value not printed). The authors' MovieLens script (``featureRec/movielens/do.sh``) runs
+``dropout_keep_prob [0.6, 0.9]``: keep 0.6 on the softmax attention weights alpha (Eq. 5) of every
+layer, keep 0.9 on the embedded field matrix E before the interacting layers. ``attention_dropout``
+and ``embedding_dropout`` are those two places; preset ``movielens`` sets them to 0.4 / 0.1 on the
+paper's layer, ``official_movielens`` on the authors' layer (the script's full setting). In
+AutoInt+ the DNN reads the same dropped-out E (as in that code).
 """
 from __future__ import annotations
 
@@ -28,7 +36,8 @@ class AutoIntConfig(ModelConfig):
     scale: bool = False
     projection: str = "linear"  # "relu": the TF code's ReLU dense Q/K/V
     layer_norm: bool = False
-    attention_dropout: float = 0.0
+    attention_dropout: float = 0.0  # on alpha (Eq. 5), as the authors' code
+    embedding_dropout: float = 0.0  # on the field matrix E before the first interacting layer
     seq_pool: str = "mean"
 
 
@@ -37,12 +46,15 @@ class AutoIntPlusConfig(AutoIntConfig, TowerConfig):
 
 
 _OFFICIAL = {"projection": "relu", "scale": True, "layer_norm": True}
+_MOVIELENS = {"attention_dropout": 0.4, "embedding_dropout": 0.1}  # authors' MovieLens script
+_PRESETS = {"paper": {}, "official": _OFFICIAL, "movielens": _MOVIELENS,
+            "official_movielens": {**_OFFICIAL, **_MOVIELENS}}
 
 
 @register_model("autoint")
 class AutoInt(CTRModel):
     Config = AutoIntConfig
-    presets = {"paper": {}, "official": _OFFICIAL}
+    presets = _PRESETS
     paper = "Song et al., AutoInt: Automatic Feature Interaction Learning via Self-Attentive Neural Networks, CIKM 2019"
 
     def __init__(self, spec, cfg, embedding):
@@ -54,6 +66,7 @@ class AutoInt(CTRModel):
                                    dropout=cfg.attention_dropout)
             for i in range(cfg.layers)])
         self.out = nn.Linear(len(spec.features) * dims[-1], 1)  # Eq. 10
+        self.embedding_dropout = nn.Dropout(cfg.embedding_dropout)
 
     def output_bias(self):
         return self.out.bias
@@ -65,9 +78,12 @@ class AutoInt(CTRModel):
             h = layer(h)
         return self.out(h.flatten(1)).squeeze(-1)
 
+    def fields(self, batch) -> torch.Tensor:
+        """The field matrix E [B, F, d] (Eq. 1-4; multi-valued fields averaged), embedding dropout applied."""
+        return self.embedding_dropout(self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool))
+
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
-        return self.output(self.interact(E))
+        return self.output(self.interact(self.fields(batch)))
 
 
 @register_model("autoint+")
@@ -75,7 +91,7 @@ class AutoIntPlus(AutoInt):
     """AutoInt+: AutoInt's logit + an MLP logit over the flattened field embeddings."""
 
     Config = AutoIntPlusConfig
-    presets = {"paper": {}, "official": _OFFICIAL}
+    presets = _PRESETS
 
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
@@ -85,5 +101,5 @@ class AutoIntPlus(AutoInt):
         return self.out.bias
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
+        E = self.fields(batch)
         return self.output(self.interact(E) + self.mlp(E.flatten(1)).squeeze(-1))

@@ -18,7 +18,14 @@ World
   bucket per category) with probability ``attr_corr``, else uniform. ``city = (z + shift[primary]) %
   n_cities`` with ``z`` ~ truncated Zipf(``attr_zipf``) over ``n_cities`` ranks and a random shift per
   category. ``user_bias = AGE_BIAS[age] + N(0, user_bias_std**2)`` with ``AGE_BIAS =
-  linspace(-0.5, 0.5, 7)``. Activity ``w_u ~ LogNormal(0, 1)``.
+  linspace(-0.5, 0.5, 7)``. Activity ``w_u ~ LogNormal(0, 1)``, times ``short_activity`` for light
+  users (below; default 1: impressions independent of the history length).
+* Communities (``n_communities = G > 0``; off by default): from stream ``[seed, 2]``, community
+  ``g`` draws ``K`` distinct interests and Dirichlet(1) weights, every user joins a uniform
+  community, and each of its ``K`` (interest, weight) slots is the community's with probability
+  ``community_purity``, else its own draw above; weights renormalised. ``primary`` (hence age and
+  city) is taken after this step. This plants the behaviour-sparsity mechanism of DG-ENN §1/§4.3:
+  a light user's interests are recoverable from the users that share its community.
 
 Behaviour streams (interest-delay model, Res-embedding section 3.2)
 -------------------------------------------------------------------
@@ -105,6 +112,10 @@ class SyntheticParams(BaseModel):
     attr_corr: float = PField(0.7, ge=0.0, le=1.0, description="P(age = the primary interest's age bucket)")
     short_frac: float = PField(0.3, ge=0.0, le=1.0, description="fraction of light users (short histories)")
     short_len: int = PField(5, ge=0, description="light users have at most this many behaviours")
+    short_activity: float = PField(1.0, gt=0.0, description="light users' impression weight multiplier")
+    n_communities: int = PField(0, ge=0, description="G: latent user communities (0 = independent users)")
+    community_purity: float = PField(1.0, ge=0.0, le=1.0,
+                                     description="P(an interest slot is inherited from the user's community)")
     explore: float = PField(0.1, ge=0.0, le=1.0, description="P(behaviour ignores the period's interest)")
     p_interest_candidate: float = PField(0.5, ge=0.0, le=1.0)
     logit_scale: float = PField(1.0, ge=0.0, description="a: weight of the affinity (label noise is lower when larger)")
@@ -186,6 +197,7 @@ class SyntheticWorld:
     user_activity: np.ndarray  # [n_users] float64
     user_light: np.ndarray  # [n_users] bool
     user_n_behaviours: np.ndarray  # [n_users] stream length over the whole timeline
+    user_community: np.ndarray | None = None  # [n_users] community id (n_communities > 0), else None
 
     def sample_items(self, cats: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Items drawn from ``P(item | cats)`` with uniforms ``u`` in [0, 1)."""
@@ -230,16 +242,12 @@ def world(p: SyntheticParams) -> SyntheticWorld:
     brand = _zipf_ranks(rng, bcdf, n_i, nb[cat]) * C + cat
     brand = brand.astype(_int_dtype(p.n_brands))
     # users
-    inter = np.empty((n_u, K), dtype=np.int64)
-    for j in range(K):  # K distinct uniform categories per user
-        x = rng.integers(0, C - j, n_u)
-        if j:
-            prev = np.sort(inter[:, :j], axis=1)
-            for q in range(j):
-                x += x >= prev[:, q]
-        inter[:, j] = x
+    inter = _distinct_categories(rng, n_u, C, K)
     wts = rng.standard_exponential((n_u, K))
     wts /= wts.sum(axis=1, keepdims=True)
+    community = None
+    if p.n_communities > 0:  # own stream [seed, 2]: the default world stream is untouched
+        inter, wts, community = _communities(p, inter, wts)
     primary = inter[np.arange(n_u), wts.argmax(axis=1)]
     age_of = rng.integers(0, N_AGE, C)
     age = np.where(rng.random(n_u) < p.attr_corr, age_of[primary], rng.integers(0, N_AGE, n_u)).astype(np.int8)
@@ -248,13 +256,47 @@ def world(p: SyntheticParams) -> SyntheticWorld:
     ubias = AGE_BIAS[age] + p.user_bias_std * rng.standard_normal(n_u)
     activity = rng.lognormal(0.0, ACTIVITY_SIGMA, n_u)
     light = rng.random(n_u) < p.short_frac
+    if p.short_activity != 1.0:
+        activity = np.where(light, p.short_activity * activity, activity)
     n_b = np.where(light, rng.integers(0, p.short_len + 1, n_u), rng.integers(p.max_len, 3 * p.max_len + 1, n_u))
     return SyntheticWorld(
         item_category=cat, item_brand=brand, item_pop=item_pop, items_by_category=by_cat, cdf_key=cdf_key,
         user_interests=inter.astype(cdt), user_weights=wts, user_age=age,
         user_city=city.astype(_int_dtype(p.n_cities)), user_bias=ubias, user_activity=activity,
-        user_light=light, user_n_behaviours=n_b.astype(np.int64),
+        user_light=light, user_n_behaviours=n_b.astype(np.int64), user_community=community,
     )
+
+
+def _distinct_categories(rng: np.random.Generator, n: int, C: int, K: int) -> np.ndarray:
+    """``[n, K]`` rows of ``K`` distinct uniform categories (a loop over the ``K`` slots only)."""
+    out = np.empty((n, K), dtype=np.int64)
+    for j in range(K):
+        x = rng.integers(0, C - j, n)
+        if j:
+            prev = np.sort(out[:, :j], axis=1)
+            for q in range(j):
+                x += x >= prev[:, q]
+        out[:, j] = x
+    return out
+
+
+def _communities(p: SyntheticParams, inter: np.ndarray, wts: np.ndarray):
+    """Planted communities (stream ``[seed, 2]``): community ``g`` has ``K`` distinct interests and
+    Dirichlet(1) weights; each user joins a uniform community and each of its ``K`` slots (interest,
+    weight) is, with probability ``community_purity``, the community's slot, else its own draw;
+    weights are renormalised. Our choice: slot-wise inheritance keeps ``K`` slots per user, so a
+    user may hold one category in two slots (``m`` then sums their weights)."""
+    rng = np.random.default_rng([p.seed, 2])
+    G, n_u, K = p.n_communities, inter.shape[0], inter.shape[1]
+    c_inter = _distinct_categories(rng, G, p.n_categories, K)
+    c_wts = rng.standard_exponential((G, K))
+    c_wts /= c_wts.sum(axis=1, keepdims=True)
+    comm = rng.integers(0, G, n_u)
+    inherit = rng.random((n_u, K)) < p.community_purity
+    inter = np.where(inherit, c_inter[comm], inter)
+    wts = np.where(inherit, c_wts[comm], wts)
+    wts /= wts.sum(axis=1, keepdims=True)
+    return inter, wts, comm.astype(np.int32)
 
 
 def hour_effect(p: SyntheticParams, hour: np.ndarray) -> np.ndarray:
