@@ -201,3 +201,17 @@ def test_pair_linear_rejects_bad_shapes():
     iu, ju = torch.triu_indices(3, 3)
     with pytest.raises(ValueError, match="pair_linear"):
         pair_linear(torch.randn(2, 3, 4), torch.randn(2, 5), None, iu, ju)
+
+
+def test_softmax_last_equals_torch_softmax():
+    from ctrgraph.layers.softmax import softmax_last
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 2, 5, 7, generator=g, dtype=torch.double)
+    x[0, 0, 0, :3] = float("-inf")  # masked entries get weight 0
+    x.requires_grad_(True)
+    up = torch.randn(x.shape, generator=g, dtype=torch.double)
+    ref = torch.softmax(x, dim=-1)
+    out = softmax_last(x)
+    assert torch.allclose(out, ref) and float(out[0, 0, 0, :3].abs().sum()) == 0.0
+    assert torch.allclose(torch.autograd.grad((out * up).sum(), x)[0], torch.autograd.grad((ref * up).sum(), x)[0])

@@ -55,7 +55,8 @@ class MultiHeadSelfAttention(nn.Module):
         if self.proj_relu:
             qkv = torch.relu(qkv)
         qkv = qkv.view(B, F, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, F, dh]
-        return qkv[0], qkv[1], qkv[2]
+        q, k, v = qkv.unbind(0)  # one UnbindBackward (a stack), not three zero-filled SelectBackwards
+        return q, k, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, F, _ = x.shape

@@ -49,6 +49,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..layers.activation import activation as make_activation
 from ..layers.pair_linear import pair_linear
+from ..layers.softmax import softmax_last
 from .base import CTRModel, ModelConfig, register_model
 
 
@@ -165,7 +166,7 @@ class GraphFMLayer(nn.Module):
             c = c * p.unsqueeze(1)
         if cfg.softmax_over == "selected":
             c = c.masked_fill(~mask.unsqueeze(1), float("-inf"))
-        alpha = self.drop(torch.softmax(c, dim=-1))  # Eq. 11
+        alpha = self.drop(softmax_last(c))  # Eq. 11
         w = alpha * p.unsqueeze(1) if cfg.p_on == "message" else alpha
         return P, p, mask, w
 
@@ -238,7 +239,7 @@ class GraphFM(CTRModel):
         for layer in self.layers_:
             h = layer(h, trace)
             states.append(h)
-        e_star = torch.cat([states[k] for k in self.readout_ids], dim=-1).mean(dim=1)  # Eq. 15-16
+        e_star = torch.cat([states[k].mean(dim=1) for k in self.readout_ids], dim=-1)  # Eq. 15-16 (mean, then concat)
         return self.output(self.proj(e_star).squeeze(-1))  # Eq. 17
 
     @torch.no_grad()
