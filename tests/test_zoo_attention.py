@@ -25,7 +25,8 @@ VARIANTS = [  # (model, key, value a, value b)
     ("fignn", "graph", "attention", "uniform"), ("fignn", "readout", "node", "joint"),
     ("fignn", "readout", "node", "flatten"), ("fignn", "input_layer", "paper", "none"),
     ("fignn", "input_layer", "paper", "autoint"), ("fignn", "residual", True, False),
-    ("fignn", "share_steps", True, False), ("afn", "ensemble", False, True), ("afn", "batch_norm_log", True, False),
+    ("fignn", "share_steps", True, False), ("fignn", "input_residual", False, True),
+    ("afn", "ensemble", False, True), ("afn", "batch_norm_log", True, False),
     ("fmfm", "interaction", "matrix", "vector"), ("fmfm", "interaction", "matrix", "scalar"),
     ("interhat", "order", 3, 1),
 ]
@@ -121,6 +122,8 @@ def test_self_attention_matches_its_equations():
 def test_config_errors(planted):
     with pytest.raises(ConfigError, match="graph"):
         build_model("fignn", _spec(planted), {"graph": "full"})
+    with pytest.raises(ConfigError, match="input_residual"):
+        build_model("fignn", _spec(planted), {"input_layer": "none", "input_residual": True})
     with pytest.raises(ConfigError, match="interaction"):
         build_model("fmfm", _spec(planted), {"interaction": "tensor"})
     assert build_model("autoint+", _spec(planted)).cfg.heads == 2

@@ -129,6 +129,20 @@ def test_dien_without_pooled_history(timed):
         build_model("dien", spec, {"pooled_history": False, "target_product": True}, dim=8)
 
 
+def test_dien_fuxictr_preset(timed):
+    """FuxiCTR's layout: no pooled history, BatchNorm in the tower, no aux loss, DNN 200-80."""
+    spec = _spec(timed)
+    m = build_model("dien", spec, {"preset": "fuxictr"}, dim=8)
+    ref = build_model("dien", spec, {"pooled_history": False, "hidden": [200, 80]}, dim=8)
+    def first(x):
+        return next(y for y in x.mlp.modules() if isinstance(y, torch.nn.Linear))
+
+    assert first(m).in_features == first(ref).in_features and first(m).out_features == 200
+    assert sum(isinstance(y, torch.nn.BatchNorm1d) for y in m.mlp.modules()) == 2
+    m.prepare(timed)
+    assert "dien_aux" not in m.train()(_batch(timed)).aux
+
+
 def test_augru_equations():
     """a_t = 1: AUGRU is a plain GRU (checked against nn.GRU with mapped weights); a_t = 0: h stays 0."""
     torch.manual_seed(0)

@@ -9,15 +9,18 @@ AutoInt's (the paper's joint training, Sec. 5.7).
 
 Defaults are the paper's (Sec. 5.1.3): 3 layers, 2 heads, d' = 32 per head, residual on, no
 scaling, no LayerNorm, linear Q/K/V without bias, no dropout. Preset ``official``: the authors' TF code
-(ReLU dense Q/K/V with bias, 1/sqrt(d') scaling, LayerNorm after the residual ReLU).
+(ReLU dense Q/K/V with bias, 1/sqrt(d') scaling, LayerNorm after the residual ReLU); one known
+difference remains: that code's residual is ReLU(W_Res e + b), ours stays linear without bias.
 
-Dropout (paper Sec. 5.1.3: the rate is grid-searched on MovieLens-1M only, not needed on the large
-data sets, value not printed). The authors' MovieLens script (``featureRec/movielens/do.sh``) runs
-``dropout_keep_prob [0.6, 0.9]``: keep 0.6 on the softmax attention weights alpha (Eq. 5) of every
-layer, keep 0.9 on the embedded field matrix E before the interacting layers. ``attention_dropout``
+Dropout (paper Sec. 5.1.3: grid-searched in 0.1-0.9 on MovieLens-1M only, not used on the larger
+data sets; where it is applied is not said). The authors' MovieLens script
+(``featureRec/movielens/do.sh``) runs ``dropout_keep_prob [0.6, 0.9]``: keep 0.6 on the softmax
+attention weights alpha (Eq. 5) of every layer, keep 0.9 on the embedded field matrix E before the
+interacting layers. ``attention_dropout``
 and ``embedding_dropout`` are those two places; preset ``movielens`` sets them to 0.4 / 0.1 on the
 paper's layer, ``official_movielens`` on the authors' layer (the script's full setting). In
-AutoInt+ the DNN reads the same dropped-out E (as in that code).
+AutoInt+ the DNN reads the same dropped-out E (as in that code). That script also initialises the
+embeddings N(0, 0.01): a run setting here (``embedding.init_std=0.01``), not part of the presets.
 """
 from __future__ import annotations
 

@@ -28,6 +28,14 @@ e_t = concatenation of the group's embedded sequences:
    behaviour input, as in FuxiCTR's DIEN).
 
 GRU hidden size defaults to the behaviour vector size (authors' code: 36 = 2 x 18 embedding).
+
+Tower: the benchmark's [256, 128] ReLU; ``batch_norm=true`` (a TowerConfig field) puts BatchNorm
+after every hidden Linear, as FuxiCTR's DIEN does by default; the authors' code has one BatchNorm on
+the MLP input instead. Preset ``fuxictr``: FuxiCTR's DIEN defaults (evolved interest without the
+pooled history, BatchNorm, no aux loss, DNN 200-80 ReLU). Which of these the paper itself implies:
+its overview and Fig. 3 feed the MLP with the final interest state and the ad / user profile / context
+embeddings only (our reading), i.e. ``pooled_history=false``; the sum-pooled history and the
+e_a * history product come from the authors' code.
 """
 from __future__ import annotations
 
@@ -89,7 +97,9 @@ class _InterestGroup(nn.Module):
 class DIEN(CTRModel):
     Config = DIENConfig
     presets = {"paper": {"hidden": [200, 80], "activation": "dice"},
-               "official": {"hidden": [200, 80], "activation": "dice", "attention": "din"}}
+               "official": {"hidden": [200, 80], "activation": "dice", "attention": "din"},
+               # FuxiCTR's DIEN defaults: no pooled history, BatchNorm in the tower, no aux loss, DNN 200-80 ReLU
+               "fuxictr": {"pooled_history": False, "batch_norm": True, "aux_loss": False, "hidden": [200, 80]}}
     paper = "Zhou et al., Deep Interest Evolution Network for Click-Through Rate Prediction, AAAI 2019"
 
     def __init__(self, spec, cfg, embedding):

@@ -23,7 +23,11 @@ sigmoid(Linear(flatten(h))), node weights from all nodes jointly), ``readout="fl
 (GraphCTR: a linear layer on the flattened states), ``input_layer="none"`` (no self-attention
 input layer, as FuxiCTR) or ``"autoint"`` (GraphCTR's AutoInt-style layer: ReLU dense Q/K/V,
 residual, ReLU, LayerNorm). Preset ``graphctr`` combines the GraphCTR choices; ``fuxictr`` the
-FuxiCTR ones.
+FuxiCTR ones. ``input_residual=true`` adds only the residual W_res e_i to the paper's input layer,
+H^1 = ReLU(concat heads + W_res E) (AutoInt's Eq. 9; the GraphCTR layer has it too): the paper's
+Eq. 3 has none, so every node's initial state is an attention-weighted mix of all fields' value
+projections (near-uniform early in training) and its own field's identity survives only through its
+share of that mix (measured in docs/zoo-attention.md).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class FiGNNConfig(ModelConfig):
     heads: int = 2
     head_dim: int = 8
     input_layer: str = "paper"  # paper | autoint | none
+    input_residual: bool = False  # paper layer only: + W_res e before the ReLU (AutoInt Eq. 9; not in Fi-GNN Eq. 3)
     graph: str = "attention"  # attention | uniform
     readout: str = "node"  # node | joint | flatten
     residual: bool = True
@@ -65,13 +70,17 @@ class FiGNN(CTRModel):
             if getattr(cfg, key) not in ok:
                 from ..errors import ConfigError
                 raise ConfigError(f"fignn: {key} must be one of {ok}, got {getattr(cfg, key)!r}")
+        if cfg.input_residual and cfg.input_layer != "paper":
+            from ..errors import ConfigError
+            raise ConfigError(f"fignn: input_residual applies to input_layer='paper' only (got {cfg.input_layer!r}; "
+                              "'autoint' already has a residual, 'none' has no input layer)")
         F, d = len(spec.features), embedding.dim
         if cfg.input_layer == "none":
             self.input_attn, state = None, d
         else:
             graphctr = cfg.input_layer == "autoint"
             self.input_attn = MultiHeadSelfAttention(
-                d, cfg.head_dim, cfg.heads, residual=graphctr, scale=True,
+                d, cfg.head_dim, cfg.heads, residual=graphctr or cfg.input_residual, scale=True,
                 projection="relu" if graphctr else "linear", relu=True, layer_norm=graphctr)
             state = cfg.heads * cfg.head_dim
         self.edges = AttentionalEdges(d) if cfg.graph == "attention" else None
