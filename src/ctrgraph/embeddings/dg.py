@@ -87,6 +87,7 @@ from ..errors import ConfigError
 from .base import EmbeddingProvider, FeatureSpec, register_provider
 from .dg_graphs import DGGraphData, DropGraph, build_graph_data
 from .dg_sampling import SampledDropGraph, SampledSteps, assemble_rows, parse_fanouts  # noqa: F401 (re-exported)
+from .served import cached_eval_tables
 
 GRAPHS = ("attr", "uu", "vv", "uv")
 GRAPH_ALIASES = {"all": GRAPHS, "none": (), "attribute": ("attr",), "uu&vv": ("uu", "vv"), "uu_vv": ("uu", "vv")}
@@ -228,7 +229,12 @@ class DualGraphEmbedding(SampledSteps, EmbeddingProvider):
         """Normalise and store the graphs. Graphs that propagate side by side (the attribute field
         graphs of both sides; uu and vv) are stored as one block-diagonal matrix, so a layer is one
         sparse product for all of them (the parameters stay separate per block)."""
-        from ..graphs import bipartite_adjacency, mixed_incidence, row_norm, to_torch_sparse
+        from ..graphs import (
+            bipartite_adjacency,
+            mixed_incidence,
+            row_norm,
+            to_torch_sparse,
+        )
 
         norm = "gcn" if self.aggregator == "gcn" else "sym"
         iso = 1.0 if self.isolated == "keep" else 0.0
@@ -407,15 +413,7 @@ class DualGraphEmbedding(SampledSteps, EmbeddingProvider):
         self._to_device(self.tables[self.user_field.table].weight.device)
         self._rows = {}
         if not self.training:
-            if self._cache is None and self._g is None and bool(self.served_ok):
-                self._cache = {t: getattr(self, f"served_{t}") for t in self._served}  # a loaded checkpoint
-            if self._cache is None:
-                with torch.no_grad():
-                    self._cache = {k: v.detach() for k, v in self.enhanced_tables().items()}
-                    for t in self._served:
-                        getattr(self, f"served_{t}").copy_(self._cache[t])
-                    self.served_ok.fill_(True)
-            self._enh = self._cache
+            self._enh = cached_eval_tables(self)
             return
         if self.fanouts is not None:
             self._begin_sampled(batch)

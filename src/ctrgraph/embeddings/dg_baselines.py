@@ -33,6 +33,7 @@ from ..data.schema import Field, Role
 from ..errors import ConfigError
 from .base import EmbeddingProvider, FeatureSpec
 from .dg_graphs import DGGraphData, DropGraph, build_graph_data
+from .served import cached_eval_tables
 
 PARTS = ("uattr", "iattr", "uu", "vv", "uv")
 PART_ALIASES = {"all": PARTS, "attr": ("uattr", "iattr"), "collab": ("uu", "vv", "uv"), "uu&vv": ("uu", "vv"),
@@ -363,15 +364,7 @@ class HeteroGraphEmbedding(EmbeddingProvider):
     def begin(self, batch: dict[str, torch.Tensor]) -> None:
         self._to_device(self.tables[self.user_field.table].weight.device)
         if not self.training:
-            if self._cache is None and self._g is None and bool(self.served_ok):
-                self._cache = {t: getattr(self, f"served_{t}") for t in self._served}  # a loaded checkpoint
-            if self._cache is None:
-                with torch.no_grad():
-                    self._cache = {k: v.detach() for k, v in self.enhanced_tables().items()}
-                    for t in self._served:
-                        getattr(self, f"served_{t}").copy_(self._cache[t])
-                    self.served_ok.fill_(True)
-            self._enh = self._cache
+            self._enh = cached_eval_tables(self)
             return
         self._enh = self.enhanced_tables(self.target_drops(batch))
 

@@ -1,0 +1,20 @@
+"""Eval-time tables of the graph providers (``dg``, ``gcn``, ``kgat``, ``hgat``; DG-ENN §4.4): the
+enhanced tables are computed once without edge drops, cached until ``train()`` or a state-dict load,
+and copied into ``served_<table>`` buffers so that a loaded checkpoint serves them without graphs."""
+from __future__ import annotations
+
+import torch
+
+
+def cached_eval_tables(p) -> dict[str, torch.Tensor]:
+    """``p._cache`` (computed on first use); ``p`` has ``_cache``, ``_g``, ``_served``,
+    ``served_ok``, ``served_<table>`` buffers and ``enhanced_tables()``."""
+    if p._cache is None and p._g is None and bool(p.served_ok):
+        p._cache = {t: getattr(p, f"served_{t}") for t in p._served}  # a loaded checkpoint
+    if p._cache is None:
+        with torch.no_grad():
+            p._cache = {k: v.detach() for k, v in p.enhanced_tables().items()}
+            for t in p._served:
+                getattr(p, f"served_{t}").copy_(p._cache[t])
+            p.served_ok.fill_(True)
+    return p._cache
