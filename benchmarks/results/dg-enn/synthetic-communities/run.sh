@@ -2,7 +2,7 @@
 # DG-ENN Fig. 6 / Table 6 on synthetic data with planted communities (docs/dg-enn.md,
 # "Planted communities: behaviour sparsity"). Usage, from the repository root:
 #   bash benchmarks/results/dg-enn/synthetic-communities/run.sh OUTROOT SETTING [SETTING ...]
-# SETTING is one of: sw0 act comm planted sa01 pur07 planted-d1 planted-d2 planted-big; each trains pnn,dg-pnn,din,dg-din x seeds 1-3
+# SETTING is one of: sw0 act comm planted sa01 pur07 planted-d1 planted-d2 act-d1 act-d2 act01 sa01-d1 planted-big planted-big-d1; each trains pnn,dg-pnn,din,dg-din x seeds 1-3
 # (one training process at a time, train.num_threads=1) into OUTROOT/SETTING, then writes
 # OUTROOT/SETTING/{fig6-din,fig6-pnn,table6-din,table6-pnn}.
 set -euo pipefail
@@ -21,6 +21,11 @@ for S in "$@"; do
     pur07)   X=', n_communities: 30, short_activity: 0.2, community_purity: 0.7' ;;  # neighbour: looser communities
     planted-d1) X=', n_communities: 30, short_activity: 0.2, seed: 1' ;;   # planted, another data world
     planted-d2) X=', n_communities: 30, short_activity: 0.2, seed: 2' ;;
+    act-d1)  X=', short_activity: 0.2, seed: 1' ;;                   # act in the other data worlds
+    act-d2)  X=', short_activity: 0.2, seed: 2' ;;
+    act01)   X=', short_activity: 0.1' ;;                             # sa01 without communities
+    sa01-d1) X=', n_communities: 30, short_activity: 0.1, seed: 1' ;;
+    planted-big-d1) X=', n_communities: 30, short_activity: 0.2, seed: 1'; SIZE='n_instances: 120000, n_users: 6000' ;;
     planted-big) X=', n_communities: 30, short_activity: 0.2'; SIZE='n_instances: 120000, n_users: 6000' ;;  # 2x users and rows
     *) echo "unknown setting $S" >&2; exit 2 ;;
   esac
