@@ -6,7 +6,7 @@ map of every pair product h_i ⊙ h_j. Formed for the whole batch, the pair tens
 12 fields) and its gradients are the largest tensors of a GraphFM step; on CPU their elementwise
 products are memory bound and most of the step (measured: 43 ms of a layer's forward + backward at
 batch 1024 on one thread, 21 ms with this function; benchmarks in docs/graphfm.md). Here the batch
-is processed in chunks that fit in cache: the forward keeps only ``h``; the backward recomputes
+is processed in chunks that fit in cache (larger with more threads, so each op has work to split): the forward keeps only ``h``; the backward recomputes
 each chunk's products. On CUDA the whole batch is one chunk (no loop).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-#: bytes of one chunk's pair tensor on CPU (about L2-sized)
+#: bytes of one chunk's pair tensor on CPU at one intra-op thread (x threads² with more)
 CHUNK_BYTES = 1 << 20
 
 
@@ -22,7 +22,8 @@ def _chunk(h: torch.Tensor, n_pairs: int) -> int:
     if h.device.type != "cpu":
         return max(1, h.shape[0])
     per_row = n_pairs * h.shape[-1] * h.element_size()
-    return max(1, CHUNK_BYTES // max(1, per_row))
+    t = torch.get_num_threads()  # measured here: 1 MB best at one thread, 4 MB at two (2 MB was slower)
+    return max(1, CHUNK_BYTES * t * t // max(1, per_row))
 
 
 class _PairLinear(torch.autograd.Function):
