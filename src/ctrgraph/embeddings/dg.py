@@ -87,7 +87,7 @@ from ..errors import ConfigError
 from .base import EmbeddingProvider, FeatureSpec, register_provider
 from .dg_graphs import DGGraphData, DropGraph, build_graph_data
 from .dg_sampling import SampledDropGraph, SampledSteps, assemble_rows, parse_fanouts  # noqa: F401 (re-exported)
-from .served import cached_eval_tables
+from .served import ServedTables, cached_eval_tables
 
 GRAPHS = ("attr", "uu", "vv", "uv")
 GRAPH_ALIASES = {"all": GRAPHS, "none": (), "attribute": ("attr",), "uu&vv": ("uu", "vv"), "uu_vv": ("uu", "vv")}
@@ -141,7 +141,7 @@ def _side_fields(spec: FeatureSpec, role: Role) -> list[Field]:
 
 
 @register_provider("dg")
-class DualGraphEmbedding(SampledSteps, EmbeddingProvider):
+class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
     """Enhanced user / item / attribute tables (Eq. 22) from attribute and collaborative graphs."""
 
     name = "dg"
@@ -428,21 +428,10 @@ class DualGraphEmbedding(SampledSteps, EmbeddingProvider):
         return super().lookup(table, ids) if t is None else nn.functional.embedding(ids, t)
 
     # ----- cache invalidation -----------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
 
     def __getstate__(self):  # copies / pickles carry no per-step tensors (deepcopy of non-leaves fails)
         state = self.__dict__.copy()
         state.update(_enh={}, _used=[], _cache=None, _rows={}, _samplers={}, _z_full=None, last_blocks={})
         return state
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cache = None
-        return super()._load_from_state_dict(*args, **kwargs)
 
-    @torch.no_grad()
-    def export_tables(self) -> dict[str, torch.Tensor]:
-        """Every embedding table as served: enhanced tables (Eq. 22) and the plain ones, detached."""
-        enh = self.enhanced_tables()
-        return {t: (enh[t] if t in enh else emb.weight).detach().clone() for t, emb in self.tables.items()}

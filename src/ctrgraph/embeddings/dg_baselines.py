@@ -33,7 +33,7 @@ from ..data.schema import Field, Role
 from ..errors import ConfigError
 from .base import EmbeddingProvider, FeatureSpec
 from .dg_graphs import DGGraphData, DropGraph, build_graph_data
-from .served import cached_eval_tables
+from .served import ServedTables, cached_eval_tables
 
 PARTS = ("uattr", "iattr", "uu", "vv", "uv")
 PART_ALIASES = {"all": PARTS, "attr": ("uattr", "iattr"), "collab": ("uu", "vv", "uv"), "uu&vv": ("uu", "vv"),
@@ -249,7 +249,7 @@ def _side_fields(spec: FeatureSpec, role: Role) -> list[Field]:
 
 
 # ----- the provider base ---------------------------------------------------------------------------
-class HeteroGraphEmbedding(EmbeddingProvider):
+class HeteroGraphEmbedding(ServedTables, EmbeddingProvider):
     """Enhanced tables from one propagation over the merged DG-ENN graphs (subclasses: :meth:`propagate`)."""
 
     name = "hetero"
@@ -373,24 +373,13 @@ class HeteroGraphEmbedding(EmbeddingProvider):
         return super().lookup(table, ids) if t is None else nn.functional.embedding(ids, t)
 
     # ----- cache invalidation, copies ----------------------------------------------------------------
-    def train(self, mode: bool = True):
-        self._cache = None
-        return super().train(mode)
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state.update(_enh={}, _used=[], _cache=None)
         return state
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cache = None
-        return super()._load_from_state_dict(*args, **kwargs)
 
-    @torch.no_grad()
-    def export_tables(self) -> dict[str, torch.Tensor]:
-        """Every embedding table as served (``ctrgraph export``): enhanced tables and the plain ones."""
-        enh = self.enhanced_tables()
-        return {t: enh.get(t, emb.weight).detach().clone() for t, emb in self.tables.items()}
 
 
 def combine(layers: list[torch.Tensor], how: str) -> torch.Tensor:

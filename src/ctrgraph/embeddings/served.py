@@ -18,3 +18,22 @@ def cached_eval_tables(p) -> dict[str, torch.Tensor]:
                 getattr(p, f"served_{t}").copy_(p._cache[t])
             p.served_ok.fill_(True)
     return p._cache
+
+
+class ServedTables:
+    """Mixin of the graph providers: the eval cache is dropped by ``train()`` and state-dict loads;
+    :meth:`export_tables` gives every table as served (``ctrgraph export``)."""
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    @torch.no_grad()
+    def export_tables(self) -> dict[str, torch.Tensor]:
+        """Every embedding table as served: the enhanced tables and the plain ones, detached."""
+        enh = self.enhanced_tables()
+        return {t: enh.get(t, emb.weight).detach().clone() for t, emb in self.tables.items()}
