@@ -427,8 +427,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         # F.embedding: its backward (a dense index_add) is much cheaper than that of t[ids]
         return super().lookup(table, ids) if t is None else nn.functional.embedding(ids, t)
 
-    # ----- cache invalidation -----------------------------------------------------------------
-
+    # ----- copies (eval-cache invalidation and export: served.ServedTables) -----------------
     def __getstate__(self):  # copies / pickles carry no per-step tensors (deepcopy of non-leaves fails)
         state = self.__dict__.copy()
         state.update(_enh={}, _used=[], _cache=None, _rows={}, _samplers={}, _z_full=None, last_blocks={})
