@@ -30,16 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-
-def parse_n(s: str) -> int:
-    s = s.strip().lower()
-    mult = {"k": 10**3, "m": 10**6}.get(s[-1], 1)
-    return int(float(s.rstrip("km")) * mult)
-
-
-def zipf_draw(rng, n: int, s: float, size: int) -> np.ndarray:
-    cdf = np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -s)
-    return np.minimum(np.searchsorted(cdf / cdf[-1], rng.random(size)), n - 1)
+from graphs import parse_n, zipf_draw  # benchmarks/graphs.py (this folder is on sys.path when run as a script)
 
 
 def make_graphs(n_users: int, n_items: int, events: int, zipf: float, knn: int, seed: int = 0):

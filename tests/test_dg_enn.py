@@ -216,19 +216,19 @@ def _graphs_without_targets(ds, batch):
     return g, n_hit
 
 
-@pytest.mark.parametrize("agg", ["lightgcn", "gcn"])
-def test_training_instance_cannot_see_its_own_target_edge(tiny, agg):
-    p = _provider(tiny, aggregator=agg)
-    tr = tiny.split("train")
-    rows = np.flatnonzero(tr["label"] > 0)[5:45]
-    rows = np.concatenate([rows, np.flatnonzero(tr["label"] == 0)[:20]])
-    batch = _train_batch(tiny, rows)
+
+def check_target_drop(p, tiny, batch, ref_drops: bool = True):
+    """A training step's embeddings equal those of a copy installed on graphs rebuilt without the
+    batch's target edges (``ref_drops=False``: that copy drops nothing itself), and differ when the
+    per-step drop is off. Returns the reference copy. Shared by the DG and Table 4 leakage tests."""
     p.train()
     out = p(batch)
     ref = copy.deepcopy(p)
     g, n_hit = _graphs_without_targets(tiny, batch)
     assert n_hit > 10  # the vv part of the check is exercised
     ref.install(g)
+    if not ref_drops:
+        ref.drop_target_edges = False
     ref.train()
     out_ref = ref(batch)
     for f in ("user_id", "item_id", "hist_item_id", "age", "genres"):
@@ -239,6 +239,17 @@ def test_training_instance_cannot_see_its_own_target_edge(tiny, agg):
     out_leaky = leaky(batch)
     assert not torch.allclose(out_leaky["user_id"], out["user_id"], atol=1e-6)
     assert not torch.allclose(out_leaky["item_id"], out["item_id"], atol=1e-6)
+    return ref
+
+
+@pytest.mark.parametrize("agg", ["lightgcn", "gcn"])
+def test_training_instance_cannot_see_its_own_target_edge(tiny, agg):
+    p = _provider(tiny, aggregator=agg)
+    tr = tiny.split("train")
+    rows = np.flatnonzero(tr["label"] > 0)[5:45]
+    rows = np.concatenate([rows, np.flatnonzero(tr["label"] == 0)[:20]])
+    batch = _train_batch(tiny, rows)
+    ref = check_target_drop(p, tiny, batch)
     # logits of a wrapped model agree as well
     m = build_model("dg-pnn", FeatureSpec(tiny.schema, tiny.vocab_sizes), {}, dim=4)
     m.embedding = p

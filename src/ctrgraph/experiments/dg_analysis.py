@@ -105,22 +105,26 @@ def _run_models(what: str, out: Path, common: list[str], seeds: list[int], skip:
     return rows
 
 
+def _save(md: str, rows: list[dict], fields: list[str], out: Path, what: str) -> str:
+    """Write ``OUT/<what>.md`` and ``OUT/<what>.csv`` (the given fields; dicts written as repr)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{what}.md").write_text(md)
+    with open(out / f"{what}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: repr(r[k]) if isinstance(r[k], dict) else r[k] for k in fields})
+    return md
+
+
 def _write_models(rows: list[dict], out: Path, what: str) -> str:
     head = "| paper row | model | runs | test AUC | test logloss | best epoch | s/epoch |\n|---|---|---|---|---|---|---|\n"
     body = "".join(
         f"| {r['paper']} | `{r['model']}` | {r['runs']} | {r['test_auc_mean']:.4f} ± {r['test_auc_std']:.4f} | "
         f"{r['test_logloss_mean']:.4f} ± {r['test_logloss_std']:.4f} | {r['best_epoch_mean']:.1f} | "
         f"{r['seconds_per_epoch']:.2f} |\n" for r in rows)
-    md = head + body
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{what}.md").write_text(md)
-    with open(out / f"{what}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["paper", "model", "runs", "test_auc_mean", "test_auc_std", "test_logloss_mean",
-                                          "test_logloss_std", "best_epoch_mean", "seconds_per_epoch"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r[k] for k in w.fieldnames})
-    return md
+    return _save(head + body, rows, ["paper", "model", "runs", "test_auc_mean", "test_auc_std", "test_logloss_mean",
+                                     "test_logloss_std", "best_epoch_mean", "seconds_per_epoch"], out, what)
 
 
 def _write(rows: list[dict], out: Path, what: str) -> str:
@@ -129,16 +133,8 @@ def _write(rows: list[dict], out: Path, what: str) -> str:
         f"| {r['variant']} | {', '.join(f'{k}={v}' for k, v in r['params'].items()) or '(base model)'} | {r['runs']} | "
         f"{r['test_auc_mean']:.4f} ± {r['test_auc_std']:.4f} | {r['test_logloss_mean']:.4f} ± {r['test_logloss_std']:.4f} | "
         f"{r['seconds_per_epoch']:.2f} |\n" for r in rows)
-    md = head + body
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{what}.md").write_text(md)
-    with open(out / f"{what}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["variant", "params", "runs", "test_auc_mean", "test_auc_std",
-                                          "test_logloss_mean", "test_logloss_std", "seconds_per_epoch"])
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (r[k] if k != "params" else repr(r[k])) for k in w.fieldnames})
-    return md
+    return _save(head + body, rows, ["variant", "params", "runs", "test_auc_mean", "test_auc_std", "test_logloss_mean",
+                                     "test_logloss_std", "seconds_per_epoch"], out, what)
 
 
 def main(argv: list[str] | None = None) -> int:

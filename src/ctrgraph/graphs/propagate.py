@@ -81,6 +81,11 @@ class _SpMM(torch.autograd.Function):
         return None, None, torch.sparse.mm(ctx.adj_t, g)
 
 
+def csr_row_ids(crow: torch.Tensor, nnz: int) -> torch.Tensor:
+    """Row index of every stored entry of a CSR matrix (from its ``crow_indices``)."""
+    return torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow.diff(), output_size=nnz)
+
+
 class _RowsSpMM(torch.autograd.Function):
     """``sub @ x`` for a few gathered rows ``sub`` (CSR); backward scatters ``sub^T @ g`` with index_add."""
 
@@ -94,8 +99,7 @@ class _RowsSpMM(torch.autograd.Function):
     def backward(ctx, g):
         sub = ctx.sub
         crow, col, val = sub.crow_indices(), sub.col_indices(), sub.values()
-        row = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow.diff(),
-                                      output_size=col.numel())
+        row = csr_row_ids(crow, col.numel())
         gx = torch.zeros((ctx.n, g.shape[1]), dtype=g.dtype, device=g.device)
         gx.index_add_(0, col, val.to(g.dtype)[:, None] * g[row])
         return None, gx

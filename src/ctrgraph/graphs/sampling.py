@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .propagate import combine_layers
+from .propagate import combine_layers, csr_row_ids
 
 
 @dataclass
@@ -143,8 +143,7 @@ class _BlockMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         crow, col, val = ctx.adj.crow_indices(), ctx.adj.col_indices(), ctx.adj.values()
-        row = torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow.diff(),
-                                      output_size=col.numel())
+        row = csr_row_ids(crow, col.numel())
         order = torch.argsort(col, stable=True)
         crow_t = torch.zeros(ctx.n + 1, dtype=torch.int64, device=crow.device)
         torch.cumsum(torch.bincount(col, minlength=ctx.n), 0, out=crow_t[1:])
