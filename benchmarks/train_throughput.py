@@ -35,7 +35,7 @@ def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: in
     from ctrgraph.train.run import dataset_for, model_for
     from ctrgraph.train.trainer import Trainer
 
-    if threads:
+    if threads and threads != torch.get_num_threads():  # an unchanged count still slows SDPA (docs/graphfm.md)
         torch.set_num_threads(threads)
     ov = [f"data.name={dataset}", f"model.name={model}", f"train.epochs={epochs}", "train.patience=0",
           "train.progress=false"]
@@ -63,7 +63,7 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
     from ctrgraph.embeddings import FeatureSpec
     from ctrgraph.train.run import dataset_for, model_for
 
-    if threads:
+    if threads and threads != torch.get_num_threads():  # an unchanged count still slows SDPA (docs/graphfm.md)
         torch.set_num_threads(threads)
     ov = [f"data.name={dataset}"] + ([f"data.data_dir={data_dir}"] if data_dir else [])
     cfg = load_config(None, ov)

@@ -174,33 +174,37 @@ def test_explain_writes_table_and_heatmaps(planted, spec, batch, tmp_path):
         explain_arrays(build_model("fm", spec, {}, dim=8), arrays, planted.schema, [0, 1])
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 4096, 1 << 30])  # one row per chunk, a few chunks, one chunk
-def test_pair_linear_equals_unfused_reference(monkeypatch, chunk_bytes):
+@pytest.mark.parametrize("chunk_bytes", [1, 96, 1 << 30])  # one row per group, a few rows, every row of an offset
+@pytest.mark.parametrize("n", [1, 2, 5, 6])  # odd and even field counts (even: the half offset n/2)
+def test_pair_linear_equals_unfused_reference(monkeypatch, chunk_bytes, n):
     from ctrgraph.layers import pair_linear as pl
 
     monkeypatch.setattr(pl, "CHUNK_BYTES", chunk_bytes)
-    g = torch.Generator().manual_seed(0)
-    h = torch.randn(7, 5, 4, generator=g, dtype=torch.double, requires_grad=True)
+    iu, ju = pl.circulant_pairs(n)
+    pairs = set(zip(torch.minimum(iu, ju).tolist(), torch.maximum(iu, ju).tolist()))
+    assert iu.numel() == len(pairs) == n * (n + 1) // 2  # every unordered pair exactly once
+    g = torch.Generator().manual_seed(n)
+    h = torch.randn(7, n, 4, generator=g, dtype=torch.double, requires_grad=True)
     w = torch.randn(3, 4, generator=g, dtype=torch.double, requires_grad=True)
     b = torch.randn(3, generator=g, dtype=torch.double, requires_grad=True)
-    iu, ju = torch.triu_indices(5, 5)
-    ref = torch.nn.functional.linear(h[:, iu] * h[:, ju], w, b)
-    out = pl.pair_linear(h, w, b, iu, ju)
+    ref = torch.nn.functional.linear(h[:, iu] * h[:, ju], w, b).transpose(0, 1)
+    out = pl.pair_linear(h, w, b)
     assert torch.allclose(out, ref)
     up = torch.randn(out.shape, generator=g, dtype=torch.double)
     grads_ref = torch.autograd.grad((ref * up).sum(), (h, w, b))
     grads = torch.autograd.grad((out * up).sum(), (h, w, b))
     for a, r in zip(grads, grads_ref):
         assert torch.allclose(a, r)
-    assert torch.autograd.gradcheck(lambda h, w: pl.pair_linear(h, w, None, iu, ju), (h, w))
+    assert torch.autograd.gradcheck(lambda h, w: pl.pair_linear(h, w, None), (h, w))
 
 
 def test_pair_linear_rejects_bad_shapes():
     from ctrgraph.layers.pair_linear import pair_linear
 
-    iu, ju = torch.triu_indices(3, 3)
     with pytest.raises(ValueError, match="pair_linear"):
-        pair_linear(torch.randn(2, 3, 4), torch.randn(2, 5), None, iu, ju)
+        pair_linear(torch.randn(2, 3, 4), torch.randn(2, 5), None)
+    with pytest.raises(ValueError, match="bias"):
+        pair_linear(torch.randn(2, 3, 4), torch.randn(2, 4), torch.randn(3))
 
 
 def test_softmax_last_equals_torch_softmax():

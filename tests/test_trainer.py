@@ -66,3 +66,17 @@ def test_aux_losses_are_weighted_and_logged(planted):
     m2, _ = _fit(planted, epochs=2, embedding_l2=1.0)
     m3, _ = _fit(planted, epochs=2)
     assert m2.embedding.tables["user_id"].weight.norm() < m3.embedding.tables["user_id"].weight.norm()
+
+
+def test_num_threads_is_set_only_when_it_changes_the_count(planted, monkeypatch):
+    # set_num_threads(n) with n == the current count still slows scaled_dot_product_attention
+    # (PyTorch 2.13 CPU, docs/graphfm.md), so the trainer must not call it then
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    now = torch.get_num_threads()
+    _fit(planted, epochs=1, num_threads=now)
+    assert calls == []
+    other = 1 if now != 1 else 2
+    _fit(planted, epochs=1, num_threads=other)
+    assert calls == [other, now] and torch.get_num_threads() == now  # set, then restored

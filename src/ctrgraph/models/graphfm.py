@@ -48,7 +48,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers.activation import activation as make_activation
-from ..layers.pair_linear import pair_linear
+from ..layers.pair_linear import circulant_pairs, pair_linear
 from ..layers.softmax import softmax_last
 from .base import CTRModel, ModelConfig, register_model
 
@@ -107,15 +107,13 @@ class GraphFMLayer(nn.Module):
         self.d_head = d_out // H if cfg.head_merge == "concat" else d_out
         self.metric = nn.Sequential(nn.Linear(d_in, cfg.metric_hidden), nn.ReLU(), nn.Linear(cfg.metric_hidden, 1))
         self.score = nn.Linear(d_in, H, bias=cfg.score_bias)  # a_h of Eq. 10, one per head
-        # pairs i <= j (index vectors for the fused pair products of Eq. 7 / 10) and a 0/1 matrix that
-        # mirrors the T pair values onto the n x n grid (its backward is a matmul, not a scatter)
-        iu, ju = torch.triu_indices(n, n)
+        # the n(n+1)/2 unordered pairs in the order of the fused pair products of Eq. 7 / 10, and a 0/1
+        # matrix that mirrors the T pair values onto the n x n grid (its backward is a matmul, not a scatter)
+        iu, ju = circulant_pairs(n)
         T = iu.numel()
         mirror = torch.zeros(n * n, T)
         mirror[iu * n + ju, torch.arange(T)] = 1.0
         mirror[ju * n + iu, torch.arange(T)] = 1.0
-        self.register_buffer("iu", iu, persistent=False)
-        self.register_buffer("ju", ju, persistent=False)
         self.register_buffer("mirror", mirror.t().contiguous(), persistent=False)  # [T, n * n]
         shape = (n, H, d_in, self.d_head) if cfg.field_specific else (H, d_in, self.d_head)
         self.W_a = nn.Parameter(torch.empty(shape))
@@ -137,15 +135,15 @@ class GraphFMLayer(nn.Module):
         eye = torch.eye(n, dtype=torch.bool, device=h.device)
         H = cfg.heads
         if cfg.selection:
-            # f_s and a_h^T (h_i ⊙ h_j) are symmetric (Eq. 7, 10): the n(n+1)/2 pairs i <= j are formed
+            # f_s and a_h^T (h_i ⊙ h_j) are symmetric (Eq. 7, 10): the n(n+1)/2 unordered pairs are formed
             # once, the metric's first layer and the attention scores share one fused map of the pair
-            # products h_i ⊙ h_j (layers/pair_linear.py: the [B, T, d_in] tensor is never kept), mirrored
+            # products h_i ⊙ h_j (layers/pair_linear.py: the [T, B, d_in] tensor is never kept), mirrored
             first, score = self.metric[0], self.score
             sb = score.bias if score.bias is not None else score.weight.new_zeros(H)
-            z = pair_linear(h, torch.cat([first.weight, score.weight]), torch.cat([first.bias, sb]), self.iu, self.ju)
+            z = pair_linear(h, torch.cat([first.weight, score.weight]), torch.cat([first.bias, sb]))  # [T, B, .]
             hidden, cu = z.split([first.out_features, H], dim=-1)
-            su = self.metric[2](self.metric[1](hidden))  # [B, T, 1]
-            both = (torch.cat([su, cu], dim=-1).transpose(1, 2).reshape(B * (1 + H), -1) @ self.mirror).view(B, 1 + H, n, n)
+            su = self.metric[2](self.metric[1](hidden))  # [T, B, 1]
+            both = (torch.cat([su, cu], dim=-1).permute(1, 2, 0).reshape(B * (1 + H), -1) @ self.mirror).view(B, 1 + H, n, n)
             P, c = torch.sigmoid(both[:, 0]), both[:, 1:]  # Eq. 7; a_h^T (h_i ⊙ h_j) + bias, [B, H, n, n]
             if self.m >= n - (not cfg.self_interaction):  # every candidate is kept (e.g. m_1 = n): no sort
                 mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
