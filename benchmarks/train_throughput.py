@@ -53,7 +53,10 @@ def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: in
             "threads": torch.get_num_threads()}
 
 
-def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: int, threads: int | None) -> None:
+def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: int, threads: int | None,
+                overrides: list[str] | None = None) -> dict:
+    """Train ``models`` in one process, one epoch each in turn, for ``rounds`` rounds; print and return
+    ``{"data": the data set, "models": {name: model}, "seconds": {name: [...]}, "cpu": {name: [...]}}``."""
     import statistics
 
     import torch
@@ -62,10 +65,11 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
     from ctrgraph.data.loader import BatchLoader
     from ctrgraph.embeddings import FeatureSpec
     from ctrgraph.train.run import dataset_for, model_for
+    from ctrgraph.train.trainer import init_prior_bias
 
     if threads and threads != torch.get_num_threads():  # an unchanged count still slows SDPA (docs/graphfm.md)
         torch.set_num_threads(threads)
-    ov = [f"data.name={dataset}"] + ([f"data.data_dir={data_dir}"] if data_dir else [])
+    ov = [f"data.name={dataset}"] + ([f"data.data_dir={data_dir}"] if data_dir else []) + list(overrides or [])
     cfg = load_config(None, ov)
     data = dataset_for(cfg)
     spec = FeatureSpec(data.schema, data.vocab_sizes)
@@ -76,6 +80,8 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
         m = model_for(c, spec)
         if callable(getattr(m, "prepare", None)):
             m.prepare(data)
+        if getattr(m, "prior_bias_default", False) or getattr(m.embedding, "prior_bias_default", False):
+            init_prior_bias(m, data)  # as the trainer does (train.prior_bias: auto)
         runs.append((name, m, torch.optim.Adam(m.parameters(), lr=1e-3), [], []))
     train = data.split("train")
     for r in range(rounds):
@@ -98,6 +104,8 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
         med, cmed = statistics.median(times), statistics.median(cpu)
         print(f"{name:>12s} s/epoch {' '.join(f'{t:.2f}' for t in times)}  median {med:.2f}  "
               f"ratio to {runs[0][0]} {med / base:.2f}x | CPU s/epoch median {cmed:.2f}  ratio {cmed / cbase:.2f}x")
+    return {"data": data, "models": {r[0]: r[1] for r in runs}, "seconds": {r[0]: r[3] for r in runs},
+            "cpu": {r[0]: r[4] for r in runs}}
 
 
 def main() -> None:

@@ -20,15 +20,41 @@ from ..errors import ConfigError
 from .base import FeatureSpec
 
 
+def plain_model(cfg, model, schema, vocab_sizes: dict[str, int]):
+    """(config, model) of the plain base model whose lookup tables are ``model``'s served tables (its
+    embedding must be prepared) and whose other weights are ``model``'s."""
+    from ..models import parse_model_name
+    from ..train.run import model_for
+
+    _, base = parse_model_name(cfg.model.name)
+    tables = model.embedding.export_tables()
+    plain_cfg = cfg.model_copy(deep=True)
+    plain_cfg.model = type(cfg.model)(name=base, **cfg.model.params)
+    plain_cfg.embedding.provider = "plain"
+    plain_cfg.embedding.params = {}
+    plain = model_for(plain_cfg, FeatureSpec(schema, vocab_sizes))
+    src, dst = model.state_dict(), plain.state_dict()
+    for k in dst:
+        if k.startswith("embedding.tables."):
+            dst[k] = tables[k.split(".")[2]]
+        elif k in src:
+            dst[k] = src[k]
+        else:
+            raise ConfigError(f"export: {k} of the base model {base!r} has no counterpart in {cfg.model.name!r}")
+    plain.load_state_dict(dst)
+    plain.eval()
+    return plain_cfg, plain
+
+
 def export_run(run: str | Path, out: str | Path, which: str = "best", data_dir: str | None = None) -> dict:
     """Write the plain base-model run of a graph-enhanced run into ``out``; returns a summary."""
     from ..models import parse_model_name
     from ..train.checkpoint import save_torch
-    from ..train.run import dataset_for, load_run, model_for
+    from ..train.run import dataset_for, load_run
 
     run, out = Path(run), Path(out)
     cfg, model, schema, vocabs = load_run(run, which)
-    prov, base = parse_model_name(cfg.model.name)
+    _, base = parse_model_name(cfg.model.name)
     emb = model.embedding
     if not hasattr(emb, "export_tables"):
         raise ConfigError(f"{run}: model {cfg.model.name!r} has no graph-enhanced tables to export "
@@ -41,23 +67,9 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", data_dir: 
     if {t: len(v) for t, v in data.vocabs.items()} != {t: len(v) for t, v in vocabs.items()}:
         raise ConfigError(f"export: the data set's vocabularies differ from those of {run}")
     emb.prepare(data)
-    tables = emb.export_tables()
     with torch.no_grad():
         enhanced = sorted(emb.enhanced_tables())
-    plain_cfg = cfg.model_copy(deep=True)
-    plain_cfg.model = type(cfg.model)(name=base, **cfg.model.params)
-    plain_cfg.embedding.provider = "plain"
-    plain_cfg.embedding.params = {}
-    plain = model_for(plain_cfg, FeatureSpec(schema, {t: len(v) for t, v in vocabs.items()}))
-    src, dst = model.state_dict(), plain.state_dict()
-    for k in dst:
-        if k.startswith("embedding.tables."):
-            dst[k] = tables[k.split(".")[2]]
-        elif k in src:
-            dst[k] = src[k]
-        else:
-            raise ConfigError(f"export: {k} of the base model {base!r} has no counterpart in {run}")
-    plain.load_state_dict(dst)
+    plain_cfg, plain = plain_model(cfg, model, schema, {t: len(v) for t, v in vocabs.items()})
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(plain_cfg.model_dump(), sort_keys=False))
     shutil.copytree(run / "data", out / "data")

@@ -1,0 +1,74 @@
+"""DG-ENN's cost goals on ml100k: training seconds per epoch of ``dg-<base>`` vs ``<base>`` (at most 2x),
+and test-set inference of the exported tables vs the base model (within 10 %)::
+
+    PYTHONPATH=src python benchmarks/dg_cost.py --data-dir ../shared/data/ml-100k --base pnn --epochs 3
+
+Training: the two models live in one process and take turns, one full epoch each (forward, BCE +
+auxiliary losses, backward, Adam), so both see the same background load (``train_throughput.py
+--interleave``). Inference: after training, the test split is scored ``--repeat`` times by (1) the
+base model, (2) the dg model in eval mode with its cached tables (the first call, which computes
+the tables, is reported separately), (3) the plain base model built from the dg model's exported
+tables (``ctrgraph export``'s model, in memory); medians are printed with the ratio to (1), and the
+exported model's logits are checked against the dg model's.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from train_throughput import (
+    interleaved,  # benchmarks/train_throughput.py (this folder is on sys.path as a script)
+)
+
+
+def score_seconds(model, arrays, schema, repeat: int) -> tuple[list[float], object]:
+    from ctrgraph.train.trainer import predict_logits
+
+    times, logits = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        logits = predict_logits(model, arrays, schema)
+        times.append(time.perf_counter() - t0)
+    return times, logits
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="ml100k")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--base", default="pnn")
+    ap.add_argument("--epochs", type=int, default=3, help="interleaved training rounds")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=7, help="timed scorings of the test split per model")
+    a = ap.parse_args()
+
+    import numpy as np
+
+    from ctrgraph.config import load_config
+    from ctrgraph.embeddings.dg_export import plain_model
+
+    dg = f"dg-{a.base}"
+    res = interleaved([a.base, dg], a.dataset, a.data_dir, a.epochs, a.threads)
+    data, models = res["data"], res["models"]
+    test = data.split("test")
+    ov = [f"data.name={a.dataset}", f"model.name={dg}"] + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
+    base_t, _ = score_seconds(models[a.base], test, data.schema, a.repeat)
+    m_dg = models[dg]
+    m_dg.eval()
+    first_t, _ = score_seconds(m_dg, test, data.schema, 1)  # computes and caches the enhanced tables
+    dg_t, dg_logits = score_seconds(m_dg, test, data.schema, a.repeat)
+    _, plain = plain_model(load_config(None, ov), m_dg, data.schema, data.vocab_sizes)
+    exp_t, exp_logits = score_seconds(plain, test, data.schema, a.repeat)
+    base = statistics.median(base_t)
+    n = len(test[data.schema.label])
+    print(f"# test-set inference ({n:,} rows, batch 8192, median of {a.repeat})")
+    print(f"{a.base:>22s} {base * 1e3:8.1f} ms  1.00x")
+    print(f"{dg + ' (cached tables)':>22s} {statistics.median(dg_t) * 1e3:8.1f} ms  {statistics.median(dg_t) / base:.2f}x"
+          f"   (first call, computing the tables: {first_t[0] * 1e3:.1f} ms)")
+    print(f"{'exported ' + a.base:>22s} {statistics.median(exp_t) * 1e3:8.1f} ms  {statistics.median(exp_t) / base:.2f}x"
+          f"   (max |logit - dg logit| {float(np.max(np.abs(exp_logits - dg_logits))):.2e})")
+
+
+if __name__ == "__main__":
+    main()
