@@ -186,15 +186,23 @@ def test_drop_graph_normalisations_match_the_toolkit():
 
 
 # ----- leakage (research notes 2.3) --------------------------------------------------------------
-def _graphs_without_targets(ds, batch):
+def _graphs_without_targets(ds, batch, knn: bool = False):
     """Brute-force reference: the graphs with the batch positives' uv edges and their users' own
-    transitions into and out of the target removed beforehand."""
-    from ctrgraph.graphs import drop_edges
+    transitions into and out of the target removed beforehand (``knn``: the uu kNN graph of Eq. 8
+    rebuilt from Y without those pairs as well)."""
+    from ctrgraph.graphs import builders, drop_edges
 
     g = build_graph_data(ds)
     pos = batch["label"].numpy() > 0
     u, v = batch["user_id"].numpy()[pos], batch["item_id"].numpy()[pos]
     g.uv = drop_edges(g.uv, u, v)
+    if knn:
+        y = g.knn_y.tolil()
+        for uu, vi in zip(u, v):  # per positive (reference code)
+            y[uu, vi] = 0
+        g.knn_y = sp.csr_matrix(y)
+        g.knn_y.eliminate_zeros()
+        g.uu = builders.user_knn_graph(g.knn_y, g.knn_attr, k=10).tocsr()
     tr = ds.split("train")
     vals, offs, uids = user_sequences(tr["user_id"], tr["hist_item_id"], tr["hist_ts"])
     vv = g.vv.tolil()
@@ -217,14 +225,15 @@ def _graphs_without_targets(ds, batch):
 
 
 
-def check_target_drop(p, tiny, batch, ref_drops: bool = True):
+def check_target_drop(p, tiny, batch, ref_drops: bool = True, knn: bool = False):
     """A training step's embeddings equal those of a copy installed on graphs rebuilt without the
-    batch's target edges (``ref_drops=False``: that copy drops nothing itself), and differ when the
-    per-step drop is off. Returns the reference copy. Shared by the DG and Table 4 leakage tests."""
+    batch's target edges (``ref_drops=False``: that copy drops nothing itself; ``knn``: the uu kNN
+    graph rebuilt too), and differ when the per-step drop is off. Returns the reference copy. Shared by
+    the DG and Table 4 leakage tests."""
     p.train()
     out = p(batch)
     ref = copy.deepcopy(p)
-    g, n_hit = _graphs_without_targets(tiny, batch)
+    g, n_hit = _graphs_without_targets(tiny, batch, knn)
     assert n_hit > 10  # the vv part of the check is exercised
     ref.install(g)
     if not ref_drops:
@@ -259,6 +268,38 @@ def test_training_instance_cannot_see_its_own_target_edge(tiny, agg):
     torch.testing.assert_close(m(batch).logits, m2(batch).logits, rtol=1e-5, atol=1e-6)
 
 
+def test_knn_leave_out_rebuilds_eq8_without_the_batch_targets(tiny):
+    """With ``knn_leave_out`` a training step also equals graphs whose Eq. 8 kNN graph never saw the
+    batch's positive pairs; without it the stored kNN graph (built with them) differs on this batch."""
+    tr = tiny.split("train")
+    rows = np.concatenate([np.flatnonzero(tr["label"] > 0)[5:45], np.flatnonzero(tr["label"] == 0)[:20]])
+    batch = _train_batch(tiny, rows)
+    p = _provider(tiny, knn_leave_out=True)
+    check_target_drop(p, tiny, batch, knn=True)
+    cf1 = p.leave_out_cf1(batch)
+    n_u = p._g["n"][0]
+    a_step = cf1.adjacency().to_dense()[:n_u, :n_u]
+    a_stored = p._g["cf1"].adjacency().to_dense()[:n_u, :n_u]
+    assert not torch.equal(a_step, a_stored)  # the targets did shape some users' neighbours
+    g, _ = _graphs_without_targets(tiny, batch, knn=True)
+    ref = _dense_norm(g.uu.toarray(), gcn=False, iso=0.0)
+    np.testing.assert_allclose(a_step.numpy(), ref, rtol=1e-6, atol=1e-7)
+    # default: no per-step rebuild, so the same reference does not match the step's user embeddings
+    q = _provider(tiny)
+    q.tables.load_state_dict(p.tables.state_dict())
+    q.cf_prop.load_state_dict(p.cf_prop.state_dict())
+    q.attr_lin.load_state_dict(p.attr_lin.state_dict())
+    q.train()
+    assert not torch.allclose(q(batch)["user_id"], p(batch)["user_id"], atol=1e-6)
+
+
+def test_knn_leave_out_needs_uu_and_whole_graph_steps(tiny):
+    with pytest.raises(ConfigError, match="knn_leave_out"):
+        _provider(tiny, knn_leave_out=True, graphs="uv")
+    with pytest.raises(ConfigError, match="knn_leave_out"):
+        _provider(tiny, knn_leave_out=True, fanouts=[2, 2])
+
+
 # ----- switches, cache, errors -------------------------------------------------------------------
 FIELD = {"attr_mode": "field"}
 #: (base parameters, the switch): each switch must change the enhanced tables of its base
@@ -268,7 +309,7 @@ VARIANTS = [({}, dict(graphs="attr")), ({}, dict(graphs="uu,vv")), ({}, dict(gra
             ({}, dict(collab="attention")), ({}, dict(layers=1)), ({}, dict(layers=3)), ({}, dict(combine="sum")),
             ({}, dict(isolated="keep")), ({}, dict(knn_k=2)), ({}, dict(knn_alpha=0.0)),
             (FIELD, dict(FIELD, attr_layers=0)), (FIELD, dict(FIELD, attr_values="plain")),
-            (FIELD, dict(FIELD, aggregator="gcn"))]
+            (FIELD, dict(FIELD, aggregator="gcn"))]  # knn_leave_out acts on training steps only: its own test
 
 
 @pytest.mark.parametrize("base_kw,kw", VARIANTS, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default")

@@ -26,9 +26,11 @@ Per forward (whole-graph propagation; ml100k-sized graphs are small):
 Leakage guard (research notes §2.3): in training, for every positive (u, v) of the batch, the uv
 edge (u, v) and the user's own transitions (prev -> v, v -> next in u's train sequence) are
 removed from that step's uv and vv graphs before propagation (degrees recomputed), so a
-training instance's own target edge cannot reach its prediction (tested). Residual, documented:
-the uu kNN graph (Eq. 8) is computed once from Y, which contains the targets; ``knn_alpha=0``
-makes it attribute-only. At ``eval()`` the enhanced tables are computed once without drops and
+training instance's own target edge cannot reach its prediction (tested). The uu kNN graph
+(Eq. 8) is computed once from Y, which contains the targets, so a target can shape which users are
+its user's neighbours; ``knn_leave_out=True`` rebuilds Eq. 8 per step from Y without the batch's
+positive pairs (exact, tested; one kNN build per step; measured no AUC change on ml100k-ctr,
+docs/dg-enn.md), ``knn_alpha=0`` makes it attribute-only. At ``eval()`` the enhanced tables are computed once without drops and
 cached until ``train()`` or a state-dict load.
 
 Choices the paper leaves open (research notes §2.2), each a parameter:
@@ -154,7 +156,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                  attr_layers: int | None = None, attr_mode: str = "linear", collab: str = "organized",
                  combine: str = "mean", knn_k: int = 10, knn_alpha: float = 0.5, drop_target_edges: bool = True,
                  isolated: str = "zero", uv_histories: bool = True, uv_targets: bool = True,
-                 attr_values: str = "enhanced", fanouts: str | list[int] | None = None):
+                 attr_values: str = "enhanced", fanouts: str | list[int] | None = None, knn_leave_out: bool = False):
         super().__init__(spec, dim, init_std=init_std)
         self.graphs = parse_graphs(graphs)
         checks = [("aggregator", aggregator, AGGREGATORS), ("attr_mode", attr_mode, ATTR_MODES),
@@ -180,6 +182,11 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         self.isolated, self.uv_histories, self.attr_values = isolated, bool(uv_histories), attr_values
         self.uv_targets = bool(uv_targets)
         self.fanouts = parse_fanouts(fanouts, layers)
+        self.knn_leave_out = bool(knn_leave_out)
+        if self.knn_leave_out and "uu" not in self.graphs:
+            raise ConfigError("dg embedding: knn_leave_out rebuilds the uu kNN graph per step; graphs has no uu")
+        if self.knn_leave_out and self.fanouts is not None:
+            raise ConfigError("dg embedding: knn_leave_out works with whole-graph steps only (fanouts=None)")
         from ..graphs import make_propagator
 
         def prop(n):
@@ -266,6 +273,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             st["cf1"] = DropGraph(sp.block_diag([m for _, m in cf], format="csr"), norm, iso)
             st["cf1_keys"] = [k for k, _ in cf]
             st["vv_offset"] = n_u if "uu" in self.graphs else 0
+            if self.knn_leave_out:  # what a per-step Eq. 8 rebuild needs (host side)
+                st["knn"] = (g.knn_y, g.knn_attr, [m for k, m in cf if k != "uu"], norm, iso)
         if "uv" in self.graphs:
             st["uv"] = DropGraph(bipartite_adjacency(g.uv), norm, iso)
         st["seq"] = tuple(torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (g.seq_keys, g.seq_prev, g.seq_next))
@@ -349,9 +358,10 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         s = torch.stack(cands, 0).sum(0)
         return s / len(cands) if self.collab == "mean" else s
 
-    def enhanced_tables(self, drop_uv: torch.Tensor | None = None, drop_vv: torch.Tensor | None = None
-                        ) -> dict[str, torch.Tensor]:
-        """Eq. 22's tables ``{table: [vocab, d]}`` with the given uv / vv pair ids dropped."""
+    def enhanced_tables(self, drop_uv: torch.Tensor | None = None, drop_vv: torch.Tensor | None = None,
+                        cf1: DropGraph | None = None) -> dict[str, torch.Tensor]:
+        """Eq. 22's tables ``{table: [vocab, d]}`` with the given uv / vv pair ids dropped (``cf1``: this
+        step's uu + vv graph instead of the stored one, see :meth:`leave_out_cf1`)."""
         if self._g is None:
             raise ConfigError("dg embedding: graphs are not built; call prepare(data) with the training data "
                               "(or serve the tables written by `ctrgraph export`)")
@@ -363,7 +373,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if "cf1" in st:  # Eqs. 16-18: uu and vv side by side
             keys = st["cf1_keys"]
             xs = [z_u if k == "uu" else z_v for k in keys]
-            hs = self._block_propagate(st["cf1"].adjacency(drop_vv), xs, [self.cf_prop[k] for k in keys], self.layers)
+            hs = self._block_propagate((cf1 or st["cf1"]).adjacency(drop_vv), xs, [self.cf_prop[k] for k in keys],
+                                       self.layers)
             for k, h in zip(keys, hs):
                 if k == "uu":
                     zh_u = h
@@ -385,16 +396,34 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         out[self.item_field.table] = p_v
         return out
 
-    def target_drops(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _positives(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = batch[self.spec.schema.label] > 0
+        return batch[self.user_field.name][pos].long(), batch[self.item_field.name][pos].long()
+
+    def leave_out_cf1(self, batch: dict[str, torch.Tensor]) -> DropGraph:
+        """This step's uu + vv graph with the uu kNN graph of Eq. 8 rebuilt from Y without the batch's
+        positive (u, v) pairs (``knn_leave_out``): whether a user's neighbours co-clicked its own
+        training target can then not depend on that target. Exact, and one kNN build per step."""
+        from ..graphs import builders
+
+        y, attr, rest, norm, iso = self._g["knn"]
+        u, v = (t.cpu().numpy() for t in self._positives(batch))
+        if u.size:
+            drop = sp.csr_matrix((np.ones(u.size, dtype=np.float32), (u, v)), shape=y.shape)
+            y = y - y.multiply(drop > 0)
+            y.eliminate_zeros()
+        uu = builders.user_knn_graph(y, attr, k=self.knn_k, alpha=(self.knn_alpha, 1.0 - self.knn_alpha))
+        return DropGraph(sp.block_diag([uu] + rest, format="csr"), norm, iso).to(self._device)
+
+    def target_drops(self, batch: dict[str, torch.Tensor], cf1: DropGraph | None = None
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Pair ids of the batch's positive (u, v) uv edges and of those users' own transitions into
-        and out of v in the vv graph (research notes §2.3, option a)."""
+        and out of v in the vv graph (research notes §2.3, option a; ``cf1``: ids into this graph)."""
         st = self._g
         label = self.spec.schema.label
         if not self.drop_target_edges or label not in batch:
             return None, None
-        pos = batch[label] > 0
-        u = batch[self.user_field.name][pos].long()
-        v = batch[self.item_field.name][pos].long()
+        u, v = self._positives(batch)
         n_u, n_i = st["n"]
         drop_uv = st["uv"].pair_ids(u, v + n_u) if "uv" in st else None
         drop_vv = None
@@ -404,7 +433,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             at = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
             hit = keys[at] == q
             at, vh = at[hit], v[hit]
-            g, o = st["cf1"], st["vv_offset"]
+            g, o = cf1 or st["cf1"], st["vv_offset"]
             pv, nv = prev[at], nxt[at]  # 0: no previous / next item
             drop_vv = torch.cat([g.pair_ids(pv[pv > 0] + o, vh[pv > 0] + o), g.pair_ids(nv[nv > 0] + o, vh[nv > 0] + o)])
         return drop_uv, drop_vv
@@ -418,7 +447,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if self.fanouts is not None:
             self._begin_sampled(batch)
             return
-        self._enh = self.enhanced_tables(*self.target_drops(batch))
+        cf1 = self.leave_out_cf1(batch) if self.knn_leave_out and self.spec.schema.label in batch else None
+        self._enh = self.enhanced_tables(*self.target_drops(batch, cf1), cf1=cf1)
 
     def lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
         if table in self._rows:

@@ -40,6 +40,8 @@ class DGGraphData:
     seq_keys: np.ndarray  # sorted user * n_items + item of each (first) position in a user sequence
     seq_prev: np.ndarray  # the item before it in the user's sequence (0: none)
     seq_next: np.ndarray  # the item after it (0: none)
+    knn_y: sp.csr_matrix | None = None  # the Y of Eq. 8 (users x items, 0/1), for a per-step leave-out kNN
+    knn_attr: sp.csr_matrix | None = None  # the A of Eq. 8 (users x attribute values), None: no attributes
 
 
 def sequence_neighbours(values: np.ndarray, offsets: np.ndarray, users: np.ndarray, n_items: int):
@@ -73,7 +75,7 @@ def build_graph_data(ds, knn_k: int = 10, knn_alpha: tuple[float, float] = (0.5,
     histories are earlier train positives anyway. Under the paper's protocol (one train target per
     user) Y must be the behaviours only (``uv_targets=False``): the targets are then never in any
     graph, as in the paper, and no per-step drop is needed."""
-    from ..graphs import attribute_incidences, builders, user_item_from_dataset, user_knn_from_dataset, user_sequences
+    from ..graphs import attribute_incidences, builders, user_item_from_dataset, user_sequences
 
     s = ds.schema
     user, item = s.first(Role.USER), s.first(Role.ITEM)
@@ -83,16 +85,16 @@ def build_graph_data(ds, knn_k: int = 10, knn_alpha: tuple[float, float] = (0.5,
     hist = next((f for f in s.by_role(Role.BEHAVIOR)
                  if f.kind == Kind.SEQUENCE and f.group is None and f.target == item.name), None)
     tr = ds.split("train")
+    inc = list(attribute_incidences(ds, "user").values())
+    knn_attr = builders.mixed_incidence(inc)[0].tocsr() if inc else None
     if uv_targets:
-        uv = user_item_from_dataset(ds, include_histories=uv_histories).tocsr()
-        uu = user_knn_from_dataset(ds, k=knn_k, include_histories=True, alpha=knn_alpha).tocsr()
+        knn_y = user_item_from_dataset(ds, include_histories=True).tocsr()
+        uv = knn_y if uv_histories else user_item_from_dataset(ds, include_histories=False).tocsr()
     else:
         if hist is None or not uv_histories:
             raise ConfigError("dg embedding: uv_targets=false needs a behaviour sequence and uv_histories=true")
-        uv = builders.user_item_graph(tr[user.name], tr[hist.name], n_users, n_items).tocsr()
-        inc = list(attribute_incidences(ds, "user").values())
-        uu = builders.user_knn_graph(uv, builders.mixed_incidence(inc)[0] if inc else None, k=knn_k,
-                                     alpha=knn_alpha).tocsr()
+        uv = knn_y = builders.user_item_graph(tr[user.name], tr[hist.name], n_users, n_items).tocsr()
+    uu = builders.user_knn_graph(knn_y, knn_attr, k=knn_k, alpha=knn_alpha).tocsr()
     if hist is not None:
         ts = next((f for f in s.fields if f.group == hist.name and not f.embed), None)
         vals, offs, uids = user_sequences(tr[user.name], tr[hist.name], tr[ts.name] if ts is not None else None)
@@ -102,7 +104,7 @@ def build_graph_data(ds, knn_k: int = 10, knn_alpha: tuple[float, float] = (0.5,
         vv = sp.csr_matrix((n_items, n_items), dtype=np.float32)
         keys = prev = nxt = np.zeros(0, dtype=np.int64)
     return DGGraphData(n_users, n_items, attribute_incidences(ds, "user"), attribute_incidences(ds, "item"),
-                       uu, vv.tocsr(), uv, keys, prev, nxt)
+                       uu, vv.tocsr(), uv, keys, prev, nxt, knn_y, knn_attr)
 
 
 class DropGraph:
