@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
+
 import pytest
 
 from ctrgraph.errors import ConfigError
@@ -78,3 +80,29 @@ def test_unknown_names_fail_before_anything_trains(tmp_path, monkeypatch, capsys
     assert code == 2 and "unknown embedding provider 'nope'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         dg_analysis.main(["table9", "--out", str(tmp_path)])
+
+
+def test_significance_is_the_exact_paired_wilcoxon_of_the_graph_model():
+    from itertools import product
+
+    listed = ["pnn", "dg-pnn", "din", "dg-din", "fm"]
+    aucs = {"pnn": [0.80, 0.81, 0.79, 0.80, 0.82], "dg-pnn": [0.82, 0.815, 0.80, 0.83, 0.821],
+            "din": [0.80, 0.79, 0.81, 0.80, 0.80], "dg-din": [0.79, 0.81, 0.825, 0.795, 0.812],
+            "fm": [0.70, 0.71, 0.72, 0.73, 0.74]}
+    res = [{"model": m, "seed": s + 1, "test_auc": a[s]} for m, a in aucs.items() for s in range(5)]
+
+    def brute(d):  # exact one-sided signed-rank p: every sign pattern of the ranks equally likely
+        d = np.asarray(d)
+        ranks = np.argsort(np.argsort(np.abs(d))) + 1.0
+        w = ranks[d > 0].sum()
+        stats = [sum(r for r, s in zip(ranks, signs) if s) for signs in product([0, 1], repeat=d.size)]
+        return np.mean(np.array(stats) >= w - 1e-9)
+
+    r = dg_analysis.significance(res, "pnn", listed)
+    assert r["vs"] == "dg-pnn" and r["p"] == pytest.approx(1 / 32)  # better in all 5 seeds: the smallest p
+    r = dg_analysis.significance(res, "din", listed)  # the paired graph model of din is dg-din
+    d = np.subtract(aucs["dg-din"], aucs["din"])
+    assert r["vs"] == "dg-din" and r["p"] == pytest.approx(brute(d)) and r["p"] > 0.05
+    assert dg_analysis.significance(res, "fm", listed)["vs"] == "dg-pnn"  # no dg-fm listed: the table's dg-pnn
+    assert dg_analysis.significance(res, "dg-pnn", listed) == {"vs": None, "p": None}
+    assert dg_analysis.significance(res[:1] + res[5:6], "pnn", listed)["p"] is None  # one paired seed: no test

@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_graphfm_analysis)
 
     sub.add_parser("dg-analysis", add_help=False,  # handled in main(): experiments/dg_analysis.py parses
-                   help="DG-ENN's Tables 2-6 and Fig. 3-6 (`ctrgraph dg-analysis -h` for options)")
+                   help="DG-ENN's Tables 2-6 and Fig. 1, 3-6 (`ctrgraph dg-analysis -h` for options)")
 
     s = sub.add_parser("download", help="download a public data set (needs network)")
     s.add_argument("dataset")

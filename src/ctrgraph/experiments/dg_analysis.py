@@ -3,8 +3,10 @@
     ctrgraph dg-analysis table2|table3|table4 --dataset ml100k --data-dir DIR --out OUT [--skip M,...]
     ctrgraph dg-analysis table5|fig3|fig4|fig5|layers --dataset ml100k --data-dir DIR --out OUT
     ctrgraph dg-analysis table6|fig6 --base-runs DIRS --dg-runs DIRS --out OUT   # §5.5, on finished runs
+    ctrgraph dg-analysis fig1 --dataset ml100k --data-dir DIR --out OUT          # §1, the data's sparsity
 
-(``table6`` / ``fig6``: Table 6 and Fig. 6, the sparsity case studies, in ``dg_sparsity.py``.)
+(``table6`` / ``fig6``: Table 6 and Fig. 6, the sparsity case studies, in ``dg_sparsity.py``; ``fig1``:
+Fig. 1's feature-frequency and behaviour-length distributions, in ``dg_data_stats.py``.)
 
 Model lists (``table2``, ``table3``, ``table4``; :data:`MODEL_LISTS`): every listed model trained over
 the seeds into ``OUT/runs/<model>-seed<k>`` (compare's layout, finished runs reused; ``--skip``
@@ -17,13 +19,19 @@ is ``dg-<base>`` with provider parameters (``embedding.params``), trained over t
 ``OUT/<variant>/`` (finished runs are reused); the base model without the graph is the first row.
 
 Both write ``OUT/<what>.md`` and ``OUT/<what>.csv`` (mean ± std of test AUC / logloss over the
-seeds, seconds per epoch).
+seeds, seconds per epoch). The model lists add the paper's significance mark (Table 2: "★ indicates a
+statistically significant improvement", Wilcoxon signed-rank test over its 5 runs): for each model x
+without a graph, the one-sided exact Wilcoxon signed-rank p-value of ``dg-x`` (if listed, else the
+table's ``dg-pnn``) beating x in test AUC, paired by seed; ★ where p < 0.05. With n seeds the
+smallest attainable p is 2^-n (0.125 for 3 seeds: pass ``--seeds 1,2,3,4,5`` as the paper did).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 from pathlib import Path
+
+import numpy as np
 
 from ..config import load_config
 from ..errors import ConfigError, CtrGraphError
@@ -100,9 +108,28 @@ def _run_models(what: str, out: Path, common: list[str], seeds: list[int], skip:
     cfg = load_config(None, common + [f"model.name={entries[0][1]}"])
     res = run_compare(cfg, [m for _, m in entries], seeds, out, log=log)
     by = {s["model"]: s for s in summarize(res)}
-    rows = [dict(by[m], paper=label) for label, m in entries]
+    rows = [dict(by[m], paper=label, **significance(res, m, [e for _, e in entries])) for label, m in entries]
     _write_models(rows, out, what)
     return rows
+
+
+def significance(results: list[dict], model: str, listed: list[str]) -> dict:
+    """``vs`` (the graph model compared with ``model``: ``dg-<model>`` if listed, else ``dg-pnn``) and ``p``,
+    the exact one-sided Wilcoxon signed-rank p-value of ``vs`` having the higher test AUC, paired by seed
+    (None for graph models and when fewer than 2 seeds pair up or every difference is 0)."""
+    from scipy.stats import wilcoxon
+
+    if model.startswith("dg-"):
+        return {"vs": None, "p": None}
+    vs = f"dg-{model}" if f"dg-{model}" in listed else "dg-pnn" if "dg-pnn" in listed else None
+    if vs is None:
+        return {"vs": None, "p": None}
+    auc = {(r["model"], r["seed"]): r["test_auc"] for r in results}
+    seeds = sorted({sd for m, sd in auc if m == model} & {sd for m, sd in auc if m == vs})
+    d = np.array([auc[(vs, sd)] - auc[(model, sd)] for sd in seeds], dtype=float)
+    if d.size < 2 or not np.any(d != 0):
+        return {"vs": vs, "p": None}
+    return {"vs": vs, "p": float(wilcoxon(d, alternative="greater", method="exact").pvalue)}
 
 
 def _save(md: str, rows: list[dict], fields: list[str], out: Path, what: str) -> str:
@@ -118,13 +145,20 @@ def _save(md: str, rows: list[dict], fields: list[str], out: Path, what: str) ->
 
 
 def _write_models(rows: list[dict], out: Path, what: str) -> str:
-    head = "| paper row | model | runs | test AUC | test logloss | best epoch | s/epoch |\n|---|---|---|---|---|---|---|\n"
+    head = ("| paper row | model | runs | test AUC | test logloss | best epoch | s/epoch | graph model better: Wilcoxon p |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+
+    def sig(r):
+        if r["vs"] is None:
+            return "—"
+        return f"`{r['vs']}`: " + ("n/a" if r["p"] is None else f"{r['p']:.3f}" + (" ★" if r["p"] < 0.05 else ""))
+
     body = "".join(
         f"| {r['paper']} | `{r['model']}` | {r['runs']} | {r['test_auc_mean']:.4f} ± {r['test_auc_std']:.4f} | "
         f"{r['test_logloss_mean']:.4f} ± {r['test_logloss_std']:.4f} | {r['best_epoch_mean']:.1f} | "
-        f"{r['seconds_per_epoch']:.2f} |\n" for r in rows)
+        f"{r['seconds_per_epoch']:.2f} | {sig(r)} |\n" for r in rows)
     return _save(head + body, rows, ["paper", "model", "runs", "test_auc_mean", "test_auc_std", "test_logloss_mean",
-                                     "test_logloss_std", "best_epoch_mean", "seconds_per_epoch"], out, what)
+                                     "test_logloss_std", "best_epoch_mean", "seconds_per_epoch", "vs", "p"], out, what)
 
 
 def _write(rows: list[dict], out: Path, what: str) -> str:
@@ -145,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         from .dg_sparsity import main as sparsity_main
 
         return sparsity_main(argv)
+    if argv[:1] == ["fig1"]:  # §1's data statistics (dg_data_stats.py)
+        from .dg_data_stats import main as stats_main
+
+        return stats_main(argv)
     p = argparse.ArgumentParser(prog="ctrgraph dg-analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=sorted([*MODEL_LISTS, *ANALYSES]))

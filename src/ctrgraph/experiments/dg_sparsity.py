@@ -201,13 +201,13 @@ def compare_groups(y: np.ndarray, base: list[Scored], dg: list[Scored], rows: np
 
 
 # ----- Table 6 -----------------------------------------------------------------------------------
-def _categorical(schema: Schema, names: list[str]) -> list[str]:
+def _categorical(schema: Schema, names: list[str], what: str = "table6") -> list[str]:
     for n in names:
         if n not in schema:
             raise ConfigError(f"unknown field {n!r}; categorical fields: "
                               f"{[f.name for f in schema.fields if f.kind == Kind.CATEGORICAL and f.encoded]}")
         if schema[n].kind != Kind.CATEGORICAL or not schema[n].encoded:
-            raise ConfigError(f"field {n!r} is {schema[n].kind.value}; table6 buckets categorical fields only")
+            raise ConfigError(f"field {n!r} is {schema[n].kind.value}; {what} buckets categorical fields only")
     return names
 
 
