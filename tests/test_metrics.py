@@ -1,6 +1,6 @@
 import numpy as np
 
-from ctrgraph.train.metrics import auc, gauc, logloss
+from ctrgraph.train.metrics import auc, expected_auc, gauc, logloss
 
 
 def brute_auc(y, s):
@@ -36,3 +36,20 @@ def test_gauc_is_impression_weighted_and_skips_one_class_users():
 def test_logloss_clips():
     assert logloss(np.array([1, 0]), np.array([1.0, 0.0])) < 1e-6
     assert np.isfinite(logloss(np.array([1]), np.array([0.0])))
+
+
+def test_expected_auc_equals_the_pairwise_definition_and_the_auc_for_sure_labels():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 6, 40).astype(float)  # many ties
+    q = rng.random(40)
+    num = den = 0.0
+    for i in range(40):  # O(n^2) reference: ordered pairs i != j
+        for j in range(40):
+            if i != j:
+                w = q[i] * (1 - q[j])
+                num += w * (1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0)
+                den += w
+    assert np.isclose(expected_auc(s, q), num / den)
+    y = (rng.random(40) < 0.4).astype(float)
+    assert np.isclose(expected_auc(s, y), auc(y, s))  # 0/1 probabilities: the plain AUC
+    assert np.isclose(expected_auc(q, q), expected_auc(q * 3 + 1, q))  # rank-based

@@ -54,6 +54,23 @@ def gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
     return float(np.sum(a[valid] * w[valid]) / np.sum(w[valid]))
 
 
+def expected_auc(scores: np.ndarray, probs: np.ndarray) -> float:
+    """AUC in expectation over labels ~ Bernoulli(probs) (for data with known click probabilities,
+    e.g. the synthetic recipe's planted ones): sum over ordered pairs i != j of p_i (1 - p_j)
+    [s_i > s_j] (ties 1/2) over sum of p_i (1 - p_j). With 0/1 probabilities it is the AUC. One sort:
+    each row's weight times the negative mass scored strictly below it (half of its ties, itself excluded)."""
+    score, q = np.asarray(scores, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+    o = np.argsort(score, kind="stable")
+    s, qq = score[o], q[o]
+    neg = 1.0 - qq
+    cneg = np.concatenate([[0.0], np.cumsum(neg)])
+    lo = np.searchsorted(s, s, side="left")
+    hi = np.searchsorted(s, s, side="right")
+    below = cneg[lo] + 0.5 * (cneg[hi] - cneg[lo] - neg)
+    den = float(qq.sum() * neg.sum() - (qq * neg).sum())
+    return float((qq * below).sum()) / den if den > 0 else float("nan")
+
+
 def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
     y = np.asarray(labels, dtype=np.float64)
     p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1 - eps)
