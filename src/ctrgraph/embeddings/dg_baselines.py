@@ -393,3 +393,19 @@ def combine(layers: list[torch.Tensor], how: str) -> torch.Tensor:
 def check_choice(who: str, key: str, val, ok) -> None:
     if val not in ok:
         raise ConfigError(f"{who} embedding: {key} must be one of {list(ok)}, got {val!r}")
+
+
+class LayerCombinedEmbedding(HeteroGraphEmbedding):
+    """A replacement propagator whose output combines its layers 0..L (``combine``: ``mean`` as DG's
+    Eq. 13, ``sum``, or ``last``); subclasses create their per-layer parameters in :meth:`make_layers`."""
+
+    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, graphs: str | list[str] = "all",
+                 layers: int = 2, combine: str = "mean", knn_k: int = 10, knn_alpha: float = 0.5,
+                 drop_target_edges: bool = True, uv_targets: bool = True):
+        super().__init__(spec, dim, init_std, graphs, layers, knn_k, knn_alpha, drop_target_edges, uv_targets)
+        check_choice(self.name, "combine", combine, ("mean", "sum", "last"))
+        self.combine = combine
+        self.make_layers(dim, layers)
+
+    def make_layers(self, dim: int, layers: int) -> None:
+        raise NotImplementedError

@@ -22,22 +22,17 @@ import torch
 from torch import nn
 
 from ..graphs import spmm
-from .base import FeatureSpec, register_provider
-from .dg_baselines import HeteroGraphEmbedding, check_choice, combine
+from .base import register_provider
+from .dg_baselines import LayerCombinedEmbedding, combine
 
 
 @register_provider("gcn")
-class GCNGraphEmbedding(HeteroGraphEmbedding):
+class GCNGraphEmbedding(LayerCombinedEmbedding):
     """Homogeneous GCN over all DG-ENN graphs (Table 4's GCN-PNN)."""
 
     name = "gcn"
 
-    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, graphs: str | list[str] = "all",
-                 layers: int = 2, combine: str = "mean", knn_k: int = 10, knn_alpha: float = 0.5,
-                 drop_target_edges: bool = True, uv_targets: bool = True):
-        super().__init__(spec, dim, init_std, graphs, layers, knn_k, knn_alpha, drop_target_edges, uv_targets)
-        check_choice(self.name, "combine", combine, ("mean", "sum", "last"))
-        self.combine = combine
+    def make_layers(self, dim: int, layers: int) -> None:
         self.w = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(layers))
         self.act = nn.LeakyReLU(0.2)
 

@@ -29,30 +29,24 @@ import torch
 from torch import nn
 
 from ..graphs import edge_softmax
-from .base import FeatureSpec, register_provider
+from .base import register_provider
 from .dg_baselines import (
     DGGraphData,
-    HeteroGraphEmbedding,
+    LayerCombinedEmbedding,
     RelationMatmul,
     _State,
     aggregate,
-    check_choice,
     combine,
 )
 
 
 @register_provider("hgat")
-class HGATEmbedding(HeteroGraphEmbedding):
+class HGATEmbedding(LayerCombinedEmbedding):
     """Dual-level (type, node) attention over the heterogeneous DG-ENN graph (Table 4's HGAT-PNN)."""
 
     name = "hgat"
 
-    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, graphs: str | list[str] = "all",
-                 layers: int = 2, combine: str = "mean", knn_k: int = 10, knn_alpha: float = 0.5,
-                 drop_target_edges: bool = True, uv_targets: bool = True):
-        super().__init__(spec, dim, init_std, graphs, layers, knn_k, knn_alpha, drop_target_edges, uv_targets)
-        check_choice(self.name, "combine", combine, ("mean", "sum", "last"))
-        self.combine = combine
+    def make_layers(self, dim: int, layers: int) -> None:
         t, d = self.layout.n_types, dim
 
         def uni(shape, fan):
