@@ -30,8 +30,8 @@ training instance's own target edge cannot reach its prediction (tested). The uu
 (Eq. 8) is computed once from Y, which contains the targets, so a target can shape which users are
 its user's neighbours; ``knn_leave_out=True`` rebuilds Eq. 8 per step from Y without the batch's
 positive pairs (exact, tested; one kNN build per step; measured no AUC change on ml100k-ctr,
-docs/dg-enn.md), ``knn_alpha=0`` makes it attribute-only. At ``eval()`` the enhanced tables are computed once without drops and
-cached until ``train()`` or a state-dict load.
+docs/dg-enn.md), ``knn_alpha=0`` makes it attribute-only. At ``eval()`` the enhanced tables are
+computed once without drops and cached until ``train()`` or a state-dict load.
 
 Choices the paper leaves open (research notes §2.2), each a parameter:
 - ``combine="mean"``: Eqs. 13/14/17/18/20/21 say "average" but print Σ: the mean over layers
