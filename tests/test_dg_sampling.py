@@ -264,3 +264,26 @@ def test_fanouts_parse_and_bad_values_are_clear_errors(tiny):
             build_provider("dg", spec, 4, fanouts=val)
     with pytest.raises(ConfigError, match="one value per collaborative layer"):
         build_provider("dg", spec, 4, fanouts=[5], layers=3)
+
+
+def test_cf_fanouts_bound_the_uu_vv_stage_only(tiny, batch):
+    """``cf_fanouts`` samples the uu/vv stage (Eqs. 16-18) with its own fan-outs; the uv stage keeps
+    ``fanouts``; large cf_fanouts reproduce the whole-graph step as before."""
+    def max_row(blocks):
+        return max(int(b.adj.to_sparse_csr().crow_indices().diff().max()) for b in blocks)
+
+    _, q = _pair(tiny, BIG)
+    q.cf_fanouts = [1, 1]
+    q(batch)
+    cf, uv = q.last_blocks["cf1"], q.last_blocks["uv"]
+    assert cf and uv and all(max_row(bl) <= 1 for bl in cf)
+    assert max(max_row(bl) for bl in uv) > 1  # the uv stage is not limited by cf_fanouts
+    p, q2 = _pair(tiny, BIG)
+    q2.cf_fanouts = list(BIG)
+    torch.testing.assert_close(q2(batch)["user_id"], p(batch)["user_id"], rtol=1e-5, atol=1e-6)
+    spec = FeatureSpec(tiny.schema, tiny.vocab_sizes)
+    assert build_provider("dg", spec, 4, fanouts=[5, 3], cf_fanouts="2,2").cf_fanouts == [2, 2]
+    with pytest.raises(ConfigError, match="cf_fanouts .* needs fanouts"):
+        build_provider("dg", spec, 4, cf_fanouts=[2, 2])
+    with pytest.raises(ConfigError, match="cf_fanouts needs one value per collaborative layer"):
+        build_provider("dg", spec, 4, fanouts=[5, 3], cf_fanouts=[2])

@@ -156,7 +156,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                  attr_layers: int | None = None, attr_mode: str = "linear", collab: str = "organized",
                  combine: str = "mean", knn_k: int = 10, knn_alpha: float = 0.5, drop_target_edges: bool = True,
                  isolated: str = "zero", uv_histories: bool = True, uv_targets: bool = True,
-                 attr_values: str = "enhanced", fanouts: str | list[int] | None = None, knn_leave_out: bool = False):
+                 attr_values: str = "enhanced", fanouts: str | list[int] | None = None,
+                 cf_fanouts: str | list[int] | None = None, knn_leave_out: bool = False):
         super().__init__(spec, dim, init_std=init_std)
         self.graphs = parse_graphs(graphs)
         checks = [("aggregator", aggregator, AGGREGATORS), ("attr_mode", attr_mode, ATTR_MODES),
@@ -182,6 +183,9 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         self.isolated, self.uv_histories, self.attr_values = isolated, bool(uv_histories), attr_values
         self.uv_targets = bool(uv_targets)
         self.fanouts = parse_fanouts(fanouts, layers)
+        self.cf_fanouts = parse_fanouts(cf_fanouts, layers, "cf_fanouts")  # the uu / vv stage's own; None: ``fanouts``
+        if self.cf_fanouts is not None and self.fanouts is None:
+            raise ConfigError("dg embedding: cf_fanouts (the uu/vv stage's fan-outs) needs fanouts (sampled steps)")
         self.knn_leave_out = bool(knn_leave_out)
         if self.knn_leave_out and "uu" not in self.graphs:
             raise ConfigError("dg embedding: knn_leave_out rebuilds the uu kNN graph per step; graphs has no uu")

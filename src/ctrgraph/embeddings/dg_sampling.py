@@ -3,7 +3,8 @@ neighbor sampling is necessary"); the whole-graph step is in :mod:`ctrgraph.embe
 
 With ``fanouts`` set, a training step computes Eq. 22 only for the user / item ids the batch looks
 up: uv blocks sampled from those ids (Eqs. 19-21), the uu/vv stage (Eqs. 16-18) on blocks sampled
-from the uv stage's input frontier, the attribute stage (§4.2) on the rows of the uu/vv frontier.
+from the uv stage's input frontier (fan-outs ``cf_fanouts``, default ``fanouts``), the attribute
+stage (§4.2) on the rows of the uu/vv frontier.
 Degrees are the true degrees after the step's drops, the centre term is exact (never sampled), so a
 fan-out >= the largest degree reproduces the whole-graph step; LightGCN's estimate is unbiased, GCN
 / NGCF's is not (activation of a sampled sum). Evaluation keeps the whole cached tables.
@@ -28,7 +29,7 @@ from ..graphs.sampling import (
 from .dg_graphs import DropGraph
 
 
-def parse_fanouts(fanouts, layers: int) -> list[int] | None:
+def parse_fanouts(fanouts, layers: int, name: str = "fanouts") -> list[int] | None:
     """``None`` / ``"none"`` / ``""`` -> None (whole-graph steps); ``[10, 5]``, ``"10,5"`` or ``"[10, 5]"``
     -> one fan-out per collaborative layer, ``fanouts[0]`` the hop at the looked-up nodes, each >= 1."""
     if fanouts is None:
@@ -40,16 +41,16 @@ def parse_fanouts(fanouts, layers: int) -> list[int] | None:
         try:
             vals = [int(t) for t in txt.split(",")]
         except ValueError:
-            raise ConfigError(f"dg embedding: fanouts must be integers like '10,5', got {fanouts!r}") from None
+            raise ConfigError(f"dg embedding: {name} must be integers like '10,5', got {fanouts!r}") from None
     elif isinstance(fanouts, (list, tuple)):
         vals = list(fanouts)
     else:
         vals = [fanouts]
     for v in vals:
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"dg embedding: every fan-out must be an integer >= 1, got {fanouts!r}")
+            raise ConfigError(f"dg embedding: every fan-out of {name} must be an integer >= 1, got {fanouts!r}")
     if len(vals) != layers:
-        raise ConfigError(f"dg embedding: fanouts needs one value per collaborative layer (layers={layers}), "
+        raise ConfigError(f"dg embedding: {name} needs one value per collaborative layer (layers={layers}), "
                           f"got {len(vals)}: {fanouts!r}")
     return [int(v) for v in vals]
 
@@ -218,7 +219,7 @@ class SampledSteps:
         keys, off = st["cf1_keys"], st["vv_offset"]
         has_u, has_v = "uu" in keys, "vv" in keys
         seeds = torch.cat(([users] if has_u else []) + ([items + off] if has_v else []))
-        blocks = sample_blocks_with(self._samplers["cf1"], seeds, self.fanouts)
+        blocks = sample_blocks_with(self._samplers["cf1"], seeds, self.cf_fanouts or self.fanouts)
         self.last_blocks["cf1"].append(blocks)
         src = blocks[0].src if blocks else seeds
         is_u = src < st["n"][0] if has_u and has_v else torch.full_like(src, has_u, dtype=torch.bool)
