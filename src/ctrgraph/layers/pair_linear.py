@@ -13,8 +13,9 @@ only the first n/2 rows, which would otherwise repeat). With the states laid out
 and the first floor(n/2) fields appended once more (``h2`` = [n + floor(n/2), B, d]), the partner
 of rows r0..r1 at offset o is the contiguous slice ``h2[o + r0 : o + r1]``: every product is a
 plain elementwise product of two contiguous blocks, and the backward accumulates with two
-``addcmul_`` into contiguous blocks. Rows are processed in cache-sized groups; the forward keeps
-only ``h``, the backward recomputes each group's products. :func:`circulant_pairs` gives the
+``addcmul_`` into contiguous blocks. On CPU rows are processed in cache-sized groups (on other
+devices one group per offset); the forward keeps only ``h``, the backward recomputes each group's
+products. :func:`circulant_pairs` gives the
 pair order (row t of the output is the pair ``(iu[t], ju[t])``).
 """
 from __future__ import annotations
@@ -41,9 +42,9 @@ def circulant_pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(iu), torch.cat(ju)
 
 
-def _groups(n: int, B: int, d: int, esize: int):
-    """(offset, first row, end row, output row) of each group of rows."""
-    step = max(1, CHUNK_BYTES // max(1, B * d * esize))
+def _groups(n: int, B: int, d: int, esize: int, cpu: bool = True):
+    """(offset, first row, end row, output row) of each group of rows (off the CPU: one group per offset)."""
+    step = max(1, CHUNK_BYTES // max(1, B * d * esize)) if cpu else n
     start = 0
     for o, rows in _offsets(n):
         for r0 in range(0, rows, step):
@@ -60,7 +61,7 @@ class _PairLinear(torch.autograd.Function):
         h2 = torch.cat([ht, ht[: n // 2]])  # partners: h2[o + r] is field (r + o) mod n
         out = h.new_empty(n * (n + 1) // 2, B, k)
         wt = weight.t()
-        for o, r0, r1, s in _groups(n, B, d, h.element_size()):
+        for o, r0, r1, s in _groups(n, B, d, h.element_size(), h.device.type == "cpu"):
             p = (ht[r0:r1] * h2[o + r0:o + r1]).view(-1, d)
             o_ = out[s:s + r1 - r0].view(-1, k)
             if bias is None:
@@ -82,7 +83,7 @@ class _PairLinear(torch.autograd.Function):
         gh = torch.zeros_like(ht) if need_h else None
         g2 = torch.zeros_like(h2) if need_h else None  # gradient of the partner blocks
         gw = torch.zeros_like(weight) if need_w else None
-        for o, r0, r1, s in _groups(n, B, d, ht.element_size()):
+        for o, r0, r1, s in _groups(n, B, d, ht.element_size(), ht.device.type == "cpu"):
             a, b = ht[r0:r1], h2[o + r0:o + r1]
             go = g[s:s + r1 - r0].view(-1, k)
             if need_w:
