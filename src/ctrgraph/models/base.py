@@ -73,6 +73,9 @@ class CTRModel(nn.Module):
     #: measured to speed up over-fitting on ml100k-ctr (PNN 0.8313 vs 0.8366 mean test AUC, seeds 1-3).
     #: An embedding provider may ask for it too (the ``dg`` provider does: docs/dg-enn.md).
     prior_bias_default: ClassVar[bool] = False
+    #: False for models without embedding vectors (LR: 1-dimensional weights only), which a graph
+    #: provider (``dg-``, ``res-``, ...) could not enhance: such names are a ConfigError
+    uses_embedding: ClassVar[bool] = True
 
     def output_bias(self) -> torch.nn.Parameter | None:
         """The scalar bias added to every logit, or None. Default: the last Linear of ``self.mlp``."""
@@ -153,6 +156,9 @@ def build_model(name: str, spec: FeatureSpec, params: dict | None = None, dim: i
                 provider: str = "plain", provider_params: dict | None = None) -> CTRModel:
     """Build a registered model (``name`` may carry a provider prefix) with its embedding provider."""
     prov, base = parse_model_name(name)
+    if (prov or provider) != "plain" and not MODELS[base].uses_embedding:
+        raise ConfigError(f"model {name!r}: {base} has no embedding vectors for the {prov or provider!r} provider to "
+                          f"enhance (its weights are 1-dimensional); use {base} or another base model")
     cfg = model_config(base, params)
     emb = build_provider(prov or provider, spec, dim, init_std=init_std, **(provider_params or {}))
     return MODELS[base](spec, cfg, emb)

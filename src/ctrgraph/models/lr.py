@@ -38,6 +38,7 @@ class LR(WithLinearTerm, CTRModel):
 
     Config = LRConfig
     paper = "logistic regression"
+    uses_embedding = False  # only the 1-d weights of LinearTerm
 
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
