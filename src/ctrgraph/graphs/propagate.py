@@ -86,18 +86,23 @@ def csr_row_ids(crow: torch.Tensor, nnz: int) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(crow.numel() - 1, device=crow.device), crow.diff(), output_size=nnz)
 
 
-class _RowsSpMM(torch.autograd.Function):
+class CSRMatmul(torch.autograd.Function):
+    """``a @ x`` for a CSR matrix ``a`` that is not differentiated: the forward keeps ``a`` and the row
+    count of ``x``; subclasses write the backward for ``x`` only."""
+
+    @staticmethod
+    def forward(ctx, a, x):
+        ctx.a = a
+        ctx.n = x.shape[0]
+        return torch.sparse.mm(a, x)
+
+
+class _RowsSpMM(CSRMatmul):
     """``sub @ x`` for a few gathered rows ``sub`` (CSR); backward scatters ``sub^T @ g`` with index_add."""
 
     @staticmethod
-    def forward(ctx, sub, x):
-        ctx.sub = sub
-        ctx.n = x.shape[0]
-        return torch.sparse.mm(sub, x)
-
-    @staticmethod
     def backward(ctx, g):
-        sub = ctx.sub
+        sub = ctx.a
         crow, col, val = sub.crow_indices(), sub.col_indices(), sub.values()
         row = csr_row_ids(crow, col.numel())
         gx = torch.zeros((ctx.n, g.shape[1]), dtype=g.dtype, device=g.device)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .propagate import combine_layers, csr_row_ids
+from .propagate import CSRMatmul, combine_layers, csr_row_ids
 
 
 @dataclass
@@ -130,19 +130,13 @@ def csr_block(dst: torch.Tensor, src: torch.Tensor, pos: torch.Tensor, loc: torc
     return Block(dst=dst, src=src, adj=adj, centre=centre)
 
 
-class _BlockMM(torch.autograd.Function):
+class _BlockMM(CSRMatmul):
     """``adj @ x`` for a one-step CSR block; the backward builds the block's transpose (one sort of
     its column indices) instead of torch's generic CSR backward (about 2x slower, measured)."""
 
     @staticmethod
-    def forward(ctx, adj, x):
-        ctx.adj = adj
-        ctx.n = x.shape[0]
-        return torch.sparse.mm(adj, x)
-
-    @staticmethod
     def backward(ctx, g):
-        crow, col, val = ctx.adj.crow_indices(), ctx.adj.col_indices(), ctx.adj.values()
+        crow, col, val = ctx.a.crow_indices(), ctx.a.col_indices(), ctx.a.values()
         row = csr_row_ids(crow, col.numel())
         order = torch.argsort(col, stable=True)
         crow_t = torch.zeros(ctx.n + 1, dtype=torch.int64, device=crow.device)
