@@ -97,8 +97,8 @@ class Trainer:
         """Train with early stopping, restore the best checkpoint, evaluate on valid and test
         (with ``num_threads`` intra-op threads when set; the previous count is restored after)."""
         threads = torch.get_num_threads()
-        # only when it changes the count: in PyTorch 2.13 on CPU, set_num_threads(n) with n equal to the
-        # current count makes scaled_dot_product_attention ~2.3x slower (measured; docs/graphfm.md, Cost)
+        # only when it changes the count: in PyTorch 2.13 on CPU any set_num_threads call (even to the
+        # current count) makes scaled_dot_product_attention ~2.3x slower afterwards (docs/graphfm.md, Cost)
         change = bool(self.cfg.num_threads) and self.cfg.num_threads != threads
         if change:
             torch.set_num_threads(self.cfg.num_threads)
