@@ -216,14 +216,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         # run evaluates / predicts without the graphs (which are rebuilt only by prepare(data))
         value_tables = [f.table for f in self.uattr + self.iattr] \
             if "attr" in self.graphs and attr_mode != "linear" and attr_values == "enhanced" else []
-        self._served = list(dict.fromkeys([user.table, item.table] + value_tables))
-        for t in self._served:
-            self.register_buffer(f"served_{t}", torch.zeros(spec.vocab_sizes[t], dim))
-        self.register_buffer("served_ok", torch.tensor(False))
-        self._g: dict | None = None
-        self._device = torch.device("cpu")
-        self._enh: dict[str, torch.Tensor] = {}
-        self._cache: dict[str, torch.Tensor] | None = None
+        self.init_served(list(dict.fromkeys([user.table, item.table] + value_tables)), spec.vocab_sizes, dim)
         # sampled training steps (§4.4): {table: (sorted ids, their Eq. 22 rows)}, this step's samplers,
         # the whole attribute stage where it is not row-wise, and the blocks drawn (for inspection)
         self._rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

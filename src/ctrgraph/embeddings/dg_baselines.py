@@ -287,14 +287,7 @@ class HeteroGraphEmbedding(ServedTables, EmbeddingProvider):
                               f"each attribute field needs its own vocabulary")
         self.layout = NodeLayout(blocks)
         # served tables of the last evaluation (Eq. 22), saved with checkpoints (as DG's)
-        self._served = [b.table for b in self.layout.blocks]
-        for t in self._served:
-            self.register_buffer(f"served_{t}", torch.zeros(spec.vocab_sizes[t], dim))
-        self.register_buffer("served_ok", torch.tensor(False))
-        self._g: _State | None = None
-        self._device = torch.device("cpu")
-        self._enh: dict[str, torch.Tensor] = {}
-        self._cache: dict[str, torch.Tensor] | None = None
+        self.init_served([b.table for b in self.layout.blocks], spec.vocab_sizes, dim)
 
     # ----- graphs (train split only) -----------------------------------------------------------------
     def prepare(self, data) -> None:

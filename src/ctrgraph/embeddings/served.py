@@ -24,6 +24,18 @@ class ServedTables:
     """Mixin of the graph providers: the eval cache is dropped by ``train()`` and state-dict loads;
     :meth:`export_tables` gives every table as served (``ctrgraph export``)."""
 
+    def init_served(self, tables: list[str], vocab_sizes: dict[str, int], dim: int) -> None:
+        """The ``served_<table>`` buffers (saved with checkpoints, so a loaded run serves without the
+        graphs) and the empty per-step / eval state every graph provider starts with."""
+        self._served = list(tables)
+        for t in self._served:
+            self.register_buffer(f"served_{t}", torch.zeros(vocab_sizes[t], dim))
+        self.register_buffer("served_ok", torch.tensor(False))
+        self._g = None
+        self._device = torch.device("cpu")
+        self._enh: dict[str, torch.Tensor] = {}
+        self._cache: dict[str, torch.Tensor] | None = None
+
     def train(self, mode: bool = True):
         self._cache = None
         return super().train(mode)
