@@ -17,9 +17,8 @@ import argparse
 import statistics
 import time
 
-from train_throughput import (
-    interleaved,  # benchmarks/train_throughput.py (this folder is on sys.path as a script)
-)
+# benchmarks/train_throughput.py (this folder is on sys.path when run as a script)
+from train_throughput import interleaved
 
 
 def score_seconds(model, arrays, schema, repeat: int) -> tuple[list[float], object]:

@@ -21,7 +21,7 @@ is ``dg-<base>`` with provider parameters (``embedding.params``), trained over t
 Both write ``OUT/<what>.md`` and ``OUT/<what>.csv`` (mean ± std of test AUC / logloss over the
 seeds, seconds per epoch). The model lists add the paper's significance mark (Table 2: "★ indicates a
 statistically significant improvement", Wilcoxon signed-rank test over its 5 runs): for each model x
-without a graph, the one-sided exact Wilcoxon signed-rank p-value of ``dg-x`` (if listed, else the
+that is not a DG model (Table 4's gcn-/kgat-/hgat- rows included), the one-sided exact Wilcoxon signed-rank p-value of ``dg-x`` (if listed, else the
 table's ``dg-pnn``) beating x in test AUC, paired by seed; ★ where p < 0.05. With n seeds the
 smallest attainable p is 2^-n (0.125 for 3 seeds: pass ``--seeds 1,2,3,4,5`` as the paper did).
 """
@@ -116,7 +116,7 @@ def _run_models(what: str, out: Path, common: list[str], seeds: list[int], skip:
 def significance(results: list[dict], model: str, listed: list[str]) -> dict:
     """``vs`` (the graph model compared with ``model``: ``dg-<model>`` if listed, else ``dg-pnn``) and ``p``,
     the exact one-sided Wilcoxon signed-rank p-value of ``vs`` having the higher test AUC, paired by seed
-    (None for graph models and when fewer than 2 seeds pair up or every difference is 0)."""
+    (None for DG models and when fewer than 2 seeds pair up or every difference is 0)."""
     from scipy.stats import wilcoxon
 
     if model.startswith("dg-"):

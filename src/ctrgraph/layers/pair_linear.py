@@ -15,8 +15,8 @@ of rows r0..r1 at offset o is the contiguous slice ``h2[o + r0 : o + r1]``: ever
 plain elementwise product of two contiguous blocks, and the backward accumulates with two
 ``addcmul_`` into contiguous blocks. On CPU rows are processed in cache-sized groups (on other
 devices one group per offset); the forward keeps only ``h``, the backward recomputes each group's
-products. :func:`circulant_pairs` gives the
-pair order (row t of the output is the pair ``(iu[t], ju[t])``).
+products. :func:`circulant_pairs` gives the pair order (row t of the output is the pair
+``(iu[t], ju[t])``).
 """
 from __future__ import annotations
 
@@ -68,15 +68,16 @@ class _PairLinear(torch.autograd.Function):
                 torch.mm(p, wt, out=o_)
             else:
                 torch.addmm(bias, p, wt, out=o_)
-        ctx.save_for_backward(ht, h2, weight)
+        ctx.save_for_backward(ht, weight)
         ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        ht, h2, weight = ctx.saved_tensors
+        ht, weight = ctx.saved_tensors
         n, B, d = ht.shape
+        h2 = torch.cat([ht, ht[: n // 2]])
         k = weight.shape[0]
         g = g.contiguous()
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
