@@ -1,5 +1,6 @@
-"""``ctrgraph``: datasets, models, train, evaluate, predict, compare, explain, demo, download and the
-papers' analysis commands."""
+"""``ctrgraph``: datasets, models, train, evaluate, predict, compare, explain, export, demo, download
+and ``reproduce`` (every table and figure of the implemented papers, declared in
+:mod:`ctrgraph.experiments.studies`)."""
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,18 @@ def _config(a):
     return load_config(a.config, _overrides(a))
 
 
-def cmd_datasets(a) -> int:
-    from .data.recipes import RECIPES, _import_all
+def _ints(text: str | None, what: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} {text!r}: expected integers separated by commas") from None
 
-    _import_all()
+
+def cmd_datasets(a) -> int:
+    from .registry import RECIPES
+
     for name, r in sorted(RECIPES.items()):
         tag = " [bundled]" if r.bundled else (" [download]" if r.download else "")
         print(f"{name:<12s}{tag:<12s} {r.description}")
@@ -48,10 +57,8 @@ def cmd_datasets(a) -> int:
 
 
 def cmd_models(a) -> int:
-    from .embeddings import PROVIDERS
-    from .models.base import MODELS, _import_all
+    from .registry import MODELS, PROVIDERS
 
-    _import_all()
     for name, cls in sorted(MODELS.items()):
         presets = f" presets: {', '.join(sorted(cls.presets))}" if cls.presets else ""
         print(f"{name:<10s} {cls.paper}{presets}")
@@ -73,7 +80,7 @@ def _print_metrics(res: dict) -> None:
 
 
 def cmd_train(a) -> int:
-    from .train.run import run_experiment
+    from .runs.assemble import run_experiment
 
     cfg = _config(a)
     out = a.out or f"runs/{cfg.data.name}-{cfg.model.name}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -85,7 +92,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .train.run import dataset_for, load_run
+    from .runs.assemble import dataset_for, load_run
     from .train.trainer import evaluate_split
 
     cfg, model, _, _ = load_run(a.run, a.checkpoint)
@@ -98,7 +105,7 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from .predict import predict_file
+    from .runs.predict import predict_file
 
     res = predict_file(a.run, a.input, a.output, sep=a.sep, which=a.checkpoint)
     print(json.dumps(res, indent=1))
@@ -112,10 +119,7 @@ def cmd_compare(a) -> int:
     models = [m.strip() for m in a.models.split(",") if m.strip()] if a.models else cfg.compare.models
     if not models:
         raise ConfigError("compare: give --models or a config file with compare.models")
-    try:
-        seeds = [int(s) for s in a.seeds.split(",") if s.strip()] if a.seeds else (cfg.compare.seeds or [1, 2, 3])
-    except ValueError:
-        raise ConfigError(f"--seeds {a.seeds!r}: expected integers separated by commas") from None
+    seeds = _ints(a.seeds, "--seeds") or cfg.compare.seeds or [1, 2, 3]
     out = a.out or f"runs/compare-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_compare(cfg, models, seeds, out, base=a.base or cfg.compare.base or models[0])
     print()
@@ -125,7 +129,7 @@ def cmd_compare(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .embeddings.dg_export import export_run
+    from .runs.export import export_run
 
     print(json.dumps(export_run(a.run, a.out, a.checkpoint, a.data_dir), indent=1))
     return 0
@@ -149,12 +153,9 @@ def cmd_demo(a) -> int:
 
 
 def cmd_explain(a) -> int:
-    from .explain import explain_run, summary_lines
+    from .runs.explain import explain_run, summary_lines
 
-    try:
-        rows = [int(r) for r in a.rows.split(",") if r.strip()]
-    except ValueError:
-        raise ConfigError(f"--rows {a.rows!r}: expected integers separated by commas") from None
+    rows = _ints(a.rows, "--rows") or []
     out = Path(a.out or Path(a.run) / "explain")
     table = explain_run(a.run, out, rows, a.split, a.data_dir, a.checkpoint)
     print("\n".join(summary_lines(table, a.top)))
@@ -162,33 +163,8 @@ def cmd_explain(a) -> int:
     return 0
 
 
-def cmd_graphfm_analysis(a) -> int:
-    """GraphFM's ablations (Fig. 2) and m2 x m3 sweep (Fig. 3): experiments/graphfm_analysis.py."""
-    from .config import load_config
-    from .experiments import graphfm_analysis as ga
-
-    ov = _overrides(a)
-    if not a.model:
-        ov.insert(0, "model.name=graphfm")
-    cfg = load_config(a.config, ov)
-    try:
-        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-        m2 = [int(s) for s in a.m2.split(",") if s.strip()]
-        m3 = [int(s) for s in a.m3.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError("--seeds, --m2 and --m3 take integers separated by commas") from None
-    out = Path(a.out)
-    if a.what == "ablation":
-        ga.ablation(cfg, seeds, out)
-    else:
-        ga.sweep(cfg, seeds, out, m2, m3)
-    print((out / f"{a.what}.md").read_text())
-    print(f"written under {out}")
-    return 0
-
-
 def cmd_download(a) -> int:
-    from .data.recipes import get_recipe
+    from .registry import get_recipe
 
     r = get_recipe(a.dataset)
     if r.download is None:
@@ -200,39 +176,34 @@ def cmd_download(a) -> int:
     return 0
 
 
-def cmd_res_analysis(a) -> int:
-    """Res-embedding's tables and figures (experiments/res_analysis.py)."""
-    from .config import load_config
-    from .experiments import res_analysis as ra
+def cmd_reproduce(a) -> int:
+    """Every table and figure of the implemented papers (experiments/studies): ``--list`` shows them."""
+    from .experiments.core import Context, run_study
+    from .experiments.studies import STUDIES, get_study
 
-    ov = [o for o in _overrides(a)]
-    load_config(a.config, ov)  # fail fast on a bad --set
-    try:
-        seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds {a.seeds!r}: expected integers separated by commas") from None
-    split = lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None  # noqa: E731
-    floats = lambda v: [float(x) for x in split(v)] if v else None  # noqa: E731
-    st = ra.Setting(a.config, ov, seeds)
-    out = Path(a.out)
-    if a.what == "table3":
-        ra.table3(st, out, split(a.models), split(a.variants), a.r_l2)
-        print((out / "table3.md").read_text())
-    elif a.what == "table4":
-        dims = [int(x) for x in split(a.dims)] if a.dims else None
-        ra.table4(st, out, dims, split(a.variants))
-        print((out / "table4.md").read_text())
-    elif a.what == "fraction":
-        ra.fraction(st, out, floats(a.fractions), a.g or "gcn", a.sample_seed)
-        print((out / "fraction.md").read_text())
-    elif a.what == "tsne":
-        rows = ra.tsne_figure(st, out, a.g or "gcn", a.n_items, a.color, iters=a.tsne_iters)
-        for r in rows:
-            print(f"{r['method']}: intra-{r['colour']} cosine {r['intra_cos']:.4f}, inter {r['inter_cos']:.4f}")
-    else:
-        ra.lam_sweep(st, out, floats(a.lams), a.g or "att")
-        print((out / "lambda.md").read_text())
-    print(f"written under {out}")
+    if a.list or not a.paper:
+        for st in STUDIES.values():
+            print(f"{st.paper}: {st.title} ({st.doc})")
+            for it in st.items:
+                print(f"  {it.name:<22s} {it.title} [seeds {','.join(map(str, getattr(it, 'seeds', ())))}]")
+        if not a.list:
+            print("\nusage: ctrgraph reproduce <paper> [<table-or-figure> ...] [--seeds] [--data-dir] [--out]")
+        return 0
+    study = get_study(a.paper)
+    for n in a.items:
+        study.item(n)  # unknown names fail before any work
+    out = Path(a.out or f"runs/reproduce-{a.paper}")
+    ctx = Context(out, sets=list(a.set or []), data_dir=a.data_dir, seeds=_ints(a.seeds, "--seeds"),
+                  only=a.only, datasets=a.datasets)
+    command = "ctrgraph reproduce " + " ".join([a.paper, *a.items] + (["--seeds", a.seeds] if a.seeds else []))
+    entries = run_study(study, a.items, ctx, command=command, dry_run=a.dry_run)
+    if a.dry_run:
+        return 0
+    for e in entries:
+        for t in e["tables"]:
+            print()
+            print((out / t["md"]).read_text())
+    print(f"tables, figures and run directories under {out}; report: {out / 'report.html'}")
     return 0
 
 
@@ -311,48 +282,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir")
     s.set_defaults(fn=cmd_explain)
 
-    s = sub.add_parser("graphfm-analysis", help="GraphFM ablations (-S, -I, -M, -K_i) or the m2 x m3 sweep")
-    s.add_argument("what", choices=["ablation", "sweep"])
-    common(s)
-    s.add_argument("--seeds", default="1,2,3")
-    s.add_argument("--m2", default="2,4,6,8", help="sweep: values of m2 (m1 = number of fields)")
-    s.add_argument("--m3", default="1,2,3,4", help="sweep: values of m3")
-    s.add_argument("--out", required=True)
-    s.set_defaults(fn=cmd_graphfm_analysis)
-
-    sub.add_parser("dg-analysis", add_help=False,  # handled in main(): experiments/dg_analysis.py parses
-                   help="DG-ENN's Tables 2-6 and Fig. 1, 3-6 (`ctrgraph dg-analysis -h` for options)")
+    s = sub.add_parser("reproduce", help="a paper's tables and figures (`ctrgraph reproduce --list`)",
+                       description="Train what the paper's tables and figures need (finished runs are reused, "
+                                   "interrupted ones resumed; identical configurations share one run directory), "
+                                   "write each as markdown + CSV (+ PNG) under OUT/<paper>/ and one HTML report "
+                                   "OUT/report.html.")
+    s.add_argument("paper", nargs="?", help="dg-enn, graphfm or res-embedding")
+    s.add_argument("items", nargs="*", help="tables / figures (default: all of the paper's)")
+    s.add_argument("--list", action="store_true", help="list the papers and their tables and figures")
+    s.add_argument("--seeds", help="comma-separated seeds for every item (default: each item's own)")
+    s.add_argument("--data-dir", help="folder holding the data sets (e.g. ../shared/data, with ml-100k/ inside)")
+    s.add_argument("--out", help="output folder (default runs/reproduce-<paper>); runs go to OUT/runs")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override for every run, e.g. train.num_threads=1 (a row's own overrides still win)")
+    s.add_argument("--only", action="append", metavar="LABEL", help="only rows with this label (shell pattern; "
+                                                                     "repeatable)")
+    s.add_argument("--datasets", action="append", metavar="LABEL", help="only these data sets (repeatable)")
+    s.add_argument("--dry-run", action="store_true", help="list the runs (finished, interrupted, to train) and stop")
+    s.set_defaults(fn=cmd_reproduce)
 
     s = sub.add_parser("download", help="download a public data set (needs network)")
     s.add_argument("dataset")
     s.add_argument("--dest")
     s.set_defaults(fn=cmd_download)
-    s = sub.add_parser("res-analysis", help="Res-embedding's Table 3/4 and Fig. 6/7/8 (tables, CSV, PNG)")
-    s.add_argument("what", choices=["table3", "table4", "fraction", "tsne", "lambda"])
-    common(s, need_model=False)
-    s.add_argument("--seeds", default="1")
-    s.add_argument("--out", required=True, help="output folder (runs are reused from OUT/runs)")
-    s.add_argument("--models", help="table3: subset of MLP,PNN,DIN")
-    s.add_argument("--variants", help="table3/4: subset of plain,+R,+R(res),AVG,GCN,ATT,+Skip-gram,+node2vec")
-    s.add_argument("--r-l2", type=float, default=0.006, help="table3 '+R': train.embedding_l2 of the plain tables")
-    s.add_argument("--dims", help="table4: embedding dims (default 18,36)")
-    s.add_argument("--fractions", help="fraction: train fractions (default 0.1,...,0.9)")
-    s.add_argument("--sample-seed", type=int, default=0, help="fraction: seed of the train subsets")
-    s.add_argument("--lams", help="lambda: values of lambda (default 0,1e-4,1e-3,6e-3,3e-2,1e-1)")
-    s.add_argument("--g", choices=["avg", "gcn", "att"], help="res form (fraction/tsne: gcn, lambda: att)")
-    s.add_argument("--n-items", type=int, default=1000, help="tsne: most frequent items shown")
-    s.add_argument("--color", help="tsne: item attribute table to colour by (default: first genre)")
-    s.add_argument("--tsne-iters", type=int, default=1000)
-    s.set_defaults(fn=cmd_res_analysis)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["dg-analysis"]:  # its own parser (experiments/dg_analysis.py), -h included
-        from .experiments.dg_analysis import main as dg_main
-
-        return dg_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -21,6 +21,9 @@ class DataSection(BaseModel):
     data_dir: str | None = None
     cache: bool = True
     min_count: int = Field(1, ge=1)
+    train_fraction: float = Field(1.0, gt=0, le=1, description="train on a random subset of the train split "
+                                  "(nested across fractions; valid, test and vocabularies unchanged)")
+    fraction_seed: int = Field(0, description="seed of the train_fraction subset")
 
 
 class EmbeddingSection(BaseModel):
@@ -113,6 +116,26 @@ def merge(base: dict, over: dict) -> dict:
     for k, v in over.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def config_from_layers(layers: list) -> RunConfig:
+    """A :class:`RunConfig` from layers applied in order, each a mapping of dotted keys to values
+    (``{"model.name": "dg-pnn", "embedding.params.graphs": "uv"}``; a value may be a whole section)
+    or a list of ``key=value`` strings (``--set`` syntax). Later layers win."""
+    import copy
+
+    d: dict = {}
+    for layer in layers:
+        items = [parse_override(x) for x in layer] if isinstance(layer, (list, tuple)) else \
+            [(k.split("."), v) for k, v in dict(layer).items()]
+        for keys, value in items:
+            if keys[0] not in RunConfig.model_fields:
+                raise ConfigError(f"unknown config key {'.'.join(keys)!r}; sections: {list(RunConfig.model_fields)}")
+            set_path(d, keys, copy.deepcopy(value))
+    try:
+        return RunConfig(**d)
+    except ValidationError as e:
+        raise ConfigError(f"invalid config: {_errors(e)}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:

@@ -57,6 +57,29 @@ class EncodedDataset:
         out["vocab_sizes"] = self.vocab_sizes
         return out
 
+    def subsample_train(self, fraction: float, seed: int = 0) -> "EncodedDataset":
+        """A copy whose train split is a random ``fraction`` of this one (valid / test unchanged).
+
+        Subsets of one permutation are nested (10% is inside 20%...). Vocabularies are kept as they
+        are (built on the full train split), so ids and table sizes match across fractions; graph
+        providers see only the subset, since they build their graphs from the train split.
+        """
+        if not 0 < fraction <= 1:
+            raise DataError(f"train fraction must be in (0, 1], got {fraction}")
+        if fraction == 1:
+            return self
+        a, b = self.bounds["train"]
+        if a != 0:
+            raise DataError("subsample_train expects the train split first (rows ordered train / valid / test)")
+        n = b - a
+        keep = np.sort(np.random.default_rng(seed).permutation(n)[: max(1, round(fraction * n))])
+        idx = np.concatenate([keep, np.arange(b, len(self))])
+        arrays = {k: np.ascontiguousarray(v[idx]) for k, v in self.arrays.items()}
+        shift = n - keep.size
+        bounds = {s: ((0, keep.size) if s == "train" else (lo - shift, hi - shift)) for s, (lo, hi) in self.bounds.items()}
+        meta = dict(self.meta, train_fraction=fraction, train_fraction_seed=seed)
+        return EncodedDataset(self.schema, arrays, self.vocabs, bounds, meta)
+
     # ----- persistence --------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write atomically: into a temporary sibling directory, then rename."""

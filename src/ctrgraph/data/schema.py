@@ -209,3 +209,28 @@ class Schema:
         d = json.loads(text)
         return cls(tuple(Field.from_dict(x) for x in d["fields"]), label=d["label"],
                    description=d.get("description", ""), meta=d.get("meta", {}))
+
+
+@dataclass
+class FeatureSpec:
+    """The data contract a model and its embedding provider are built from: the schema and the size
+    of each vocabulary (known from a run directory's saved vocabularies, without the data set)."""
+
+    schema: Schema
+    vocab_sizes: dict[str, int]
+
+    @property
+    def features(self) -> list[Field]:
+        return self.schema.features
+
+    def behavior_groups(self) -> list[list[Field]]:
+        """Embedded behaviour sequence groups: [[main, parallel...], ...] (only fields with embed=True)."""
+        out = []
+        for main, members in self.schema.sequence_groups().items():
+            emb = [m for m in members if m.embed]
+            if emb and self.schema[main].embed:
+                out.append(emb)
+        return out
+
+    def non_sequence_features(self) -> list[Field]:
+        return [f for f in self.features if f.kind != Kind.SEQUENCE]

@@ -1,68 +1,69 @@
 """The embedding-provider contract and the plain (lookup-table) provider.
 
 A provider owns one table per vocabulary (``hist_item_id`` shares ``item_id``'s table), a vector
-per numeric field (e_j = v_j * x_j), and returns an :class:`EmbeddedBatch`. Subclasses may:
+per numeric field (e_j = v_j * x_j), and maps a batch to an :class:`EmbeddedBatch`. It keeps **no
+state between calls**: whatever one call computes for its lookups (a graph provider's enhanced
+tables of this step, the rows Res-embedding's penalty covers) lives in the call's *step* (a dict
+returned by :meth:`EmbeddingProvider.begin`), which the returned :class:`EmbeddedBatch` carries. A
+model that embeds two views in one forward (DemiNet's self-supervised views) gets two embedded
+batches with their own steps, and :meth:`ctrgraph.models.base.CTRModel.output` collects the
+auxiliary losses of both. Subclasses may override:
 
-- override :meth:`begin` to compute per-step state from the whole batch (e.g. graph propagation
-  with the batch's own positive edges removed),
-- override :meth:`lookup` to replace how ids of one table become vectors (e.g. Res-embedding's
-  W C_b + R for the item table),
-- return named auxiliary losses from :meth:`aux_losses` (weighted by the trainer's config).
+- :meth:`begin` to compute the step from the whole batch (e.g. graph propagation with the batch's
+  own positive edges removed),
+- :meth:`lookup` to replace how ids of one table become vectors (e.g. Res-embedding's W C_b + R),
+- :meth:`aux_losses` to return named auxiliary losses of a step (weighted by the trainer's config),
+- :meth:`diagnostics` for per-epoch figures the trainer logs (e.g. Res-embedding's ||R|| / ||W C_b||),
+- :meth:`prepare` to build data-derived state (graphs) from the train split once before training.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..data.schema import Field, Kind, Schema
+from ..data.schema import FeatureSpec, Field, Kind
 from ..errors import ConfigError
 
-
-@dataclass
-class FeatureSpec:
-    """What a model needs to know about the data: the schema and the size of each vocabulary."""
-
-    schema: Schema
-    vocab_sizes: dict[str, int]
-
-    @property
-    def features(self) -> list[Field]:
-        return self.schema.features
-
-    def group_of(self, f: Field) -> str | None:
-        if f.kind == Kind.SEQUENCE:
-            return f.group or f.name
-        return None
-
-    def behavior_groups(self) -> list[list[Field]]:
-        """Embedded behaviour sequence groups: [[main, parallel...], ...] (only fields with embed=True)."""
-        out = []
-        for main, members in self.schema.sequence_groups().items():
-            emb = [m for m in members if m.embed]
-            if emb and self.schema[main].embed:
-                out.append(emb)
-        return out
-
-    def non_sequence_features(self) -> list[Field]:
-        return [f for f in self.features if f.kind != Kind.SEQUENCE]
+Step = dict[str, Any]
 
 
 class EmbeddedBatch:
-    """Embedded fields of one batch: categorical/numeric -> [B, d]; multi-valued/sequence -> [B, L, d]."""
+    """Embedded fields of one batch: categorical/numeric -> [B, d]; multi-valued/sequence -> [B, L, d].
 
-    def __init__(self, spec: FeatureSpec, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]):
+    Also the handle to the call that produced it: :meth:`lookup` embeds further ids in the same
+    step (DIEN's sampled negatives, GIN's neighbour trees), :meth:`aux_losses` returns the step's
+    auxiliary losses and :meth:`penalty` the sum of squares of the field vectors (the mini-batch
+    aware embedding L2 of ``train.embedding_l2``)."""
+
+    def __init__(self, spec: FeatureSpec, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                 provider: EmbeddingProvider | None = None, step: Step | None = None):
         self.spec = spec
         self.values = values
         self.masks = masks
+        self.provider = provider
+        self.step: Step = {} if step is None else step
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.values[name]
 
     def sequence(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.values[name], self.masks[name]
+
+    def lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+        """Vectors of further ``ids`` (any shape) of ``table`` in this call's step -> ids.shape + (d,)."""
+        return self.provider.lookup(table, ids.long(), self.step)
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """Named auxiliary losses of this call (e.g. Res-embedding's lambda * L(R) over the rows it used)."""
+        return self.provider.aux_losses(self.step) if self.provider is not None else {}
+
+    def penalty(self) -> torch.Tensor:
+        """Sum of squares of the embedded field vectors of this batch (mini-batch-aware L2)."""
+        if not self.values:
+            return torch.zeros(())
+        return sum(v.pow(2).sum() for v in self.values.values())
 
     def vector(self, name: str, pool: str = "mean") -> torch.Tensor:
         """One [B, d] vector per field; multi-valued and sequence fields are pooled over valid
@@ -88,7 +89,9 @@ class EmbeddedBatch:
 class EmbeddingProvider(nn.Module):
     """Plain lookup tables, N(0, init_std) initialised, row 0 (padding) fixed at zero."""
 
-    name = "plain"
+    name: ClassVar[str] = "plain"
+    #: ask the trainer to start the model's output bias at the train log-odds (``train.prior_bias: auto``)
+    prior_bias_default: ClassVar[bool] = False
 
     def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, fields: list[Field] | None = None):
         super().__init__()
@@ -109,69 +112,40 @@ class EmbeddingProvider(nn.Module):
         self.numeric = nn.ParameterDict({
             f.name: nn.Parameter(torch.randn(dim) * init_std) for f in self.fields if f.kind == Kind.NUMERIC
         })
-        self._used: list[torch.Tensor] = []
 
-    # ----- hooks for graph-enhanced providers ----------------------------------------------
+    # ----- the contract graph-enhanced providers override ------------------------------------
     def prepare(self, data) -> None:
         """Called once before training with the encoded data set (use its train split only)."""
 
-    def begin(self, batch: dict[str, torch.Tensor]) -> None:
-        """Called once per forward before any lookup (no-op for plain tables)."""
+    def begin(self, batch: dict[str, torch.Tensor]) -> Step:
+        """This call's step: state its lookups share (nothing for plain tables)."""
+        return {}
 
-    def lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+    def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:
         """Vectors of ``ids`` (any shape) in ``table`` -> ids.shape + (dim,)."""
         return self.tables[table](ids)
 
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        """Named auxiliary losses of the last forward (e.g. Res-embedding's L2 on R)."""
+    def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
+        """Named auxiliary losses of one call (e.g. Res-embedding's L2 on R)."""
         return {}
 
-    def embedding_penalty(self) -> torch.Tensor:
-        """Sum of squares of the embedding vectors used by the last forward (mini-batch-aware L2)."""
-        if not self._used:
-            return torch.zeros(())
-        return sum(v.pow(2).sum() for v in self._used)
+    def diagnostics(self) -> dict[str, float]:
+        """Figures the trainer logs once per epoch (none for plain tables)."""
+        return {}
 
     # ----- forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> EmbeddedBatch:
-        self.begin(batch)
+        step = self.begin(batch)
         values: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
-        self._used = []
         for f in self.fields:
             x = batch[f.name]
             if f.kind == Kind.NUMERIC:
                 v = x.to(self.numeric[f.name].dtype).unsqueeze(-1) * self.numeric[f.name]
             else:
-                v = self.lookup(f.table, x.long())
+                v = self.lookup(f.table, x.long(), step)
                 if f.is_sequence_like:
                     src = batch[f.group] if f.group else x
                     masks[f.name] = src != 0
             values[f.name] = v
-            self._used.append(v)
-        return EmbeddedBatch(self.spec, values, masks)
-
-
-PROVIDERS: dict[str, Callable[..., EmbeddingProvider]] = {"plain": EmbeddingProvider}
-
-
-def register_provider(name: str):
-    def deco(cls):
-        PROVIDERS[name] = cls
-        return cls
-    return deco
-
-
-def build_provider(name: str, spec: FeatureSpec, dim: int, init_std: float = 1e-4, **params) -> EmbeddingProvider:
-    if name not in PROVIDERS:
-        raise ConfigError(f"unknown embedding provider {name!r}; known: {sorted(PROVIDERS)}")
-    import inspect
-
-    sig = inspect.signature(PROVIDERS[name].__init__)
-    known = [p for p in sig.parameters if p not in ("self", "spec", "dim", "init_std")]
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ConfigError(f"embedding provider {name!r}: unknown parameter(s) {unknown} "
-                          f"(embedding.params); known: {known}")
-    return PROVIDERS[name](spec, dim, init_std=init_std, **params)
-
+        return EmbeddedBatch(self.spec, values, masks, self, step)

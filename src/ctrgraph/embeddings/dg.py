@@ -69,7 +69,7 @@ dg-pnn 0.7964 vs 0.4533 on ml100k-dgenn, 0.8466 vs 0.8471 (seed 1) on ml100k-ctr
 Neighbour sampling (§4.4, ``fanouts``; default None = the whole-graph step above): a training step
 computes Eq. 22 only for the user / item ids the batch looks up, on sampled multi-hop blocks (uv
 stage from those ids, uu/vv stage from the uv stage's input frontier, attribute stage on the rows
-of the uu/vv frontier); see :mod:`ctrgraph.embeddings.dg_sampling` and docs/dg-enn.md.
+of the uu/vv frontier); see :mod:`ctrgraph.embeddings.dg_sampled`, :mod:`ctrgraph.graphs.drop_sampling` and docs/dg-enn.md.
 
 Ablation switches (paper §5.3-5.4): ``graphs`` (Table 5: ``attr`` | ``uu,vv`` | ``uv`` | ``all``),
 ``aggregator`` (Fig. 3), ``attr_mode`` (Fig. 4: ``field`` divide-and-conquer, ``mixed`` one graph
@@ -84,11 +84,11 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..data.schema import Field, Role
+from ..data.schema import FeatureSpec, Field, Role
 from ..errors import ConfigError
-from .base import EmbeddingProvider, FeatureSpec, register_provider
-from .dg_graphs import DGGraphData, DropGraph, build_graph_data
-from .dg_sampling import SampledDropGraph, SampledSteps, assemble_rows, parse_fanouts  # noqa: F401 (re-exported)
+from ..graphs.dg import DGGraphData, DropGraph, build_graph_data
+from .base import EmbeddingProvider, Step
+from .dg_sampled import SampledSteps, parse_fanouts
 from .served import ServedTables, cached_eval_tables
 
 GRAPHS = ("attr", "uu", "vv", "uv")
@@ -142,7 +142,6 @@ def _side_fields(spec: FeatureSpec, role: Role) -> list[Field]:
     return [f for f in spec.schema.by_role(role) if f.encoded]
 
 
-@register_provider("dg")
 class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
     """Enhanced user / item / attribute tables (Eq. 22) from attribute and collaborative graphs."""
 
@@ -217,12 +216,6 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         value_tables = [f.table for f in self.uattr + self.iattr] \
             if "attr" in self.graphs and attr_mode != "linear" and attr_values == "enhanced" else []
         self.init_served(list(dict.fromkeys([user.table, item.table] + value_tables)), spec.vocab_sizes, dim)
-        # sampled training steps (§4.4): {table: (sorted ids, their Eq. 22 rows)}, this step's samplers,
-        # the whole attribute stage where it is not row-wise, and the blocks drawn (for inspection)
-        self._rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._samplers: dict = {}
-        self._z_full: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.last_blocks: dict[str, list] = {}
 
     # ----- graphs (train split only) ----------------------------------------------------------
     def prepare(self, data) -> None:
@@ -435,29 +428,29 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             drop_vv = torch.cat([g.pair_ids(pv[pv > 0] + o, vh[pv > 0] + o), g.pair_ids(nv[nv > 0] + o, vh[nv > 0] + o)])
         return drop_uv, drop_vv
 
-    def begin(self, batch: dict[str, torch.Tensor]) -> None:
+    def begin(self, batch: dict[str, torch.Tensor]) -> Step:
+        """This step: the cached tables at eval; in training Eq. 22's tables without the batch's own
+        positive edges (``enh``), or, with ``fanouts``, the sampled rows of the ids the batch holds
+        (:meth:`SampledSteps._begin_sampled`)."""
         self._to_device(self.tables[self.user_field.table].weight.device)
-        self._rows = {}
         if not self.training:
-            self._enh = cached_eval_tables(self)
-            return
+            return {"enh": cached_eval_tables(self), "rows": {}}
         if self.fanouts is not None:
-            self._begin_sampled(batch)
-            return
+            return self._begin_sampled(batch)
         cf1 = self.leave_out_cf1(batch) if self.knn_leave_out and self.spec.schema.label in batch else None
-        self._enh = self.enhanced_tables(*self.target_drops(batch, cf1), cf1=cf1)
+        return {"enh": self.enhanced_tables(*self.target_drops(batch, cf1), cf1=cf1), "rows": {}}
 
-    def lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
-        if table in self._rows:
-            return self._lookup_rows(table, ids)
-        t = self._enh.get(table)
+    def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:
+        if table in step["rows"]:
+            return self._lookup_rows(table, ids, step)
+        t = step["enh"].get(table)
         # F.embedding: its backward (a dense index_add) is much cheaper than that of t[ids]
-        return super().lookup(table, ids) if t is None else nn.functional.embedding(ids, t)
+        return super().lookup(table, ids, step) if t is None else nn.functional.embedding(ids, t)
 
     # ----- copies (eval-cache invalidation and export: served.ServedTables) -----------------
-    def __getstate__(self):  # copies / pickles carry no per-step tensors (deepcopy of non-leaves fails)
+    def __getstate__(self):  # copies / pickles carry no eval cache
         state = self.__dict__.copy()
-        state.update(_enh={}, _used=[], _cache=None, _rows={}, _samplers={}, _z_full=None, last_blocks={})
+        state.update(_cache=None)
         return state
 
 

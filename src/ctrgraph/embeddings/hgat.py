@@ -13,13 +13,13 @@ counts as a neighbour of the node's own type). Per layer l, with ``h`` the layer
 - Node-level attention: ``b_vv' = LeakyReLU(ν^T α_τ' [h_v || h_v'])`` (τ' = the type of v'),
   ``β_vv' = softmax over all neighbours v' of v``.
 - Layer: ``h'_v = σ(Σ_τ Σ_{v' of type τ} β_vv' W_τ h_v')`` (HGAT's ``σ(Σ_τ B_τ H_τ W_τ)``), one W_τ
-  per type and layer (:class:`~ctrgraph.embeddings.dg_baselines.RelationMatmul`, no loop over types).
+  per type and layer (:class:`~ctrgraph.graphs.hetero.RelationMatmul`, no loop over types).
 
 Choices: μ_τ, ν and W_τ are per layer (HGAT stacks layers with their own parameters); LeakyReLU(0.2)
 for the attention scores (GAT's slope) and for σ (as DG's GCN aggregator; ReLU would zero half of
 each embedding); no bias, no dropout. Output: DG's mean over layers 0..L (``combine="mean"``;
 ``"last"`` = HGAT's last layer), the user / item / attribute-value tables (Eq. 22). Leakage guard,
-eval cache and prior bias: dg_baselines.py.
+eval cache and prior bias: hetero.py.
 """
 from __future__ import annotations
 
@@ -29,18 +29,11 @@ import torch
 from torch import nn
 
 from ..graphs import edge_softmax
-from .base import register_provider
-from .dg_baselines import (
-    DGGraphData,
-    LayerCombinedEmbedding,
-    RelationMatmul,
-    _State,
-    aggregate,
-    combine,
-)
+from ..graphs.dg import DGGraphData
+from ..graphs.hetero import RelationMatmul, aggregate
+from .hetero import LayerCombinedEmbedding, _State, combine
 
 
-@register_provider("hgat")
 class HGATEmbedding(LayerCombinedEmbedding):
     """Dual-level (type, node) attention over the heterogeneous DG-ENN graph (Table 4's HGAT-PNN)."""
 

@@ -48,22 +48,16 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..data.schema import FeatureSpec
 from ..graphs import edge_softmax
-from .base import FeatureSpec, register_provider
-from .dg_baselines import (
-    DGGraphData,
-    HeteroGraphEmbedding,
-    RelationMatmul,
-    _State,
-    aggregate,
-    check_choice,
-    combine,
-)
+from ..graphs.dg import DGGraphData, build_graph_data
+from ..graphs.hetero import RelationMatmul, aggregate
+from .base import Step
+from .hetero import HeteroGraphEmbedding, _State, check_choice, combine
 
 _LAZY = ("entity", "rel_emb", "rel_w")
 
 
-@register_provider("kgat")
 class KGATEmbedding(HeteroGraphEmbedding):
     """KGAT propagation over the collaborative knowledge graph (Table 4's KGAT-PNN)."""
 
@@ -92,7 +86,6 @@ class KGATEmbedding(HeteroGraphEmbedding):
         for k in _LAZY:
             self.register_parameter(k, None)
         self._kg_data = None
-        self._aux: dict[str, torch.Tensor] = {}
 
     # ----- graphs ----------------------------------------------------------------------------------
     def load_kg(self, data):
@@ -112,8 +105,6 @@ class KGATEmbedding(HeteroGraphEmbedding):
         return load_knowledge_graph(*files, data.vocabs[self.item_field.table])
 
     def prepare(self, data) -> None:
-        from .dg_graphs import build_graph_data
-
         g = build_graph_data(data, self.knn_k, (self.knn_alpha, 1.0 - self.knn_alpha), True, self.uv_targets)
         self.install(g, self.load_kg(data))
 
@@ -247,16 +238,13 @@ class KGATEmbedding(HeteroGraphEmbedding):
         g_neg = (ph - proj(x0[t_neg])).pow(2).sum(-1)
         return nn.functional.softplus(g_pos - g_neg).mean()
 
-    def begin(self, batch: dict[str, torch.Tensor]) -> None:
-        super().begin(batch)
-        self._aux = {}
+    def begin(self, batch: dict[str, torch.Tensor]) -> Step:
+        """The step's enhanced tables (as every hetero provider) and, in training, L_KG (``aux``)."""
+        step = super().begin(batch)
+        step["aux"] = {}
         if self.training and self.kg_weight > 0 and self._g is not None and self._g["know_h"].numel():
-            self._aux = {"kgat_kg": self.kg_weight * self.kg_loss(self.node_input())}
+            step["aux"] = {"kgat_kg": self.kg_weight * self.kg_loss(self.node_input())}
+        return step
 
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        return dict(self._aux)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_aux"] = {}
-        return state
+    def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
+        return dict(step.get("aux", {}))

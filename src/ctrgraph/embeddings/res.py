@@ -37,9 +37,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..data.schema import Role
+from ..data.schema import FeatureSpec, Role
 from ..errors import ConfigError
-from .base import EmbeddingProvider, FeatureSpec, register_provider
+from .base import EmbeddingProvider, Step
 
 
 def neighbour_table(w: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +76,6 @@ def g_gcn(z: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(inv) @ z @ sp.diags(inv), dtype=np.float32)
 
 
-@register_provider("res")
 class ResEmbedding(EmbeddingProvider):
     """Plain tables for every vocabulary except the item table, which becomes W C_b + R."""
 
@@ -105,7 +104,6 @@ class ResEmbedding(EmbeddingProvider):
             self.residual.weight[0].zero_()
         self.register_buffer("nbr_idx", torch.zeros(h, top_k, dtype=torch.long))
         self.register_buffer("nbr_w", torch.zeros(h, top_k))
-        self._batch_rows: torch.Tensor | None = None
 
     # ----- graph (train split only) ----------------------------------------------------------
     def prepare(self, data) -> None:
@@ -146,26 +144,26 @@ class ResEmbedding(EmbeddingProvider):
             e = e + self.residual(ids)
         return e
 
-    def begin(self, batch) -> None:
-        self._batch_rows = None
+    def begin(self, batch) -> Step:
+        """The step records the distinct item rows its lookups used (``rows``), for L(R)."""
+        return {"rows": None}
 
-    def lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+    def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:
         if table != self.item_table:
-            return super().lookup(table, ids)
+            return super().lookup(table, ids, step)
         uniq, inv = torch.unique(ids, return_inverse=True)
-        rows = uniq if self._batch_rows is None else torch.unique(torch.cat([self._batch_rows, uniq]))
-        self._batch_rows = rows
+        step["rows"] = uniq if step["rows"] is None else torch.unique(torch.cat([step["rows"], uniq]))
         return self.item_vectors(uniq)[inv]
 
-    def aux_losses(self) -> dict[str, torch.Tensor]:
-        """lambda * L(R) (Eq. 9)."""
+    def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
+        """lambda * L(R) (Eq. 9) of one call: over the item rows it looked up (``l2="batch"``)."""
         if not self.use_residual or self.lam == 0:
             return {}
         if self.l2 == "table":
             return {"res_l2": self.lam * self.residual.weight.pow(2).sum()}
-        if self._batch_rows is None:
+        if step.get("rows") is None:
             return {}
-        return {"res_l2": self.lam * self.residual(self._batch_rows).pow(2).sum()}
+        return {"res_l2": self.lam * self.residual(step["rows"]).pow(2).sum()}
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:

@@ -26,14 +26,13 @@ class ServedTables:
 
     def init_served(self, tables: list[str], vocab_sizes: dict[str, int], dim: int) -> None:
         """The ``served_<table>`` buffers (saved with checkpoints, so a loaded run serves without the
-        graphs) and the empty per-step / eval state every graph provider starts with."""
+        graphs), no graphs yet and an empty eval cache."""
         self._served = list(tables)
         for t in self._served:
             self.register_buffer(f"served_{t}", torch.zeros(vocab_sizes[t], dim))
         self.register_buffer("served_ok", torch.tensor(False))
         self._g = None
         self._device = torch.device("cpu")
-        self._enh: dict[str, torch.Tensor] = {}
         self._cache: dict[str, torch.Tensor] | None = None
 
     def train(self, mode: bool = True):

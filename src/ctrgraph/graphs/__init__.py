@@ -2,8 +2,11 @@
 
 Builders return scipy CSR matrices (host); :func:`to_torch_sparse` moves them to torch. See
 ``docs/graphs.md`` for each function's paper reference and the choices the papers leave open.
-Room is kept for per-batch graphs (EGIN's in-batch query-item edges, DemiNet's per-sequence
-relations) as further modules of this package.
+Every graph computation of the library lives here, including the paper-specific graph state
+(:mod:`.dg`: DG-ENN's graphs and per-step edge drops; :mod:`.drop_sampling`: their neighbour
+sampling; :mod:`.hetero`: the merged heterogeneous graph of DG-ENN's Table 4 baselines;
+:mod:`.walks`: node2vec walks). Per-batch graphs (EGIN's in-batch query-item edges, DemiNet's
+per-sequence relations) belong here as further modules; the embedding providers only use them.
 """
 from .builders import (attribute_incidence, binary_incidence, bipartite_adjacency, cooccurrence_graph, drop_edges,
                        mixed_incidence, transition_graph, user_item_graph, user_knn_graph)
@@ -15,6 +18,7 @@ from .propagate import (GCN, NGCF, LightGCN, combine_layers, edge_softmax, make_
                         to_torch_sparse, transpose_csr)
 from .sampling import Block, sample_blocks, sample_neighbors, sampled_lightgcn
 from ._util import as_ragged
+from .walks import node2vec_walks, walks_to_ragged
 
 __all__ = [
     "cooccurrence_graph", "transition_graph", "user_knn_graph", "attribute_incidence", "binary_incidence",
@@ -24,4 +28,5 @@ __all__ = [
     "sym_norm", "row_norm", "avg_norm", "gcn_literal_norm", "kipf_norm", "normalize", "NORMALIZATIONS",
     "sym_norm_edges", "to_torch_sparse", "sparse_rows", "spmm", "transpose_csr", "combine_layers", "LightGCN", "GCN", "NGCF",
     "make_propagator", "edge_softmax", "Block", "sample_neighbors", "sample_blocks", "sampled_lightgcn", "as_ragged",
+    "node2vec_walks", "walks_to_ragged",
 ]

@@ -1,4 +1,4 @@
-"""Models, one file each, registered by lowercase name."""
-from .base import MODELS, CTRModel, ModelConfig, ModelOutput, build_model, parse_model_name, register_model
+"""Models, one file each (listed by name in :mod:`ctrgraph.registry`), and their contract."""
+from .base import CTRModel, ModelConfig, ModelOutput, TowerConfig, tower
 
-__all__ = ["MODELS", "CTRModel", "ModelConfig", "ModelOutput", "build_model", "parse_model_name", "register_model"]
+__all__ = ["CTRModel", "ModelConfig", "ModelOutput", "TowerConfig", "tower"]

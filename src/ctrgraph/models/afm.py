@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..layers.cross import PairwiseAttention
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -30,8 +30,8 @@ class AFMConfig(ModelConfig):
     seq_pool: str = "mean"
 
 
-@register_model("afm")
 class AFM(WithLinearTerm, CTRModel):
+    name = "afm"
     Config = AFMConfig
     presets = {"paper": {"attention_size": 256, "dropout": 0.5}}
     paper = "Xiao et al., Attentional Factorization Machines, IJCAI 2017"
@@ -44,9 +44,10 @@ class AFM(WithLinearTerm, CTRModel):
         self.p = nn.Parameter(torch.ones(embedding.dim))
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
         if self.cfg.use_attention:
             pooled = self.att(E)
         else:
             pooled = self.att.dropout(self.att.pairs(E)).sum(dim=1)
-        return self.output(self.linear(batch) + pooled @ self.p)
+        return self.output(self.linear(batch) + pooled @ self.p, eb)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..layers.mlp import MLP
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 
 
 class AFNConfig(TowerConfig):
@@ -33,8 +33,8 @@ class AFNConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
-@register_model("afn")
 class AFN(CTRModel):
+    name = "afn"
     Config = AFNConfig
     presets = {"paper": {}, "plus": {"ensemble": True}}
     paper = "Cheng et al., Adaptive Factorization Network: Learning Adaptive-Order Feature Interactions, AAAI 2020"
@@ -55,7 +55,8 @@ class AFN(CTRModel):
         return self.combine.bias if self.cfg.ensemble else super().output_bias()
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)  # [B, F, d]
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)  # [B, F, d]
         L = torch.log(E.abs().clamp_min(self.cfg.eps))
         if self.bn_in is not None:
             L = self.bn_in(L)
@@ -65,16 +66,17 @@ class AFN(CTRModel):
         y = self.mlp(Y.flatten(1)).squeeze(-1)
         if self.cfg.ensemble:
             y = self.combine(torch.stack([y, self.dnn(E.flatten(1)).squeeze(-1)], dim=-1)).squeeze(-1)
-        return self.output(y)
+        return self.output(y, eb)
 
 
 class AFNPlusConfig(AFNConfig):
     ensemble: bool = True
 
 
-@register_model("afn+")
 class AFNPlus(AFN):
     """AFN+ (Sec. 3.4): ``afn`` with ``ensemble=true`` by default."""
+
+    name = "afn+"
 
     Config = AFNPlusConfig
     presets = {"paper": {}}

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from ..layers.self_attention import MultiHeadSelfAttention
-from .base import CTRModel, ModelConfig, TowerConfig, register_model, tower
+from ..embeddings import EmbeddedBatch
+from .base import CTRModel, ModelConfig, TowerConfig, tower
 
 
 class AutoIntConfig(ModelConfig):
@@ -54,8 +55,8 @@ _PRESETS = {"paper": {}, "official": _OFFICIAL, "movielens": _MOVIELENS,
             "official_movielens": {**_OFFICIAL, **_MOVIELENS}}
 
 
-@register_model("autoint")
 class AutoInt(CTRModel):
+    name = "autoint"
     Config = AutoIntConfig
     presets = _PRESETS
     paper = "Song et al., AutoInt: Automatic Feature Interaction Learning via Self-Attentive Neural Networks, CIKM 2019"
@@ -81,17 +82,21 @@ class AutoInt(CTRModel):
             h = layer(h)
         return self.out(h.flatten(1)).squeeze(-1)
 
-    def fields(self, batch) -> torch.Tensor:
-        """The field matrix E [B, F, d] (Eq. 1-4; multi-valued fields averaged), embedding dropout applied."""
-        return self.embedding_dropout(self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool))
+    def fields(self, batch) -> tuple[torch.Tensor, EmbeddedBatch]:
+        """The field matrix E [B, F, d] (Eq. 1-4; multi-valued fields averaged), embedding dropout
+        applied, and the embedded batch it came from."""
+        eb = self.embedding(batch)
+        return self.embedding_dropout(eb.matrix(seq_pool=self.cfg.seq_pool)), eb
 
     def forward(self, batch):
-        return self.output(self.interact(self.fields(batch)))
+        E, eb = self.fields(batch)
+        return self.output(self.interact(E), eb)
 
 
-@register_model("autoint+")
 class AutoIntPlus(AutoInt):
     """AutoInt+: AutoInt's logit + an MLP logit over the flattened field embeddings."""
+
+    name = "autoint+"
 
     Config = AutoIntPlusConfig
     presets = _PRESETS
@@ -104,5 +109,5 @@ class AutoIntPlus(AutoInt):
         return self.out.bias
 
     def forward(self, batch):
-        E = self.fields(batch)
-        return self.output(self.interact(E) + self.mlp(E.flatten(1)).squeeze(-1))
+        E, eb = self.fields(batch)
+        return self.output(self.interact(E) + self.mlp(E.flatten(1)).squeeze(-1), eb)

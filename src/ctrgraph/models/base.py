@@ -1,9 +1,13 @@
-"""Model contract and registry.
+"""The model contract.
 
 A model is a plain ``nn.Module``: ``forward(batch) -> ModelOutput(logits [B], aux {name: loss})``.
 It receives its embedding provider (injected, so graph-enhanced providers wrap any model) and a
-validated pydantic config. Models are registered by lowercase name; ``<provider>-<model>``
-(e.g. ``res-din``, ``dg-pnn``) selects a registered embedding provider for a registered model.
+validated pydantic config. :meth:`CTRModel.output` collects the auxiliary losses of every embedded
+view the forward passes to it (a model that embeds two views per step passes both), so nothing is
+kept between calls. The trainer talks to a model only through this class: :meth:`prepare`,
+:meth:`wants_prior_bias`, :meth:`output_bias`, :meth:`diagnostics` and the returned
+:class:`ModelOutput`. Models are listed by name in :mod:`ctrgraph.registry`; ``<provider>-<model>``
+(e.g. ``res-din``, ``dg-pnn``) selects a provider for a model there.
 """
 from __future__ import annotations
 
@@ -11,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from ..embeddings import EmbeddingProvider, FeatureSpec, PROVIDERS, build_provider
-from ..errors import ConfigError
+from ..data.schema import FeatureSpec
+from ..embeddings import EmbeddedBatch, EmbeddingProvider
 
 
 class ModelConfig(BaseModel):
@@ -42,8 +46,19 @@ def tower(cfg: TowerConfig, in_dim: int):
 
 @dataclass
 class ModelOutput:
+    """``logits`` [B]; ``aux``: named auxiliary losses (the model's and its embedded views', summed by
+    name); ``views``: the embedded batches of this forward (for the embedding L2 penalty)."""
+
     logits: torch.Tensor
     aux: dict[str, torch.Tensor] = field(default_factory=dict)
+    views: tuple[EmbeddedBatch, ...] = ()
+
+    def embedding_penalty(self) -> torch.Tensor:
+        """Sum of squares of the embedding vectors of every view (mini-batch-aware L2,
+        ``train.embedding_l2``); zero for a model without embedded views."""
+        if not self.views:
+            return self.logits.new_zeros(())
+        return sum(v.penalty() for v in self.views)
 
 
 class CTRModel(nn.Module):
@@ -86,79 +101,21 @@ class CTRModel(nn.Module):
                 return last.bias
         return None
 
-    def output(self, logits: torch.Tensor, aux: dict[str, torch.Tensor] | None = None) -> ModelOutput:
-        aux = dict(aux or {})
-        aux.update(self.embedding.aux_losses())
-        return ModelOutput(logits, aux)
+    def wants_prior_bias(self) -> bool:
+        """The default of ``train.prior_bias: auto``: the model's own, or its provider's (dg asks for it)."""
+        return bool(self.prior_bias_default or self.embedding.prior_bias_default)
 
+    def diagnostics(self) -> dict[str, float]:
+        """Figures the trainer logs once per epoch (the provider's, e.g. Res-embedding's residual scale)."""
+        return self.embedding.diagnostics()
 
-MODELS: dict[str, type[CTRModel]] = {}
-
-
-def register_model(name: str):
-    def deco(cls: type[CTRModel]) -> type[CTRModel]:
-        cls.name = name
-        MODELS[name] = cls
-        return cls
-    return deco
-
-
-def _import_all() -> None:
-    import importlib
-    import pkgutil
-
-    from .. import models as pkg
-
-    for m in pkgutil.iter_modules(pkg.__path__):
-        if m.name not in ("base",):
-            importlib.import_module(f"{pkg.__name__}.{m.name}")
-    from .. import embeddings as emb
-
-    for m in pkgutil.iter_modules(emb.__path__):
-        importlib.import_module(f"{emb.__name__}.{m.name}")
-
-
-def parse_model_name(name: str) -> tuple[str | None, str]:
-    """``'res-din'`` -> (``'res'``, ``'din'``); ``'din'`` -> (None, ``'din'``)."""
-    _import_all()
-    key = name.lower()
-    if key in MODELS:
-        return None, key
-    if "-" in key:
-        prov, base = key.split("-", 1)
-        if base in MODELS:
-            if prov not in PROVIDERS:
-                raise ConfigError(f"unknown embedding provider {prov!r} in model name {name!r}; known: {sorted(PROVIDERS)}")
-            return prov, base
-    raise ConfigError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))} "
-                      f"(graph variants: <provider>-<model>, providers: {', '.join(sorted(PROVIDERS))})")
-
-
-def model_config(base: str, params: dict | None) -> ModelConfig:
-    """Validated config: the model's defaults < its preset (``preset: paper``) < ``params``."""
-    cls = MODELS[base]
-    params = dict(params or {})
-    preset = params.pop("preset", None)
-    merged: dict = {}
-    if preset is not None:
-        if preset not in cls.presets:
-            raise ConfigError(f"model {base!r} has no preset {preset!r}; presets: {sorted(cls.presets) or 'none'}")
-        merged.update(cls.presets[preset])
-    merged.update(params)
-    try:
-        return cls.Config(**merged)
-    except ValidationError as e:
-        errs = "; ".join(f"model.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        raise ConfigError(f"model {base!r} config: {errs}") from None
-
-
-def build_model(name: str, spec: FeatureSpec, params: dict | None = None, dim: int = 16, init_std: float = 1e-4,
-                provider: str = "plain", provider_params: dict | None = None) -> CTRModel:
-    """Build a registered model (``name`` may carry a provider prefix) with its embedding provider."""
-    prov, base = parse_model_name(name)
-    if (prov or provider) != "plain" and not MODELS[base].uses_embedding:
-        raise ConfigError(f"model {name!r}: {base} has no embedding vectors for the {prov or provider!r} provider to "
-                          f"enhance (its weights are 1-dimensional); use {base} or another base model")
-    cfg = model_config(base, params)
-    emb = build_provider(prov or provider, spec, dim, init_std=init_std, **(provider_params or {}))
-    return MODELS[base](spec, cfg, emb)
+    def output(self, logits: torch.Tensor, *views: EmbeddedBatch,
+               aux: dict[str, torch.Tensor] | None = None) -> ModelOutput:
+        """The forward's result: ``logits`` [B], the model's own ``aux`` losses, and every embedded
+        ``view`` of this forward, whose auxiliary losses are added by name (two views' ``res_l2``
+        terms are summed, both reach the loss)."""
+        total = dict(aux or {})
+        for v in views:
+            for k, loss in v.aux_losses().items():
+                total[k] = total[k] + loss if k in total else loss
+        return ModelOutput(logits, total, tuple(views))

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..data.schema import Kind
 from ..errors import ConfigError
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 
 
 class BSTConfig(TowerConfig):
@@ -82,8 +82,8 @@ class TransformerBlock(nn.Module):
         return self.norm2(s + self.drop2(self.ffn(s)))
 
 
-@register_model("bst")
 class BST(CTRModel):
+    name = "bst"
     Config = BSTConfig
     presets = {"paper": {"hidden": [1024, 512, 256], "activation": "leaky_relu", "heads": 8,
                          "transformer_dropout": 0.2, "blocks": 1}}
@@ -171,4 +171,4 @@ class BST(CTRModel):
             s = blk(s, valid)
         parts = [eb.matrix(self.others).flatten(1), self.pool(s, valid)]
         parts.extend(eb.vector(m.name) for m in self.rest)
-        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1))
+        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), eb)

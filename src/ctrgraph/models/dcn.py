@@ -16,7 +16,7 @@ from torch import nn
 
 from ..layers.cross import CrossNet
 from ..layers.mlp import MLP
-from .base import CTRModel, ModelConfig, TowerConfig, register_model
+from .base import CTRModel, ModelConfig, TowerConfig
 
 
 class DCNConfig(TowerConfig):
@@ -29,8 +29,8 @@ class CrossNetConfig(ModelConfig):
     seq_pool: str = "mean"
 
 
-@register_model("dcn")
 class DCN(CTRModel):
+    name = "dcn"
     Config = DCNConfig
     presets = {"paper": {"cross_layers": 6, "hidden": [1024, 1024], "batch_norm": True}}
     paper = "Wang et al., Deep & Cross Network for Ad Click Predictions, ADKDD 2017"
@@ -46,14 +46,16 @@ class DCN(CTRModel):
         return self.head.bias
 
     def forward(self, batch):
-        x0 = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool).flatten(1)
+        eb = self.embedding(batch)
+        x0 = eb.matrix(seq_pool=self.cfg.seq_pool).flatten(1)
         z = torch.cat([self.cross(x0), self.deep(x0)], dim=1)
-        return self.output(self.head(z).squeeze(-1))
+        return self.output(self.head(z).squeeze(-1), eb)
 
 
-@register_model("crossnet")
 class CrossNetwork(CTRModel):
     """DCN's cross network only (Wang et al. 2017, Sec. 4 ablation): sigmoid(w^T x_L1 + b)."""
+
+    name = "crossnet"
 
     Config = CrossNetConfig
     presets = {"paper": {"cross_layers": 6}}
@@ -69,5 +71,6 @@ class CrossNetwork(CTRModel):
         return self.head.bias
 
     def forward(self, batch):
-        x0 = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool).flatten(1)
-        return self.output(self.head(self.cross(x0)).squeeze(-1))
+        eb = self.embedding(batch)
+        x0 = eb.matrix(seq_pool=self.cfg.seq_pool).flatten(1)
+        return self.output(self.head(self.cross(x0)).squeeze(-1), eb)

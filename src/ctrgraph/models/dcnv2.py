@@ -22,7 +22,7 @@ from torch import nn
 
 from ..layers.cross import CrossNetMix, CrossNetV2
 from ..layers.mlp import MLP
-from .base import CTRModel, TowerConfig, register_model
+from .base import CTRModel, TowerConfig
 
 
 class DCNV2Config(TowerConfig):
@@ -35,8 +35,8 @@ class DCNV2Config(TowerConfig):
     seq_pool: str = "mean"
 
 
-@register_model("dcnv2")
 class DCNV2(CTRModel):
+    name = "dcnv2"
     Config = DCNV2Config
     presets = {"paper": {"structure": "stacked", "cross_layers": 3, "hidden": [1024, 1024]},
                "mix": {"low_rank": True, "n_experts": 4}}
@@ -61,7 +61,8 @@ class DCNV2(CTRModel):
         return self.head.bias
 
     def forward(self, batch):
-        x0 = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool).flatten(1)
+        eb = self.embedding(batch)
+        x0 = eb.matrix(seq_pool=self.cfg.seq_pool).flatten(1)
         xc = self.cross(x0)
         if self.cfg.structure == "stacked":
             z = self.deep(xc)
@@ -69,4 +70,4 @@ class DCNV2(CTRModel):
             z = torch.cat([xc, self.deep(x0)], dim=1)
         else:
             z = xc
-        return self.output(self.head(z).squeeze(-1))
+        return self.output(self.head(z).squeeze(-1), eb)

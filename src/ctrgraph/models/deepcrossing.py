@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 
 
 class DeepCrossingConfig(ModelConfig):
@@ -37,8 +37,8 @@ class ResidualUnit(nn.Module):
         return self.drop(torch.relu(x + self.outer(torch.relu(self.inner(x)))))
 
 
-@register_model("deepcrossing")
 class DeepCrossing(CTRModel):
+    name = "deepcrossing"
     Config = DeepCrossingConfig
     presets = {"paper": {}}
     paper = "Shan et al., Deep Crossing: Web-Scale Modeling without Manually Crafted Combinatorial Features, KDD 2016"
@@ -53,5 +53,6 @@ class DeepCrossing(CTRModel):
         return self.score.bias
 
     def forward(self, batch):
-        x = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool).flatten(1)
-        return self.output(self.score(self.units(x)).squeeze(-1))
+        eb = self.embedding(batch)
+        x = eb.matrix(seq_pool=self.cfg.seq_pool).flatten(1)
+        return self.output(self.score(self.units(x)).squeeze(-1), eb)

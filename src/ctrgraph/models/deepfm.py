@@ -6,7 +6,7 @@ embeddings (Eq. 3-5). Multi-valued fields and sequences are mean-pooled into one
 from __future__ import annotations
 
 from ..layers.interaction import fm_pairwise
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -14,8 +14,8 @@ class DeepFMConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
-@register_model("deepfm")
 class DeepFM(WithLinearTerm, CTRModel):
+    name = "deepfm"
     Config = DeepFMConfig
     presets = {"paper": {"hidden": [400, 400, 400], "dropout": 0.5}}
     paper = "Guo et al., DeepFM: A Factorization-Machine based Neural Network for CTR Prediction, IJCAI 2017"
@@ -26,5 +26,6 @@ class DeepFM(WithLinearTerm, CTRModel):
         self.mlp = tower(cfg, len(spec.features) * embedding.dim)
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
-        return self.output(self.linear(batch) + fm_pairwise(E) + self.mlp(E.flatten(1)).squeeze(-1))
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
+        return self.output(self.linear(batch) + fm_pairwise(E) + self.mlp(E.flatten(1)).squeeze(-1), eb)

@@ -46,7 +46,7 @@ from ..errors import ConfigError
 from ..layers.attention import TargetAttention
 from ..layers.mlp import MLP
 from ..layers.recurrent import InterestEvolution
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 
 
 class DIENConfig(TowerConfig):
@@ -93,8 +93,8 @@ class _InterestGroup(nn.Module):
         return self.unit.scores(self.q_proj(q), h, mask)
 
 
-@register_model("dien")
 class DIEN(CTRModel):
+    name = "dien"
     Config = DIENConfig
     presets = {"paper": {"hidden": [200, 80], "activation": "dice"},
                "official": {"hidden": [200, 80], "activation": "dice", "attention": "din"},
@@ -150,7 +150,7 @@ class DIEN(CTRModel):
                     getattr(self, name).copy_(t.to(getattr(self, name).device))
 
     def _aux_loss(self, unit: _InterestGroup, h: torch.Tensor, e: torch.Tensor, mask: torch.Tensor,
-                  members, names) -> torch.Tensor:
+                  members, names, eb) -> torch.Tensor:
         """Eq. (1) on pairs (h_t, e_{t+1}) with t+1 valid, one uniform negative per pair."""
         pair = mask[:, 1:]
         hs = h[:, :-1][pair]  # [n, H]
@@ -160,7 +160,7 @@ class DIEN(CTRModel):
             return h.sum() * 0.0
         key = members[0].table
         ids = torch.randint(2, self.spec.vocab_sizes[key], (n,), device=h.device)
-        neg = torch.cat([self.embedding.lookup(m.table, ids if name is None else getattr(self, name)[ids])
+        neg = torch.cat([eb.lookup(m.table, ids if name is None else getattr(self, name)[ids])
                          for m, name in zip(members, names)], dim=-1)
         logits = unit.aux_net(torch.cat([torch.cat([hs, pos], -1), torch.cat([hs, neg], -1)], 0)).squeeze(-1)
         pos_l, neg_l = logits[:n], logits[n:]
@@ -184,6 +184,6 @@ class DIEN(CTRModel):
             if self.cfg.target_product:
                 parts.append(q * torch.cat(pooled, dim=-1))
             if self.training and unit.aux_net is not None:
-                loss = self._aux_loss(unit, h, e, mask, members, names)
+                loss = self._aux_loss(unit, h, e, mask, members, names, eb)
                 aux["dien_aux"] = aux["dien_aux"] + loss if "dien_aux" in aux else loss
-        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), aux)
+        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), eb, aux=aux)

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from ..layers.attention import TargetAttention
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 
 
 class DINConfig(TowerConfig):
@@ -28,8 +28,8 @@ class DINConfig(TowerConfig):
     use_softmax: bool = False
 
 
-@register_model("din")
 class DIN(CTRModel):
+    name = "din"
     Config = DINConfig
     presets = {"paper": {"hidden": [200, 80], "attention_hidden": [36], "activation": "dice"},
                "official": {"hidden": [200, 80], "attention_hidden": [80, 40], "attention_activation": "sigmoid",
@@ -62,4 +62,4 @@ class DIN(CTRModel):
             q = torch.cat([eb.vector(t.name) for t in targets], dim=-1)
             parts.append(unit(q, keys, mask))
             parts.extend(eb.vector(m.name) for m in rest)
-        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1))
+        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), eb)

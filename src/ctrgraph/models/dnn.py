@@ -13,7 +13,7 @@ import torch
 
 from ..data.schema import Kind
 from ..errors import ConfigError
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 
 
 class DNNConfig(TowerConfig):
@@ -22,8 +22,8 @@ class DNNConfig(TowerConfig):
     target_product: bool = False
 
 
-@register_model("dnn")
 class DNN(CTRModel):
+    name = "dnn"
     Config = DNNConfig
     presets = {
         "res_mlp": {"fields": ["item_id", "hist_item_id"], "hidden": [400, 120]},
@@ -51,4 +51,4 @@ class DNN(CTRModel):
         x = eb.matrix(self.fields, seq_pool=self.cfg.seq_pool).flatten(1)
         if self.products:
             x = torch.cat([x] + [eb.vector(t) * eb.vector(s, self.cfg.seq_pool) for s, t in self.products], dim=1)
-        return self.output(self.mlp(x).squeeze(-1))
+        return self.output(self.mlp(x).squeeze(-1), eb)

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..layers.mlp import MLP
 from ..layers.self_attention import AttentionalEdges, GraphInteraction, MultiHeadSelfAttention
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 
 
 class FiGNNConfig(ModelConfig):
@@ -53,8 +53,8 @@ class FiGNNConfig(ModelConfig):
     seq_pool: str = "mean"
 
 
-@register_model("fignn")
 class FiGNN(CTRModel):
+    name = "fignn"
     Config = FiGNNConfig
     presets = {
         "paper": {},
@@ -99,7 +99,8 @@ class FiGNN(CTRModel):
 
     def forward(self, batch):
         cfg = self.cfg
-        E = self.embedding(batch).matrix(seq_pool=cfg.seq_pool)
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=cfg.seq_pool)
         h1 = E if self.input_attn is None else self.input_attn(E)
         A = self.edges(E) if self.edges is not None else self.uniform
         h = h1
@@ -108,10 +109,10 @@ class FiGNN(CTRModel):
             if cfg.residual:
                 h = h + h1
         if cfg.readout == "flatten":
-            return self.output(self.head(h.flatten(1)).squeeze(-1))
+            return self.output(self.head(h.flatten(1)).squeeze(-1), eb)
         y = self.mlp1(h).squeeze(-1)  # [B, F]
         if cfg.readout == "node":
             a = self.mlp2(h).squeeze(-1)
         else:
             a = torch.sigmoid(self.mlp2(h.flatten(1)))
-        return self.output((a * y).sum(dim=1) + self.bias)
+        return self.output((a * y).sum(dim=1) + self.bias, eb)

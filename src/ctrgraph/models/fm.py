@@ -6,7 +6,7 @@ vector each (the common convention for bags in field-aware FMs).
 from __future__ import annotations
 
 from ..layers.interaction import fm_pairwise
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -14,8 +14,8 @@ class FMConfig(ModelConfig):
     seq_pool: str = "mean"
 
 
-@register_model("fm")
 class FM(WithLinearTerm, CTRModel):
+    name = "fm"
     Config = FMConfig
     paper = "Rendle, Factorization Machines, ICDM 2010"
 
@@ -26,5 +26,6 @@ class FM(WithLinearTerm, CTRModel):
     prior_bias_default = True
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
-        return self.output(self.linear(batch) + fm_pairwise(E))
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
+        return self.output(self.linear(batch) + fm_pairwise(E), eb)

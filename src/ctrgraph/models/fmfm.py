@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -26,8 +26,8 @@ class FmFMConfig(ModelConfig):
     seq_pool: str = "mean"
 
 
-@register_model("fmfm")
 class FmFM(WithLinearTerm, CTRModel):
+    name = "fmfm"
     Config = FmFMConfig
     presets = {"paper": {}, "fvfm": {"interaction": "vector"}, "fwfm": {"interaction": "scalar"}}
     paper = "Sun et al., FM^2: Field-matrixed Factorization Machines for Recommender Systems, WWW 2021"
@@ -61,5 +61,6 @@ class FmFM(WithLinearTerm, CTRModel):
         return (ei * ej).sum(-1) * self.M
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
-        return self.output(self.linear(batch) + self.pair_scores(E).sum(dim=1))
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
+        return self.output(self.linear(batch) + self.pair_scores(E).sum(dim=1), eb)

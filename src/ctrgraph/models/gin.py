@@ -61,8 +61,8 @@ from pydantic import model_validator
 from torch import nn
 
 from ..data.schema import Role
+from ..embeddings import EmbeddedBatch
 from ..errors import ConfigError
-from .base import register_model
 from .din import DIN, DINConfig
 
 
@@ -103,8 +103,8 @@ def cooccurrence_neighbours(sequences, n_items: int, window: int, top_n: int) ->
     return idx, wt
 
 
-@register_model("gin")
 class GIN(DIN):
+    name = "gin"
     Config = GINConfig
     presets = {}
     paper = "Li et al., Graph Intention Network for Click-through Rate Prediction in Sponsored Search, SIGIR 2019"
@@ -159,7 +159,7 @@ class GIN(DIN):
             levels.append(child.flatten(1))
         return levels
 
-    def aggregate(self, levels: list[torch.Tensor], exclude: torch.Tensor) -> torch.Tensor:
+    def aggregate(self, levels: list[torch.Tensor], exclude: torch.Tensor, eb: EmbeddedBatch) -> torch.Tensor:
         """h of each tree's root (bottom-up, module docstring item 3); ``exclude`` [P]: an item id
         masked out of levels >= 1 (with its subtree), 0 for none. Returns [P, d]."""
         fan = self.cfg.fanouts[:self.cfg.hops]
@@ -167,7 +167,7 @@ class GIN(DIN):
         for k, f in enumerate(fan, start=1):
             valid.append((levels[k] > 0) & (levels[k] != exclude.unsqueeze(1))
                          & valid[k - 1].repeat_interleave(f, dim=1))
-        emb = [self.embedding.lookup(self.table, lv) for lv in levels]
+        emb = [eb.lookup(self.table, lv) for lv in levels]
         h = emb[-1] * valid[-1].unsqueeze(-1).to(emb[-1].dtype)
         p, d = h.shape[0], h.shape[-1]
         for k in range(len(fan), 0, -1):
@@ -183,7 +183,7 @@ class GIN(DIN):
             h = (e_par + torch.einsum("pnf,pnfd->pnd", a, hc)) * valid[k - 1].unsqueeze(-1).to(hc.dtype)
         return h[:, 0]
 
-    def enrich(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    def enrich(self, hist: torch.Tensor, cand: torch.Tensor, eb: EmbeddedBatch) -> torch.Tensor:
         """Enriched behaviour vectors [B, L, d] of item ids ``hist`` [B, L] for candidates ``cand`` [B]."""
         hist = hist.long()
         uniq, inv = torch.unique(hist, return_inverse=True)
@@ -199,7 +199,7 @@ class GIN(DIN):
         else:
             rows, kinv = torch.arange(uniq.numel(), device=hist.device), inv
             exclude = torch.zeros_like(uniq)
-        h = self.aggregate([lv[rows] for lv in levels], exclude)
+        h = self.aggregate([lv[rows] for lv in levels], exclude, eb)
         return h[kinv]
 
     # ----- DIN with enriched behaviours ------------------------------------------------------
@@ -210,10 +210,10 @@ class GIN(DIN):
             vals = [eb.values[m.name] for m in att]
             if gi == self.graph_group and self.cfg.hops > 0:
                 j = [m.name for m in att].index(self.graph_member.name)
-                vals[j] = self.enrich(batch[self.graph_member.name], batch[self.cand_field.name])
+                vals[j] = self.enrich(batch[self.graph_member.name], batch[self.cand_field.name], eb)
             keys = torch.cat(vals, dim=-1)
             mask = eb.masks[att[0].name]
             q = torch.cat([eb.vector(t.name) for t in targets], dim=-1)
             parts.append(unit(q, keys, mask))
             parts.extend(eb.vector(m.name) for m in rest)
-        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1))
+        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), eb)

@@ -50,7 +50,7 @@ from ..errors import ConfigError
 from ..layers.activation import activation as make_activation
 from ..layers.pair_linear import circulant_pairs, pair_linear
 from ..layers.softmax import softmax_last
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 
 
 class GraphFMConfig(ModelConfig):
@@ -191,8 +191,8 @@ class GraphFMLayer(nn.Module):
         return F.layer_norm(out, out.shape[-1:]) * self.ln_gain + self.ln_bias
 
 
-@register_model("graphfm")
 class GraphFM(CTRModel):
+    name = "graphfm"
     Config = GraphFMConfig
     presets = {
         "paper": _PAPER,
@@ -232,13 +232,14 @@ class GraphFM(CTRModel):
         return [f.name for f in self.spec.features]
 
     def forward(self, batch, trace: list | None = None):
-        E = self.emb_drop(self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool))
+        eb = self.embedding(batch)
+        E = self.emb_drop(eb.matrix(seq_pool=self.cfg.seq_pool))
         states, h = [E], E
         for layer in self.layers_:
             h = layer(h, trace)
             states.append(h)
         e_star = torch.cat([states[k].mean(dim=1) for k in self.readout_ids], dim=-1)  # Eq. 15-16 (mean, then concat)
-        return self.output(self.proj(e_star).squeeze(-1))  # Eq. 17
+        return self.output(self.proj(e_star).squeeze(-1), eb)  # Eq. 17
 
     @torch.no_grad()
     def explain(self, batch) -> list[dict[str, torch.Tensor]]:

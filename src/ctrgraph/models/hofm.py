@@ -21,7 +21,7 @@ from pydantic import Field
 
 from ..embeddings import EmbeddingProvider
 from ..layers.cross import anova_kernels
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -40,8 +40,8 @@ def _table_std(embedding) -> float:
     return 1e-4
 
 
-@register_model("hofm")
 class HOFM(WithLinearTerm, CTRModel):
+    name = "hofm"
     Config = HOFMConfig
     presets = {"paper": {"order": 3}}
     paper = "Blondel et al., Higher-Order Factorization Machines, NIPS 2016"
@@ -56,7 +56,8 @@ class HOFM(WithLinearTerm, CTRModel):
 
     def forward(self, batch):
         pool = self.cfg.seq_pool
-        E2 = self.embedding(batch).matrix(seq_pool=pool)
+        eb = self.embedding(batch)
+        E2 = eb.matrix(seq_pool=pool)
         if self.cfg.shared_factors:
             kernels = anova_kernels(E2, self.cfg.order)[1:]
         else:
@@ -64,4 +65,4 @@ class HOFM(WithLinearTerm, CTRModel):
             for m, prov in enumerate(self.higher, start=3):
                 kernels.append(anova_kernels(prov(batch).matrix(seq_pool=pool), m)[m - 1])
         inter = torch.stack(kernels, dim=0).sum(dim=(0, 2))
-        return self.output(self.linear(batch) + inter)
+        return self.output(self.linear(batch) + inter, eb)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..layers.self_attention import MultiHeadSelfAttention
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 
 
 class InterHAtConfig(TowerConfig):
@@ -47,8 +47,8 @@ class _FieldAttention(nn.Module):
         return (w * x).sum(dim=1)
 
 
-@register_model("interhat")
 class InterHAt(CTRModel):
+    name = "interhat"
     Config = InterHAtConfig
     presets = {"paper": {}}
     paper = "Li et al., Interpretable Click-Through Rate Prediction through Hierarchical Attention, WSDM 2020"
@@ -64,7 +64,8 @@ class InterHAt(CTRModel):
         self.mlp = tower(cfg, d)
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
         x1 = self.norm(E + self.ffn(self.attn(E)))
         x, us = x1, []
         for att in self.orders:
@@ -72,4 +73,4 @@ class InterHAt(CTRModel):
             us.append(u)
             x = u.unsqueeze(1) * x1 + x
         uf = self.final(torch.stack(us, dim=1))
-        return self.output(self.mlp(uf).squeeze(-1))
+        return self.output(self.mlp(uf).squeeze(-1), eb)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..embeddings import EmbeddingProvider
-from .base import CTRModel, ModelConfig, register_model
+from .base import CTRModel, ModelConfig
 
 
 class LinearTerm(nn.Module):
@@ -32,9 +32,10 @@ class LRConfig(ModelConfig):
     pass
 
 
-@register_model("lr")
 class LR(WithLinearTerm, CTRModel):
     """Logistic regression on one-hot features (the first-order term of FM, Rendle 2010 Eq. 1)."""
+
+    name = "lr"
 
     Config = LRConfig
     paper = "logistic regression"

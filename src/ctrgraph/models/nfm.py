@@ -14,7 +14,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers.cross import bi_interaction
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -24,8 +24,8 @@ class NFMConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
-@register_model("nfm")
 class NFM(WithLinearTerm, CTRModel):
+    name = "nfm"
     Config = NFMConfig
     presets = {"paper": {"hidden": [64], "bi_batch_norm": True}}
     paper = "He & Chua, Neural Factorization Machines for Sparse Predictive Analytics, SIGIR 2017"
@@ -41,6 +41,7 @@ class NFM(WithLinearTerm, CTRModel):
         last.bias = None  # h^T z_L (Eq. 5): the global bias is w0 of the linear term
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
         z = self.bi_drop(self.bi_norm(bi_interaction(E)))
-        return self.output(self.linear(batch) + self.mlp(z).squeeze(-1))
+        return self.output(self.linear(batch) + self.mlp(z).squeeze(-1), eb)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import torch
 
 from ..layers.interaction import inner_products
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 
 
 class PNNConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
-@register_model("pnn")
 class PNN(CTRModel):
+    name = "pnn"
     Config = PNNConfig
     presets = {"paper": {"hidden": [400, 400, 400]}}
     paper = "Qu et al., Product-based Neural Networks for User Response Prediction, ICDM 2016 (IPNN)"
@@ -28,6 +28,7 @@ class PNN(CTRModel):
         self.mlp = tower(cfg, F * embedding.dim + F * (F - 1) // 2)
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
         P = torch.cat([E.flatten(1), inner_products(E)], dim=1)
-        return self.output(self.mlp(P).squeeze(-1))
+        return self.output(self.mlp(P).squeeze(-1), eb)

@@ -10,7 +10,7 @@ model's deep tower, ReLU [1024, 512, 256].
 """
 from __future__ import annotations
 
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -18,8 +18,8 @@ class WideDeepConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
-@register_model("widedeep")
 class WideDeep(WithLinearTerm, CTRModel):
+    name = "widedeep"
     Config = WideDeepConfig
     presets = {"paper": {"hidden": [1024, 512, 256]}}
     paper = "Cheng et al., Wide & Deep Learning for Recommender Systems, DLRS 2016"
@@ -30,5 +30,6 @@ class WideDeep(WithLinearTerm, CTRModel):
         self.mlp = tower(cfg, len(spec.features) * embedding.dim)
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
-        return self.output(self.linear(batch) + self.mlp(E.flatten(1)).squeeze(-1))
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
+        return self.output(self.linear(batch) + self.mlp(E.flatten(1)).squeeze(-1), eb)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers.cross import CIN
-from .base import CTRModel, TowerConfig, register_model, tower
+from .base import CTRModel, TowerConfig, tower
 from .lr import LinearTerm, WithLinearTerm
 
 
@@ -27,8 +27,8 @@ class XDeepFMConfig(TowerConfig):
     seq_pool: str = "mean"
 
 
-@register_model("xdeepfm")
 class XDeepFM(WithLinearTerm, CTRModel):
+    name = "xdeepfm"
     Config = XDeepFMConfig
     presets = {"paper": {"cin_layers": [200, 200, 200], "hidden": [400, 400]},
                "official": {"cin_layers": [200, 200, 200], "hidden": [400, 400], "split_half": True}}
@@ -43,6 +43,7 @@ class XDeepFM(WithLinearTerm, CTRModel):
         self.mlp = tower(cfg, m * embedding.dim)
 
     def forward(self, batch):
-        E = self.embedding(batch).matrix(seq_pool=self.cfg.seq_pool)
+        eb = self.embedding(batch)
+        E = eb.matrix(seq_pool=self.cfg.seq_pool)
         logit = self.linear(batch) + self.cin_out(self.cin(E)).squeeze(-1) + self.mlp(E.flatten(1)).squeeze(-1)
-        return self.output(logit)
+        return self.output(logit, eb)

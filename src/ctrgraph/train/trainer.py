@@ -22,6 +22,7 @@ from ..config import TrainConfig
 from ..data.dataset import EncodedDataset
 from ..data.loader import BatchLoader
 from ..data.schema import Role, Schema
+from ..models.base import CTRModel
 from .checkpoint import load_torch, save_torch
 from .metrics import all_metrics
 
@@ -61,12 +62,11 @@ def evaluate_split(model, data: EncodedDataset, split: str, batch_size: int = 81
     return all_metrics(np.asarray(arrays[data.schema.label]), logits, groups)
 
 
-def init_prior_bias(model: nn.Module, data: EncodedDataset) -> None:
+def init_prior_bias(model: CTRModel, data: EncodedDataset) -> None:
     """Set the model's output bias to log(p / (1 - p)) of the train labels, so that feature weights
     need not first absorb the base rate (this removes an early dip of validation AUC that otherwise
     triggers early stopping of slow learners such as LR)."""
-    get = getattr(model, "output_bias", None)
-    bias = get() if callable(get) else None
+    bias = model.output_bias()
     if bias is None:
         return
     p = float(np.clip(np.mean(data.split("train")[data.schema.label]), 1e-6, 1 - 1e-6))
@@ -93,7 +93,7 @@ class Trainer:
             return not math.isnan(new)
         return new < best if self.cfg.monitor == "logloss" else new > best
 
-    def fit(self, model: nn.Module, data: EncodedDataset, resume: bool = False) -> dict:
+    def fit(self, model: CTRModel, data: EncodedDataset, resume: bool = False) -> dict:
         """Train with early stopping, restore the best checkpoint, evaluate on valid and test
         (with ``num_threads`` intra-op threads when set; the previous count is restored after)."""
         threads = torch.get_num_threads()
@@ -108,18 +108,13 @@ class Trainer:
             if change:
                 torch.set_num_threads(threads)
 
-    def _fit(self, model: nn.Module, data: EncodedDataset, resume: bool) -> dict:
+    def _fit(self, model: CTRModel, data: EncodedDataset, resume: bool) -> dict:
         cfg = self.cfg
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        prep = getattr(model, "prepare", None)
-        if callable(prep):
-            prep(data)
-        if cfg.prior_bias == "auto":  # the model or its embedding provider may ask for it (dg: docs/dg-enn.md)
-            prior = getattr(model, "prior_bias_default", False) or \
-                getattr(getattr(model, "embedding", None), "prior_bias_default", False)
-        else:
-            prior = cfg.prior_bias
+        model.prepare(data)
+        # auto: the model or its embedding provider may ask for it (dg: docs/dg-enn.md)
+        prior = model.wants_prior_bias() if cfg.prior_bias == "auto" else cfg.prior_bias
         if prior and not resume:
             init_prior_bias(model, data)
         model.to(self.device)
@@ -162,7 +157,7 @@ class Trainer:
                         total = total + w * v
                         tot_aux[k] = tot_aux.get(k, 0.0) + float(v.detach())
                     if cfg.embedding_l2 > 0:
-                        total = total + cfg.embedding_l2 * model.embedding.embedding_penalty() / batch[data.schema.label].shape[0]
+                        total = total + cfg.embedding_l2 * out.embedding_penalty() / batch[data.schema.label].shape[0]
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.grad_clip:
@@ -179,9 +174,7 @@ class Trainer:
             rec = {"epoch": epoch, "train_loss": tot / max(nb, 1), "seconds": secs,
                    "samples_per_s": n_train / secs if secs > 0 else None, "lr": opt.param_groups[0]["lr"]}
             rec.update({f"aux_{k}": v / max(nb, 1) for k, v in tot_aux.items()})
-            diag = getattr(model.embedding, "diagnostics", None)
-            if callable(diag):
-                rec.update(diag())
+            rec.update(model.diagnostics())
             if has_valid:
                 vm = evaluate_split(model, data, "valid", cfg.eval_batch_size, self.device, amp)
                 rec.update({f"valid_{k}": v for k, v in vm.items()})

@@ -29,7 +29,7 @@ from ..raw import TEST, TRAIN, VALID, RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..sequences import gather, history_index, pad_ragged, sort_events
 from ..split import leave_last_out, per_user_chronological, random_split, time_quantile_split
-from . import register_recipe
+from .base import Recipe
 from ._movielens import _lookup
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +392,6 @@ def sources_table(p: TableParams, data_dir: Path | None) -> list[Path]:
     return out
 
 
-@register_recipe("table", TableParams, "your own flat CSV/parquet file described by a YAML schema", sources_table)
 def build_table(p: TableParams, data_dir: Path | None) -> RawDataset:
     schema = p.schema_path if isinstance(p.schema_path, dict) else resolve(p.schema_path, data_dir)
     doc, where = load_table_schema(schema)
@@ -583,8 +582,6 @@ def _attr_take(t: AttrTable, col: str, rows: np.ndarray) -> tuple[np.ndarray, np
     return out, ln
 
 
-@register_recipe("log", LogParams, "your own interaction log (+ user/item attribute tables): histories, labels, "
-                 "negatives and split derived", sources_log)
 def build_log(p: LogParams, data_dir: Path | None) -> RawDataset:
     path, df = read_input(resolve(p.path, data_dir), "log", p.sep)
     need = [p.user_col, p.item_col] + [c for c in (p.time_col, p.label_col, p.rating_col) if c]
@@ -717,3 +714,10 @@ def build_log(p: LogParams, data_dir: Path | None) -> RawDataset:
             "negatives_dropped": n_dropped}
     return RawDataset(Schema(tuple(fields), label="label", description=f"log {path.name}"), cols, lengths, split,
                       meta=meta)
+
+
+TABLE_RECIPE = Recipe("table", "your own flat CSV/parquet file described by a YAML schema", TableParams, build_table, sources_table)
+
+
+LOG_RECIPE = Recipe("log", ("your own interaction log (+ user/item attribute tables): histories, labels, "
+           "negatives and split derived"), LogParams, build_log, sources_log)

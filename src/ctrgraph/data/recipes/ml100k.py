@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field as PField
 
 from ...errors import DataError
 from ..io import numeric_column, read_table, require_columns
-from . import register_recipe
+from .base import Recipe
 from ..sequences import pad_ragged
 from ._movielens import build_ctr_instances, split_lists
 
@@ -96,8 +96,6 @@ def _read_atomic(d: Path):
     return r, f, u, it["item_id"].astype(np.int64).to_numpy(), year, genres, glen
 
 
-@register_recipe("ml100k", ML100KParams, "MovieLens 100K, ml100k-ctr benchmark protocol (72,855 instances)",
-                 sources, download=lambda dest: download(dest))
 def build(p: ML100KParams, data_dir: Path | None):
     layout, d = locate(data_dir)
     r, f, u, item_key, year, genres, glen = (_read_official if layout == "official" else _read_atomic)(d)
@@ -126,3 +124,6 @@ def download(dest: Path) -> Path:
     from ..download import fetch_zip
 
     return fetch_zip(URL, dest, member_dir="ml-100k")
+
+
+RECIPE = Recipe("ml100k", "MovieLens 100K, ml100k-ctr benchmark protocol (72,855 instances)", ML100KParams, build, sources, download=download)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field as PField
 from ...errors import DataError
 from ..negatives import sample_negatives
 from ..raw import TEST, TRAIN, VALID, RawDataset
-from . import register_recipe
+from .base import Recipe
 from .ml100k import ML100KParams, build as build_ml100k, download, sources as ml100k_sources
 
 class ML100KDGParams(BaseModel):
@@ -84,9 +84,9 @@ def paper_protocol(raw: RawDataset, negatives: int = 10, seed: int = 0) -> RawDa
     return RawDataset(raw.schema, cols, lengths, sp, meta=meta)
 
 
-@register_recipe("ml100k-dgenn", ML100KDGParams,
-                 "MovieLens 100K, DG-ENN protocol: targets T-2/T-1/T per user + 10 sampled negatives each",
-                 sources, download=lambda dest: download(dest))
 def build(p: ML100KDGParams, data_dir: Path | None) -> RawDataset:
     raw = build_ml100k(ML100KParams(max_len=p.max_len), data_dir)
     return paper_protocol(raw, p.negatives, p.seed)
+
+
+RECIPE = Recipe("ml100k-dgenn", "MovieLens 100K, DG-ENN protocol: targets T-2/T-1/T per user + 10 sampled negatives each", ML100KDGParams, build, sources, download=download)

@@ -46,7 +46,7 @@ from ..io import numeric_column, read_table, require_columns, split_joined
 from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..split import random_split
-from . import register_recipe
+from .base import Recipe
 from ._movielens import _lookup
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
@@ -152,8 +152,6 @@ def scale_timestamp(ts: np.ndarray, users: np.ndarray, fill: str) -> tuple[np.nd
                "timestamp_fill": fill}
 
 
-@register_recipe("ml1m", ML1MParams, "MovieLens 1M, GraphFM protocol: 7 fields, no ids, random 8:1:1 "
-                 "(739,012 instances)", sources, download=lambda dest: download(dest))
 def build(p: ML1MParams, data_dir: Path | None) -> RawDataset:
     layout, d, f = locate(data_dir)
     if layout == "official":
@@ -212,3 +210,7 @@ def download(dest: Path) -> Path:
     from ..download import fetch_zip
 
     return fetch_zip(URL, dest, member_dir="ml-1m")
+
+
+RECIPE = Recipe("ml1m", ("MovieLens 1M, GraphFM protocol: 7 fields, no ids, random 8:1:1 "
+           "(739,012 instances)"), ML1MParams, build, sources, download=download)

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field as PField
 
 from ..io import numeric_column, read_table, require_columns
-from . import register_recipe
+from .base import Recipe
 from ._movielens import build_ctr_instances, split_lists
 
 BUNDLED = Path(__file__).resolve().parent.parent / "bundled" / "ml-latest-small"
@@ -41,8 +41,6 @@ def sources(p, data_dir):
     return [_ratings(d), d / "movies.csv"]
 
 
-@register_recipe("movielens", MovieLensParams, "MovieLens latest-small (bundled), ml100k-ctr rules", sources,
-                 bundled=True)
 def build(p: MovieLensParams, data_dir: Path | None):
     d = _dir(data_dir)
     f = _ratings(d)
@@ -61,3 +59,6 @@ def build(p: MovieLensParams, data_dir: Path | None):
     )
     raw.meta.update(source=str(d), protocol="ml100k-ctr rules on ml-latest-small")
     return raw
+
+
+RECIPE = Recipe("movielens", "MovieLens latest-small (bundled), ml100k-ctr rules", MovieLensParams, build, sources, bundled=True)

@@ -79,7 +79,7 @@ from pydantic import BaseModel, ConfigDict, Field as PField, model_validator
 from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..split import per_user_chronological, time_quantile_split
-from . import register_recipe
+from .base import Recipe
 
 DAY = 86_400
 SPAN = 180 * DAY  # behaviour timeline [0, SPAN)
@@ -373,8 +373,6 @@ def _gather_rows(dst: np.ndarray, stream: np.ndarray, start: np.ndarray, ln: np.
     dst[rows] = vals
 
 
-@register_recipe("synthetic", SyntheticParams, "synthetic CTR generator (interest-delay behaviour, known logistic labels)",
-                 sources)
 def build(p: SyntheticParams, data_dir: Path | None = None) -> RawDataset:
     w = world(p)
     rng = np.random.default_rng([p.seed, 1])
@@ -488,3 +486,6 @@ def build(p: SyntheticParams, data_dir: Path | None = None) -> RawDataset:
         "time_origin": TIME_ORIGIN, "params": p.model_dump(), "generator": "synthetic interest-delay v1",
     }
     return RawDataset(schema, cols, seq_len, split, meta=meta)
+
+
+RECIPE = Recipe("synthetic", "synthetic CTR generator (interest-delay behaviour, known logistic labels)", SyntheticParams, build, sources)

@@ -49,7 +49,7 @@ from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..sequences import gather, history_index, rank_in_group, sort_events
 from ..split import time_quantile_split
-from . import register_recipe
+from .base import Recipe
 from .custom import interleave, sample_valid_negatives
 
 COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
@@ -159,8 +159,6 @@ def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.n
     return pi[first], pc[first]
 
 
-@register_recipe("taobao", TaobaoParams, "Taobao UserBehavior clicks with DIN-style sampled negatives, "
-                 "global time split", sources)
 def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
     path = locate(p, data_dir)
     ev = read_events(path)
@@ -243,3 +241,7 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
             "test_from_ts": float(np.quantile(ts[pos], p.test_quantile))}
     return RawDataset(Schema(tuple(fields), label="label", description="Taobao UserBehavior"), cols, lengths, split,
                       meta=meta)
+
+
+RECIPE = Recipe("taobao", ("Taobao UserBehavior clicks with DIN-style sampled negatives, "
+           "global time split"), TaobaoParams, build, sources)

@@ -1,0 +1,2 @@
+"""The package version (a leaf module: anything may import it)."""
+__version__ = "0.1.0"

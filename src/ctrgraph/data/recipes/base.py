@@ -1,0 +1,76 @@
+"""A data recipe: one public data set (or a generator) turned into a :class:`~ctrgraph.data.raw.RawDataset`
+by a documented protocol, then encoded and cached.
+
+Every recipe module defines a :class:`Recipe` constant; :mod:`ctrgraph.registry` lists them by name
+(``registry.load_dataset("ml100k", ...)``). :func:`load_encoded` encodes a recipe's raw data set
+and caches the result on disk keyed by the recipe, its parameters and the source files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ValidationError
+
+from ...errors import ConfigError, DataError
+from ..dataset import EncodedDataset
+from ..encode import cache_key, cache_root, encode
+from ..io import file_fingerprint
+from ..raw import RawDataset
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """``build(params, data_dir) -> RawDataset``; ``sources(params, data_dir)`` lists the files the
+    cache key fingerprints; ``download(dest) -> folder`` fetches the official files (online users)."""
+
+    name: str
+    description: str
+    params: type[BaseModel]
+    build: Callable[[BaseModel, Path | None], RawDataset]
+    sources: Callable[[BaseModel, Path | None], list[Path]]
+    bundled: bool = False
+    download: Callable[[Path], Path] | None = None
+
+
+def parse_params(recipe: Recipe, params: dict | None) -> BaseModel:
+    try:
+        return recipe.params(**(params or {}))
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        raise ConfigError(f"dataset {recipe.name!r} parameters: {errs}") from None
+
+
+def _build(recipe: Recipe, p: BaseModel, data_dir: Path | None) -> RawDataset:
+    raw = recipe.build(p, data_dir)
+    raw.meta.setdefault("recipe", recipe.name)
+    raw.meta.setdefault("params", p.model_dump())
+    return raw
+
+
+def build_raw(recipe: Recipe, params: dict | None = None, data_dir: str | Path | None = None) -> RawDataset:
+    """The recipe's raw (not yet encoded) data set."""
+    return _build(recipe, parse_params(recipe, params), Path(data_dir) if data_dir else None)
+
+
+def load_encoded(recipe: Recipe, params: dict | None = None, data_dir: str | Path | None = None,
+                 cache: bool = True, min_count: int = 1) -> EncodedDataset:
+    """Build (or read from the cache) the encoded data set of a recipe."""
+    p = parse_params(recipe, params)
+    ddir = Path(data_dir) if data_dir else None
+    if ddir is not None and not ddir.exists():
+        raise DataError(f"dataset {recipe.name!r}: data directory not found: {ddir}")
+    fp = file_fingerprint(recipe.sources(p, ddir))
+    key = cache_key(recipe.name, dict(p.model_dump(), min_count=min_count), fp)
+    path = cache_root() / "datasets" / key
+    if cache and (path / "meta.json").exists() and os.environ.get("CTRGRAPH_NO_CACHE") != "1":
+        return EncodedDataset.load(path)
+    ds = encode(_build(recipe, p, ddir), min_count=min_count, source=f"dataset {recipe.name!r}", consume=True)
+    if cache:
+        try:
+            ds.save(path)
+        except OSError:
+            pass  # a read-only cache is not an error
+    return ds

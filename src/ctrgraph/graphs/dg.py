@@ -1,0 +1,189 @@
+"""DG-ENN graph state (Guo et al. 2021, §4.1): the graphs built once from the train split, and symmetric graphs
+whose normalised adjacency is recomputed cheaply per step with some edges dropped (§2.3 of the
+research notes: the batch's own positive edges must not reach its prediction).
+
+All builders come from :mod:`ctrgraph.graphs`; this module only assembles them:
+
+- ``user_attr`` / ``item_attr``: one owner x value incidence per attribute field (G_ua, G_vb, §4.1.1),
+- ``uu``: the user kNN graph of Eq. 8, ``vv``: the undirected item transition graph (counts kept
+  so that one user's contribution can be subtracted), ``uv``: Y from the train positives (§4.1.2),
+- a lookup ``(user, item) -> (previous item, next item)`` in the user's train sequence, so that a
+  positive instance's own transitions can be dropped from ``vv`` along with its ``uv`` edge.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..data.schema import Kind, Role
+from ..errors import ConfigError
+from . import builders
+from .from_dataset import attribute_incidences, user_item_from_dataset, user_sequences
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+
+@dataclass
+class DGGraphData:
+    """Host-side (scipy) graphs of one data set's train split."""
+
+    n_users: int
+    n_items: int
+    user_attr: dict[str, sp.csr_matrix]
+    item_attr: dict[str, sp.csr_matrix]
+    uu: sp.csr_matrix
+    vv: sp.csr_matrix  # symmetric transition counts (C + C^T), no diagonal
+    uv: sp.csr_matrix  # users x items, 0/1
+    seq_keys: np.ndarray  # sorted user * n_items + item of each (first) position in a user sequence
+    seq_prev: np.ndarray  # the item before it in the user's sequence (0: none)
+    seq_next: np.ndarray  # the item after it (0: none)
+    knn_y: sp.csr_matrix | None = None  # the Y of Eq. 8 (users x items, 0/1), for a per-step leave-out kNN
+    knn_attr: sp.csr_matrix | None = None  # the A of Eq. 8 (users x attribute values), None: no attributes
+
+
+def sequence_neighbours(values: np.ndarray, offsets: np.ndarray, users: np.ndarray, n_items: int):
+    """For every position of every user sequence: key ``user * n_items + item``, previous and next
+    item of the same sequence (0 at the ends). Sorted by key; an item repeated in one user's
+    sequence keeps its first position only (its other transitions are then not dropped per step)."""
+    lens = np.diff(offsets)
+    u = np.repeat(np.asarray(users, dtype=np.int64), lens)
+    v = np.asarray(values, dtype=np.int64)
+    first = np.zeros(v.size, dtype=bool)
+    first[offsets[:-1][lens > 0]] = True
+    last = np.zeros(v.size, dtype=bool)
+    last[offsets[1:][lens > 0] - 1] = True
+    prev = np.where(first, 0, np.roll(v, 1))
+    nxt = np.where(last, 0, np.roll(v, -1))
+    prev[prev == v] = 0  # self transitions are not edges of the transition graph
+    nxt[nxt == v] = 0
+    keys = u * n_items + v
+    order = np.argsort(keys, kind="stable")
+    keys, prev, nxt = keys[order], prev[order], nxt[order]
+    keep = np.r_[True, keys[1:] != keys[:-1]] if keys.size else np.zeros(0, dtype=bool)
+    return keys[keep], prev[keep], nxt[keep]
+
+
+def build_graph_data(ds, knn_k: int = 10, knn_alpha: tuple[float, float] = (0.5, 0.5),
+                     uv_histories: bool = True, uv_targets: bool = True) -> DGGraphData:
+    """Every DG-ENN graph from the **train split** of an encoded data set (fields found by role).
+
+    Y (uv graph and the Y of Eq. 8) = the train positives (``uv_targets``), plus with
+    ``uv_histories`` every (user, history item) pair of the training rows. On ml100k-ctr the
+    histories are earlier train positives anyway. Under the paper's protocol (one train target per
+    user) Y must be the behaviours only (``uv_targets=False``): the targets are then never in any
+    graph, as in the paper, and no per-step drop is needed."""
+    s = ds.schema
+    user, item = s.first(Role.USER), s.first(Role.ITEM)
+    if user is None or item is None or not user.encoded or not item.encoded:
+        raise ConfigError("dg embedding: the schema needs an encoded user field and an encoded item field")
+    n_users, n_items = len(ds.vocabs[user.table]), len(ds.vocabs[item.table])
+    hist = next((f for f in s.by_role(Role.BEHAVIOR)
+                 if f.kind == Kind.SEQUENCE and f.group is None and f.target == item.name), None)
+    tr = ds.split("train")
+    inc = list(attribute_incidences(ds, "user").values())
+    knn_attr = builders.mixed_incidence(inc)[0].tocsr() if inc else None
+    if uv_targets:
+        knn_y = user_item_from_dataset(ds, include_histories=True).tocsr()
+        uv = knn_y if uv_histories else user_item_from_dataset(ds, include_histories=False).tocsr()
+    else:
+        if hist is None or not uv_histories:
+            raise ConfigError("dg embedding: uv_targets=false needs a behaviour sequence and uv_histories=true")
+        uv = knn_y = builders.user_item_graph(tr[user.name], tr[hist.name], n_users, n_items).tocsr()
+    uu = builders.user_knn_graph(knn_y, knn_attr, k=knn_k, alpha=knn_alpha).tocsr()
+    if hist is not None:
+        ts = next((f for f in s.fields if f.group == hist.name and not f.embed), None)
+        vals, offs, uids = user_sequences(tr[user.name], tr[hist.name], tr[ts.name] if ts is not None else None)
+        vv = builders.transition_graph((vals, offs), n_items, weighted=True)
+        keys, prev, nxt = sequence_neighbours(vals, offs, uids, n_items)
+    else:  # no behaviour sequence: an empty transition graph
+        vv = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+        keys = prev = nxt = np.zeros(0, dtype=np.int64)
+    return DGGraphData(n_users, n_items, attribute_incidences(ds, "user"), attribute_incidences(ds, "item"),
+                       uu, vv.tocsr(), uv, keys, prev, nxt, knn_y, knn_attr)
+
+
+class DropGraph:
+    """A symmetric graph over ``n`` nodes as a fixed CSR structure (every edge plus the diagonal),
+    whose values are recomputed per step from which undirected pairs are present.
+
+    ``counts`` holds a multiplicity per undirected pair (transition counts; 1 for 0/1 graphs); a
+    step may subtract multiplicities (:meth:`adjacency`), a pair is an edge iff its count stays > 0.
+    Edges are unweighted (``|N_h|`` of Eqs. 9-11 counts neighbours). Normalisations:
+
+    - ``sym``: ``d(h, i) = 1/sqrt(|N_h||N_i|)`` between neighbours (Eqs. 10-11),
+    - ``gcn``: the same plus the centre term ``d(h, h) = 1/|N_h|`` (Eq. 9 read literally; research
+      notes 2.2 #4, equal to :func:`ctrgraph.graphs.gcn_literal_norm`).
+
+    A node without neighbours (after the drop) gets the diagonal value ``isolated`` (1: it keeps
+    its own embedding in every layer; 0: layers >= 1 are zero, the literal formulas).
+    Dropped edges stay in the structure with value 0, so no step re-sorts anything.
+    """
+
+    def __init__(self, adj: sp.spmatrix, norm: str = "sym", isolated: float = 1.0):
+        if norm not in ("sym", "gcn"):
+            raise ConfigError(f"dg embedding: normalisation must be sym or gcn, got {norm!r}")
+        a = sp.csr_matrix(adj)
+        n = a.shape[0]
+        if a.shape != (n, n):
+            raise ValueError(f"DropGraph needs a square matrix, got {a.shape}")
+        if (a != a.T).nnz:
+            raise ValueError("DropGraph needs a symmetric matrix")
+        a = a.tocoo()
+        off = (a.row != a.col) & (a.data != 0)
+        r, c, w = a.row[off].astype(np.int64), a.col[off].astype(np.int64), a.data[off]
+        rows = np.concatenate([r, np.arange(n, dtype=np.int64)])
+        cols = np.concatenate([c, np.arange(n, dtype=np.int64)])
+        order = np.lexsort((cols, rows))
+        rows, cols = rows[order], cols[order]
+        is_diag = rows == cols
+        up = r < c
+        pair_keys = r[up] * n + c[up]
+        porder = np.argsort(pair_keys)
+        pair_keys, pair_cnt = pair_keys[porder], w[up][porder].astype(np.float32)
+        lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+        pid = np.searchsorted(pair_keys, lo * n + hi)
+        pid[is_diag] = 0
+        self.n, self.norm, self.isolated = n, norm, float(isolated)
+        t = torch.from_numpy
+        self.rows, self.cols, self.is_diag, self.pid = t(rows), t(cols), t(is_diag), t(pid)
+        self.crow = t(np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64))
+        self.pair_keys, self.pair_cnt = t(pair_keys), t(pair_cnt)
+
+    def to(self, device) -> "DropGraph":
+        for k in ("rows", "cols", "is_diag", "pid", "crow", "pair_keys", "pair_cnt"):
+            setattr(self, k, getattr(self, k).to(device))
+        return self
+
+    def pair_ids(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Ids of the undirected pairs (a[i], b[i]) that are edges of the graph (others dropped)."""
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        q = lo * self.n + hi
+        if self.pair_keys.numel() == 0 or q.numel() == 0:
+            return torch.zeros(0, dtype=torch.long, device=q.device)
+        pos = torch.searchsorted(self.pair_keys, q).clamp_max(self.pair_keys.numel() - 1)
+        hit = (self.pair_keys[pos] == q) & (lo != hi)
+        return pos[hit]
+
+    def adjacency(self, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised adjacency (torch sparse CSR) after subtracting one count per pair id in
+        ``drop`` (repeats subtract several)."""
+        present = self.pair_cnt > 0
+        if drop is not None and drop.numel():
+            cnt = self.pair_cnt.index_add(0, drop, torch.full(drop.shape, -1.0, device=drop.device))
+            present = cnt > 0
+        on = ~self.is_diag
+        if present.numel():
+            on = on & present[self.pid]
+        else:
+            on = torch.zeros_like(on)
+        deg = torch.bincount(self.rows[on], minlength=self.n).to(torch.float32)
+        s = torch.where(deg > 0, deg.clamp_min(1.0).rsqrt(), torch.zeros_like(deg))
+        val = torch.where(on, s[self.rows] * s[self.cols], torch.zeros((), device=deg.device))
+        centre = deg.clamp_min(1.0).reciprocal() if self.norm == "gcn" else torch.zeros_like(deg)
+        centre = torch.where(deg > 0, centre, torch.full_like(deg, self.isolated))
+        val = torch.where(self.is_diag, centre[self.rows], val)
+        return torch.sparse_csr_tensor(self.crow, self.cols, val, size=(self.n, self.n), check_invariants=False)

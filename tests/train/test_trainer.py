@@ -1,0 +1,86 @@
+"""Trainer: determinism, checkpoints, resume, auxiliary losses, early stopping."""
+import json
+
+import torch
+
+from ctrgraph.config import TrainConfig
+from ctrgraph.data.schema import FeatureSpec
+from ctrgraph.embeddings import EmbeddingProvider
+from ctrgraph.registry import build_model
+from ctrgraph.train.trainer import Trainer
+
+
+def _fit(planted, run_dir=None, resume=False, provider=None, **kw):
+    torch.manual_seed(0)
+    spec = FeatureSpec(planted.schema, planted.vocab_sizes)
+    model = build_model("deepfm", spec, {"hidden": [16], "dropout": 0.1}, dim=4, init_std=0.01)
+    if provider is not None:
+        model.embedding = provider(spec, 4, init_std=0.01)
+    cfg = TrainConfig(**{"epochs": 3, "batch_size": 512, "lr": 1e-2, "patience": 0, "progress": False, **kw})
+    return model, Trainer(cfg, run_dir).fit(model, planted, resume=resume)
+
+
+def test_same_seed_same_numbers(planted):
+    m1, r1 = _fit(planted)
+    m2, r2 = _fit(planted)
+    assert r1["test"] == r2["test"] and r1["valid"] == r2["valid"]
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoints_log_and_resume(planted, tmp_path):
+    full, rf = _fit(planted, tmp_path / "full", epochs=4)
+    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["epoch"] == 1
+    assert (tmp_path / "full" / "best.pt").exists() and (tmp_path / "full" / "last.pt").exists()
+    assert not list((tmp_path / "full").glob("*.tmp"))
+    # interrupted after 2 epochs, then resumed to 4: identical to the uninterrupted run
+    _fit(planted, tmp_path / "cut", epochs=2)
+    res, rr = _fit(planted, tmp_path / "cut", resume=True, epochs=4)
+    assert rr["test"] == rf["test"] and rr["epochs_run"] == 4
+    for (k, a), (_, b) in zip(full.state_dict().items(), res.state_dict().items()):
+        assert torch.allclose(a, b), k
+
+
+def test_early_stopping_restores_best(planted):
+    m, r = _fit(planted, epochs=30, patience=2, lr=0.05)
+    h = r["history"]
+    assert r["epochs_run"] < 30 and r["epochs_run"] - r["best_epoch"] == 2
+    best = max(x["valid_auc"] for x in h)
+    assert h[r["best_epoch"] - 1]["valid_auc"] == best
+    assert abs(r["valid"]["auc"] - best) < 1e-9  # the best checkpoint was restored
+
+
+class AuxProvider(EmbeddingProvider):
+    """A provider with an auxiliary loss, as Res-embedding's L2 on R."""
+
+    name = "testaux"
+
+    def aux_losses(self, step):
+        return {"item_norm": self.tables["item_id"].weight.pow(2).sum()}
+
+
+def test_aux_losses_are_weighted_and_logged(planted):
+    m1, r1 = _fit(planted, provider=AuxProvider, epochs=2)
+    assert "aux_item_norm" in r1["history"][0] and r1["history"][0]["aux_item_norm"] > 0
+    m0, _ = _fit(planted, provider=AuxProvider, epochs=2, aux_weights={"item_norm": 0.0})
+    n1 = m1.embedding.tables["item_id"].weight.norm()
+    n0 = m0.embedding.tables["item_id"].weight.norm()
+    assert n1 < n0  # the penalty pulled the table towards zero only when weighted in
+    m2, _ = _fit(planted, epochs=2, embedding_l2=1.0)
+    m3, _ = _fit(planted, epochs=2)
+    assert m2.embedding.tables["user_id"].weight.norm() < m3.embedding.tables["user_id"].weight.norm()
+
+
+def test_num_threads_is_set_only_when_it_changes_the_count(planted, monkeypatch):
+    # set_num_threads(n) with n == the current count still slows scaled_dot_product_attention
+    # (PyTorch 2.13 CPU, docs/graphfm.md), so the trainer must not call it then
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    now = torch.get_num_threads()
+    _fit(planted, epochs=1, num_threads=now)
+    assert calls == []
+    other = 1 if now != 1 else 2
+    _fit(planted, epochs=1, num_threads=other)
+    assert calls == [other, now] and torch.get_num_threads() == now  # set, then restored
