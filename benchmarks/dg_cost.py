@@ -45,7 +45,7 @@ def main() -> None:
     import numpy as np
 
     from ctrgraph.config import load_config
-    from ctrgraph.embeddings.dg_export import plain_model
+    from ctrgraph.runs.export import plain_model
 
     dg = f"dg-{a.base}"
     res = interleaved([a.base, dg], a.dataset, a.data_dir, a.epochs, a.threads)

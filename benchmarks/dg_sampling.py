@@ -35,7 +35,7 @@ from graphs import parse_n, zipf_draw  # benchmarks/graphs.py (this folder is on
 
 def make_graphs(n_users: int, n_items: int, events: int, zipf: float, knn: int, seed: int = 0):
     """Streams and DG-ENN graphs; ids start at 2 (0 padding, 1 out-of-vocabulary)."""
-    from ctrgraph.embeddings.dg_graphs import DGGraphData, sequence_neighbours
+    from ctrgraph.graphs.dg import DGGraphData, sequence_neighbours
     from ctrgraph.graphs import attribute_incidence, transition_graph, user_item_graph
 
     rng = np.random.default_rng(seed)
@@ -85,8 +85,8 @@ def make_batches(streams, g, n_batches: int, rows: int, max_len: int, seed: int 
 
 
 def make_provider(vocab: dict, dim: int, max_len: int, **params):
-    from ctrgraph.data.schema import Field, Kind, Role, Schema
-    from ctrgraph.embeddings import FeatureSpec, build_provider
+    from ctrgraph.data.schema import FeatureSpec, Field, Kind, Role, Schema
+    from ctrgraph.registry import build_provider
 
     fields = (Field("user_id", Kind.CATEGORICAL, Role.USER), Field("item_id", Kind.CATEGORICAL, Role.ITEM),
               Field("age", Kind.CATEGORICAL, Role.USER_ATTR), Field("city", Kind.CATEGORICAL, Role.USER_ATTR),
@@ -110,9 +110,10 @@ def time_steps(p, batches: list[dict], weights: dict) -> dict:
             fwd.append(t1 - t0)
             bwd.append(t2 - t1)
             if p.fanouts is not None:
-                bl = [blk for s in p.last_blocks.values() for lst in s for blk in lst]
+                step = out.step
+                bl = [blk for s in step["blocks"].values() for lst in s for blk in lst]
                 stats.append((sum(int(x.src.numel()) for x in bl), sum(int(x.adj.values().numel()) for x in bl),
-                              int(p._rows["user_id"][0].numel()), int(p._rows["item_id"][0].numel())))
+                              int(step["rows"]["user_id"][0].numel()), int(step["rows"]["item_id"][0].numel())))
     res = {"forward_s": statistics.median(fwd), "backward_s": statistics.median(bwd),
            "step_s": statistics.median([a + b for a, b in zip(fwd, bwd)])}
     if stats:

@@ -218,9 +218,9 @@ def run_propagation(edges: int, batch: int = 1024, dim: int = 16, reps: int = 10
 
     import ctrgraph.graphs as g
     from ctrgraph.data.loader import BatchLoader
-    from ctrgraph.data.recipes import load_dataset
-    from ctrgraph.embeddings import FeatureSpec
-    from ctrgraph.models import build_model
+    from ctrgraph.registry import load_dataset
+    from ctrgraph.data.schema import FeatureSpec
+    from ctrgraph.registry import build_model
 
     rng = np.random.default_rng(0)
     nu, ni = edges // 20, edges // 10

@@ -33,7 +33,7 @@ def _nbytes(arrays: dict) -> float:
 def run_one(n: int, max_len: int, mode: str = "encode") -> dict:
     """Generate and encode one data set in this process; return timings and peaks."""
     from ctrgraph.data.encode import encode
-    from ctrgraph.data.recipes import build_raw
+    from ctrgraph.registry import build_raw
 
     params = {"n_instances": n, "n_users": max(10, n // 20), "n_items": max(20_000, n // 50),
               "n_categories": 100, "max_len": max_len}

@@ -31,8 +31,8 @@ def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: in
     import torch
 
     from ctrgraph.config import load_config
-    from ctrgraph.embeddings import FeatureSpec
-    from ctrgraph.train.run import dataset_for, model_for
+    from ctrgraph.data.schema import FeatureSpec
+    from ctrgraph.runs.assemble import dataset_for, model_for
     from ctrgraph.train.trainer import Trainer
 
     if threads and threads != torch.get_num_threads():  # an unchanged count still slows SDPA (docs/graphfm.md)
@@ -63,8 +63,8 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
 
     from ctrgraph.config import load_config
     from ctrgraph.data.loader import BatchLoader
-    from ctrgraph.embeddings import FeatureSpec
-    from ctrgraph.train.run import dataset_for, model_for
+    from ctrgraph.data.schema import FeatureSpec
+    from ctrgraph.runs.assemble import dataset_for, model_for
     from ctrgraph.train.trainer import init_prior_bias
 
     if threads and threads != torch.get_num_threads():  # an unchanged count still slows SDPA (docs/graphfm.md)
@@ -78,9 +78,8 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
         c = load_config(None, ov + [f"model.name={name}"])
         torch.manual_seed(1)
         m = model_for(c, spec)
-        if callable(getattr(m, "prepare", None)):
-            m.prepare(data)
-        if getattr(m, "prior_bias_default", False) or getattr(m.embedding, "prior_bias_default", False):
+        m.prepare(data)
+        if m.wants_prior_bias():
             init_prior_bias(m, data)  # as the trainer does (train.prior_bias: auto)
         runs.append((name, m, torch.optim.Adam(m.parameters(), lr=1e-3), [], []))
     train = data.split("train")

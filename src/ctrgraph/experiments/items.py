@@ -30,7 +30,7 @@ from .analysis import (
     history_lengths,
     item_colours,
     item_embedding_matrix,
-    planted_test_probabilities,
+    planted_score_test_split,
     top_items,
     tsne,
     value_frequency_rows,
@@ -328,7 +328,7 @@ class Buckets(Item):
         return rows, groups, nb + 1, [(what, nm) for nm in bucket_names(edges)] + [("all", "all test rows")]
 
     def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
-        from ..runs.scoring import test_probabilities
+        from ..runs.scoring import score_test_split
 
         out_rows, checks, boot_rows, fig_panels = [], [], [], []
         for d in self.datasets:
@@ -338,7 +338,7 @@ class Buckets(Item):
             data = ctx.store.data(drs[0].cfg)
             y = np.asarray(data.split("test")[data.schema.label])
             rows, groups, ng, names = self._groups(data)
-            truth = planted_test_probabilities(drs[0].cfg, data) if self.truth else None
+            truth = planted_score_test_split(drs[0].cfg, data) if self.truth else None
             user = data.schema.first(Role.USER)
             users = np.asarray(data.split("test")[user.name], dtype=np.int64) if user is not None else None
             for base, graph in self.pairs:
@@ -346,7 +346,7 @@ class Buckets(Item):
                 for v in (base, graph):
                     for r in drs:
                         if r.label == v.label:
-                            p, a, ref = test_probabilities(r.dir, data)
+                            p, a, ref = score_test_split(r.dir, data)
                             pr[(v.label, r.seed)] = p
                             checks.append(f"{r.label} seed {r.seed} ({r.dir.name}): test AUC {a:.4f}, "
                                           f"metrics.json {ref:.4f}" + ("" if abs(a - ref) < 1e-4 else " (MISMATCH)"))
