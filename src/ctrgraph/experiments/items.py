@@ -30,7 +30,7 @@ from .analysis import (
     history_lengths,
     item_colours,
     item_embedding_matrix,
-    planted_score_test_split,
+    planted_test_probabilities,
     top_items,
     tsne,
     value_frequency_rows,
@@ -338,7 +338,7 @@ class Buckets(Item):
             data = ctx.store.data(drs[0].cfg)
             y = np.asarray(data.split("test")[data.schema.label])
             rows, groups, ng, names = self._groups(data)
-            truth = planted_score_test_split(drs[0].cfg, data) if self.truth else None
+            truth = planted_test_probabilities(drs[0].cfg, data) if self.truth else None
             user = data.schema.first(Role.USER)
             users = np.asarray(data.split("test")[user.name], dtype=np.int64) if user is not None else None
             for base, graph in self.pairs:
