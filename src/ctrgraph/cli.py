@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -195,7 +196,10 @@ def cmd_reproduce(a) -> int:
     out = Path(a.out or f"runs/reproduce-{a.paper}")
     ctx = Context(out, sets=list(a.set or []), data_dir=a.data_dir, seeds=_ints(a.seeds, "--seeds"),
                   only=a.only, datasets=a.datasets)
-    command = "ctrgraph reproduce " + " ".join([a.paper, *a.items] + (["--seeds", a.seeds] if a.seeds else []))
+    opts = [("--seeds", a.seeds)] + [("--only", x) for x in a.only or []] + \
+        [("--datasets", x) for x in a.datasets or []] + [("--set", x) for x in a.set or []]
+    command = " ".join(["ctrgraph", "reproduce", a.paper, *a.items] +
+                       [f"{k} {shlex.quote(v)}" for k, v in opts if v])
     entries = run_study(study, a.items, ctx, command=command, dry_run=a.dry_run)
     if a.dry_run:
         return 0

@@ -113,7 +113,7 @@ def test_res_embedding_pulls_same_category_items_together():
     """Res-embedding's Proposition 1, measured on the synthetic generator's planted categories."""
     from ctrgraph.data.lookups import attribute_table
     from ctrgraph.registry import load_dataset
-    from ctrgraph.experiments.embedding_analysis import (
+    from ctrgraph.experiments.analysis import (
         category_cosines,
         item_embedding_matrix,
     )

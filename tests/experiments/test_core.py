@@ -135,8 +135,13 @@ def test_bad_selections_are_clear_errors(tmp_path):
     t = Table("t", "T", [V("FM", "fm")], [SYN], seeds=(1,))
     with pytest.raises(ConfigError, match="has no table or figure 'nope'; it has: t"):
         run_study(_study(t), ["nope"], _quiet(tmp_path))
-    with pytest.raises(ConfigError, match="no finished runs"):
-        run_study(_study(t), None, _quiet(tmp_path, only=["LR"]))
+    with pytest.raises(ConfigError, match=r"--only \['LR'\] selects nothing in t \(selected: \['FM'\]\)"):
+        run_study(_study(t), None, _quiet(tmp_path, only=["FM", "LR"]))
+    with pytest.raises(ConfigError, match="--datasets"):
+        run_study(_study(t), None, _quiet(tmp_path, datasets=["ml100k"]))
+    # a label is matched exactly too (labels may hold shell-pattern characters)
+    g = Table("g", "G", [V("m=[3,1]", "fm"), V("m=[3,2]", "lr")], [SYN])
+    assert [r.label for r in g.runs(_quiet(tmp_path, only=["m=[3,1]"], seeds=[1]))] == ["m=[3,1]"]
     with pytest.raises(ConfigError, match="unknown model 'fmm'"):
         run_study(_study(Table("u", "U", [V("X", "fmm")], [SYN])), None, _quiet(tmp_path))
     assert not (tmp_path / "runs").exists()  # names are resolved before anything trains

@@ -47,7 +47,7 @@ def test_paper_rows_and_shared_runs(tmp_path):
     gt2 = _dirs("graphfm", "table2", tmp_path)
     abl = _dirs("graphfm", "ablation", tmp_path)
     assert gt2[("GraphFM", "ml100k", 1)] == abl[("GraphFM", "ml100k", 1)]
-    assert len(_dirs("graphfm", "sweep", tmp_path, seeds=[1])) == 16
+    assert len(_dirs("graphfm", "sweep", tmp_path, seeds=[1])) == 20
 
 
 def test_reproduce_command_lists_and_refuses_unknown_names(capsys, tmp_path):

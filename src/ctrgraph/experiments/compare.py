@@ -7,7 +7,6 @@ every number is read back from run directories, so a table can always be regener
 """
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..errors import ConfigError
 from ..registry import parse_model_name
 from .core import Context, DataSet, Variant, ensure_all, plan
 from .items import Table
+from .tables import write_csv
 
 RESULT_COLUMNS = ["model", "seed", "test_auc", "test_logloss", "test_gauc", "valid_auc", "valid_logloss",
                   "best_epoch", "epochs_run", "seconds_per_epoch", "train_samples_per_s", "run_dir"]
@@ -52,11 +52,7 @@ def run_compare(cfg: RunConfig, models: list[str], seeds: list[int], out: str | 
             ctx.store.use_data(r.cfg, data)
     ensure_all(per, todo, ctx)
     rows = [_row(r) for r in runs]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     table.report(ctx, runs, out / "summary")
     return rows
 

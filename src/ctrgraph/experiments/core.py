@@ -159,10 +159,10 @@ class Context:
             self.store = RunStore(self.out / "runs", self.log)
 
     def selected(self, label: str) -> bool:
-        return not self.only or any(fnmatch.fnmatchcase(label, p) for p in self.only)
+        return not self.only or any(_matches(label, p) for p in self.only)
 
     def selected_data(self, datasets: list[DataSet]) -> list[DataSet]:
-        return [d for d in datasets if not self.datasets or any(fnmatch.fnmatchcase(d.label, p) for p in self.datasets)]
+        return [d for d in datasets if not self.datasets or any(_matches(d.label, p) for p in self.datasets)]
 
     def resolve(self, variant: Variant, dataset: DataSet, seed: int) -> Run:
         """The run of one (variant, data set, seed) under the config layers of the module docstring."""
@@ -170,6 +170,11 @@ class Context:
         cfg = config_from_layers([dict(self.base), dict(self.defaults), dict(dataset.set), cli, dict(variant.set),
                                   {"train.seed": seed}])
         return Run(variant.label, dataset.label, seed, cfg, self.store.root / run_dir_name(cfg), run_key(cfg))
+
+
+def _matches(label: str, pattern: str) -> bool:
+    """The exact label, or a shell pattern (``DG-PNN *``); labels may hold ``[`` (``m=[12,6,1]``)."""
+    return label == pattern or fnmatch.fnmatchcase(label, pattern)
 
 
 class Item:
@@ -239,6 +244,12 @@ def run_study(study: Study, names: list[str] | None, ctx: Context, command: str 
     items = [study.item(n) for n in names] if names else list(study.items)
     ctx.defaults = study.defaults
     per, todo = plan(items, ctx)
+    for flag, wanted, have in (("--only", ctx.only, {r.label for runs in per.values() for r in runs}),
+                               ("--datasets", ctx.datasets, {r.dataset for runs in per.values() for r in runs})):
+        missing = [p for p in wanted or [] if not any(_matches(x, p) for x in have)]
+        if missing:
+            raise ConfigError(f"{flag} {missing} selects nothing in {', '.join(i.name for i in items)}"
+                              f" (selected: {sorted(have) or 'nothing'})")
     if dry_run:
         for r in todo:
             state = "finished" if (r.dir / "metrics.json").exists() else \

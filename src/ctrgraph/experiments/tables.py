@@ -45,18 +45,25 @@ def markdown(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_csv(path: Path, rows: list[dict], keys: list[str] | None = None) -> Path:
+    """Rows as CSV with full-precision values; columns ``keys`` or the union of the rows' keys, in order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = keys or list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (repr(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in r.items()})
+    return path
+
+
 def write_table(stem: Path, rows: list[dict], columns: list[Column], title: str = "", caption: str = "",
                 csv_keys: list[str] | None = None) -> dict:
     """Write ``<stem>.md`` and ``<stem>.csv``; returns ``{title, md, csv, columns, rows}`` (display
     cells) for the manifest. CSV columns: ``csv_keys`` or the union of the rows' keys, in order."""
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    keys = csv_keys or list(dict.fromkeys(k for r in rows for k in r))
-    with open(stem.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (repr(v) if isinstance(v, (dict, list, tuple)) else v) for k, v in r.items()})
+    write_csv(stem.with_suffix(".csv"), rows, csv_keys)
     headers = [c.header for c in columns]
     cells = [[c.text(r) for c in columns] for r in rows]
     md = (f"# {title}\n\n" if title else "") + (f"{caption}\n\n" if caption else "") + markdown(headers, cells)

@@ -34,7 +34,7 @@ ITEMS = [
           plots=(Plot("bar", title="test AUC (± std over seeds)"),)),
     Table("sweep", "Fig. 3: neighbourhood sizes m_2 x m_3 (m_1 = n, three layers)",
           [V(f"m=[{ML100K_FIELDS},{a},{b}]", "graphfm", {"model.layers": 3, "model.m": [ML100K_FIELDS, a, b]},
-             keys={"m2": a, "m3": b}) for a in (2, 4, 6, 8) for b in (1, 2, 3, 4)], [ML100K],
+             keys={"m2": a, "m3": b}) for a in (2, 3, 4, 6, 8) for b in (1, 2, 3, 4)], [ML100K],
           plots=(Plot("heatmap", rows="m2", cols="m3", title=f"test AUC, m1 = n = {ML100K_FIELDS}"),)),
     Explain("fig4", "Fig. 4: the interactions GraphFM selects, per layer", V("GraphFM", "graphfm"), ML100K,
             rows=(0, 1), caption="p: edge score after selection; weight: attention on the message (mean over heads)."),
