@@ -179,14 +179,18 @@ def cmd_download(a) -> int:
 
 def cmd_reproduce(a) -> int:
     """Every table and figure of the implemented papers (experiments/studies): ``--list`` shows them."""
-    from .experiments.core import Context, run_study
+    from .experiments.core import Context, plan, run_study
     from .experiments.studies import STUDIES, get_study
 
     if a.list or not a.paper:
         for st in STUDIES.values():
             print(f"{st.paper}: {st.title} ({st.doc})")
+            per, _ = plan(st.items, Context(Path("."), defaults=st.defaults))
             for it in st.items:
-                print(f"  {it.name:<22s} {it.title} [seeds {','.join(map(str, getattr(it, 'seeds', ())))}]")
+                runs = per[it.name]
+                what = f"{len(runs)} runs, seeds {','.join(map(str, sorted({r.seed for r in runs})))}" if runs \
+                    else "no training"
+                print(f"  {it.name:<22s} {it.title} [{what}]")
         if not a.list:
             print("\nusage: ctrgraph reproduce <paper> [<table-or-figure> ...] [--seeds] [--data-dir] [--out]")
         return 0

@@ -59,7 +59,7 @@ def _train_rows(run) -> float:
 ITEMS = [
     Table("table3", "Table 3: {MLP, PNN, DIN} x embedding variants", TABLE3, [ML100K], seeds=(1,), row_header="method",
           caption="RelaImpr against each base network's plain row."),
-    Table("table4", "Table 4: embedding dimension 18 vs 36", TABLE4, [ML100K], seeds=(1,), row_header="method",
+    Table("table4", "Table 4: embedding dimension 18 vs 36", TABLE4, [ML100K], seeds=(1,), row_header="row",
           caption="RelaImpr against plain DIN at d = 18."),
     Table("fraction", "Fig. 6: train-set fraction", FRACTION, [ML100K], seeds=(1,), row_header="method",
           extra=(Metric("train_rows", "train rows", _train_rows),),
