@@ -1,0 +1,54 @@
+"""Run identity: what determines a run's numbers, normalised; the run key names its directory."""
+import pytest
+
+from ctrgraph.config import config_from_layers
+from ctrgraph.errors import ConfigError
+from ctrgraph.runs.identity import run_dir_name, run_identity, run_key
+
+
+def cfg(**sets):
+    return config_from_layers([{"data.name": "ml100k", **{k.replace("__", "."): v for k, v in sets.items()}}])
+
+
+def test_environment_entries_do_not_change_the_key():
+    k = run_key(cfg(model__name="din"))
+    assert k.startswith("din-") and len(k) == len("din-") + 8
+    assert k == run_key(cfg(model__name="din", train__seed=7, train__num_threads=1, train__progress=False,
+                            train__device="cpu", data__data_dir="/somewhere", data__cache=False))
+    assert run_dir_name(cfg(model__name="din", train__seed=3)) == f"{k}-seed3"
+
+
+def test_equal_runs_spelled_differently_share_a_key():
+    # the provider prefix or embedding.provider
+    assert run_key(cfg(model__name="dg-pnn")) == run_key(cfg(model__name="pnn", embedding__provider="dg"))
+    # a preset and the values it sets; parameters equal to their defaults
+    assert run_key(cfg(**{"model.name": "pnn", "model.preset": "paper"})) == \
+        run_key(cfg(**{"model.name": "pnn", "model.hidden": [400, 400, 400]}))
+    assert run_key(cfg(model__name="pnn")) == run_key(cfg(**{"model.name": "pnn", "model.hidden": [256, 128]}))
+    assert run_key(cfg(model__name="dg-pnn")) == run_key(cfg(**{"model.name": "dg-pnn",
+                                                                "embedding.params.graphs": "all"}))
+    assert run_key(cfg(model__name="din")) == run_key(cfg(**{"model.name": "din", "data.params.max_len": 50}))
+    # train.prior_bias auto = the model's or provider's default (off for pnn, on for dg- and for lr)
+    assert run_key(cfg(model__name="pnn")) == run_key(cfg(model__name="pnn", train__prior_bias=False))
+    assert run_key(cfg(model__name="dg-pnn")) == run_key(cfg(model__name="dg-pnn", train__prior_bias=True))
+    assert run_key(cfg(model__name="lr")) == run_key(cfg(model__name="lr", train__prior_bias=True))
+
+
+def test_real_changes_change_the_key():
+    base = run_key(cfg(model__name="dg-pnn"))
+    for sets in ({"embedding.params.graphs": "uv"}, {"embedding.dim": 8}, {"train.lr": 0.01},
+                 {"data.name": "ml100k-dgenn"}, {"data.train_fraction": 0.5}, {"train.prior_bias": False},
+                 {"model.hidden": [64]}):
+        assert run_key(cfg(**{"model.name": "dg-pnn", **sets})) != base, sets
+    assert run_key(cfg(model__name="dg-pnn")).startswith("dg-pnn-")
+    ident = run_identity(cfg(**{"model.name": "res-din", "embedding.params.g": "att", "train.seed": 3}))
+    assert ident["provider_params"] == {"g": "att"} and ident["model"] == "din" and "train.seed" not in ident
+
+
+def test_unknown_names_and_parameters_are_errors():
+    with pytest.raises(ConfigError, match="unknown model"):
+        run_key(cfg(model__name="nope"))
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        run_key(cfg(**{"model.name": "dg-pnn", "embedding.params.grafs": "uv"}))
+    with pytest.raises(ConfigError, match="hiden"):
+        run_key(cfg(**{"model.name": "pnn", "model.hiden": [8]}))
