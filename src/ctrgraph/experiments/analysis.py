@@ -115,9 +115,11 @@ def behaviour_rows(data: EncodedDataset, edges=DEFAULT_EDGES) -> list[dict]:
 # ----- learned item embeddings (Res-embedding Fig. 7) ----------------------------------------------
 def item_embedding_matrix(model) -> np.ndarray:
     """The item table of a trained model's provider (E = W C_b + R for ``res-*`` models)."""
+    from ..embeddings.res import ResEmbedding
+
     emb = model.embedding
     with torch.no_grad():
-        if hasattr(emb, "table_vectors"):
+        if isinstance(emb, ResEmbedding):
             return emb.table_vectors().cpu().numpy()
         item = emb.spec.schema.first(Role.ITEM)
         return emb.tables[item.table].weight.detach().cpu().numpy()

@@ -162,7 +162,8 @@ class Table(Item):
         rows = self.summary(runs)
         if not rows:
             raise ConfigError(f"{self.name}: no finished runs (--only {ctx.only} selects none of its variants?)")
-        caption = self.caption + ("\n\n" if self.caption else "") + _seeds_note(rows)
+        caption = self.caption + ("\n\n" if self.caption else "") + \
+            _seeds_note(rows, any(v.vs for v in self.variants))
         table = write_table(stem, rows, self.columns(rows), self.title, caption,
                             csv_keys=[k for k in rows[0] if k != "auc_by_seed"])
         figures = []
@@ -213,11 +214,13 @@ def _significance(r: dict) -> str:
     return f"{r['vs']}: {r['p']:.3f}" + (" ★" if r["p"] < 0.05 else "")
 
 
-def _seeds_note(rows: list[dict]) -> str:
+def _seeds_note(rows: list[dict], wilcoxon: bool) -> str:
     seeds = sorted({s for r in rows for s in r["auc_by_seed"]})
-    return f"Mean ± std over seeds {', '.join(map(str, seeds))} (one-sided exact Wilcoxon over paired seeds " \
-           f"where a row names a better row; ★: p < 0.05, the smallest p with {len(seeds)} seeds is " \
-           f"{2.0 ** -len(seeds):.3f})."
+    note = f"Mean ± std over seeds {', '.join(map(str, seeds))}."
+    if wilcoxon:
+        note += (f" Wilcoxon: one-sided exact signed-rank test over paired seeds that the named row has the higher "
+                 f"test AUC; ★: p < 0.05 (the smallest p with {len(seeds)} seeds is {2.0 ** -len(seeds):.3f}).")
+    return note
 
 
 def _value(r: dict, key: str):

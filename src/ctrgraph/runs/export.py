@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from ..data.schema import FeatureSpec
+from ..embeddings.served import ServedTables
 from ..errors import ConfigError
 from ..registry import parse_model_name
 from ..train.checkpoint import save_torch
@@ -52,7 +53,7 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", data_dir: 
     cfg, model, schema, vocabs = load_run(run, which)
     _, base = parse_model_name(cfg.model.name)
     emb = model.embedding
-    if not hasattr(emb, "export_tables"):
+    if not isinstance(emb, ServedTables):
         raise ConfigError(f"{run}: model {cfg.model.name!r} has no graph-enhanced tables to export "
                           f"(export applies to graph-enhanced runs: dg-, gcn-, kgat-, hgat-<model>)")
     if out.exists() and any(out.iterdir()):
