@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctrgraph: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ctrgraph: interrupted (resume a training run with --resume)", file=sys.stderr)
+        print("ctrgraph: interrupted (train: resume with --resume; reproduce / compare: run the same command "
+              "again, finished runs are reused and the interrupted one resumes)", file=sys.stderr)
         return 130
 
 
