@@ -108,8 +108,9 @@ def test_importing_the_package_registers_everything():
     reg = ctrgraph.registry
     recipe_modules = {m.name for m in pkgutil.iter_modules(importlib.import_module("ctrgraph.data.recipes").__path__)}
     assert recipe_modules - {"base", "_movielens"} == {"custom", "ml100k", "ml100k_dgenn", "ml1m", "movielens",
-                                                        "synthetic", "taobao"}
-    assert set(reg.RECIPES) == {"movielens", "ml100k", "ml100k-dgenn", "ml1m", "taobao", "table", "log", "synthetic"}
+                                                        "synthetic", "taobao", "amazon_books", "retailrocket"}
+    assert set(reg.RECIPES) == {"movielens", "ml100k", "ml100k-dgenn", "ml1m", "taobao", "table", "log", "synthetic",
+                                "amazon-books", "retailrocket"}
     assert set(reg.PROVIDERS) == {"plain", "res", "dg", "gcn", "kgat", "hgat", "skipgram", "node2vec"}
     # every model class defined in ctrgraph.models is listed (one explicit list, nothing registers itself)
     from ctrgraph.models.base import CTRModel
@@ -119,7 +120,7 @@ def test_importing_the_package_registers_everything():
         mod = importlib.import_module(f"ctrgraph.models.{m.name}")
         defined |= {c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, CTRModel)
                     and c is not CTRModel and c.__module__ == mod.__name__}
-    assert defined == set(reg.MODELS.values()) and len(reg.MODELS) == 26
+    assert defined == set(reg.MODELS.values()) and len(reg.MODELS) == 31
     for name, cls in reg.MODELS.items():
         assert cls.name == name
 

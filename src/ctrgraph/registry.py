@@ -19,6 +19,7 @@ from .data.dataset import EncodedDataset
 from .data.raw import RawDataset
 from .data.recipes import build_raw as _build_raw, load_encoded
 from .data.recipes import custom, ml1m, ml100k, ml100k_dgenn, movielens, synthetic, taobao
+from .data.recipes import amazon_books, retailrocket
 from .data.recipes.base import Recipe
 from .data.schema import FeatureSpec
 from .embeddings.base import EmbeddingProvider
@@ -34,12 +35,16 @@ from .models.afn import AFN, AFNPlus
 from .models.autoint import AutoInt, AutoIntPlus
 from .models.base import CTRModel, ModelConfig
 from .models.bst import BST
+from .models.comirec_dr import ComiRecDR
+from .models.comirec_sa import ComiRecSA
 from .models.dcn import DCN, CrossNetwork
 from .models.dcnv2 import DCNV2
 from .models.deepcrossing import DeepCrossing
 from .models.deepfm import DeepFM
+from .models.deminet import DemiNet
 from .models.dien import DIEN
 from .models.din import DIN
+from .models.dmin import DMIN
 from .models.dnn import DNN
 from .models.fignn import FiGNN
 from .models.fm import FM
@@ -49,6 +54,7 @@ from .models.graphfm import GraphFM
 from .models.hofm import HOFM
 from .models.interhat import InterHAt
 from .models.lr import LR
+from .models.mind import MIND
 from .models.nfm import NFM
 from .models.pnn import PNN
 from .models.widedeep import WideDeep
@@ -67,7 +73,7 @@ def _by_name(items: list, what: str) -> dict[str, Any]:
 #: data recipes (``--dataset``)
 RECIPES: dict[str, Recipe] = _by_name([
     movielens.RECIPE, ml100k.RECIPE, ml100k_dgenn.RECIPE, ml1m.RECIPE, taobao.RECIPE,
-    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE,
+    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, amazon_books.RECIPE, retailrocket.RECIPE,
 ], "recipes")
 
 #: embedding providers (``embedding.provider`` or the ``<provider>-`` prefix of a model name)
@@ -79,7 +85,8 @@ PROVIDERS: dict[str, type[EmbeddingProvider]] = _by_name([
 #: models (``--model``)
 MODELS: dict[str, type[CTRModel]] = _by_name([
     LR, FM, AFM, HOFM, FmFM, NFM, WideDeep, DeepFM, DNN, PNN, DeepCrossing, CrossNetwork, DCN, DCNV2, XDeepFM,
-    AFN, AFNPlus, AutoInt, AutoIntPlus, InterHAt, FiGNN, GraphFM, DIN, DIEN, BST, GIN,
+    AFN, AFNPlus, AutoInt, AutoIntPlus, InterHAt, FiGNN, GraphFM, DIN, DIEN, BST, GIN, DemiNet,
+    MIND, ComiRecSA, ComiRecDR, DMIN,
 ], "models")
 
 

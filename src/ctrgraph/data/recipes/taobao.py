@@ -32,6 +32,18 @@ Protocol (DIN/DIEN convention; EGIN and DemiNet leave the negatives unstated):
 - split: global time split on the instance timestamp (``time_quantile_split`` over the
   positives' timestamps: test >= the ``test_quantile`` quantile, valid in
   [``valid_quantile``, ``test_quantile``)); negatives follow their positive.
+- ``protocol="deminet"`` (DemiNet, AAAI 2022, "Settings"): users with fewer than 5 clicks are
+  removed first (``min_user_events`` overrides the 5; it also works with the default protocol);
+  the split point is the ``test_quantile`` (0.8) quantile of the timestamps of ALL remaining
+  clicks (the data set's interactions, not only the instances): instances at or before it are
+  train, after it test. Validation (the paper has none): the instances in (the
+  ``valid_quantile`` (0.7) quantile of the click times, the split point], i.e. the last 10 % of
+  the interactions before the split point; ``valid_quantile=None``: no validation split.
+- ``history_ties="exclude"``: histories hold only events with a strictly smaller timestamp (the
+  default ``order`` also holds same-second events earlier in (timestamp, item_id) order).
+
+The shared machinery (:class:`SequenceParams`, :func:`sequence_instances`,
+:func:`split_instances`, :func:`active_users`) also serves ``amazon-books`` and ``retailrocket``.
 """
 from __future__ import annotations
 
@@ -45,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field as PField, model_validator
 
 from ...errors import DataError
 from ..io import numeric_column, read_table
-from ..raw import RawDataset
+from ..raw import TEST, TRAIN, VALID, RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..sequences import gather, history_index, rank_in_group, sort_events
 from ..split import time_quantile_split
@@ -55,20 +67,47 @@ from .custom import interleave, sample_valid_negatives
 COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
 BEHAVIORS = ["pv", "fav", "cart", "buy"]  # also the tie order of same-second events
 TIANCHI = "https://tianchi.aliyun.com/dataset/649"
+DEMINET_MIN_USER_EVENTS = 5  # DemiNet (AAAI 2022): "we filter out users with less than 5 interactions"
 
 
-class TaobaoParams(BaseModel):
+class SequenceParams(BaseModel):
+    """Parameters shared by the click-sequence recipes (``taobao``, ``amazon-books``, ``retailrocket``)."""
+
     model_config = ConfigDict(extra="forbid")
-    path: str | None = PField(None, description="UserBehavior*.csv[.gz] file or a folder holding one")
     max_len: int = PField(50, ge=1, description="history length cap (most recent kept)")
     min_history: int = PField(1, ge=0, description="clicks a user needs before a click becomes an instance")
     negatives: int = PField(1, ge=0, description="sampled negatives per positive")
     negative_dist: Literal["uniform", "popularity"] = "uniform"
     seed: int = PField(0, description="negative-sampling seed")
-    click_behaviors: list[str] = PField(["pv"], min_length=1, description="behaviour types that count as clicks")
-    history_btag: bool = PField(False, description="histories of all behaviour types plus a hist_btag sequence")
+    protocol: Literal["default", "deminet"] = PField(
+        "default", description="default: split quantiles over the instances' times, test >= the point; deminet: "
+                               "users with < 5 clicks removed, split point = quantile of all click times, "
+                               "train <= point < test")
+    min_user_events: int | None = PField(None, ge=0, description="remove users with fewer clicks (None: 5 with "
+                                                                 "protocol deminet, else 0)")
+    history_ties: Literal["order", "exclude"] = PField(
+        "order", description="order: a history holds the events before the instance in (time, item) order; "
+                             "exclude: only events with a strictly smaller timestamp")
     test_quantile: float = PField(0.8, gt=0, lt=1)
     valid_quantile: float | None = PField(0.7, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check_split(self) -> "SequenceParams":
+        if self.valid_quantile is not None and self.valid_quantile >= self.test_quantile:
+            raise ValueError("valid_quantile must be smaller than test_quantile")
+        return self
+
+    def user_threshold(self) -> int:
+        """Clicks a user needs to be kept (``min_user_events``, or the protocol's default)."""
+        if self.min_user_events is not None:
+            return self.min_user_events
+        return DEMINET_MIN_USER_EVENTS if self.protocol == "deminet" else 0
+
+
+class TaobaoParams(SequenceParams):
+    path: str | None = PField(None, description="UserBehavior*.csv[.gz] file or a folder holding one")
+    click_behaviors: list[str] = PField(["pv"], min_length=1, description="behaviour types that count as clicks")
+    history_btag: bool = PField(False, description="histories of all behaviour types plus a hist_btag sequence")
     window: tuple[int, int] | None = PField(None, description="keep events with start <= timestamp < end")
     max_users: int | None = PField(None, ge=1, description="keep a random subset of this many users (seed)")
 
@@ -77,8 +116,6 @@ class TaobaoParams(BaseModel):
         bad = [b for b in self.click_behaviors if b not in BEHAVIORS]
         if bad:
             raise ValueError(f"click_behaviors: unknown behaviour(s) {bad}; known: {BEHAVIORS}")
-        if self.valid_quantile is not None and self.valid_quantile >= self.test_quantile:
-            raise ValueError("valid_quantile must be smaller than test_quantile")
         return self
 
 
@@ -137,8 +174,8 @@ def read_events(path: Path) -> pd.DataFrame:
 
 
 def _compact(a: np.ndarray) -> np.ndarray:
-    """int32 when the values fit (halves the [N, max_len] history arrays)."""
-    if a.size and a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max:
+    """int32 when the values fit (halves the [N, max_len] history arrays); other dtypes unchanged."""
+    if a.dtype.kind in "iu" and a.size and a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max:
         return a.astype(np.int32)
     return a
 
@@ -159,6 +196,136 @@ def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.n
     return pi[first], pc[first]
 
 
+def active_users(user: np.ndarray, is_click: np.ndarray, threshold: int) -> np.ndarray:
+    """Mask of the events whose user has at least ``threshold`` clicks (all True for 0 or 1)."""
+    if threshold <= 1:
+        return np.ones(user.size, dtype=bool)
+    _, inv = np.unique(user, return_inverse=True)
+    clicks = np.bincount(inv.reshape(-1), weights=is_click, minlength=int(inv.max()) + 1 if inv.size else 0)
+    return clicks[inv.reshape(-1)] >= threshold
+
+
+def run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
+    """For rows sorted by ``sorted_keys``, the index of the first row of each row's run of equal keys."""
+    n = sorted_keys[0].shape[0]
+    new = np.zeros(n, dtype=bool)
+    new[:1] = True
+    for k in sorted_keys:
+        new[1:] |= k[1:] != k[:-1]
+    first = np.flatnonzero(new)
+    return np.repeat(first, np.diff(np.append(first, n)))
+
+
+def split_instances(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The split of the instances (positives) and its provenance.
+
+    ``default``: :func:`time_quantile_split` over the instances' times (test >= the
+    ``test_quantile`` point, valid in [``valid_quantile``, ``test_quantile``)). ``deminet``: the
+    split point is the ``test_quantile`` quantile of ALL click times of the data set (the paper's
+    "80% time splitting point"), train <= point < test; valid = the instances in
+    (``valid_quantile`` point, split point], so train <= valid point < valid <= split point < test.
+    """
+    if p.protocol == "default":
+        return (time_quantile_split(inst_ts, p.test_quantile, p.valid_quantile),
+                {"test_from_ts": float(np.quantile(inst_ts, p.test_quantile))})
+    t_test = float(np.quantile(click_ts, p.test_quantile))
+    split = np.full(inst_ts.size, TRAIN, dtype=np.int8)
+    split[inst_ts > t_test] = TEST
+    info = {"split_point": t_test}
+    if p.valid_quantile is not None:
+        t_val = float(np.quantile(click_ts, p.valid_quantile))
+        split[(inst_ts > t_val) & (inst_ts <= t_test)] = VALID
+        info["valid_point"] = t_val
+    return split, info
+
+
+def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, ts: np.ndarray, items: np.ndarray,
+                       item_cat: np.ndarray, *, is_click: np.ndarray | None = None, order_keys: tuple = (),
+                       event_cat: np.ndarray | None = None, neg_cat=None, extra_hist: dict | None = None,
+                       cat_field: str = "category_id", what: str = "data"
+                       ) -> tuple[dict, dict, list[Field], np.ndarray, dict]:
+    """Click instances with DIN-style histories and negatives (shared by the sequence recipes).
+
+    Args:
+        user, icode, ts: [E] events (any order): raw user ids, item codes into ``items``, times.
+            Every event enters histories; ``is_click`` (default: all) marks those that can become
+            instances and that count as the user's clicks (negatives avoid them).
+        items, item_cat: sorted unique raw item ids and one category per item.
+        order_keys: extra [E] tie-breakers after (time, item) (taobao: the behaviour code).
+        event_cat: [E] category of each event's item at that event (default ``item_cat[icode]``).
+        neg_cat: ``f(neg_codes [P, k], pos_times [P]) -> [P, k]`` categories of the negatives
+            (default ``item_cat[neg_codes]``).
+        extra_hist: name -> ([E] values, vocab): further sequences parallel to the history.
+
+    Returns (columns, lengths, fields, split, meta) of a RawDataset.
+    """
+    n = user.size
+    is_click = np.ones(n, dtype=bool) if is_click is None else is_click
+    order = sort_events(user, ts, icode, *order_keys)
+    user, icode, ts, is_click = user[order], icode[order], ts[order], is_click[order]
+    items, item_cat = _compact(items), _compact(item_cat)
+    ecat = item_cat[icode] if event_cat is None else _compact(np.asarray(event_cat)[order])
+    idx, lens = history_index(user, np.ones(n, dtype=bool), p.max_len)
+    rank = rank_in_group(user)
+    if p.history_ties == "exclude":  # the history of the first event of each (user, time) run
+        g = run_starts(user, ts)
+        idx, lens, rank = idx[g], lens[g], rank[g]
+
+    # positives: clicks with enough history
+    pos = np.flatnonzero(is_click & (rank >= p.min_history))
+    if pos.size == 0:
+        raise DataError(f"{what}: no click has {p.min_history} earlier events (min_history)")
+
+    # negatives: items the user never clicked, uniform or by click count
+    ucode = pd.factorize(user)[0]
+    clicked_u, clicked_i = ucode[is_click], icode[is_click]
+    probs = None
+    if p.negative_dist == "popularity":
+        c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
+        probs = c / c.sum()
+    rng = np.random.default_rng(p.seed)
+    neg, ok = sample_valid_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i, probs=probs)
+    rep, which, label = interleave(pos.size, p.negatives, ok)
+    cand = np.concatenate([icode[pos][:, None], neg], axis=1)[rep, which]
+    ncat = item_cat[neg] if neg_cat is None else neg_cat(neg, ts[pos])
+    ccat = np.concatenate([ecat[pos][:, None], ncat.astype(ecat.dtype, copy=False)], axis=1)[rep, which]
+    del neg, ncat, clicked_u, clicked_i, ucode
+
+    # one [N, max_len] index per output row (negatives share their positive's history)
+    src = pos[rep]
+    hidx, hl = idx[src], lens[src]
+    del idx
+    L = p.max_len
+    cols = {
+        "user_id": user[src], "item_id": items[cand], cat_field: ccat,
+        "hist_item_id": gather(items[icode], hidx, hl), "hist_category": gather(ecat, hidx, hl),
+        "hist_ts": gather(ts, hidx, hl), "timestamp": ts[src], "label": label,
+    }
+    lengths = {"hist_item_id": hl, "hist_category": hl, "hist_ts": hl}
+    fields = [
+        Field("user_id", Kind.CATEGORICAL, Role.USER),
+        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
+        Field(cat_field, Kind.CATEGORICAL, Role.ITEM_ATTR),
+        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=L, target="item_id"),
+        Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab=cat_field, max_len=L, target=cat_field,
+              group="hist_item_id"),
+    ]
+    for name, (values, vocab) in (extra_hist or {}).items():
+        cols[name] = gather(np.asarray(values)[order], hidx, hl)
+        lengths[name] = hl
+        fields.append(Field(name, Kind.SEQUENCE, Role.BEHAVIOR, vocab=vocab, max_len=L, group="hist_item_id"))
+    fields += [
+        Field("hist_ts", Kind.SEQUENCE, Role.BEHAVIOR, max_len=L, group="hist_item_id", embed=False),
+        Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
+        Field("label", Kind.NUMERIC, Role.LABEL),
+    ]
+    split, info = split_instances(p, ts[pos], ts[is_click])
+    meta = {"events_used": int(n), "positives": int(pos.size), "instances": int(rep.size),
+            "users": int(np.count_nonzero(user[pos][1:] != user[pos][:-1]) + 1), "items": int(items.size),
+            "negatives_dropped": int((~ok).sum()), **info}
+    return cols, lengths, fields, split[rep], meta
+
+
 def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
     path = locate(p, data_dir)
     ev = read_events(path)
@@ -173,72 +340,29 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
             ev = ev[np.isin(ev["user_id"].to_numpy(), keep)]
     click_codes = [BEHAVIORS.index(b) for b in p.click_behaviors]
     is_click = np.isin(ev["btag"].to_numpy(), click_codes)
+    active = active_users(ev["user_id"].to_numpy(), is_click, p.user_threshold())
+    n_removed = 0
+    if not active.all():
+        n_removed = int(np.unique(ev["user_id"].to_numpy()[~active]).size)
+        ev, is_click = ev[active], is_click[active]
     if not is_click.any():
-        raise DataError(f"taobao: {path} has no {p.click_behaviors} events (after the window filter)")
+        raise DataError(f"taobao: {path} has no {p.click_behaviors} events (after the window and user filters)")
 
     items, cats = item_categories(ev["item_id"].to_numpy(), ev["category_id"].to_numpy())
     if not p.history_btag:
         ev = ev[is_click]
         is_click = np.ones(len(ev), dtype=bool)
     user, item, ts, btag = (ev[c].to_numpy() for c in ("user_id", "item_id", "timestamp", "btag"))
-    order = sort_events(user, ts, item, btag)
-    user, item, ts, btag, is_click = user[order], item[order], ts[order], btag[order], is_click[order]
     icode = np.searchsorted(items, item)  # every item is in the table
-    idx, lens = history_index(user, np.ones(user.size, dtype=bool), p.max_len)
-
-    # positives: clicks with enough history
-    pos = np.flatnonzero(is_click & (rank_in_group(user) >= p.min_history))
-    if pos.size == 0:
-        raise DataError(f"taobao: {path}: no click has {p.min_history} earlier events (min_history)")
-
-    # negatives: items the user never clicked, uniform or by click count
-    ucode = pd.factorize(user)[0]
-    clicked_u, clicked_i = ucode[is_click], icode[is_click]
-    probs = None
-    if p.negative_dist == "popularity":
-        c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
-        probs = c / c.sum()
-    rng = np.random.default_rng(p.seed)
-    neg, ok = sample_valid_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i, probs=probs)
-    rep, which, label = interleave(pos.size, p.negatives, ok)
-    cand = np.concatenate([icode[pos][:, None], neg], axis=1)[rep, which]
-    del neg, clicked_u, clicked_i, ucode
-
-    # one [N, max_len] index per output row (negatives share their positive's history)
-    src = pos[rep]
-    hidx, hl = idx[src], lens[src]
-    del idx
-    items, cats = _compact(items), _compact(cats)
-    L = p.max_len
-    cols = {
-        "user_id": user[src], "item_id": items[cand], "category_id": cats[cand],
-        "hist_item_id": gather(items[icode], hidx, hl), "hist_category": gather(cats[icode], hidx, hl),
-        "hist_ts": gather(ts, hidx, hl), "timestamp": ts[src], "label": label,
-    }
-    lengths = {"hist_item_id": hl, "hist_category": hl, "hist_ts": hl}
-    fields = [
-        Field("user_id", Kind.CATEGORICAL, Role.USER),
-        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
-        Field("category_id", Kind.CATEGORICAL, Role.ITEM_ATTR),
-        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=L, target="item_id"),
-        Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab="category_id", max_len=L, target="category_id",
-              group="hist_item_id"),
-    ]
-    if p.history_btag:
-        cols["hist_btag"] = gather(btag, hidx, hl)
-        lengths["hist_btag"] = hl
-        fields.append(Field("hist_btag", Kind.SEQUENCE, Role.BEHAVIOR, vocab="btag", max_len=L, group="hist_item_id"))
-    fields += [
-        Field("hist_ts", Kind.SEQUENCE, Role.BEHAVIOR, max_len=L, group="hist_item_id", embed=False),
-        Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
-        Field("label", Kind.NUMERIC, Role.LABEL),
-    ]
-    split = time_quantile_split(ts[pos], p.test_quantile, p.valid_quantile)[rep]
-    meta = {"source": str(path), "events_read": n_read, "events_used": int(user.size), "positives": int(pos.size),
-            "instances": int(rep.size), "users": int(np.count_nonzero(np.diff(user[pos])) + 1),
-            "items": int(items.size), "negatives_dropped": int((~ok).sum()), "btag_codes": list(BEHAVIORS),
-            "protocol": "taobao clicks, DIN-style negatives, global time split",
-            "test_from_ts": float(np.quantile(ts[pos], p.test_quantile))}
+    cols, lengths, fields, split, info = sequence_instances(
+        p, user, icode, ts, items, cats, is_click=is_click, order_keys=(btag,),
+        extra_hist={"hist_btag": (btag, "btag")} if p.history_btag else None, what=f"taobao: {path}")
+    meta = {"source": str(path), "events_read": n_read, **info, "btag_codes": list(BEHAVIORS),
+            "protocol": ("taobao clicks, DIN-style negatives, global time split" if p.protocol == "default" else
+                         f"DemiNet: users with < {p.user_threshold()} clicks removed, global time split at the "
+                         f"{p.test_quantile:g} quantile of the click times; DIN-style negatives")}
+    if p.user_threshold() > 1:
+        meta["users_removed"] = n_removed
     return RawDataset(Schema(tuple(fields), label="label", description="Taobao UserBehavior"), cols, lengths, split,
                       meta=meta)
 
