@@ -602,3 +602,117 @@ class Explain(Item):
         t = write_table(stem, rows, cols, self.title, self.caption + f"\n\nThe full table: {out.name}/explain.csv.")
         figs = [{"title": f"row {k}", "png": str(out / f"explain_row{k}.png")} for k in self.rows]
         return {"tables": [t], "figures": figs}
+
+
+# ----- one user's interests and expert confidences (DemiNet Figs. 4-5) -------------------------------
+def candidate_rows(data, template: int, n: int, split: str = "test") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Rows equal to row ``template`` of ``split`` (one user's context and history) except for the
+    candidate: the ``n`` items most frequent as train targets, each with the item-side fields of its
+    first train row. Returns (arrays, item ids)."""
+    from ..data.schema import Role
+
+    item = data.schema.first(Role.ITEM)
+    ids = top_items(data, n)
+    tr = data.split("train")
+    first = np.full(data.vocab_sizes[item.table], -1, dtype=np.int64)
+    col = np.asarray(tr[item.name], dtype=np.int64)
+    first[col[::-1]] = np.arange(col.size)[::-1]  # the first train row of every item
+    rows = first[ids]
+    src = data.split(split)
+    item_side = {f.name for f in data.schema.fields if f.role in (Role.ITEM, Role.ITEM_ATTR)}
+    arrays = {k: (np.asarray(tr[k])[rows] if k in item_side else np.repeat(np.asarray(v)[template:template + 1],
+                                                                             ids.size, axis=0))
+              for k, v in src.items()}
+    return arrays, ids
+
+
+@dataclass
+class InterestCase(Item):
+    """A multi-interest model's interests and expert confidences for ONE user over many candidates
+    (the model must have ``encode(batch)`` returning ``interests`` [B, K, D] and ``confidence``
+    [B, K], as DemiNet): ``what="tsne"`` (Fig. 4) maps the K interest vectors of every candidate with
+    t-SNE, coloured by route, and reports the mean cosine within a route vs across routes;
+    ``what="confidence"`` (Fig. 5) reports each expert's mean confidence per candidate category. The
+    user is the test row with the longest history (first such row), the candidates the ``n_items``
+    items most frequent as train targets."""
+
+    name: str
+    title: str
+    variant: Variant
+    dataset: DataSet
+    what: str = "tsne"
+    n_items: int = 200
+    seeds: tuple[int, ...] = (1,)
+    caption: str = ""
+
+    def runs(self, ctx: Context) -> list[Run]:
+        return [ctx.resolve(self.variant, self.dataset, self.item_seeds(ctx)[0])]
+
+    def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
+        import torch
+
+        from ..data.loader import BatchLoader
+        from ..runs.assemble import load_run
+
+        run = runs[0]
+        data = ctx.store.data(run.cfg)
+        _, model, _, _ = load_run(run.dir)
+        if not callable(getattr(model, "encode", None)):
+            raise ConfigError(f"{self.name}: model {run.cfg.model.name!r} has no encode() with interests and "
+                              f"confidences (a multi-interest model such as deminet)")
+        hist = history_lengths(data, "hist")
+        template = int(np.argmax(hist))
+        arrays, ids = candidate_rows(data, template, self.n_items)
+        model.eval()
+        with torch.no_grad():
+            out = model.encode(next(iter(BatchLoader(arrays, data.schema, len(ids), shuffle=False))))
+        V = out["interests"].double().numpy()  # [n, K, D]
+        n, k, _ = V.shape
+        user = data.schema.first(Role.USER)
+        who = f"test row {template} (user id {int(arrays[user.name][0])}, {int(hist[template])} behaviours)" \
+            if user is not None else f"test row {template}"
+        if self.what == "tsne":
+            y = tsne(V.reshape(n * k, -1), perplexity=min(30.0, (n * k - 1) / 3), seed=run.seed)
+            route = np.tile(np.arange(k), n)
+            x = V.reshape(n * k, -1)
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            gram = x @ x.T
+            same = route[:, None] == route[None, :]
+            off = ~np.eye(n * k, dtype=bool)
+            rows = []
+            for r in range(k):  # a handful of routes
+                sel = route == r
+                g_rr = gram[np.ix_(sel, sel)]
+                rows.append({"route": r + 1, "candidates": n,
+                             "within_route_cos": float((g_rr.sum() - np.trace(g_rr)) / max(1, n * (n - 1))),
+                             "to_other_routes_cos": float(gram[np.ix_(sel, ~sel)].mean()) if k > 1 else float("nan")})
+            rows.append({"route": "all", "candidates": n, "within_route_cos": float(gram[same & off].mean()),
+                         "to_other_routes_cos": float(gram[~same].mean())})
+            cols = [Column("route", "route"), Column("candidates", "candidates"),
+                    Column("mean cosine within the route", "within_route_cos"),
+                    Column("mean cosine to the other routes", "to_other_routes_cos")]
+            panel = Panel("scatter", [Series(f"route {r + 1}", y[route == r, 0], y[route == r, 1]) for r in range(k)],
+                          title=f"interest vectors of {n} candidates")
+        elif self.what == "confidence":
+            conf = out["confidence"]
+            if conf is None:
+                raise ConfigError(f"{self.name}: the model's aggregation has no confidences (use Confi-Net or MoE)")
+            w = conf.double().numpy()  # [n, K]
+            cat, attr = item_colours(data)
+            c = cat[ids]
+            rows = []
+            for u in np.unique(c):  # a handful of categories
+                sel = c == u
+                rows.append({"category": value_label(data.vocabs[attr], u), "candidates": int(sel.sum()),
+                             **{f"expert_{e + 1}": float(w[sel, e].mean()) for e in range(k)},
+                             "top_expert": int(w[sel].mean(0).argmax()) + 1})
+            cols = [Column("category", "category"), Column("candidates", "candidates")] + \
+                [Column(f"IE-{e + 1}", f"expert_{e + 1}") for e in range(k)] + [Column("most confident", "top_expert")]
+            panel = Panel("heatmap", grid=np.array([[r[f"expert_{e + 1}"] for e in range(k)] for r in rows]),
+                          row_labels=[r["category"] for r in rows], col_labels=[f"IE-{e + 1}" for e in range(k)],
+                          title="mean confidence ω per candidate category", annotate=len(rows) * k <= 200)
+        else:
+            raise ConfigError(f"{self.name}: what must be tsne or confidence, got {self.what!r}")
+        table = write_table(stem, rows, cols, self.title, (self.caption + "\n\n" if self.caption else "") + f"User: {who}.")
+        png = figure(stem.with_suffix(".png"), [panel], f"{self.title}: {who}", SHARED_MACHINE, panel_size=(6.5, 5.0))
+        return {"tables": [table], "figures": [{"title": self.title, "png": str(png)}]}
