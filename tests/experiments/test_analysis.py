@@ -143,3 +143,17 @@ def test_user_cluster_sampler_draws_whole_users():
         for u, c in cnt.items():  # a drawn user brings all its rows, possibly several times
             assert c % int((users == u).sum()) == 0
         assert len(rows) >= 3
+
+
+def test_candidate_rows_keep_the_users_context_and_each_items_own_fields(planted):
+    from ctrgraph.experiments.items import candidate_rows
+
+    arrays, ids = candidate_rows(planted, template=5, n=7)
+    te, tr = planted.split("test"), planted.split("train")
+    assert ids.size == 7 and np.array_equal(arrays["item_id"], ids)
+    for k in ("user_id", "hist_item_id", "hist_cat"):  # the user's context: the template row's
+        assert (arrays[k] == np.asarray(te[k])[5]).all()
+    for n, item in enumerate(ids):  # the item side: the item's first train row
+        first = int(np.flatnonzero(np.asarray(tr["item_id"]) == item)[0])
+        for k in ("cat", "tags", "price"):
+            assert np.array_equal(arrays[k][n], np.asarray(tr[k])[first])

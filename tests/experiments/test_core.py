@@ -12,7 +12,7 @@ import pytest
 from ctrgraph.errors import ConfigError
 from ctrgraph.experiments import core
 from ctrgraph.experiments.core import Context, D, Study, V, run_study
-from ctrgraph.experiments.items import TSNE, Buckets, DataStats, Explain, Plot, Table, at_best_epoch
+from ctrgraph.experiments.items import TSNE, Buckets, DataStats, Explain, InterestCase, Plot, Table, at_best_epoch
 
 TINY = {"train.epochs": 1, "train.progress": False, "train.num_threads": 1, "embedding.dim": 4}
 SYN = D("synthetic", "syn", {"n_instances": 1500, "n_users": 60, "n_items": 100, "n_categories": 4,
@@ -111,6 +111,9 @@ def test_every_item_kind_writes_its_outputs(tmp_path):
         TSNE("tsne", "tsne", [V("DIN", "din"), V("Res-DIN", "res-din")], SYN, n_items=40, iters=50),
         DataStats("fig1", "fig1", SYN, fields=("item_id", "city")),
         Explain("fig4", "fig4", V("GraphFM", "graphfm"), SYN, rows=(0, 3)),
+        InterestCase("routes", "routes", V("DemiNet", "deminet", {"model.interests": 3}), SYN, what="tsne", n_items=30),
+        InterestCase("conf", "conf", V("DemiNet", "deminet", {"model.interests": 3}), SYN, what="confidence",
+                     n_items=30),
     ]
     run_study(_study(*items), None, _quiet(tmp_path))
     d = tmp_path / "toy"
@@ -127,8 +130,12 @@ def test_every_item_kind_writes_its_outputs(tmp_path):
     for png in ("grid.png", "fig6.png", "tsne.png", "fig1.png", "fig4-rows/explain_row3.png"):
         assert (d / png).stat().st_size > 2000, png
     assert not (d / "table6.png").exists()
+    routes, conf = _csv(d / "routes.csv"), _csv(d / "conf.csv")
+    assert [r["route"] for r in routes] == ["1", "2", "3", "all"] and sum(int(r["candidates"]) for r in conf) == 30
+    for r in conf:  # the mean confidences of a category's candidates are a distribution over the experts
+        assert sum(float(r[f"expert_{e}"]) for e in (1, 2, 3)) == pytest.approx(1.0)
     html = (tmp_path / "report.html").read_text()
-    assert html.count('class="item"') == 6 and html.count("data:image/png;base64,") >= 6
+    assert html.count('class="item"') == 8 and html.count("data:image/png;base64,") >= 8
 
 
 def test_bad_selections_are_clear_errors(tmp_path):
