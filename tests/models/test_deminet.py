@@ -200,3 +200,47 @@ def test_deminet_learns_a_planted_signal(planted):
     te = planted.split("test")
     a = auc(te["label"], predict_logits(m, te, planted.schema))
     assert a > 0.75, a  # DIN reaches 0.73 on this data and schedule (8 epochs: 0.7329; DemiNet 0.7823)
+
+
+def _two_interest_world(n=6000, n_users=300, n_cat=8, per_cat=20, max_len=12, seed=0):
+    """Each user has two interests (categories); a history mixes items of both; a candidate is clicked
+    with probability 0.9 when its category is one of the user's interests, else 0.1. No user field:
+    the interests are only in the history."""
+    from ctrgraph.data.encode import encode
+    from ctrgraph.data.raw import RawDataset
+    from ctrgraph.data.schema import Field, Kind, Role, Schema
+    from ctrgraph.data.split import random_split
+
+    rng = np.random.default_rng(seed)
+    interests = np.stack([rng.choice(n_cat, 2, replace=False) for _ in range(n_users)])  # test data setup
+    user = rng.integers(0, n_users, n)
+    pick = rng.integers(0, 2, (n, max_len))
+    hist_cat = interests[user[:, None], pick]
+    hist = hist_cat * per_cat + rng.integers(0, per_cat, (n, max_len)) + 1
+    cand_cat = rng.integers(0, n_cat, n)
+    cand = cand_cat * per_cat + rng.integers(0, per_cat, n) + 1
+    hit = (interests[user] == cand_cat[:, None]).any(1)
+    label = (rng.random(n) < np.where(hit, 0.9, 0.1)).astype(np.int8)
+    fields = (Field("item_id", Kind.CATEGORICAL, Role.ITEM), Field("cat", Kind.CATEGORICAL, Role.ITEM_ATTR),
+              Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=max_len, target="item_id"),
+              Field("hist_cat", Kind.SEQUENCE, Role.BEHAVIOR, vocab="cat", max_len=max_len, target="cat",
+                    group="hist_item_id"),
+              Field("label", Kind.NUMERIC, Role.LABEL))
+    lens = rng.integers(4, max_len + 1, n)
+    cols = {"item_id": cand, "cat": cand_cat, "hist_item_id": hist, "hist_cat": hist_cat, "label": label}
+    raw = RawDataset(Schema(fields), cols, {"hist_item_id": lens, "hist_cat": lens}, random_split(n, 0.15, 0.15, seed),
+                     meta={"recipe": "two-interests"})
+    return encode(raw), hit
+
+
+def test_deminet_learns_a_planted_two_interest_signal():
+    """Measured: DemiNet 0.756, DIN 0.616 (the Bayes AUC of this world is about 0.9)."""
+    ds, _ = _two_interest_world()
+    te = ds.split("test")
+    got = {}
+    for name, params in (("din", {}), ("deminet", {"interests": 2})):
+        torch.manual_seed(0)
+        m = build_model(name, FeatureSpec(ds.schema, ds.vocab_sizes), params, dim=8, init_std=0.01)
+        Trainer(TrainConfig(epochs=6, batch_size=256, lr=3e-3, patience=0, progress=False)).fit(m, ds)
+        got[name] = auc(te["label"], predict_logits(m, te, ds.schema))
+    assert got["deminet"] > 0.7 and got["deminet"] > got["din"] + 0.05, got
