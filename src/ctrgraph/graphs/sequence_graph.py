@@ -18,7 +18,8 @@ nodes, so no work is spent on them. Node i *receives* from node j under relation
 their offsets (node n receives from packed node n + offsets[o]; a mask is False where that crosses
 into another instance), so attention over them costs O(N ε); ``sim`` is a ``[B, L, L]`` mask (dense:
 after a few training steps the similarity graph of ml100k-ctr holds about a quarter of all pairs,
-where dense attention measured 2.2x faster than an edge list) with its edge list on demand. :meth:`SequenceGraph.edges` lists any
+where dense attention measured 2.2x faster than an edge list; see
+:func:`~ctrgraph.graphs.pair_attention.pair_attention`) with its edge list on demand. :meth:`SequenceGraph.edges` lists any
 relation's edges, :meth:`SequenceGraph.dense` gives ``[B, R, L, L]`` masks (tests), ``pack`` /
 ``unpack`` move node features between ``[B, L, D]`` and ``[N, D]``. Everything is a vectorised
 tensor operation: no loop over instances, positions or edges.
@@ -164,7 +165,11 @@ class SequenceGraph:
             return torch.rand(like.shape, device=like.device, generator=generator) >= rate
 
         band = {r: m if r == "self" else m & keep(m) for r, m in self.band.items()}
-        sim = None if self.sim is None else self.sim & keep(self.sim)
+        sim = None
+        if self.sim is not None:  # one draw per similarity edge, not per [L, L] entry
+            edges = self.sim.reshape(-1).nonzero().squeeze(1)
+            kept = edges[keep(edges)]
+            sim = torch.zeros_like(self.sim).reshape(-1).index_fill_(0, kept, True).view(self.sim.shape)
         return SequenceGraph(self.relations, self.mask, band, self.offsets, sim)
 
     def stack_views(self, rate: float, views: int = 2, generator: torch.Generator | None = None) -> SequenceGraph:

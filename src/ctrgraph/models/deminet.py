@@ -60,6 +60,7 @@ from torch import nn
 from ..embeddings import EmbeddedBatch
 from ..errors import ConfigError
 from ..graphs import edge_softmax
+from ..graphs.pair_attention import pair_attention
 from ..graphs.sequence_graph import RELATIONS, SequenceGraph, banded_sum, sequence_graph, shift
 from ..layers.mlp import MLP
 from .base import CTRModel, ModelConfig
@@ -86,11 +87,6 @@ class DemiNetConfig(ModelConfig):
     max_len: int | None = PField(None, ge=1, description="positional embedding size (default: the field's)")
 
 
-def _attend(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim restricted to ``mask`` (rows without any neighbour: all zero)."""
-    return torch.softmax(scores.masked_fill(~mask, NEG), dim=-1) * mask
-
-
 def _edge_attention(hp: torch.Tensor, s_i: torch.Tensor, s_j: torch.Tensor, rows: torch.Tensor,
                     cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eqs. 6-8 over an edge list: hp [N, Φ, dh], s_i / s_j [N, Φ] (the h_i / h_j halves of the
@@ -106,16 +102,15 @@ def _edge_attention(hp: torch.Tensor, s_i: torch.Tensor, s_j: torch.Tensor, rows
 def _dense_attention(g: SequenceGraph, hp: torch.Tensor, z: torch.Tensor, s_i: torch.Tensor,
                      s_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eqs. 6-8 for ``sim`` on each instance's [L, L] mask: (h_(sim) [N, Φ, dh], w_d · h_(sim) [N, Φ]),
-    from the packed hp [N, Φ, dh], z = w_d · hp [N, Φ] and the attention halves s_i, s_j [N, Φ]."""
-    B, L = g.mask.shape
+    from the packed hp [N, Φ, dh], z = w_d · hp [N, Φ] and the attention halves s_i, s_j [N, Φ]
+    (:func:`~ctrgraph.graphs.pair_attention.pair_attention`, in length buckets)."""
     P = hp.shape[1]
     vals = torch.cat([hp, z.unsqueeze(-1), s_i.unsqueeze(-1), s_j.unsqueeze(-1)], dim=-1)  # [N, Φ, dh + 3]
     x = g.unpack(vals).transpose(1, 2)  # [B, Φ, L, dh + 3]
-    sc = nn.functional.leaky_relu(x[..., -2:-1] + x[..., -1:].transpose(-1, -2), 0.2)  # Eq. 6 [B, Φ, L, L]
-    m = g.sim.unsqueeze(1)
-    alpha = _attend(sc, m)  # Eq. 7
-    agg = (alpha @ x[..., :-2]).transpose(1, 2)  # Eq. 8 on the messages and on w_d · h: [B, L, Φ, dh + 1]
-    agg = g.pack(agg)
+    length = torch.arange(1, g.mask.shape[1] + 1, device=g.mask.device)
+    lengths = torch.where(g.mask, length, 0).amax(1)  # last valid position + 1
+    agg = pair_attention(x[..., -2], x[..., -1], x[..., :-2], g.sim, lengths)  # Eqs. 6-8, on w_d · h too
+    agg = g.pack(agg.transpose(1, 2))  # [N, Φ, dh + 1]
     return agg[..., :-1], agg[..., -1].reshape(-1, P)
 
 
@@ -243,7 +238,7 @@ class InterestHeads(nn.Module):
         x = torch.addmm(t.index_select(0, flat // L), hs.reshape(B * L, d).index_select(0, flat),
                         self.w_seq.permute(1, 0, 2).reshape(d, k * hid))  # first layer, valid positions [N, K*H]
         x = nn.functional.leaky_relu(x.view(-1, k, hid), 0.2)
-        s = torch.einsum("nkh,kh->nk", x, self.w2) + self.b2  # second layer [N, K]
+        s = (x * self.w2).sum(-1) + self.b2  # second layer [N, K] (a k=1 einsum's backward is a slow bmm)
         s = hs.new_full((B * L, k), NEG).index_copy(0, flat, s).view(B, L, k)
         a = torch.softmax(s.transpose(1, 2), dim=-1) * mask.unsqueeze(1)  # [B, K, L], masked
         return torch.bmm(a, hs), a
