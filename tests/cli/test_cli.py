@@ -135,3 +135,14 @@ def test_compare_applies_model_parameters(tmp_path):
     assert saved["model"]["hidden"] == [8]
     with pytest.raises(ConfigError, match="several models"):
         run_compare(cfg, ["dnn", "pnn"], [1], tmp_path / "b", log=lambda *_: None)
+
+
+def test_reproduce_help_names_every_study():
+    import argparse
+
+    from ctrgraph.cli import build_parser
+    from ctrgraph.experiments.studies import STUDIES
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["reproduce"].format_help()
+    assert [p for p in STUDIES if p not in text] == []
