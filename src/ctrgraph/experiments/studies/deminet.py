@@ -51,6 +51,13 @@ ITEMS = [
                                                         for label, op in (("GCMC", "gcmc"), ("LGC", "lightgcn"),
                                                                           ("GAT", "gat"), ("DHA", "dha"))],
           [ML100K], row_header="operator", plots=(BAR,), caption=NOTE),
+    Table("ssl-beta", "SSL weight β (not given in the paper): sensitivity", [
+        V(f"β={b:g}", "deminet", {"model.ssl_weight": b}, vs="β=0.1" if b != 0.1 else None) for b in (0.0, 0.1, 10.0,
+                                                                                           1e3, 1e5)],
+          [ML100K], row_header="variant", plots=(BAR,),
+          caption=NOTE + " The paper does not give β; at the protocol's embedding scale the divergence of Eq. 18 is "
+                         "about 1e-7 (docs/deminet.md), so this sweep shows how large β must be for the SSL term to "
+                         "act. A sensitivity study on test AUC, not a selection."),
     InterestCase("fig4", "Fig. 4: one user's interest vectors over candidate items (t-SNE, by route)", DEMINET,
                  ML100K, what="tsne",
                  caption="The paper uses two Amazon-Books users; here the ml100k-ctr test row with the longest history, "
