@@ -202,6 +202,22 @@ def test_deminet_learns_a_planted_signal(planted):
     assert a > 0.75, a  # DIN reaches 0.73 on this data and schedule (8 epochs: 0.7329; DemiNet 0.7823)
 
 
+@pytest.mark.parametrize("provider, aux", [("dg", None), ("res", "res_l2")])
+def test_deminet_trains_on_the_graph_embedding_providers(planted, provider, aux):
+    """``dg-deminet`` / ``res-deminet``: the provider's vectors feed the sequence graph and the heads,
+    its terms and DemiNet's SSL term reach the loss, and the model still learns the planted rule."""
+    torch.manual_seed(0)
+    m = build_model(f"{provider}-deminet", FeatureSpec(planted.schema, planted.vocab_sizes), {}, dim=8,
+                    init_std=0.01)
+    m.prepare(planted)
+    m.train()
+    out = m(_batch(planted, 128))
+    assert "deminet_ssl" in out.aux and (aux is None or out.aux[aux] > 0)
+    Trainer(TrainConfig(epochs=2, batch_size=256, lr=3e-3, patience=0, progress=False)).fit(m, planted)
+    te = planted.split("test")
+    assert auc(te["label"], predict_logits(m, te, planted.schema)) > 0.7
+
+
 def _two_interest_world(n=6000, n_users=300, n_cat=8, per_cat=20, max_len=12, seed=0):
     """Each user has two interests (categories); a history mixes items of both; a candidate is clicked
     with probability 0.9 when its category is one of the user's interests, else 0.1. No user field:
