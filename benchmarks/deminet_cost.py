@@ -14,6 +14,7 @@ of the tensors autograd saves for the backward, counted with saved-tensor hooks)
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -46,6 +47,7 @@ def main() -> None:
     import torch
 
     from ctrgraph.data.loader import BatchLoader
+    from ctrgraph.graphs import native
     from ctrgraph.data.schema import FeatureSpec
     from ctrgraph.registry import build_model, load_dataset
 
@@ -56,14 +58,19 @@ def main() -> None:
     train = ds.split("train")
     batches = list(BatchLoader(train, ds.schema, 1024, shuffle=True, seed=0))
     models = {}
-    for name, params in (("dien", {}), ("deminet", {}), ("deminet w/o SSL", {"ssl_weight": 0.0})):
+    native_ok = native.kernel() is not None
+    rows = [("dien", {}), ("deminet", {}), ("deminet w/o SSL", {"ssl_weight": 0.0})]
+    if native_ok:  # the same model with r_sim on the pure-PyTorch path (length-bucketed dense attention)
+        rows.append(("deminet torch-path", {}))
+    for name, params in rows:
         torch.manual_seed(1)
         m = build_model(name.split()[0], spec, params, dim=16)
         m.prepare(ds)
         m.train()
         models[name] = (m, torch.optim.Adam(m.parameters(), lr=1e-3), [])
 
-    def step(m, opt, b) -> None:
+    def step(m, opt, b, torch_path: bool = False) -> None:
+        os.environ["CTRGRAPH_NATIVE"] = "0" if torch_path else "1"
         out = m(b)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, b["label"].float())
         loss = loss + sum(out.aux.values(), torch.zeros(()))
@@ -71,15 +78,15 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    for name in ("deminet", "deminet w/o SSL"):  # reach the steady-state density of r_sim
+    for name in [n for n in models if n != "dien"]:  # reach the steady-state density of r_sim
         m, opt, _ = models[name]
         for k in range(a.warmup):
-            step(m, opt, batches[k % len(batches)])
+            step(m, opt, batches[k % len(batches)], "torch-path" in name)
     for k in range(a.steps + 1):  # interleaved: every model trains on the same batch in turn
         b = batches[(a.warmup + k) % len(batches)]
         for name, (m, opt, times) in models.items():
             t0 = time.perf_counter()
-            step(m, opt, b)
+            step(m, opt, b, "torch-path" in name)
             if k:  # the first round is a warm-up
                 times.append(time.perf_counter() - t0)
     base = statistics.median(models["dien"][2])
@@ -87,12 +94,15 @@ def main() -> None:
     with torch.no_grad():
         r = dm.encode(batches[0])
     sim = float(r["graph"].sim.sum()) / batches[0]["label"].shape[0] if r["graph"].sim is not None else 0.0
+    print(f"# r_sim attention: {'native fused CPU kernel (ctrgraph.graphs.native)' if native_ok else 'PyTorch path'}"
+          + ("; 'torch-path' = the same model on the length-bucketed PyTorch path" if native_ok else ""))
     print(f"# ml100k-ctr, batch 1024, {len(batches)} steps per epoch, {a.threads} threads, "
           f"{a.steps} interleaved steps after {a.warmup} DemiNet warm-up steps")
     print(f"# DemiNet r_sim edges per instance now: {sim:.1f} (valid positions per instance: "
           f"{float(r['mask'].sum()) / r['mask'].shape[0]:.1f})")
     for name, (m, _, times) in models.items():
         med = statistics.median(times)
+        os.environ["CTRGRAPH_NATIVE"] = "0" if "torch-path" in name else "1"
         mem = saved_bytes(m, batches[0]) / 2**20
         print(f"{name:>16s}: {1000 * med:7.1f} ms/step  ratio to dien {med / base:5.2f}x  "
               f"{med * len(batches):6.1f} s/epoch  activations per batch {mem:7.1f} MiB")

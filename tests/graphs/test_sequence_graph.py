@@ -90,3 +90,68 @@ def test_dropout_views_differ_keep_self_loops_and_touch_no_padding():
     with pytest.raises(ValueError, match="rate"):
         g.drop(1.0)
     assert RELATIONS == ("in", "out", "sim", "self")
+
+
+def test_views_inherit_sim_edges_and_csr_equal_to_a_fresh_build():
+    """drop / stack_views carry the full graph's similarity edge list filtered (no second scan of the
+    [B, L, L] mask): it must equal what the view's own mask gives, and so must its CSR."""
+    from ctrgraph.graphs.sequence_graph import SequenceGraph
+
+    mask, h = _batch()
+    g = sequence_graph(mask, h, 3, 0.0)
+    torch.manual_seed(1)
+    for view in (g.drop(0.5), g.stack_views(0.5, 3)):
+        fresh = SequenceGraph(view.relations, view.mask, view.band, view.offsets, view.sim)
+        for a, b in zip(view._sim_edges(), fresh._sim_edges()):
+            assert torch.equal(a, b)
+        for a, b in zip(view.sim_csr(), fresh.sim_csr()):
+            assert torch.equal(a, b)
+    rowptr, col, inst = g.sim_csr()
+    assert int(rowptr[-1]) == int(g.sim.sum()) and torch.equal(inst[1:] - inst[:-1], mask.sum(1))
+
+
+@pytest.mark.parametrize("offsets", [[-3, -2, -1, 0, 1, 2, 3], [0], [2, -5]])
+def test_native_banded_sum_equals_the_multiply_add_path(offsets):
+    from ctrgraph.graphs import native
+    from ctrgraph.graphs.sequence_graph import _BandedSum, banded_sum
+
+    if native.kernel() is None:
+        pytest.skip("the native kernel is not built here")
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(11, 2, 5, generator=g, dtype=torch.double, requires_grad=True)
+    w = torch.randn(len(offsets), 11, 2, 1, generator=g, dtype=torch.double)
+    w = (w * (torch.rand(w.shape, generator=g) < 0.7)).requires_grad_()  # zero weights = masked neighbours
+    out, ref = banded_sum(x, w, offsets), _BandedSum.apply(x, w, tuple(offsets))
+    torch.testing.assert_close(out, ref)
+    gout = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad((out * gout).sum(), (x, w)), torch.autograd.grad((ref * gout).sum(), (x, w))):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("offsets", [[-3, -2, -1], [1, 2, 3], [1]])
+def test_native_band_attention_equals_the_shifted_tensor_path(offsets, monkeypatch):
+    """Eqs. 6-9 of one banded relation: the fused kernel against the shifted-tensor formulation, values
+    and gradients (float64), including nodes without any neighbour."""
+    from ctrgraph.graphs import native
+    from ctrgraph.graphs.sequence_graph import band_attention
+
+    if native.kernel() is None:
+        pytest.skip("the native kernel is not built here")
+    mask, h = _batch()
+    g = sequence_graph(mask, h, 3, 0.5, ("in", "out", "self"))
+    rel = "in" if offsets[0] < 0 else "out"
+    m = g.band[rel][:, : len(offsets)] if offsets != [1] else g.band["out"][:, :1]
+    gen = torch.Generator().manual_seed(7)
+    n = m.shape[0]
+    si, sj, z = (torch.randn(n, 2, generator=gen, dtype=torch.double, requires_grad=True) for _ in range(3))
+    alpha, e = band_attention(si, sj, z, m, offsets)
+    monkeypatch.setenv("CTRGRAPH_NATIVE", "0")
+    ref_alpha, ref_e = band_attention(si, sj, z, m, offsets)
+    torch.testing.assert_close(alpha, ref_alpha)
+    torch.testing.assert_close(e, ref_e)
+    ga, ge = torch.randn_like(alpha), torch.randn_like(e)
+    got = torch.autograd.grad((alpha * ga).sum() + (e * ge).sum(), (si, sj, z))
+    want = torch.autograd.grad((ref_alpha * ga).sum() + (ref_e * ge).sum(), (si, sj, z))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert (~m.any(1)).any() and alpha.detach()[:, ~m.any(1)].abs().max() == 0

@@ -26,9 +26,11 @@ tensor operation: no loop over instances, positions or edges.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from . import native
 
 RELATIONS = ("in", "out", "sim", "self")
 
@@ -92,12 +94,70 @@ class _BandedSum(torch.autograd.Function):
         return gx, gw, None
 
 
+class _NativeBandedSum(torch.autograd.Function):
+    """:class:`_BandedSum` for x [N, P, C] and w [O, N, P] in one pass of the native CPU kernel."""
+
+    @staticmethod
+    def forward(ctx, x, w, offsets):
+        ctx.save_for_backward(x, w)
+        ctx.offsets, ctx.ext = offsets, native.kernel()
+        return ctx.ext.banded_forward(x, w, list(offsets))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx, gw = ctx.ext.banded_backward(g, x, w, list(ctx.offsets))
+        return gx, gw, None
+
+
 def banded_sum(x: torch.Tensor, w: torch.Tensor, offsets: list[int]) -> torch.Tensor:
     """``out[n] = Σ_o w[o][n] * x[n + offsets[o]]`` over the packed nodes (zero out of range); ``w``
-    [O, N, ..., 1] broadcasts over x's trailing dimensions. The messages of the banded relations."""
+    [O, N, ..., 1] broadcasts over x's trailing dimensions. The messages of the banded relations.
+    For CPU tensors x [N, P, C] with w [O, N, P, 1] the fused kernel of :mod:`ctrgraph.graphs.native`
+    (where it is built), otherwise one multiply-add per offset."""
     if w.shape[0] != len(offsets):
         raise ValueError(f"banded_sum: {w.shape[0]} weights for {len(offsets)} offsets")
+    if (x.dim() == 3 and w.dim() == 4 and w.shape[1:] == (x.shape[0], x.shape[1], 1) and x.device.type == "cpu"
+            and w.dtype == x.dtype and native.kernel() is not None):
+        return _NativeBandedSum.apply(x, w.squeeze(-1), tuple(offsets))
     return _BandedSum.apply(x, w, tuple(offsets))
+
+
+class _NativeBandAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s_i, s_j, z, mask, offsets, slope):
+        ctx.ext = native.kernel()
+        alpha, e = ctx.ext.band_att_forward(s_i, s_j, z, mask, list(offsets), slope)
+        ctx.save_for_backward(s_i, s_j, z, alpha, mask)
+        ctx.offsets, ctx.slope = offsets, slope
+        return alpha, e
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_alpha, g_e):
+        s_i, s_j, z, alpha, mask = ctx.saved_tensors
+        g_alpha = torch.zeros_like(alpha) if g_alpha is None else g_alpha
+        g_e = torch.zeros_like(z) if g_e is None else g_e
+        gi, gj, gz = ctx.ext.band_att_backward(g_alpha, g_e, s_i, s_j, z, alpha, mask, list(ctx.offsets),
+                                                      ctx.slope)
+        return gi, gj, gz, None, None, None
+
+
+def band_attention(s_i: torch.Tensor, s_j: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, offsets: list[int],
+                   slope: float = 0.2, neg: float = -1e9) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAT attention of one banded relation over the packed nodes (DemiNet Eqs. 6-7, and Eqs. 8-9 on a
+    scalar message z): α[o, n] = softmax over the offsets o with ``mask[n, o]`` of
+    LeakyReLU(s_i[n] + s_j[n + offsets[o]]), e[n] = Σ_o α[o, n] z[n + offsets[o]]. s_i, s_j, z [N, Φ],
+    mask [N, O] -> (α [O, N, Φ], zero where masked; e [N, Φ]). The fused kernel of
+    :mod:`ctrgraph.graphs.native` on the CPU where it is built, else shifted tensors."""
+    if (s_i.device.type == "cpu" and s_i.dim() == 2 and s_i.dtype == s_j.dtype == z.dtype
+            and native.kernel() is not None):
+        return _NativeBandAttention.apply(s_i, s_j, z, mask, tuple(offsets), slope)
+    mo = mask.T.unsqueeze(-1)  # [O, N, 1]
+    a = torch.nn.functional.leaky_relu(s_i + torch.stack([shift(s_j, o) for o in offsets]), slope)
+    alpha = torch.softmax(a.masked_fill(~mo, neg), dim=0) * mo
+    return alpha, (alpha * torch.stack([shift(z, o) for o in offsets])).sum(0)
 
 
 @dataclass
@@ -112,6 +172,7 @@ class SequenceGraph:
     band: dict[str, torch.Tensor]
     offsets: dict[str, list[int]]
     sim: torch.Tensor | None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_nodes(self) -> int:
@@ -135,12 +196,35 @@ class SequenceGraph:
     def edges(self, relation: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(receivers, senders) of one relation as packed node indices."""
         if relation == "sim":
-            b, i, j = self.sim.nonzero(as_tuple=True)
-            index = torch.full(self.mask.shape, -1, dtype=torch.long, device=self.mask.device)
-            index[self.mask] = torch.arange(self.n_nodes, device=self.mask.device)
-            return index[b, i], index[b, j]
+            return self._sim_edges()[1:]
         n, o = self.band[relation].nonzero(as_tuple=True)
         return n, n + torch.tensor(self.offsets[relation], device=n.device, dtype=n.dtype)[o]
+
+    def _sim_edges(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(flat indices into ``sim`` [E], receivers [E], senders [E]) of the similarity edges, row-major
+        (receivers ascending), computed once per graph (views inherit theirs from the full graph)."""
+        if "sim_edges" not in self._cache:
+            flat = self.sim.reshape(-1).nonzero().squeeze(1)
+            length = self.mask.shape[1]
+            index = torch.full(self.mask.shape, -1, dtype=torch.long, device=self.mask.device)
+            index[self.mask] = torch.arange(self.n_nodes, device=self.mask.device)
+            index = index.reshape(-1)
+            b, i, j = flat // (length * length), (flat // length) % length, flat % length
+            self._cache["sim_edges"] = (flat, index[b * length + i], index[b * length + j])
+        return self._cache["sim_edges"]
+
+    def sim_csr(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``sim`` in CSR form over the packed nodes, computed once per graph: (rowptr [N + 1], col [E],
+        node ranges of the instances [B + 1]) for :func:`~ctrgraph.graphs.native.csr_pair_attention`."""
+        if "csr" not in self._cache:
+            _, rows, cols = self._sim_edges()
+            n = self.n_nodes
+            rowptr = torch.zeros(n + 1, dtype=torch.long, device=rows.device)
+            torch.cumsum(torch.bincount(rows, minlength=n), 0, out=rowptr[1:])
+            inst = torch.zeros(self.mask.shape[0] + 1, dtype=torch.long, device=rows.device)
+            torch.cumsum(self.mask.sum(1), 0, out=inst[1:])
+            self._cache["csr"] = (rowptr, cols.contiguous(), inst)
+        return self._cache["csr"]
 
     def dense(self) -> torch.Tensor:
         """``[B, R, L, L]`` bool: ``out[b, r, i, j]`` = position i receives from position j under r."""
@@ -165,20 +249,27 @@ class SequenceGraph:
             return torch.rand(like.shape, device=like.device, generator=generator) >= rate
 
         band = {r: m if r == "self" else m & keep(m) for r, m in self.band.items()}
-        sim = None
+        sim, cache = None, {}
         if self.sim is not None:  # one draw per similarity edge, not per [L, L] entry
-            edges = self.sim.reshape(-1).nonzero().squeeze(1)
-            kept = edges[keep(edges)]
-            sim = torch.zeros_like(self.sim).reshape(-1).index_fill_(0, kept, True).view(self.sim.shape)
-        return SequenceGraph(self.relations, self.mask, band, self.offsets, sim)
+            flat, rows, cols = self._sim_edges()
+            k = keep(flat)
+            cache["sim_edges"] = (flat[k], rows[k], cols[k])
+            sim = torch.zeros_like(self.sim).reshape(-1).index_fill_(0, flat[k], True).view(self.sim.shape)
+        return SequenceGraph(self.relations, self.mask, band, self.offsets, sim, cache)
 
     def stack_views(self, rate: float, views: int = 2, generator: torch.Generator | None = None) -> SequenceGraph:
         """``views`` independent edge-dropout views of the batch as ONE graph over ``views`` copies of
         its instances (mask [views * B, L]), so that they go through a layer in one pass."""
         parts = [self.drop(rate, generator) for _ in range(views)]
         band = {r: torch.cat([p.band[r] for p in parts]) for r in self.band}
-        sim = None if self.sim is None else torch.cat([p.sim for p in parts])
-        return SequenceGraph(self.relations, self.mask.repeat(views, 1), band, self.offsets, sim)
+        sim, cache = None, {}
+        if self.sim is not None:
+            sim = torch.cat([p.sim for p in parts])
+            n, size = self.n_nodes, self.sim.numel()
+            edges = [p._sim_edges() for p in parts]
+            cache["sim_edges"] = tuple(torch.cat([e[t] + v * (size if t == 0 else n) for v, e in enumerate(edges)])
+                                       for t in range(3))
+        return SequenceGraph(self.relations, self.mask.repeat(views, 1), band, self.offsets, sim, cache)
 
     def union_edges(self, without_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Edges of the union of the relations, each pair once (operators on the homogeneous graph)."""

@@ -59,9 +59,9 @@ from torch import nn
 
 from ..embeddings import EmbeddedBatch
 from ..errors import ConfigError
-from ..graphs import edge_softmax
+from ..graphs import edge_softmax, native
 from ..graphs.pair_attention import pair_attention
-from ..graphs.sequence_graph import RELATIONS, SequenceGraph, banded_sum, sequence_graph, shift
+from ..graphs.sequence_graph import RELATIONS, SequenceGraph, band_attention, banded_sum, sequence_graph
 from ..layers.mlp import MLP
 from .base import CTRModel, ModelConfig
 
@@ -99,19 +99,26 @@ def _edge_attention(hp: torch.Tensor, s_i: torch.Tensor, s_j: torch.Tensor, rows
     return out, torch.bincount(rows, minlength=n) > 0
 
 
-def _dense_attention(g: SequenceGraph, hp: torch.Tensor, z: torch.Tensor, s_i: torch.Tensor,
-                     s_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eqs. 6-8 for ``sim`` on each instance's [L, L] mask: (h_(sim) [N, Φ, dh], w_d · h_(sim) [N, Φ]),
-    from the packed hp [N, Φ, dh], z = w_d · hp [N, Φ] and the attention halves s_i, s_j [N, Φ]
-    (:func:`~ctrgraph.graphs.pair_attention.pair_attention`, in length buckets)."""
+def _sim_attention(g: SequenceGraph, hp: torch.Tensor, z: torch.Tensor, s_i: torch.Tensor,
+                   s_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eqs. 6-8 for ``sim``: (h_(sim) [N, Φ, dh], w_d · h_(sim) [N, Φ], has a neighbour [N]) from the
+    packed hp [N, Φ, dh], z = w_d · hp [N, Φ] and the attention halves s_i, s_j [N, Φ]. On the CPU the
+    fused edge-list kernel (:mod:`ctrgraph.graphs.native`, CSR of the graph's sim edges); elsewhere, or
+    where it cannot be built, dense per-instance [L, L] attention in length buckets
+    (:func:`~ctrgraph.graphs.pair_attention.pair_attention`). Both are tested against the dense
+    formulation."""
     P = hp.shape[1]
+    if hp.device.type == "cpu" and native.kernel() is not None:
+        rowptr, col, inst = g.sim_csr()
+        agg = native.csr_pair_attention(s_i, s_j, torch.cat([hp, z.unsqueeze(-1)], dim=-1), rowptr, col, inst)
+        return agg[..., :-1], agg[..., -1], rowptr[1:] > rowptr[:-1]
     vals = torch.cat([hp, z.unsqueeze(-1), s_i.unsqueeze(-1), s_j.unsqueeze(-1)], dim=-1)  # [N, Φ, dh + 3]
     x = g.unpack(vals).transpose(1, 2)  # [B, Φ, L, dh + 3]
     length = torch.arange(1, g.mask.shape[1] + 1, device=g.mask.device)
     lengths = torch.where(g.mask, length, 0).amax(1)  # last valid position + 1
     agg = pair_attention(x[..., -2], x[..., -1], x[..., :-2], g.sim, lengths)  # Eqs. 6-8, on w_d · h too
     agg = g.pack(agg.transpose(1, 2))  # [N, Φ, dh + 1]
-    return agg[..., :-1], agg[..., -1].reshape(-1, P)
+    return agg[..., :-1], agg[..., -1].reshape(-1, P), g.pack(g.sim.any(-1))
 
 
 class DHALayer(nn.Module):
@@ -149,36 +156,30 @@ class DHALayer(nn.Module):
             out, _ = _edge_attention(hp, s_i[0], s_j[0], *g.union_edges())
             return nn.functional.elu(out.reshape(N, D))
         z = torch.einsum("npd,pd->np", hp, self.w_d)  # w_d^φ · h^φ of every node [N, Φ]
-        es, has, coef, sim = [], [], {}, None
+        es, has, coef, sim = [], [], [], None
         for k, r in enumerate(g.relations):  # at most four relations
-            if r == "sim":  # dense per instance (research: a quarter of the pairs after a few steps)
-                hr, e_r = _dense_attention(g, hp, z, s_i[k], s_j[k])  # Eqs. 6-8; w_d · h_(sim)i
+            if r == "sim":  # CSR / dense per instance (research: a quarter of the pairs after a few steps)
+                hr, e_r, has_r = _sim_attention(g, hp, z, s_i[k], s_j[k])  # Eqs. 6-8; w_d · h_(sim)i
                 es.append(e_r)
-                has.append(g.pack(g.sim.any(-1)))
+                has.append(has_r)
                 sim = (len(es) - 1, hr)
                 continue
-            offs, m = g.offsets[r], g.band[r]  # m [N, O]
+            m = g.band[r]  # [N, O]
             if r == "self":  # one neighbour: α = 1 (Eq. 7)
                 alpha = m.T.unsqueeze(-1).to(z.dtype)  # [1, N, 1]
-            else:
-                mo = m.T.unsqueeze(-1)  # [O, N, 1]
-                a = nn.functional.leaky_relu(s_i[k] + torch.stack([shift(s_j[k], o) for o in offs]), 0.2)  # Eq. 6
-                alpha = torch.softmax(a.masked_fill(~mo, NEG), dim=0) * mo  # Eq. 7 [O, N, Φ]
-            es.append(sum(alpha[q] * shift(z, o) for q, o in enumerate(offs)))  # w_d · h_(r)i (Eqs. 8-9)
+                es.append(z * alpha[0])  # w_d · h_(self)i (Eqs. 8-9)
+            else:  # Eqs. 6-7 (α [O, N, Φ]) and w_d · h_(r)i (Eqs. 8-9)
+                alpha, e_r = band_attention(s_i[k], s_j[k], z, m, g.offsets[r], 0.2, NEG)
+                es.append(e_r)
             has.append(m.any(-1))
-            coef[len(es) - 1] = (offs, alpha)
+            coef.append((len(es) - 1, g.offsets[r], alpha))
         e = nn.functional.leaky_relu(torch.stack(es) + self.b_d, 0.2)  # Eq. 9 [R, N, Φ]
         hm = torch.stack(has).unsqueeze(-1)  # [R, N, 1]: n has neighbours under r
         beta = torch.softmax(e.masked_fill(~hm, NEG), dim=0) * hm  # Eq. 10
-        weight: dict[int, torch.Tensor] = {}  # offset -> Σ_r β_r α_(r),offset  [N, Φ]
-        for k, (offs, alpha) in coef.items():
-            for q, o in enumerate(offs):
-                w = beta[k] * alpha[q]
-                weight[o] = weight[o] + w if o in weight else w
         out = None
-        if weight:  # Eqs. 8 and 11 over the banded relations: one weighted sum of shifted messages
-            offs = sorted(weight)
-            out = banded_sum(hp, torch.stack([weight[o] for o in offs]).unsqueeze(-1), offs)
+        if coef:  # Eqs. 8 and 11 over the banded relations: one weighted sum of shifted messages
+            weight = torch.cat([beta[k] * alpha for k, _, alpha in coef])  # Σ_r β_r α_(r),offset [O_all, N, Φ]
+            out = banded_sum(hp, weight.unsqueeze(-1), [o for _, offs, _ in coef for o in offs])
         if sim is not None:
             k, hr = sim
             out = beta[k].unsqueeze(-1) * hr if out is None else torch.addcmul(out, beta[k].unsqueeze(-1), hr)
@@ -237,8 +238,9 @@ class InterestHeads(nn.Module):
         t = ht @ self.w_tgt.permute(1, 0, 2).reshape(d, k * hid) + self.b1.reshape(-1)  # [B, K*H]
         x = torch.addmm(t.index_select(0, flat // L), hs.reshape(B * L, d).index_select(0, flat),
                         self.w_seq.permute(1, 0, 2).reshape(d, k * hid))  # first layer, valid positions [N, K*H]
-        x = nn.functional.leaky_relu(x.view(-1, k, hid), 0.2)
-        s = (x * self.w2).sum(-1) + self.b2  # second layer [N, K] (a k=1 einsum's backward is a slow bmm)
+        x = nn.functional.leaky_relu(x, 0.2)
+        w2 = torch.block_diag(*self.w2.unsqueeze(1).unbind(0)).T  # [K*H, K]: head k's w2 in rows k*H..
+        s = torch.addmm(self.b2, x, w2)  # second layer [N, K] as one matmul (K x the work, a fraction of the time)
         s = hs.new_full((B * L, k), NEG).index_copy(0, flat, s).view(B, L, k)
         a = torch.softmax(s.transpose(1, 2), dim=-1) * mask.unsqueeze(1)  # [B, K, L], masked
         return torch.bmm(a, hs), a

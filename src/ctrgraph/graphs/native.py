@@ -1,0 +1,86 @@
+"""The fused CPU kernel of masked pair attention over an edge list (``csrc/pair_attention.cpp``).
+
+:func:`csr_pair_attention` is GAT's attention for one relation given in CSR form, out[n, φ] =
+Σ_e α[e, φ] v[col[e], φ] with α = softmax over n's edges of LeakyReLU(s_i[n, φ] + s_j[col[e], φ]) (DemiNet's
+r_sim, Eqs. 6-8), in one pass over the edges: no [L, L] score blocks, no padding, and only α [E, Φ]
+kept for the backward. It is a C++ extension compiled on first use with PyTorch's own
+``torch.utils.cpp_extension`` (a C++ compiler and ninja needed; about 30 s once, cached under
+``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Where it cannot be built,
+:func:`kernel` returns None (with one warning) and callers keep their pure-PyTorch path
+(:func:`ctrgraph.graphs.pair_attention.pair_attention`); ``CTRGRAPH_NATIVE=0`` turns it off. CUDA
+tensors always take the PyTorch path.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+SLOPE = 0.2  # GAT's LeakyReLU slope
+_SOURCE = Path(__file__).with_name("csrc") / "pair_attention.cpp"
+_STATE: dict[str, object] = {}
+
+
+def enabled() -> bool:
+    """False when ``CTRGRAPH_NATIVE`` is set to 0 / false / no / off."""
+    return os.environ.get("CTRGRAPH_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def kernel():
+    """The compiled extension module, or None where it is disabled or cannot be built."""
+    if not enabled():
+        return None
+    if "module" not in _STATE:
+        try:
+            import shutil
+
+            from torch.utils.cpp_extension import load
+
+            bindir = str(Path(sys.executable).parent)  # the environment's ninja (the ``ninja`` wheel) without activation
+            if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
+                os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+            print("ctrgraph: loading the native pair-attention kernel (compiled once on first use, ~30 s)",
+                  file=sys.stderr, flush=True)
+            _STATE["module"] = load("ctrgraph_pair_attention", [str(_SOURCE)], extra_cflags=["-O3"], verbose=False)
+        except Exception as exc:  # no compiler, no ninja, read-only cache ...
+            warnings.warn(f"ctrgraph: the native pair-attention kernel could not be built ({exc.__class__.__name__}: "
+                          f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
+                          RuntimeWarning, stacklevel=2)
+            _STATE["module"] = None
+    return _STATE["module"]
+
+
+class _CSRAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s_i, s_j, v, rowptr, col, inst):
+        ctx.ext = kernel()
+        out, alpha = ctx.ext.forward(s_i, s_j, v, rowptr, col, SLOPE)
+        ctx.save_for_backward(s_i, s_j, v, alpha, rowptr, col, inst)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        s_i, s_j, v, alpha, rowptr, col, inst = ctx.saved_tensors
+        gi, gj, gv = ctx.ext.backward(g, s_i, s_j, v, alpha, rowptr, col, inst, SLOPE)
+        return gi, gj, gv, None, None, None
+
+
+def csr_pair_attention(s_i: torch.Tensor, s_j: torch.Tensor, v: torch.Tensor, rowptr: torch.Tensor,
+                       col: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
+    """s_i, s_j [N, Φ] (receiver / sender halves of the score), v [N, Φ, C], ``rowptr`` [N + 1] and ``col``
+    [E] (int64: node n receives from col[rowptr[n]:rowptr[n + 1]]), ``inst`` [B + 1] (node ranges of
+    the instances; no edge crosses one) -> out [N, Φ, C]; a node without edges gets zeros. Needs
+    :func:`kernel` (check it first)."""
+    N, P, _ = v.shape
+    if s_i.shape != (N, P) or s_j.shape != (N, P) or rowptr.shape != (N + 1,) or col.dim() != 1:
+        raise ValueError(f"csr_pair_attention: shapes s_i {tuple(s_i.shape)}, s_j {tuple(s_j.shape)}, "
+                         f"v {tuple(v.shape)}, rowptr {tuple(rowptr.shape)}, col {tuple(col.shape)} do not agree")
+    if kernel() is None:
+        raise RuntimeError("csr_pair_attention: the native kernel is not available (ctrgraph.graphs.native.kernel())")
+    return _CSRAttention.apply(s_i, s_j, v, rowptr, col, inst)
+
