@@ -98,3 +98,25 @@ def test_native_kernel_passes_gradcheck_and_rejects_bad_shapes():
     assert torch.autograd.gradcheck(lambda a, b, c: native.csr_pair_attention(a, b, c, rowptr, cols, inst), args)
     with pytest.raises(ValueError, match="do not agree"):
         native.csr_pair_attention(args[0], args[1][:-1], args[2], rowptr, cols, inst)
+
+
+def test_head_scores_native_equals_the_matmul_path(monkeypatch):
+    from ctrgraph.graphs import native
+
+    native_or_skip()
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(5000, 4 * 6, generator=g, dtype=torch.double, requires_grad=True)
+    w = torch.randn(4, 6, generator=g, dtype=torch.double, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.double, requires_grad=True)
+    out = native.head_scores(x, w, b)
+    monkeypatch.setenv("CTRGRAPH_NATIVE", "0")
+    ref = native.head_scores(x, w, b)
+    want = torch.stack([(torch.nn.functional.leaky_relu(x[:, 6 * k: 6 * k + 6], 0.2) * w[k]).sum(1) + b[k]
+                        for k in range(4)], 1)
+    torch.testing.assert_close(ref, want)
+    torch.testing.assert_close(out, want)
+    gout = torch.randn_like(out)
+    for a, c in zip(torch.autograd.grad((out * gout).sum(), (x, w, b)), torch.autograd.grad((want * gout).sum(), (x, w, b))):
+        torch.testing.assert_close(a, c)
+    with pytest.raises(ValueError, match="does not match"):
+        native.head_scores(x[:, :-1], w, b)

@@ -84,3 +84,31 @@ def csr_pair_attention(s_i: torch.Tensor, s_j: torch.Tensor, v: torch.Tensor, ro
         raise RuntimeError("csr_pair_attention: the native kernel is not available (ctrgraph.graphs.native.kernel())")
     return _CSRAttention.apply(s_i, s_j, v, rowptr, col, inst)
 
+
+
+class _HeadScore(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b, slope):
+        ctx.ext, ctx.slope = kernel(), slope
+        ctx.save_for_backward(x, w)
+        return ctx.ext.head_score_forward(x, w, b, slope)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx, gw = ctx.ext.head_score_backward(g, x, w, ctx.slope)
+        return gx, gw, g.sum(0), None
+
+
+def head_scores(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, slope: float = 0.2) -> torch.Tensor:
+    """K per-head linear scorers after a LeakyReLU: s[n, k] = b[k] + Σ_h w[k, h] LeakyReLU(x[n, k H + h]);
+    x [N, K H], w [K, H], b [K] -> [N, K]. The fused kernel on the CPU where it is built (nothing of
+    x's size kept for the backward but x), else LeakyReLU and one block-diagonal matmul."""
+    K, H = w.shape
+    if x.dim() != 2 or x.shape[1] != K * H:
+        raise ValueError(f"head_scores: x {tuple(x.shape)} does not match w {tuple(w.shape)}")
+    if x.device.type == "cpu" and x.dtype == w.dtype == b.dtype and kernel() is not None:
+        return _HeadScore.apply(x, w, b, slope)
+    block = torch.block_diag(*w.unsqueeze(1).unbind(0)).T  # [K H, K]: head k's w in rows k H ..
+    return torch.addmm(b, torch.nn.functional.leaky_relu(x, slope), block)

@@ -150,12 +150,16 @@ class DHALayer(nn.Module):
         equations (tested against loops); the softmaxes run on [N, Φ]-sized tensors."""
         N, D = x.shape
         hp = self.proj(x).view(N, self.heads, self.dh)  # per-head W^φ h [N, Φ, dh]
-        s_i = torch.einsum("npd,rpd->rnp", hp, self.att_i)  # [R, N, Φ]
-        s_j = torch.einsum("npd,rpd->rnp", hp, self.att_j)
+        # every per-head score of a node in one matmul: a^(r)φ's two halves (Eq. 6) and w_d^φ (Eq. 9)
+        vecs = torch.cat([self.att_i, self.att_j, self.w_d.unsqueeze(0)])  # [Q = 2 n_att + 1, Φ, dh]
+        eye = torch.eye(self.heads, dtype=vecs.dtype, device=vecs.device)
+        block = torch.einsum("qpd,pr->pdqr", vecs, eye).reshape(D, -1)  # block-diagonal over heads [D, Q Φ]
+        parts = (hp.reshape(N, D) @ block).view(N, -1, self.heads).unbind(1)  # Q x [N, Φ]
+        n_att = self.att_i.shape[0]
+        s_i, s_j, z = parts[:n_att], parts[n_att: 2 * n_att], parts[-1]  # per relation [N, Φ]; w_d^φ · h^φ
         if self.vanilla:  # one attention over the union of the relations' neighbours
             out, _ = _edge_attention(hp, s_i[0], s_j[0], *g.union_edges())
             return nn.functional.elu(out.reshape(N, D))
-        z = torch.einsum("npd,pd->np", hp, self.w_d)  # w_d^φ · h^φ of every node [N, Φ]
         es, has, coef, sim = [], [], [], None
         for k, r in enumerate(g.relations):  # at most four relations
             if r == "sim":  # CSR / dense per instance (research: a quarter of the pairs after a few steps)
@@ -238,9 +242,7 @@ class InterestHeads(nn.Module):
         t = ht @ self.w_tgt.permute(1, 0, 2).reshape(d, k * hid) + self.b1.reshape(-1)  # [B, K*H]
         x = torch.addmm(t.index_select(0, flat // L), hs.reshape(B * L, d).index_select(0, flat),
                         self.w_seq.permute(1, 0, 2).reshape(d, k * hid))  # first layer, valid positions [N, K*H]
-        x = nn.functional.leaky_relu(x, 0.2)
-        w2 = torch.block_diag(*self.w2.unsqueeze(1).unbind(0)).T  # [K*H, K]: head k's w2 in rows k*H..
-        s = torch.addmm(self.b2, x, w2)  # second layer [N, K] as one matmul (K x the work, a fraction of the time)
+        s = native.head_scores(x, self.w2, self.b2, 0.2)  # LeakyReLU, second layer [N, K]
         s = hs.new_full((B * L, k), NEG).index_copy(0, flat, s).view(B, L, k)
         a = torch.softmax(s.transpose(1, 2), dim=-1) * mask.unsqueeze(1)  # [B, K, L], masked
         return torch.bmm(a, hs), a

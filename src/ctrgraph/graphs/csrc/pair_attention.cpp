@@ -10,6 +10,7 @@
 // The forward keeps only alpha [E, P]; the backward recomputes the LeakyReLU sign.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -309,6 +310,77 @@ std::vector<torch::Tensor> band_att_backward(torch::Tensor g_alpha, torch::Tenso
   return {gi, gj, gz};
 }
 
+// Second layer of K small per-head scorers after a LeakyReLU (DemiNet's Eq. 13 feed-forward heads):
+//   s[n, k] = b[k] + sum_h w[k, h] * LeakyReLU(x[n, k * H + h])
+// x [N, K * H] (the first layer's pre-activations), w [K, H], b [K]; the backward recomputes the
+// activation from x, so nothing [N, K * H]-sized is kept besides x.
+torch::Tensor head_score_forward(torch::Tensor x, torch::Tensor w, torch::Tensor b, double slope) {
+  x = x.contiguous(); w = w.contiguous(); b = b.contiguous();
+  const int64_t N = x.size(0), K = w.size(0), H = w.size(1);
+  TORCH_CHECK(x.size(1) == K * H, "head score native kernel: x must be [N, K * H]");
+  auto s = torch::empty({N, K}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "head_score_forward", [&] {
+    const scalar_t* xx = x.data_ptr<scalar_t>();
+    const scalar_t* ww = w.data_ptr<scalar_t>();
+    const scalar_t* bb = b.data_ptr<scalar_t>();
+    scalar_t* sp = s.data_ptr<scalar_t>();
+    const scalar_t sl = static_cast<scalar_t>(slope);
+    at::parallel_for(0, N, 512, [&](int64_t lo, int64_t hi) {
+      for (int64_t n = lo; n < hi; ++n) {
+        for (int64_t k = 0; k < K; ++k) {
+          const scalar_t* xr = xx + n * K * H + k * H;
+          const scalar_t* wr = ww + k * H;
+          scalar_t acc = 0;
+          for (int64_t h = 0; h < H; ++h) {
+            const scalar_t v = xr[h];
+            acc += wr[h] * (v > scalar_t(0) ? v : sl * v);
+          }
+          sp[n * K + k] = acc + bb[k];
+        }
+      }
+    });
+  });
+  return s;
+}
+
+std::vector<torch::Tensor> head_score_backward(torch::Tensor g, torch::Tensor x, torch::Tensor w, double slope) {
+  g = g.contiguous(); x = x.contiguous(); w = w.contiguous();
+  const int64_t N = x.size(0), K = w.size(0), H = w.size(1);
+  auto gx = torch::empty_like(x);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, (N + 2047) / 2048));
+  auto partial = torch::zeros({chunks, K, H}, x.options());  // per-chunk sums for w's gradient
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "head_score_backward", [&] {
+    const scalar_t* gg = g.data_ptr<scalar_t>();
+    const scalar_t* xx = x.data_ptr<scalar_t>();
+    const scalar_t* ww = w.data_ptr<scalar_t>();
+    scalar_t* gxp = gx.data_ptr<scalar_t>();
+    scalar_t* pp = partial.data_ptr<scalar_t>();
+    const scalar_t sl = static_cast<scalar_t>(slope);
+    const int64_t per = (N + chunks - 1) / chunks;
+    at::parallel_for(0, chunks, 1, [&](int64_t clo, int64_t chi) {
+      for (int64_t c = clo; c < chi; ++c) {
+        scalar_t* acc = pp + c * K * H;
+        for (int64_t n = c * per; n < std::min(N, (c + 1) * per); ++n) {
+          for (int64_t k = 0; k < K; ++k) {
+            const scalar_t gk = gg[n * K + k];
+            const scalar_t* xr = xx + n * K * H + k * H;
+            const scalar_t* wr = ww + k * H;
+            scalar_t* gr = gxp + n * K * H + k * H;
+            scalar_t* ar = acc + k * H;
+            for (int64_t h = 0; h < H; ++h) {
+              const scalar_t v = xr[h];
+              const bool pos = v > scalar_t(0);
+              gr[h] = gk * wr[h] * (pos ? scalar_t(1) : sl);
+              ar[h] += gk * (pos ? v : sl * v);
+            }
+          }
+        }
+      }
+    });
+  });
+  return {gx, partial.sum(0)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -316,6 +388,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &backward, "CSR pair attention, backward (grad s_i, grad s_j, grad v)");
   m.def("band_att_forward", &band_att_forward, "banded relation attention, forward (alpha, e)");
   m.def("band_att_backward", &band_att_backward, "banded relation attention, backward");
+  m.def("head_score_forward", &head_score_forward, "per-head LeakyReLU + linear scorer, forward");
+  m.def("head_score_backward", &head_score_backward, "per-head LeakyReLU + linear scorer, backward (grad x, grad w)");
   m.def("banded_forward", &banded_forward, "banded message sum, forward");
   m.def("banded_backward", &banded_backward, "banded message sum, backward (grad x, grad w)");
 }
