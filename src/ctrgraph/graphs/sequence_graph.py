@@ -16,10 +16,13 @@ nodes, so no work is spent on them. Node i *receives* from node j under relation
 
 :class:`SequenceGraph` keeps the banded relations (``in``, ``out``, ``self``) as ``[N, O]`` masks over
 their offsets (node n receives from packed node n + offsets[o]; a mask is False where that crosses
-into another instance), so attention over them costs O(N ε); ``sim`` is a ``[B, L, L]`` mask (dense:
-after a few training steps the similarity graph of ml100k-ctr holds about a quarter of all pairs,
-where dense attention measured 2.2x faster than an edge list; see
-:func:`~ctrgraph.graphs.pair_attention.pair_attention`) with its edge list on demand. :meth:`SequenceGraph.edges` lists any
+into another instance), so attention over them costs O(N ε) (:func:`band_attention`, :func:`banded_sum`);
+``sim`` is a ``[B, L, L]`` mask whose edge list and CSR form (:meth:`SequenceGraph.sim_csr`) are
+computed once per graph and inherited, filtered, by the dropout views (after a few training steps the
+similarity graph of ml100k-ctr holds about a quarter of all pairs). On the CPU the attention over
+these relations runs in the fused kernels of :mod:`ctrgraph.graphs.native` (compiled on first use);
+elsewhere, or where they cannot be built, on PyTorch tensors (``sim`` dense per instance in length
+buckets: :func:`~ctrgraph.graphs.pair_attention.pair_attention`). :meth:`SequenceGraph.edges` lists any
 relation's edges, :meth:`SequenceGraph.dense` gives ``[B, R, L, L]`` masks (tests), ``pack`` /
 ``unpack`` move node features between ``[B, L, D]`` and ``[N, D]``. Everything is a vectorised
 tensor operation: no loop over instances, positions or edges.
