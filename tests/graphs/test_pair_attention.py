@@ -120,3 +120,25 @@ def test_head_scores_native_equals_the_matmul_path(monkeypatch):
         torch.testing.assert_close(a, c)
     with pytest.raises(ValueError, match="does not match"):
         native.head_scores(x[:, :-1], w, b)
+
+
+def test_native_csr_kernel_with_a_scalar_message():
+    """The z path (DemiNet's w_d · h aggregated with the same weights) equals attention over [v ‖ z]."""
+    native = native_or_skip()
+    from ctrgraph.graphs.sequence_graph import SequenceGraph
+
+    (si, sj, v), mask, lengths = case(seed=11)
+    valid = torch.arange(mask.shape[1]) < lengths[:, None]
+    g = SequenceGraph(("sim",), valid, {}, {}, mask)
+    rowptr, col, inst = g.sim_csr()
+    pk = lambda t: g.pack(t.transpose(1, 2))  # noqa: E731
+    vz = pk(v)
+    z = vz[..., 0].detach().clone().requires_grad_()
+    out, oz = native.csr_pair_attention(pk(si), pk(sj), vz[..., 1:], rowptr, col, inst, z=z)
+    ref = native.csr_pair_attention(pk(si), pk(sj), torch.cat([z.unsqueeze(-1), vz[..., 1:]], -1), rowptr, col, inst)
+    torch.testing.assert_close(torch.cat([oz.unsqueeze(-1), out], -1), ref)
+    g1, g2 = torch.randn_like(out), torch.randn_like(oz)
+    got = torch.autograd.grad((out * g1).sum() + (oz * g2).sum(), (si, sj, v, z), retain_graph=True)
+    want = torch.autograd.grad((torch.cat([g2.unsqueeze(-1), g1], -1) * ref).sum(), (si, sj, v, z))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)

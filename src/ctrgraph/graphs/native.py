@@ -56,35 +56,39 @@ def kernel():
 
 class _CSRAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, s_i, s_j, v, rowptr, col, inst):
+    def forward(ctx, s_i, s_j, v, z, rowptr, col, inst):
         ctx.ext = kernel()
-        out, alpha = ctx.ext.forward(s_i, s_j, v, rowptr, col, SLOPE)
-        ctx.save_for_backward(s_i, s_j, v, alpha, rowptr, col, inst)
-        return out
+        out, oz, alpha = ctx.ext.forward(s_i, s_j, v, z, rowptr, col, SLOPE)
+        ctx.save_for_backward(s_i, s_j, v, z, alpha, rowptr, col, inst)
+        return out, oz
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        s_i, s_j, v, alpha, rowptr, col, inst = ctx.saved_tensors
-        gi, gj, gv = ctx.ext.backward(g, s_i, s_j, v, alpha, rowptr, col, inst, SLOPE)
-        return gi, gj, gv, None, None, None
+    def backward(ctx, g, gz):
+        s_i, s_j, v, z, alpha, rowptr, col, inst = ctx.saved_tensors
+        g = torch.zeros_like(v) if g is None else g
+        gz = torch.zeros(z.shape, dtype=v.dtype) if gz is None else gz
+        gi, gj, gv, gzz = ctx.ext.backward(g, gz, s_i, s_j, v, z, alpha, rowptr, col, inst, SLOPE)
+        return gi, gj, gv, (gzz if z.numel() else None), None, None, None
 
 
 def csr_pair_attention(s_i: torch.Tensor, s_j: torch.Tensor, v: torch.Tensor, rowptr: torch.Tensor,
-                       col: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
+                       col: torch.Tensor, inst: torch.Tensor, z: torch.Tensor | None = None):
     """s_i, s_j [N, Φ] (receiver / sender halves of the score), v [N, Φ, C], ``rowptr`` [N + 1] and ``col``
     [E] (int64: node n receives from col[rowptr[n]:rowptr[n + 1]]), ``inst`` [B + 1] (node ranges of
-    the instances; no edge crosses one) -> out [N, Φ, C]; a node without edges gets zeros. Needs
-    :func:`kernel` (check it first)."""
+    the instances; no edge crosses one) -> out [N, Φ, C]; a node without edges gets zeros. With ``z``
+    [N, Φ] (a scalar message per node and head, e.g. DemiNet's w_d · h) -> (out, Σ_e α z [N, Φ]).
+    Needs :func:`kernel` (check it first)."""
     N, P, _ = v.shape
-    if s_i.shape != (N, P) or s_j.shape != (N, P) or rowptr.shape != (N + 1,) or col.dim() != 1:
+    if (s_i.shape != (N, P) or s_j.shape != (N, P) or rowptr.shape != (N + 1,) or col.dim() != 1
+            or (z is not None and z.shape != (N, P))):
         raise ValueError(f"csr_pair_attention: shapes s_i {tuple(s_i.shape)}, s_j {tuple(s_j.shape)}, "
-                         f"v {tuple(v.shape)}, rowptr {tuple(rowptr.shape)}, col {tuple(col.shape)} do not agree")
+                         f"v {tuple(v.shape)}, rowptr {tuple(rowptr.shape)}, col {tuple(col.shape)}"
+                         f"{'' if z is None else f', z {tuple(z.shape)}'} do not agree")
     if kernel() is None:
         raise RuntimeError("csr_pair_attention: the native kernel is not available (ctrgraph.graphs.native.kernel())")
-    return _CSRAttention.apply(s_i, s_j, v, rowptr, col, inst)
-
-
+    out, oz = _CSRAttention.apply(s_i, s_j, v, v.new_zeros(0) if z is None else z, rowptr, col, inst)
+    return out if z is None else (out, oz)
 
 class _HeadScore(torch.autograd.Function):
     @staticmethod

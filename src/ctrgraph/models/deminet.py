@@ -110,8 +110,8 @@ def _sim_attention(g: SequenceGraph, hp: torch.Tensor, z: torch.Tensor, s_i: tor
     P = hp.shape[1]
     if hp.device.type == "cpu" and native.kernel() is not None:
         rowptr, col, inst = g.sim_csr()
-        agg = native.csr_pair_attention(s_i, s_j, torch.cat([hp, z.unsqueeze(-1)], dim=-1), rowptr, col, inst)
-        return agg[..., :-1], agg[..., -1], rowptr[1:] > rowptr[:-1]
+        hr, e_r = native.csr_pair_attention(s_i, s_j, hp, rowptr, col, inst, z=z)
+        return hr, e_r, rowptr[1:] > rowptr[:-1]
     vals = torch.cat([hp, z.unsqueeze(-1), s_i.unsqueeze(-1), s_j.unsqueeze(-1)], dim=-1)  # [N, Φ, dh + 3]
     x = g.unpack(vals).transpose(1, 2)  # [B, Φ, L, dh + 3]
     length = torch.arange(1, g.mask.shape[1] + 1, device=g.mask.device)

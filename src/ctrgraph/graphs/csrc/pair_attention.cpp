@@ -20,21 +20,26 @@ namespace {
 template <typename T>
 inline T leaky(T x, double slope) { return x > T(0) ? x : static_cast<T>(slope) * x; }
 
-std::vector<torch::Tensor> forward(torch::Tensor s_i, torch::Tensor s_j, torch::Tensor v, torch::Tensor rowptr,
-                                   torch::Tensor col, double slope) {
+std::vector<torch::Tensor> forward(torch::Tensor s_i, torch::Tensor s_j, torch::Tensor v, torch::Tensor z,
+                                   torch::Tensor rowptr, torch::Tensor col, double slope) {
+  // z [N, P] (or empty): a second, scalar message aggregated with the same weights (DemiNet: w_d . h).
   TORCH_CHECK(!s_i.is_cuda(), "pair_attention native kernel: CPU tensors only");
-  s_i = s_i.contiguous(); s_j = s_j.contiguous(); v = v.contiguous();
+  s_i = s_i.contiguous(); s_j = s_j.contiguous(); v = v.contiguous(); z = z.contiguous();
   rowptr = rowptr.contiguous(); col = col.contiguous();
   const int64_t N = v.size(0), P = v.size(1), C = v.size(2), E = col.size(0);
+  const bool has_z = z.numel() > 0;
   auto out = torch::zeros_like(v);
+  auto oz = torch::zeros({has_z ? N : 0, P}, v.options());
   auto alpha = torch::empty({E, P}, v.options());
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "pair_attention_forward", [&] {
     const scalar_t* si = s_i.data_ptr<scalar_t>();
     const scalar_t* sj = s_j.data_ptr<scalar_t>();
     const scalar_t* vv = v.data_ptr<scalar_t>();
+    const scalar_t* zz = has_z ? z.data_ptr<scalar_t>() : nullptr;
     const int64_t* rp = rowptr.data_ptr<int64_t>();
     const int64_t* cc = col.data_ptr<int64_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
+    scalar_t* ozp = has_z ? oz.data_ptr<scalar_t>() : nullptr;
     scalar_t* al = alpha.data_ptr<scalar_t>();
     at::parallel_for(0, N, 64, [&](int64_t lo, int64_t hi) {
       for (int64_t n = lo; n < hi; ++n) {
@@ -48,39 +53,47 @@ std::vector<torch::Tensor> forward(torch::Tensor s_i, torch::Tensor s_j, torch::
             al[e * P + p] = sc;
             m = sc > m ? sc : m;
           }
-          scalar_t z = 0;
+          scalar_t zs = 0;
           for (int64_t e = e0; e < e1; ++e) {
             const scalar_t w = std::exp(al[e * P + p] - m);
             al[e * P + p] = w;
-            z += w;
+            zs += w;
           }
-          const scalar_t inv = scalar_t(1) / z;
+          const scalar_t inv = scalar_t(1) / zs;
           scalar_t* op = o + (n * P + p) * C;
+          scalar_t accz = 0;
           for (int64_t e = e0; e < e1; ++e) {
             const scalar_t w = al[e * P + p] * inv;
             al[e * P + p] = w;
             const scalar_t* vp = vv + (cc[e] * P + p) * C;
             for (int64_t c = 0; c < C; ++c) op[c] += w * vp[c];
+            if (has_z) accz += w * zz[cc[e] * P + p];
           }
+          if (has_z) ozp[n * P + p] = accz;
         }
       }
     });
   });
-  return {out, alpha};
+  return {out, oz, alpha};
 }
 
-std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor s_i, torch::Tensor s_j, torch::Tensor v,
-                                    torch::Tensor alpha, torch::Tensor rowptr, torch::Tensor col,
-                                    torch::Tensor inst, double slope) {
-  g = g.contiguous(); s_i = s_i.contiguous(); s_j = s_j.contiguous(); v = v.contiguous();
-  alpha = alpha.contiguous(); rowptr = rowptr.contiguous(); col = col.contiguous(); inst = inst.contiguous();
+std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor gz, torch::Tensor s_i, torch::Tensor s_j,
+                                    torch::Tensor v, torch::Tensor z, torch::Tensor alpha, torch::Tensor rowptr,
+                                    torch::Tensor col, torch::Tensor inst, double slope) {
+  g = g.contiguous(); gz = gz.contiguous(); s_i = s_i.contiguous(); s_j = s_j.contiguous(); v = v.contiguous();
+  z = z.contiguous(); alpha = alpha.contiguous(); rowptr = rowptr.contiguous(); col = col.contiguous();
+  inst = inst.contiguous();
   const int64_t P = v.size(1), C = v.size(2), B = inst.size(0) - 1;
+  const bool has_z = z.numel() > 0;
   auto gi = torch::zeros_like(s_i), gj = torch::zeros_like(s_j), gv = torch::zeros_like(v);
+  auto gzz = torch::zeros_like(z);
   AT_DISPATCH_FLOATING_TYPES(v.scalar_type(), "pair_attention_backward", [&] {
     const scalar_t* gg = g.data_ptr<scalar_t>();
+    const scalar_t* ggz = has_z ? gz.data_ptr<scalar_t>() : nullptr;
     const scalar_t* si = s_i.data_ptr<scalar_t>();
     const scalar_t* sj = s_j.data_ptr<scalar_t>();
     const scalar_t* vv = v.data_ptr<scalar_t>();
+    const scalar_t* zz = has_z ? z.data_ptr<scalar_t>() : nullptr;
     const scalar_t* al = alpha.data_ptr<scalar_t>();
     const int64_t* rp = rowptr.data_ptr<int64_t>();
     const int64_t* cc = col.data_ptr<int64_t>();
@@ -88,15 +101,17 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor s_i, torch::T
     scalar_t* gip = gi.data_ptr<scalar_t>();
     scalar_t* gjp = gj.data_ptr<scalar_t>();
     scalar_t* gvp = gv.data_ptr<scalar_t>();
+    scalar_t* gzp = has_z ? gzz.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, B, 8, [&](int64_t blo, int64_t bhi) {
       for (int64_t n = ip[blo]; n < ip[bhi]; ++n) {
         const int64_t e0 = rp[n], e1 = rp[n + 1];
         for (int64_t p = 0; p < P; ++p) {
           const scalar_t* gn = gg + (n * P + p) * C;
-          scalar_t s = 0;  // sum_e alpha_e (g_n . v_e)
+          const scalar_t gzn = has_z ? ggz[n * P + p] : scalar_t(0);
+          scalar_t s = 0;  // sum_e alpha_e (g_n . v_e + gz_n z_e)
           for (int64_t e = e0; e < e1; ++e) {
             const scalar_t* vp = vv + (cc[e] * P + p) * C;
-            scalar_t d = 0;
+            scalar_t d = has_z ? gzn * zz[cc[e] * P + p] : scalar_t(0);
             for (int64_t c = 0; c < C; ++c) d += gn[c] * vp[c];
             s += al[e * P + p] * d;
           }
@@ -111,6 +126,10 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor s_i, torch::T
               d += gn[c] * vp[c];
               gvj[c] += w * gn[c];
             }
+            if (has_z) {
+              d += gzn * zz[j * P + p];
+              gzp[j * P + p] += w * gzn;
+            }
             const scalar_t ds = w * (d - s) * (a + sj[j * P + p] > scalar_t(0) ? scalar_t(1) : static_cast<scalar_t>(slope));
             gip[n * P + p] += ds;
             gjp[j * P + p] += ds;
@@ -119,7 +138,7 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor s_i, torch::T
       }
     });
   });
-  return {gi, gj, gv};
+  return {gi, gj, gv, gzz};
 }
 
 // Banded message sum of the contextual relations (DemiNet's r_in / r_out / r_self, Eqs. 8 and 11):
