@@ -323,9 +323,10 @@ class DemiNet(CTRModel):
         idx = (n - 1 - torch.arange(mask.shape[1], device=mask.device)).clamp(0, self.max_len - 1)
         return self.pos(idx) * mask.unsqueeze(-1).to(self.pos.weight.dtype)
 
-    def interests(self, h: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor, g: SequenceGraph | None):
+    def interests(self, h: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor, g: SequenceGraph | None,
+                  pos: torch.Tensor | None = None):
         """Eqs. 6-13: (V [B, K, D], attention over positions [B, K, L])."""
-        hs = self.refine(h, g) + self.positions(mask)  # Eq. 12
+        hs = self.refine(h, g) + (self.positions(mask) if pos is None else pos)  # Eq. 12 (pos: E_p rows, given)
         return self.extract(hs, ht, mask)
 
     # ----- forward ---------------------------------------------------------------------------
@@ -343,7 +344,8 @@ class DemiNet(CTRModel):
         if cfg.profile:
             prof += [eb.vector(m.name) for m in self.extra_seqs]
         g = self.graph(h, mask) if cfg.operator != "none" else None
-        V, att = self.interests(h, ht, mask, g)
+        pos = self.positions(mask)  # E_p rows [B, L, D]
+        V, att = self.interests(h, ht, mask, g, pos)
         ctx = torch.cat([su, ht] + prof, dim=1)
         e_all = torch.cat([V.flatten(1), ctx], dim=1)  # E'
         o = torch.cat([ex(e_all) for ex in self.experts], dim=1)  # o^k [B, K] (or [B, 1])
@@ -364,14 +366,16 @@ class DemiNet(CTRModel):
             logit = o.mean(1)
         else:
             logit = o.squeeze(1)
-        return {"eb": eb, "h": h, "ht": ht, "mask": mask, "graph": g, "interests": V, "attention": att,
+        return {"eb": eb, "h": h, "ht": ht, "mask": mask, "pos": pos, "graph": g, "interests": V, "attention": att,
                 "scores": o, "confidence": omega, "logit": logit}
 
-    def ssl_loss(self, h: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor, g: SequenceGraph) -> torch.Tensor:
+    def ssl_loss(self, h: torch.Tensor, ht: torch.Tensor, mask: torch.Tensor, g: SequenceGraph,
+                 pos: torch.Tensor | None = None) -> torch.Tensor:
         """Eqs. 16-18: divergence between the interests of two edge-dropout views, summed over the
         routes, averaged over the batch (both views in one pass over the batch stacked twice)."""
         views = g.stack_views(self.cfg.edge_dropout, 2)
-        v, _ = self.interests(h.repeat(2, 1, 1), ht.repeat(2, 1), mask.repeat(2, 1), views)
+        v, _ = self.interests(h.repeat(2, 1, 1), ht.repeat(2, 1), mask.repeat(2, 1), views,
+                              None if pos is None else pos.repeat(2, 1, 1))
         v1, v2 = v.chunk(2)
         return interest_divergence(v1, v2, self.cfg.ssl_divergence)
 
@@ -379,7 +383,8 @@ class DemiNet(CTRModel):
         r = self.encode(batch)
         aux = {}
         if self.training and self.cfg.ssl_weight > 0 and r["graph"] is not None:
-            aux["deminet_ssl"] = self.cfg.ssl_weight * self.ssl_loss(r["h"], r["ht"], r["mask"], r["graph"])
+            aux["deminet_ssl"] = self.cfg.ssl_weight * self.ssl_loss(r["h"], r["ht"], r["mask"], r["graph"],
+                                                                    r["pos"])
         return self.output(r["logit"], r["eb"], aux=aux)
 
 
