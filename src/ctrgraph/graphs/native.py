@@ -22,6 +22,9 @@ import torch
 SLOPE = 0.2  # GAT's LeakyReLU slope
 _SOURCE = Path(__file__).with_name("csrc") / "pair_attention.cpp"
 _STATE: dict[str, object] = {}
+# -O3 with reassociation (vectorised dot products and sums; no -ffast-math: infinities and NaN keep
+# their meaning); no -march=native, so a cached build stays valid on another CPU of the same kind
+CFLAGS = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 
 
 def enabled() -> bool:
@@ -45,7 +48,7 @@ def kernel():
 
             print("ctrgraph: loading the native pair-attention kernel (compiled once on first use, ~30 s)",
                   file=sys.stderr, flush=True)
-            _STATE["module"] = load("ctrgraph_pair_attention", [str(_SOURCE)], extra_cflags=["-O3"], verbose=False)
+            _STATE["module"] = load("ctrgraph_pair_attention", [str(_SOURCE)], extra_cflags=CFLAGS, verbose=False)
         except Exception as exc:  # no compiler, no ninja, read-only cache ...
             warnings.warn(f"ctrgraph: the native pair-attention kernel could not be built ({exc.__class__.__name__}: "
                           f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",

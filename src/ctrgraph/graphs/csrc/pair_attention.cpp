@@ -18,7 +18,14 @@
 namespace {
 
 template <typename T>
-inline T leaky(T x, double slope) { return x > T(0) ? x : static_cast<T>(slope) * x; }
+inline T leaky(T x, double slope) {  // branch-free: the sign of a score is a coin flip for the predictor
+  return std::max(x, T(0)) + static_cast<T>(slope) * std::min(x, T(0));
+}
+
+template <typename T>
+inline T dleaky(T x, double slope) {  // LeakyReLU'(x), branch-free
+  return static_cast<T>(slope) + (T(1) - static_cast<T>(slope)) * static_cast<T>(x > T(0));
+}
 
 std::vector<torch::Tensor> forward(torch::Tensor s_i, torch::Tensor s_j, torch::Tensor v, torch::Tensor z,
                                    torch::Tensor rowptr, torch::Tensor col, double slope) {
@@ -130,7 +137,7 @@ std::vector<torch::Tensor> backward(torch::Tensor g, torch::Tensor gz, torch::Te
               d += gzn * zz[j * P + p];
               gzp[j * P + p] += w * gzn;
             }
-            const scalar_t ds = w * (d - s) * (a + sj[j * P + p] > scalar_t(0) ? scalar_t(1) : static_cast<scalar_t>(slope));
+            const scalar_t ds = w * (d - s) * dleaky(a + sj[j * P + p], slope);
             gip[n * P + p] += ds;
             gjp[j * P + p] += ds;
           }
@@ -304,7 +311,7 @@ std::vector<torch::Tensor> band_att_backward(torch::Tensor g_alpha, torch::Tenso
             const int64_t i = (q * N + n) * P + p;
             const int64_t j = (n + offsets[q]) * P + p;
             const scalar_t d = al[i] * (ga[i] + ge[n * P + p] * zz[j] - s) *
-                               (si[n * P + p] + sj[j] > scalar_t(0) ? scalar_t(1) : static_cast<scalar_t>(slope));
+                               dleaky(si[n * P + p] + sj[j], slope);
             dsp[i] = d;
             acc += d;
           }
@@ -343,7 +350,6 @@ torch::Tensor head_score_forward(torch::Tensor x, torch::Tensor w, torch::Tensor
     const scalar_t* ww = w.data_ptr<scalar_t>();
     const scalar_t* bb = b.data_ptr<scalar_t>();
     scalar_t* sp = s.data_ptr<scalar_t>();
-    const scalar_t sl = static_cast<scalar_t>(slope);
     at::parallel_for(0, N, 512, [&](int64_t lo, int64_t hi) {
       for (int64_t n = lo; n < hi; ++n) {
         for (int64_t k = 0; k < K; ++k) {
@@ -352,7 +358,7 @@ torch::Tensor head_score_forward(torch::Tensor x, torch::Tensor w, torch::Tensor
           scalar_t acc = 0;
           for (int64_t h = 0; h < H; ++h) {
             const scalar_t v = xr[h];
-            acc += wr[h] * (v > scalar_t(0) ? v : sl * v);
+            acc += wr[h] * leaky(v, slope);
           }
           sp[n * K + k] = acc + bb[k];
         }
@@ -374,7 +380,6 @@ std::vector<torch::Tensor> head_score_backward(torch::Tensor g, torch::Tensor x,
     const scalar_t* ww = w.data_ptr<scalar_t>();
     scalar_t* gxp = gx.data_ptr<scalar_t>();
     scalar_t* pp = partial.data_ptr<scalar_t>();
-    const scalar_t sl = static_cast<scalar_t>(slope);
     const int64_t per = (N + chunks - 1) / chunks;
     at::parallel_for(0, chunks, 1, [&](int64_t clo, int64_t chi) {
       for (int64_t c = clo; c < chi; ++c) {
@@ -388,9 +393,8 @@ std::vector<torch::Tensor> head_score_backward(torch::Tensor g, torch::Tensor x,
             scalar_t* ar = acc + k * H;
             for (int64_t h = 0; h < H; ++h) {
               const scalar_t v = xr[h];
-              const bool pos = v > scalar_t(0);
-              gr[h] = gk * wr[h] * (pos ? scalar_t(1) : sl);
-              ar[h] += gk * (pos ? v : sl * v);
+              gr[h] = gk * wr[h] * dleaky(v, slope);
+              ar[h] += gk * leaky(v, slope);
             }
           }
         }
