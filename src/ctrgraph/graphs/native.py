@@ -42,7 +42,7 @@ def kernel():
 
             from torch.utils.cpp_extension import load
 
-            bindir = str(Path(sys.executable).parent)  # the environment's ninja (the ``ninja`` wheel) without activation
+            bindir = str(Path(sys.executable).parent)  # the env's ninja (the ``ninja`` wheel), not activated
             if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
                 os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 

@@ -36,11 +36,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
-from ..layers.multi_interest import CapsuleInterests, interest_readout, target_groups
-from .base import CTRModel, TowerConfig, tower
+from ..layers.multi_interest import CapsuleInterests
+from .base import TowerConfig
+from .interest_tower import InterestTowerModel
 
 
 class ComiRecDRConfig(TowerConfig):
@@ -54,7 +54,7 @@ class ComiRecDRConfig(TowerConfig):
     bilinear_std: float | None = Field(1.0, gt=0.0)  # authors' code: N(0, 1); None: 1/sqrt(D)
 
 
-class ComiRecDR(CTRModel):
+class ComiRecDR(InterestTowerModel):
     name = "comirec-dr"
     Config = ComiRecDRConfig
     presets = {}
@@ -63,28 +63,6 @@ class ComiRecDR(CTRModel):
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
         d = embedding.dim
-        self.groups = target_groups(spec, "comirec-dr")
-        self.units = torch.nn.ModuleList([
-            CapsuleInterests(len(att) * d, att[0].max_len, cfg.interests, "per_position", cfg.routing_init,
-                             cfg.routing_iterations, cfg.stop_gradient, cfg.positions, cfg.bilinear_std)
-            for att, _, _ in self.groups])
-        self.others = spec.non_sequence_features()
-        n_in = len(self.others) * d + sum((len(att) + len(rest)) * d for att, _, rest in self.groups)
-        self.mlp = tower(cfg, n_in)
-
-    def interests(self, eb, group: int):
-        """(interests [B, K, D], None, candidate vector [B, D]) of a group."""
-        att, targets, _ = self.groups[group]
-        e = torch.cat([eb.values[m.name] for m in att], dim=-1)
-        V, cap = self.units[group](e, eb.masks[att[0].name])
-        q = torch.cat([eb.vector(t.name) for t in targets], dim=-1)
-        return V, cap, q
-
-    def forward(self, batch):
-        eb = self.embedding(batch)
-        parts = [eb.matrix(self.others).flatten(1)]
-        for g, (_, _, rest) in enumerate(self.groups):
-            V, cap, q = self.interests(eb, g)
-            parts.append(interest_readout(V, q, self.cfg.readout, self.cfg.pow_p, cap))
-            parts.extend(eb.vector(m.name) for m in rest)
-        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), eb)
+        self.build_tower(spec, cfg, d, lambda att: CapsuleInterests(
+            len(att) * d, att[0].max_len, cfg.interests, "per_position", cfg.routing_init, cfg.routing_iterations,
+            cfg.stop_gradient, cfg.positions, cfg.bilinear_std))

@@ -38,11 +38,10 @@ from torch import nn
 
 from ..layers.multi_interest import (
     align,
-    interest_readout,
     masked_softmax,
-    target_groups,
 )
-from .base import CTRModel, TowerConfig, tower
+from .base import TowerConfig
+from .interest_tower import InterestTowerModel
 
 
 class ComiRecSAConfig(TowerConfig):
@@ -75,7 +74,7 @@ class SelfAttentiveInterests(nn.Module):
         return (V, A) if return_weights else V
 
 
-class ComiRecSA(CTRModel):
+class ComiRecSA(InterestTowerModel):
     name = "comirec-sa"
     Config = ComiRecSAConfig
     presets = {}
@@ -84,26 +83,4 @@ class ComiRecSA(CTRModel):
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
         d = embedding.dim
-        self.groups = target_groups(spec, "comirec-sa")
-        self.units = nn.ModuleList([SelfAttentiveInterests(len(att) * d, att[0].max_len, cfg)
-                                    for att, _, _ in self.groups])
-        self.others = spec.non_sequence_features()
-        n_in = len(self.others) * d + sum((len(att) + len(rest)) * d for att, _, rest in self.groups)
-        self.mlp = tower(cfg, n_in)
-
-    def interests(self, eb, group: int):
-        """(interests [B, K, D], None, candidate vector [B, D]) of a group."""
-        att, targets, _ = self.groups[group]
-        e = torch.cat([eb.values[m.name] for m in att], dim=-1)
-        V = self.units[group](e, eb.masks[att[0].name])
-        q = torch.cat([eb.vector(t.name) for t in targets], dim=-1)
-        return V, None, q
-
-    def forward(self, batch):
-        eb = self.embedding(batch)
-        parts = [eb.matrix(self.others).flatten(1)]
-        for g, (_, _, rest) in enumerate(self.groups):
-            V, _, q = self.interests(eb, g)
-            parts.append(interest_readout(V, q, self.cfg.readout, self.cfg.pow_p))
-            parts.extend(eb.vector(m.name) for m in rest)
-        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), eb)
+        self.build_tower(spec, cfg, d, lambda att: SelfAttentiveInterests(len(att) * d, att[0].max_len, cfg))

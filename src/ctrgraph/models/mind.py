@@ -45,11 +45,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 
-from ..layers.multi_interest import CapsuleInterests, interest_readout, target_groups
-from .base import CTRModel, TowerConfig, tower
+from ..layers.multi_interest import CapsuleInterests
+from .base import TowerConfig
+from .interest_tower import InterestTowerModel
 
 
 class MINDConfig(TowerConfig):
@@ -65,7 +65,7 @@ class MINDConfig(TowerConfig):
     bilinear_std: float | None = Field(None, gt=0.0)  # None: 1/sqrt(D)
 
 
-class MIND(CTRModel):
+class MIND(InterestTowerModel):
     name = "mind"
     Config = MINDConfig
     presets = {"comirec_code": {"readout": "argmax", "dynamic_k": False, "routing_init": "sampled",
@@ -75,29 +75,6 @@ class MIND(CTRModel):
     def __init__(self, spec, cfg, embedding):
         super().__init__(spec, cfg, embedding)
         d = embedding.dim
-        self.groups = target_groups(spec, "mind")
-        self.units = torch.nn.ModuleList([
-            CapsuleInterests(len(att) * d, att[0].max_len, cfg.interests, "shared", cfg.routing_init,
-                             cfg.routing_iterations, cfg.stop_gradient, cfg.positions, cfg.bilinear_std,
-                             dynamic_k=cfg.dynamic_k, relu_layer=cfg.relu_layer)
-            for att, _, _ in self.groups])
-        self.others = spec.non_sequence_features()
-        n_in = len(self.others) * d + sum((len(att) + len(rest)) * d for att, _, rest in self.groups)
-        self.mlp = tower(cfg, n_in)
-
-    def interests(self, eb, group: int):
-        """(interests [B, K, D], capsule mask [B, K] or None, candidate vector [B, D]) of a group."""
-        att, targets, _ = self.groups[group]
-        e = torch.cat([eb.values[m.name] for m in att], dim=-1)
-        V, cap = self.units[group](e, eb.masks[att[0].name])
-        q = torch.cat([eb.vector(t.name) for t in targets], dim=-1)
-        return V, cap, q
-
-    def forward(self, batch):
-        eb = self.embedding(batch)
-        parts = [eb.matrix(self.others).flatten(1)]
-        for g, (_, _, rest) in enumerate(self.groups):
-            V, cap, q = self.interests(eb, g)
-            parts.append(interest_readout(V, q, self.cfg.readout, self.cfg.pow_p, cap))
-            parts.extend(eb.vector(m.name) for m in rest)
-        return self.output(self.mlp(torch.cat(parts, dim=1)).squeeze(-1), eb)
+        self.build_tower(spec, cfg, d, lambda att: CapsuleInterests(
+            len(att) * d, att[0].max_len, cfg.interests, "shared", cfg.routing_init, cfg.routing_iterations,
+            cfg.stop_gradient, cfg.positions, cfg.bilinear_std, dynamic_k=cfg.dynamic_k, relu_layer=cfg.relu_layer))
