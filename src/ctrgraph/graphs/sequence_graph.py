@@ -152,7 +152,8 @@ def band_attention(s_i: torch.Tensor, s_j: torch.Tensor, z: torch.Tensor, mask: 
     """GAT attention of one banded relation over the packed nodes (DemiNet Eqs. 6-7, and Eqs. 8-9 on a
     scalar message z): α[o, n] = softmax over the offsets o with ``mask[n, o]`` of
     LeakyReLU(s_i[n] + s_j[n + offsets[o]]), e[n] = Σ_o α[o, n] z[n + offsets[o]]. s_i, s_j, z [N, Φ],
-    mask [N, O] -> (α [O, N, Φ], zero where masked; e [N, Φ]). The fused kernel of
+    mask [N, O] (False where n + offset leaves [0, N), as in :class:`SequenceGraph`'s bands; the kernel
+    skips such entries) -> (α [O, N, Φ], zero where masked; e [N, Φ]). The fused kernel of
     :mod:`ctrgraph.graphs.native` on the CPU where it is built, else shifted tensors."""
     if (s_i.device.type == "cpu" and s_i.dim() == 2 and s_i.dtype == s_j.dtype == z.dtype
             and native.kernel() is not None):

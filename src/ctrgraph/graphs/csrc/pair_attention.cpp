@@ -247,7 +247,7 @@ std::vector<torch::Tensor> band_att_forward(torch::Tensor s_i, torch::Tensor s_j
           scalar_t m = -std::numeric_limits<scalar_t>::infinity();
           bool any = false;
           for (int64_t q = 0; q < O; ++q) {
-            if (!mk[n * O + q]) continue;
+            if (!mk[n * O + q] || n + offsets[q] < 0 || n + offsets[q] >= N) continue;  // out of range: memory safety
             const scalar_t sc = leaky(si[n * P + p] + sj[(n + offsets[q]) * P + p], slope);
             al[(q * N + n) * P + p] = sc;
             m = sc > m ? sc : m;
@@ -256,14 +256,14 @@ std::vector<torch::Tensor> band_att_forward(torch::Tensor s_i, torch::Tensor s_j
           if (!any) continue;
           scalar_t zsum = 0;
           for (int64_t q = 0; q < O; ++q) {
-            if (!mk[n * O + q]) continue;
+            if (!mk[n * O + q] || n + offsets[q] < 0 || n + offsets[q] >= N) continue;  // out of range: memory safety
             const scalar_t w = std::exp(al[(q * N + n) * P + p] - m);
             al[(q * N + n) * P + p] = w;
             zsum += w;
           }
           scalar_t acc = 0;
           for (int64_t q = 0; q < O; ++q) {
-            if (!mk[n * O + q]) continue;
+            if (!mk[n * O + q] || n + offsets[q] < 0 || n + offsets[q] >= N) continue;  // out of range: memory safety
             const scalar_t w = al[(q * N + n) * P + p] / zsum;
             al[(q * N + n) * P + p] = w;
             acc += w * zz[(n + offsets[q]) * P + p];
@@ -301,13 +301,13 @@ std::vector<torch::Tensor> band_att_backward(torch::Tensor g_alpha, torch::Tenso
         for (int64_t p = 0; p < P; ++p) {
           scalar_t s = 0;
           for (int64_t q = 0; q < O; ++q) {
-            if (!mk[n * O + q]) continue;
+            if (!mk[n * O + q] || n + offsets[q] < 0 || n + offsets[q] >= N) continue;  // out of range: memory safety
             const int64_t i = (q * N + n) * P + p;
             s += al[i] * (ga[i] + ge[n * P + p] * zz[(n + offsets[q]) * P + p]);
           }
           scalar_t acc = 0;
           for (int64_t q = 0; q < O; ++q) {
-            if (!mk[n * O + q]) continue;
+            if (!mk[n * O + q] || n + offsets[q] < 0 || n + offsets[q] >= N) continue;  // out of range: memory safety
             const int64_t i = (q * N + n) * P + p;
             const int64_t j = (n + offsets[q]) * P + p;
             const scalar_t d = al[i] * (ga[i] + ge[n * P + p] * zz[j] - s) *
