@@ -81,9 +81,14 @@ def _print_metrics(res: dict) -> None:
 
 
 def cmd_train(a) -> int:
-    from .runs.assemble import run_experiment
+    from .runs.assemble import resume_config, run_experiment
 
-    cfg = _config(a)
+    if a.resume:
+        if not a.out:
+            raise ConfigError("--resume needs --out DIR: the run directory to continue")
+        cfg = resume_config(a.out, a.config, _overrides(a))  # the run's own config.yaml
+    else:
+        cfg = _config(a)
     out = a.out or f"runs/{cfg.data.name}-{cfg.model.name}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     res = run_experiment(cfg, out, resume=a.resume)
     res.pop("_model", None)
@@ -111,6 +116,29 @@ def cmd_predict(a) -> int:
     res = predict_file(a.run, a.input, a.output, sep=a.sep, which=a.checkpoint)
     print(json.dumps(res, indent=1))
     return 0
+
+
+def cmd_verify(a) -> int:
+    from .train.run_files import RunFiles
+
+    bad = 0
+    for run in a.runs:
+        files = RunFiles(run)
+        if a.adopt:
+            done = files.adopt()
+            print(f"{run}: recorded {len(done)} files in {files.path}")
+            continue
+        if not files.exists():
+            print(f"{run}: no checksums.json (written by an older ctrgraph?); `ctrgraph verify --adopt {run}` "
+                  f"records its files if you trust them")
+            bad += 1
+            continue
+        for rel, status in files.check_all():
+            if status != "ok" or a.verbose:
+                print(f"{run}/{rel}: {status}")
+            bad += status in ("missing", "modified")
+        print(f"{run}: {'ok' if not bad else 'FAILED'}")
+    return 1 if bad else 0
 
 
 def cmd_compare(a) -> int:
@@ -239,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train one model")
     common(s)
     s.add_argument("--out", help="run directory (default runs/<dataset>-<model>-seed<k>-<time>)")
-    s.add_argument("--resume", action="store_true", help="continue an interrupted run from DIR/last.pt")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out DIR from its last.pt, with its own config.yaml "
+                        "(options that change the run are refused)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a trained run on its data set")
@@ -256,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sep", default="|", help="separator of sequence / multi-valued columns")
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("verify", help="check run directories against their checksum manifests",
+                       description="Check every file of each run directory against its checksums.json "
+                                   "(exit 1 on a missing or modified file); --adopt records the files of a "
+                                   "directory written by an older ctrgraph, once you trust it.")
+    s.add_argument("runs", nargs="+", metavar="RUN")
+    s.add_argument("--adopt", action="store_true", help="write checksums.json for directories without one")
+    s.add_argument("-v", "--verbose", action="store_true", help="list every file, not only the bad ones")
+    s.set_defaults(fn=cmd_verify)
 
     s = sub.add_parser("compare", help="models x seeds -> mean ± std table (markdown + CSV)")
     common(s, need_model=False)

@@ -12,3 +12,8 @@ class DataError(CtrGraphError):
 
 class ConfigError(CtrGraphError):
     """Unknown or invalid configuration key or value, unknown model or dataset."""
+
+
+class RunFileError(CtrGraphError):
+    """A file of a run directory (checkpoint, config, vocabulary) that is tampered with, truncated,
+    corrupt, foreign to the run or unsafe to load; the message names the file."""

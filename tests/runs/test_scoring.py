@@ -10,6 +10,7 @@ from ctrgraph.config import load_config
 from ctrgraph.errors import ConfigError
 from ctrgraph.runs.assemble import dataset_for, run_experiment
 from ctrgraph.runs.scoring import read_run_config, score_test_split
+from ctrgraph.train.run_files import RunFiles
 
 PARAMS = ("data.params={n_instances: 3000, n_users: 200, n_items: 300, n_categories: 5, n_cities: 20, "
           "n_brands: 30, emit_true_prob: false}")
@@ -42,6 +43,8 @@ def test_old_dg_checkpoint_without_served_tables_scores_the_same(tiny_runs, tmp_
     ck = torch.load(old / "best.pt", weights_only=True)
     ck["model"] = {k: v for k, v in ck["model"].items() if not k.startswith("embedding.served_")}
     torch.save(ck, old / "best.pt")
+    (old / "checksums.json").unlink()  # an older run directory: no manifest; the user adopts it
+    RunFiles(old).adopt()
     data = dataset_for(read_run_config(old))
     new_p = score_test_split(tiny_runs / "dg-pnn", data)[0]
     old_p, a, ref = score_test_split(old, data)

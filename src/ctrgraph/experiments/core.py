@@ -28,6 +28,7 @@ from ..config import RunConfig, config_from_layers
 from ..data.dataset import EncodedDataset
 from ..errors import ConfigError
 from ..runs.assemble import dataset_for, environment, run_experiment
+from ..train.run_files import RunFiles
 from ..runs.identity import run_dir_name, run_key
 
 
@@ -122,7 +123,7 @@ class RunStore:
     def ensure(self, run: Run, where: str = "") -> Run:
         done = run.dir / "metrics.json"
         if done.exists():
-            run.status, run.metrics = "reused", json.loads(done.read_text())
+            run.status, run.metrics = "reused", json.loads(RunFiles(run.dir).verify(done.name).read_text())
             self.log(f"{where}{run.label} · {run.dataset} · seed {run.seed}: reused {run.dir.name} "
                      f"(test AUC {run.metrics['test'].get('auc', float('nan')):.4f})")
             return run

@@ -5,6 +5,11 @@ vocabularies, so ``predict`` works on raw files without the data set cache), ``m
 (one line per epoch), ``best.pt`` / ``last.pt`` (atomic), and, only once the run has finished,
 ``metrics.json`` with ``test``/``valid`` metrics, ``best_epoch``, ``seconds_per_epoch`` and
 ``train_samples_per_s``. A directory without ``metrics.json`` is an unfinished run.
+
+Every file is written through :class:`~ctrgraph.train.run_files.RunFiles` (``checksums.json`` holds
+its size and SHA-256) and checked against it when read back; checkpoints load weights-only. One
+process at a time trains into a directory (``.lock``); a resumed run is trained on its own
+``config.yaml`` (:func:`resume_config`).
 """
 from __future__ import annotations
 
@@ -17,15 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from pydantic import ValidationError
 
 from .._version import __version__
 from ..config import RunConfig
 from ..data.dataset import EncodedDataset
 from ..data.schema import FeatureSpec, Schema
 from ..data.vocab import Vocab
-from ..errors import ConfigError
+from ..errors import ConfigError, RunFileError
 from ..registry import build_model, load_dataset, parse_model_name
-from ..train.checkpoint import load_torch, save_json
+from ..train.checkpoint import load_torch
+from ..train.run_files import RunFiles, RunLock
 from ..train.trainer import Trainer, seed_everything
 
 
@@ -50,18 +57,77 @@ def environment() -> dict:
 
 
 def save_data_artifacts(data: EncodedDataset, out: Path) -> None:
-    d = out / "data"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "schema.json").write_text(data.schema.to_json())
+    files = RunFiles(out)
+    files.write_text("data/schema.json", data.schema.to_json())
     for k, v in data.vocabs.items():
-        v.save(d / f"vocab_{k}.npy")
-    (d / "summary.json").write_text(json.dumps(data.summary(), indent=1, default=str))
+        files.write_npy(f"data/vocab_{k}.npy", v.values)
+    files.write_text("data/summary.json", json.dumps(data.summary(), indent=1, default=str))
 
 
 def load_data_artifacts(run: Path) -> tuple[Schema, dict[str, Vocab]]:
-    d = run / "data"
-    schema = Schema.from_json((d / "schema.json").read_text())
-    return schema, {t: Vocab.load(t, d / f"vocab_{t}.npy") for t in schema.tables}
+    """The schema and vocabularies a run was trained with (each file checked against its manifest)."""
+    files = RunFiles(run)
+    path = files.verify("data/schema.json")
+    try:
+        schema = Schema.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as e:
+        raise RunFileError(f"{path}: not a ctrgraph schema ({type(e).__name__}: {str(e)[:200]})") from None
+    vocabs = {}
+    for t in schema.tables:
+        path = files.verify(f"data/vocab_{t}.npy")
+        try:
+            vocabs[t] = Vocab.load(t, path)
+        except (ValueError, OSError) as e:
+            raise RunFileError(f"{path}: not a vocabulary array ({str(e)[:200]})") from None
+    return schema, vocabs
+
+
+def read_run_config(run: str | Path) -> RunConfig:
+    """``run/config.yaml`` (checked against the manifest; safe YAML only)."""
+    run = Path(run)
+    if not (run / "config.yaml").exists():
+        raise ConfigError(f"{run} is not a run directory (no config.yaml)")
+    path = RunFiles(run).verify("config.yaml")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RunFileError(f"{path}: not a plain YAML config ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(doc, dict):
+        raise RunFileError(f"{path}: expected a mapping at the top level")
+    try:
+        return RunConfig(**doc)
+    except ValidationError as e:
+        raise RunFileError(f"{path}: invalid run config: {e.errors()[0].get('msg')} at "
+                           f"{'.'.join(map(str, e.errors()[0].get('loc', ())))}") from None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def resume_config(run: str | Path, config_path: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The configuration a resumed run trains on: ``run/config.yaml``, with ``overrides`` (and
+    ``config_path``) applied on top only where they do not change what the run computes (threads,
+    device, progress, data folder: :data:`~ctrgraph.runs.identity.ENVIRONMENT`); anything else that
+    differs from the run's own value is a :class:`ConfigError` listing each key."""
+    from ..config import load_config
+    from .identity import run_identity
+
+    own = read_run_config(run)
+    asked = load_config(config_path, overrides, base=own.model_dump())
+    a, b = _flat(run_identity(own)), _flat(run_identity(asked))
+    a["train.seed"], b["train.seed"] = own.train.seed, asked.train.seed
+    diff = sorted(k for k in set(a) | set(b) if a.get(k, "<default>") != b.get(k, "<default>"))
+    if diff:
+        lines = "; ".join(f"{k}: the run has {a.get(k, '<default>')!r}, the command asks {b.get(k, '<default>')!r}"
+                          for k in diff)
+        raise ConfigError(f"--resume {run}: the command conflicts with the run's own config.yaml ({lines}); "
+                          f"drop those options (a resumed run keeps its configuration) or train into another --out")
+    return asked
 
 
 def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool = False,
@@ -72,30 +138,51 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool =
     spec = FeatureSpec(data.schema, data.vocab_sizes)
     model = model_for(cfg, spec)  # validates the model config before a run directory exists
     out_dir = Path(out) if out else None
-    created = False
-    if out_dir is not None:
-        if (out_dir / "metrics.json").exists() and not resume:
-            raise ConfigError(f"{out_dir} already holds a finished run; choose another --out")
-        if resume and not (out_dir / "last.pt").exists():
-            raise ConfigError(f"--resume: {out_dir} has no last.pt to resume from")
-        created = not out_dir.exists()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-        save_json(environment(), out_dir / "env.json")
-        save_data_artifacts(data, out_dir)
-        if not resume and (out_dir / "metrics.jsonl").exists():
-            (out_dir / "metrics.jsonl").unlink()
-    t0 = time.time()
+    if out_dir is None:
+        return _train(cfg, model, data, None, resume)
+    created = not out_dir.exists()
     try:
-        result = Trainer(cfg.train, out_dir).fit(model, data, resume=resume)
-    except Exception:
-        if created and out_dir is not None and not (out_dir / "last.pt").exists():
+        with RunLock(out_dir):
+            if (out_dir / "metrics.json").exists() and not resume:
+                raise ConfigError(f"{out_dir} already holds a finished run; choose another --out")
+            if resume and not (out_dir / "last.pt").exists():
+                raise ConfigError(f"--resume: {out_dir} has no last.pt to resume from")
+            if not resume and (out_dir / "last.pt").exists():
+                raise ConfigError(f"{out_dir} holds an interrupted run (last.pt): add --resume to continue it, "
+                                  f"or choose another --out")
+            if resume:
+                _check_resumable(out_dir, cfg, data)
+            else:
+                for stale in ("metrics.jsonl", "best.pt", "checksums.json"):
+                    (out_dir / stale).unlink(missing_ok=True)
+                files = RunFiles(out_dir)
+                files.write_text("config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+                files.write_json("env.json", environment())
+                save_data_artifacts(data, out_dir)
+            return _train(cfg, model, data, out_dir, resume)
+    except BaseException:
+        if created and not (out_dir / "last.pt").exists():
             shutil.rmtree(out_dir, ignore_errors=True)  # nothing that looks like a run is left behind
         raise
+
+
+def _check_resumable(out_dir: Path, cfg: RunConfig, data: EncodedDataset) -> None:
+    """A resumed run must train on the data (vocabularies) it was started on."""
+    _, vocabs = load_data_artifacts(out_dir)
+    have = {t: len(v) for t, v in data.vocabs.items()}
+    saved = {t: len(v) for t, v in vocabs.items()}
+    if have != saved:
+        raise ConfigError(f"--resume {out_dir}: the data set's vocabularies {have} differ from the run's {saved} "
+                          f"(data/vocab_*.npy): the raw data changed since the run started")
+
+
+def _train(cfg: RunConfig, model, data: EncodedDataset, out_dir: Path | None, resume: bool) -> dict:
+    t0 = time.time()
+    result = Trainer(cfg.train, out_dir).fit(model, data, resume=resume)
     result.update(model=cfg.model.name, dataset=cfg.data.name, seed=cfg.train.seed,
                   parameters=sum(p.numel() for p in model.parameters()), wall_seconds=time.time() - t0)
     if out_dir is not None:
-        save_json(result, out_dir / "metrics.json")
+        RunFiles(out_dir).write_json("metrics.json", result)
     result["_model"] = model
     return result
 
@@ -103,18 +190,27 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool =
 def load_run(run: str | Path, which: str = "best"):
     """(config, model on CPU, schema, vocabs) of a finished or interrupted run directory."""
     run = Path(run)
-    if not (run / "config.yaml").exists():
-        raise ConfigError(f"{run} is not a run directory (no config.yaml)")
-    cfg = RunConfig(**yaml.safe_load((run / "config.yaml").read_text()))
+    cfg = read_run_config(run)
     schema, vocabs = load_data_artifacts(run)
     spec = FeatureSpec(schema, {k: len(v) for k, v in vocabs.items()})
     model = model_for(cfg, spec)
     ck = run / f"{which}.pt"
     if not ck.exists():
         raise ConfigError(f"{run} has no {which}.pt checkpoint")
-    model.load_state_dict(load_torch(ck)["model"])
+    load_state(model, load_torch(RunFiles(run).verify(ck.name)), ck)
     model.eval()
     return cfg, model, schema, vocabs
 
 
-__all__ = ["run_experiment", "load_run", "dataset_for", "model_for"]
+def load_state(model, ck, path: Path, strict: bool = True):
+    """Load ``ck["model"]`` into ``model``; a checkpoint of another model is an error naming ``path``."""
+    if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
+        raise RunFileError(f"{path}: not a ctrgraph checkpoint (no 'model' state dict)")
+    try:
+        return model.load_state_dict(ck["model"], strict=strict)
+    except RuntimeError as e:
+        raise RunFileError(f"{path}: the checkpoint does not fit the run's model "
+                           f"({str(e).splitlines()[0][:300]})") from None
+
+
+__all__ = ["run_experiment", "load_run", "dataset_for", "model_for", "read_run_config", "resume_config"]

@@ -9,8 +9,6 @@ weight is copied. The exported directory is an ordinary run directory (``config.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,7 +18,7 @@ from ..data.schema import FeatureSpec
 from ..embeddings.served import ServedTables
 from ..errors import ConfigError
 from ..registry import parse_model_name
-from ..train.checkpoint import save_torch
+from ..train.run_files import RunFiles
 from .assemble import dataset_for, load_run, model_for
 
 
@@ -67,12 +65,16 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", data_dir: 
     with torch.no_grad():
         enhanced = sorted(emb.enhanced_tables())
     plain_cfg, plain = plain_model(cfg, model, schema, {t: len(v) for t, v in vocabs.items()})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(plain_cfg.model_dump(), sort_keys=False))
-    shutil.copytree(run / "data", out / "data")
-    save_torch({"model": plain.state_dict()}, out / "best.pt")
+    files = RunFiles(out)
+    files.write_text("config.yaml", yaml.safe_dump(plain_cfg.model_dump(), sort_keys=False))
+    src = RunFiles(run)
+    for p in sorted((run / "data").rglob("*")):
+        if p.is_file():  # each data file checked on the way (a tampered source is not exported)
+            rel = p.relative_to(run).as_posix()
+            files.write_bytes(rel, src.verify(rel).read_bytes())
+    files.write_torch("best.pt", {"model": plain.state_dict()})
     info = {"source_run": str(run), "source_model": cfg.model.name, "checkpoint": which, "model": base,
             "enhanced_tables": enhanced,
             "provider_params": cfg.embedding.params}
-    (out / "export.json").write_text(json.dumps(info, indent=1))
+    files.write_json("export.json", info)
     return info

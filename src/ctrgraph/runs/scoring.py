@@ -11,23 +11,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from ..config import RunConfig
 from ..data.dataset import EncodedDataset
 from ..data.schema import FeatureSpec
 from ..errors import ConfigError
-from ..train.checkpoint import atomic_write_bytes, load_torch
+from ..train.checkpoint import load_torch
 from ..train.metrics import auc
+from ..train.run_files import RunFiles
 from ..train.trainer import predict_logits
-from .assemble import load_data_artifacts, model_for
-
-
-def read_run_config(run: Path) -> RunConfig:
-    run = Path(run)
-    if not (run / "config.yaml").exists():
-        raise ConfigError(f"{run} is not a run directory (no config.yaml)")
-    return RunConfig(**yaml.safe_load((run / "config.yaml").read_text()))
+from .assemble import load_data_artifacts, load_state, model_for, read_run_config
 
 
 def load_scoring_model(run: Path, data: EncodedDataset):
@@ -41,7 +33,7 @@ def load_scoring_model(run: Path, data: EncodedDataset):
     model = model_for(cfg, FeatureSpec(schema, {k: len(v) for k, v in vocabs.items()}))
     if not (run / "best.pt").exists():
         raise ConfigError(f"{run} has no best.pt checkpoint")
-    res = model.load_state_dict(load_torch(run / "best.pt")["model"], strict=False)
+    res = load_state(model, load_torch(RunFiles(run).verify("best.pt")), run / "best.pt", strict=False)
     missing = [k for k in res.missing_keys if not k.startswith("embedding.served_")]
     if missing or res.unexpected_keys:
         raise ConfigError(f"{run}: checkpoint does not match the model: missing {missing}, "
@@ -58,14 +50,15 @@ def score_test_split(run: Path, data: EncodedDataset) -> tuple[np.ndarray, float
     finished = (run / "metrics.json").exists()
     test = data.split("test")
     probs = None
+    files = RunFiles(run)
     if finished and cache.exists():
-        probs = np.load(cache)
+        probs = np.load(files.verify(cache.name), allow_pickle=False)
         if probs.shape[0] != data.num_rows("test"):
             probs = None
     if probs is None:
         logits = predict_logits(load_scoring_model(run, data), test, data.schema)
         probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
         if finished:
-            atomic_write_bytes(cache, lambda f: np.save(f, probs))
-    ref = json.loads((run / "metrics.json").read_text())["test"]["auc"] if finished else float("nan")
+            files.write_npy(cache.name, probs)
+    ref = json.loads(files.verify("metrics.json").read_text())["test"]["auc"] if finished else float("nan")
     return probs, auc(np.asarray(test[data.schema.label]), probs), float(ref)

@@ -23,7 +23,8 @@ from ..data.dataset import EncodedDataset
 from ..data.loader import BatchLoader
 from ..data.schema import Role, Schema
 from ..models.base import CTRModel
-from .checkpoint import load_torch, save_torch
+from .checkpoint import load_torch
+from .run_files import RunFiles
 from .metrics import all_metrics
 
 
@@ -83,10 +84,12 @@ class Trainer:
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
-    def _log(self, rec: dict) -> None:
+    def _log(self, history: list[dict]) -> None:
+        """``metrics.jsonl``: one line per epoch, rewritten from the checkpointed history (so a resumed
+        run never holds an epoch twice)."""
         if self.run_dir is not None:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec, default=float) + "\n")
+            RunFiles(self.run_dir).write_text("metrics.jsonl", "".join(json.dumps(r, default=float) + "\n"
+                                                                       for r in history))
 
     def _better(self, new: float, best: float | None) -> bool:
         if best is None or math.isnan(best):
@@ -125,8 +128,9 @@ class Trainer:
         has_valid = data.num_rows("valid") > 0
         state = {"epoch": 0, "best": None, "best_epoch": 0, "bad": 0, "train_seconds": 0.0, "history": []}
         last = self.run_dir / "last.pt" if self.run_dir else None
+        files = RunFiles(self.run_dir) if self.run_dir is not None else None
         if resume and last is not None and last.exists():
-            ck = load_torch(last)
+            ck = load_torch(files.verify(last))
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             if sched is not None and ck.get("scheduler"):
@@ -135,7 +139,7 @@ class Trainer:
             torch.set_rng_state(ck["torch_rng"])
         best_state = None
         if state["best_epoch"] and self.run_dir is not None and (self.run_dir / "best.pt").exists():
-            best_state = load_torch(self.run_dir / "best.pt")["model"]
+            best_state = load_torch(files.verify("best.pt"))["model"]
         show = cfg.progress and sys.stderr.isatty()
         amp = cfg.amp and self.device.type == "cuda"
         n_train = data.num_rows("train")
@@ -185,20 +189,20 @@ class Trainer:
                 state.update(best=score, best_epoch=epoch, bad=0)
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 if self.run_dir is not None:
-                    save_torch({"model": best_state, "epoch": epoch}, self.run_dir / "best.pt")
+                    files.write_torch("best.pt", {"model": best_state, "epoch": epoch})
             else:
                 state["bad"] += 1
             state["epoch"] = epoch
             state["history"].append(rec)
-            self._log(rec)
+            self._log(state["history"])
             if show:
                 tqdm.write(f"epoch {epoch}: loss {rec['train_loss']:.4f}"
                            + (f", valid auc {rec.get('valid_auc', float('nan')):.4f}" if has_valid else "")
                            + f" ({secs:.1f}s)", file=sys.stderr)
             if self.run_dir is not None:
-                save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict() if sched else None, "state": state,
-                            "torch_rng": torch.get_rng_state()}, last)
+                files.write_torch("last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                              "scheduler": sched.state_dict() if sched else None, "state": state,
+                                              "torch_rng": torch.get_rng_state()})
             stopped = cfg.patience > 0 and state["bad"] >= cfg.patience
         if best_state is not None:
             model.load_state_dict(best_state)
