@@ -1,6 +1,7 @@
 """Recipes ml1m, taobao and the custom-data recipes table and log."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -439,3 +440,21 @@ def test_log_matches_bundled_movielens_recipe():
     with pytest.raises(ConfigError, match=r"multi_valued: \['genre'\]"):
         build_raw("log", {"path": str(BUNDLED / "ratings.csv.gz"), "user_col": "userId", "item_col": "movieId",
                           "item_attrs": str(BUNDLED / "movies.csv"), "multi_valued": {"genre": "|"}})
+
+
+def test_cache_key_follows_contents_not_size_and_mtime(tmp_path, monkeypatch):
+    """An edit that keeps size and modification time (cp -p, rsync, tar) must not train on stale data."""
+    monkeypatch.setenv("CTRGRAPH_CACHE", str(tmp_path / "cache"))
+    df = toy_table()
+    params = write_table(tmp_path, df)
+    a = load_dataset("table", params)  # cached
+    f = Path(params["path"])
+    st = f.stat()
+    df["clicked"] = 1 - df["clicked"]  # same characters count: 0 <-> 1
+    df.to_csv(f, index=False)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_size == st.st_size and f.stat().st_mtime_ns == st.st_mtime_ns
+    b = load_dataset("table", params)
+    tr = slice(*a.bounds["train"])
+    np.testing.assert_array_equal(b.arrays["label"][tr], 1 - a.arrays["label"][tr])
+    assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 2

@@ -1,6 +1,7 @@
 """File reading with errors that name the file (and column) at fault."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,31 @@ def numeric_column(df: pd.DataFrame, col: str, path: str | Path, dtype=np.int64,
     return s.to_numpy(dtype=np.float64 if dtype is not np.int64 else dtype)
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, memoised in this process per (path, size, mtime, ctime, inode)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _DIGESTS[key]
+
+
 def file_fingerprint(paths: list[Path]) -> str:
-    return ";".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(paths) if p.exists())
+    """The data cache key of a recipe's source files: each file's name and SHA-256 of its contents
+    (a folder: every file under it). An edit that keeps a file's size and modification time (``cp -p``,
+    ``rsync``, ``tar``) changes the key; hashing costs one read of the sources per process
+    (benchmarks/cache_key_cost.py)."""
+    out = []
+    for p in sorted(Path(x) for x in paths):
+        if p.is_dir():
+            out += [f"{f.relative_to(p.parent).as_posix()}:{_digest(f)}" for f in sorted(p.rglob("*")) if f.is_file()]
+        elif p.exists():
+            out.append(f"{p.name}:{_digest(p)}")
+    return ";".join(out)
 
 
 def split_joined(values, sep: str, max_len: int | None = None, keep: str = "first"):
