@@ -90,7 +90,7 @@ def cmd_train(a) -> int:
     else:
         cfg = _config(a)
     out = a.out or f"runs/{cfg.data.name}-{cfg.model.name}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = run_experiment(cfg, out, resume=a.resume)
+    res = run_experiment(cfg, out, resume=a.resume, log=lambda s: print(s, flush=True))
     res.pop("_model", None)
     _print_metrics(res)
     print(f"run directory: {out}")
@@ -114,7 +114,8 @@ def cmd_predict(a) -> int:
     from .runs.predict import predict_file
 
     res = predict_file(a.run, a.input, a.output, sep=a.sep, which=a.checkpoint)
-    print(json.dumps(res, indent=1))
+    # valid JSON: an undefined metric (one class in the labels) is null, not NaN
+    print(json.dumps({k: None if isinstance(v, float) and v != v else v for k, v in res.items()}, indent=1))
     return 0
 
 

@@ -146,3 +146,26 @@ def test_reproduce_help_names_every_study():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     text = sub.choices["reproduce"].format_help()
     assert [p for p in STUDIES if p not in text] == []
+
+
+def test_predict_refuses_bad_rows_before_writing(lr_run, tmp_path, capsys):
+    from ctrgraph.runs.assemble import load_run
+
+    schema = load_run(lr_run)[2]
+    df = _raw_rows()
+    inp, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    bad = df.copy()
+    bad[schema.label] = bad[schema.label].astype(object)
+    bad.loc[4, schema.label] = 3  # not 0 / 1: refused, and nothing is written
+    bad.to_csv(inp, index=False)
+    assert main(["predict", "--run", str(lr_run), "--input", str(inp), "--output", str(out)]) == 2
+    assert "row 5: 3.0 is not 0 or 1" in capsys.readouterr().err and not out.exists()
+    # parallel sequences (history items and their genres) with different lengths in one row
+    pair = next(f for f in schema.fields if f.group and f.name in df.columns and f.group in df.columns)
+    bad = df.copy()
+    r = int(np.flatnonzero(bad[pair.group].astype(str).str.len() > 0)[0])
+    bad.loc[r, pair.name] = str(bad.loc[r, pair.name]) + "|1"
+    bad.to_csv(inp, index=False)
+    assert main(["predict", "--run", str(lr_run), "--input", str(inp), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"row {r + 1}: column {pair.name!r} has" in err and "parallel sequences" in err and not out.exists()

@@ -458,3 +458,35 @@ def test_cache_key_follows_contents_not_size_and_mtime(tmp_path, monkeypatch):
     tr = slice(*a.bounds["train"])
     np.testing.assert_array_equal(b.arrays["label"][tr], 1 - a.arrays["label"][tr])
     assert len(list((tmp_path / "cache" / "datasets").iterdir())) == 2
+
+
+def test_more_bad_inputs_get_clear_errors(tmp_path):
+    """Issue 18's list: numeric timestamps with one bad value blame that row (not row 1); duplicate
+    column names are refused; a single-class label, or a table too small for valid / test rows, is
+    refused before training."""
+    from ctrgraph.config import load_config
+    from ctrgraph.runs.assemble import run_experiment
+
+    df = toy_log(2)
+    df["clicked"] = (df.stars > 3).astype(int)
+    df = df.astype({"t": object})
+    df.loc[9, "t"] = "12x"
+    df.to_csv(tmp_path / "log.csv", index=False)
+    base = {"path": str(tmp_path / "log.csv"), "user_col": "uid", "item_col": "iid", "time_col": "t",
+            "label_col": "clicked", "split": "time_quantile"}
+    with pytest.raises(DataError, match=r"'t', row 10: '12x' is not a number"):
+        build_raw("log", base)
+    (tmp_path / "dup.csv").write_text("uid,iid,t,iid\nu1,1,0,2\nu2,2,1,3\n")
+    with pytest.raises(DataError, match=r"duplicate column name\(s\) \['iid'\]"):
+        build_raw("log", {**base, "path": str(tmp_path / "dup.csv"), "label_col": None})
+    t = toy_table()
+    t["clicked"] = 1
+    cfg = load_config(None, ["data.name=table", "model.name=lr", "train.progress=false", "data.cache=false",
+                             f"data.params={{path: {write_table(tmp_path, t)['path']}, schema: {tmp_path / 'schema.yaml'}}}"])
+    with pytest.raises(DataError, match=r"train split's label 'label' has a single class \(1 in all 40 rows\)"):
+        run_experiment(cfg, tmp_path / "run1")
+    assert not (tmp_path / "run1").exists()
+    small = toy_table().iloc[:3].assign(part="train", clicked=[0, 1, 0])
+    write_table(tmp_path, small)
+    with pytest.raises(DataError, match=r"split\(s\) \['valid', 'test'\] have no rows \(train / valid / test = 3/0/0"):
+        run_experiment(cfg, tmp_path / "run2")

@@ -201,10 +201,12 @@ def test_kill_minus_nine_then_resume_gives_identical_metrics(tmp_path):
                 cmd = [*cmd[:4], "--resume", *cmd[4:6]]  # `train --resume --out DIR`, the run's own config
                 resumes += 1
             p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            if kills < 3:
-                deadline = time.time() + rng.uniform(1.0, 9.0)
-                while p.poll() is None and time.time() < deadline:
-                    time.sleep(0.01)
+            if kills < 2:  # kill after a random number of logged epochs plus a random part of the next
+                epochs = rng.randint(1, 3)
+                log = run / "metrics.jsonl"
+                while p.poll() is None and (not log.exists() or log.read_text().count("\n") < epochs):
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.6))
                 if p.poll() is None:
                     p.send_signal(signal.SIGKILL)
                     kills += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .schema import Kind, Schema
+from .schema import Kind, Role, Schema
 from .vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -51,11 +51,59 @@ class EncodedDataset:
         return {k: len(v) for k, v in self.vocabs.items()}
 
     def summary(self) -> dict:
+        """Rows, positives and positive rate per split; distinct users and items (train / all);
+        vocabulary sizes; the recipe's own statistics (its ``meta``: events, dropped negatives ...)."""
         lab = self.arrays[self.schema.label]
         out = {"instances": len(self), "positives": int(lab.sum())}
         out.update({f"{k}_rows": self.num_rows(k) for k in self.bounds})
+        out["splits"] = {}
+        for k, (a, b) in self.bounds.items():
+            y = lab[a:b]
+            out["splits"][k] = {"rows": int(b - a), "positives": int(y.sum()),
+                                "positive_rate": float(y.mean()) if b > a else None}
+        for role in (Role.USER, Role.ITEM):
+            f = self.schema.by_role(role)
+            if f:
+                col, (a, b) = self.arrays[f[0].name], self.bounds.get("train", (0, 0))
+                out[f"{role.value}s"] = {"train": int(np.unique(col[a:b]).size), "all": int(np.unique(col).size)}
         out["vocab_sizes"] = self.vocab_sizes
+        recipe = {k: v for k, v in self.meta.items() if k not in ("bounds", "format_version")}
+        if recipe:
+            out["recipe"] = recipe
         return out
+
+    def describe(self) -> str:
+        """The summary as a few lines for a terminal or a log."""
+        s = self.summary()
+        parts = [f"{k} {v['rows']:,} rows ({v['positive_rate']:.1%} positive)" for k, v in s["splits"].items()
+                 if v["rows"]]
+        lines = [f"data: {s['instances']:,} instances; " + ", ".join(parts)]
+        who = [f"{r} {s[r]['train']:,} in train / {s[r]['all']:,} in all" for r in ("users", "items") if r in s]
+        if who:
+            lines.append("      " + "; ".join(who))
+        extra = {k: v for k, v in s.get("recipe", {}).items() if isinstance(v, (int, float, str))
+                 and k not in ("source", "instances", "positives")}
+        if extra:
+            lines.append("      recipe: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                                                      for k, v in extra.items()))
+        return "\n".join(lines)
+
+    def check_trainable(self, source: str = "data set") -> None:
+        """A clear :class:`DataError` unless train, valid and test each have rows and both label
+        classes (a single-class split has no AUC; an empty one nothing to stop on or report)."""
+        lab = self.arrays[self.schema.label]
+        sizes = {k: self.num_rows(k) for k in ("train", "valid", "test") if k in self.bounds}
+        empty = [k for k in ("train", "valid", "test") if sizes.get(k, 0) == 0]
+        if empty:
+            raise DataError(f"{source}: split(s) {empty} have no rows (train / valid / test = "
+                            f"{'/'.join(str(sizes.get(k, 0)) for k in ('train', 'valid', 'test'))} rows); "
+                            f"give more rows or another split rule")
+        for k in ("train", "valid", "test"):
+            a, b = self.bounds[k]
+            classes = np.unique(lab[a:b])
+            if classes.size < 2:
+                raise DataError(f"{source}: the {k} split's label {self.schema.label!r} has a single class "
+                                f"({classes[0]:g} in all {b - a} rows): AUC and early stopping need both 0 and 1")
 
     def subsample_train(self, fraction: float, seed: int = 0) -> "EncodedDataset":
         """A copy whose train split is a random ``fraction`` of this one (valid / test unchanged).

@@ -21,6 +21,12 @@ def read_table(path: str | Path, what: str = "table", **kw) -> pd.DataFrame:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
+            head = [str(c) for c in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                                                  **{k: v for k, v in kw.items() if k in ("sep", "compression")}
+                                                  ).iloc[0]]
+            dup = sorted({c for c in head if head.count(c) > 1})
+            if dup:
+                raise DataError(f"{what}: {path}: duplicate column name(s) {dup} in the header; rename them")
             df = pd.read_csv(path, **kw)
     except pd.errors.EmptyDataError:
         raise DataError(f"{what}: {path} is empty") from None

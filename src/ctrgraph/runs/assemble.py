@@ -30,7 +30,7 @@ from ..data.dataset import EncodedDataset
 from ..data.schema import FeatureSpec, Schema
 from ..data.vocab import Vocab
 from ..errors import ConfigError, RunFileError
-from ..registry import build_model, load_dataset, parse_model_name
+from ..registry import build_model, load_dataset, parse_model_name, resolve_model_name
 from ..train.checkpoint import load_torch
 from ..train.run_files import RunFiles, RunLock
 from ..train.trainer import Trainer, seed_everything
@@ -131,10 +131,14 @@ def resume_config(run: str | Path, config_path: str | None = None, overrides: li
 
 
 def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool = False,
-                   data: EncodedDataset | None = None) -> dict:
-    """Load data, build the model, train, write the run directory; returns metrics.json's content."""
+                   data: EncodedDataset | None = None, log=None) -> dict:
+    """Load data, build the model, train, write the run directory; returns metrics.json's content.
+    ``log``: a callable that receives the data statistics (``data/summary.json`` holds them too)."""
     parse_model_name(cfg.model.name)  # fail fast on an unknown model, before any work
     data = data if data is not None else dataset_for(cfg)
+    if log is not None:
+        log(data.describe())
+    data.check_trainable(f"dataset {cfg.data.name!r}")
     spec = FeatureSpec(data.schema, data.vocab_sizes)
     model = model_for(cfg, spec)  # validates the model config before a run directory exists
     out_dir = Path(out) if out else None
@@ -156,7 +160,9 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool =
                 for stale in ("metrics.jsonl", "best.pt", "checksums.json"):
                     (out_dir / stale).unlink(missing_ok=True)
                 files = RunFiles(out_dir)
-                files.write_text("config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+                shown = cfg.model_copy(deep=True)  # the provider that actually runs (dg-pnn: dg, not plain)
+                shown.embedding.provider = resolve_model_name(cfg.model.name, cfg.embedding.provider)[0]
+                files.write_text("config.yaml", yaml.safe_dump(shown.model_dump(), sort_keys=False))
                 files.write_json("env.json", environment())
                 save_data_artifacts(data, out_dir)
             return _train(cfg, model, data, out_dir, resume)

@@ -48,8 +48,14 @@ def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str
             cols[f.name] = numeric_column(df, f.name, path, dtype=np.float64)
         else:
             cols[f.name] = df[f.name].to_numpy()
-    for f in schema.fields:  # parallel sequences take their group's lengths
+    for f in schema.fields:  # parallel sequences (item ids, their categories ...) must line up
         if f.group and f.name in lengths and f.group in lengths:
+            full = [split_joined(df[c].to_numpy(dtype=object), sep)[1] for c in (f.name, f.group)]
+            bad = np.flatnonzero(full[0] != full[1])
+            if bad.size:
+                r = int(bad[0])
+                raise DataError(f"{path}: row {r + 1}: column {f.name!r} has {full[0][r]} values but {f.group!r} "
+                                f"has {full[1][r]}; parallel sequences need one value per behaviour")
             lengths[f.name] = np.minimum(lengths[f.name], lengths[f.group])
     return encode_columns(cols, lengths, schema, vocabs)
 
@@ -63,6 +69,14 @@ def predict_file(run: str | Path, input_path: str | Path, output: str | Path, se
     df = read_table(input_path, "predict input", dtype=str, keep_default_na=False) \
         if not str(input_path).endswith(".parquet") else read_table(input_path, "predict input")
     arrays = encode_frame(df, schema, vocabs, str(input_path), sep)
+    y = None
+    if schema.label in df.columns:  # checked before anything is written
+        y = numeric_column(df, schema.label, input_path, dtype=np.float64)
+        bad = np.flatnonzero(~np.isin(y, [0, 1]))
+        if bad.size:
+            r = int(bad[0])
+            raise DataError(f"{input_path}: label column {schema.label!r}, row {r + 1}: {float(y[r])!r} is not 0 or 1 "
+                            f"(drop the column to score without metrics)")
     logits = predict_logits(model, arrays, schema, batch_size)
     pctr = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     out = Path(output)
@@ -71,8 +85,6 @@ def predict_file(run: str | Path, input_path: str | Path, output: str | Path, se
     pd.DataFrame({"row": np.arange(len(df)), "pctr": pctr}).to_csv(tmp, index=False)
     tmp.replace(out)
     result = {"rows": len(df), "output": str(out)}
-    if schema.label in df.columns:
-        y = numeric_column(df, schema.label, input_path, dtype=np.float64)
-        if np.isin(y, [0, 1]).all():
-            result.update(all_metrics(y, logits))
+    if y is not None:
+        result.update(all_metrics(y, logits))
     return result

@@ -116,6 +116,10 @@ def time_values(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     if not num.isna().any():
         v = num.to_numpy()
         return v.astype(np.int64) if v.dtype.kind in "iub" or np.all(np.mod(v, 1) == 0) else v.astype(np.float64)
+    if 2 * int(num.notna().sum()) > len(s):  # a column of numbers with bad values: blame the first of those
+        r = _row(num.isna().to_numpy())
+        raise DataError(f"{path}: column {col!r}, row {r + 1}: {_show(s.iloc[r])} is not a number (the other "
+                        f"timestamps of the column are numbers)")
     dt = pd.to_datetime(s, errors="coerce", utc=True)
     if dt.isna().any():  # the format inferred from the first value does not fit all: parse each value
         dt = pd.to_datetime(s, errors="coerce", utc=True, format="mixed")
