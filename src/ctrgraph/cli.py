@@ -98,15 +98,28 @@ def cmd_train(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .runs.assemble import dataset_for, load_run
-    from .train.trainer import evaluate_split
+    from .runs.assemble import dataset_for, load_calibrator, load_run
+    from .train.trainer import predict_logits, split_metrics
 
     cfg, model, _, _ = load_run(a.run, a.checkpoint)
+    cal = load_calibrator(a.run)
     if a.data_dir:
         cfg.data.data_dir = a.data_dir
     data = dataset_for(cfg)
-    out = {s: evaluate_split(model, data, s) for s in a.split}
+    out, curves = {}, {}
+    for s in a.split:
+        z = predict_logits(model, data.split(s), data.schema)
+        out[s] = split_metrics(data, s, z)
+        curves[s] = [("model", z)]
+        if cal is not None:  # the run's calibration: metrics (ECE included) before and after
+            out[s] = {"uncalibrated": out[s], f"calibrated ({cal.method})": split_metrics(data, s, cal.apply(z))}
+            curves[s].append((f"calibrated ({cal.method})", cal.apply(z)))
     print(json.dumps(out, indent=1))
+    if a.reliability:
+        from .runs.reliability import reliability_figure
+
+        path = reliability_figure(a.reliability, data, curves, title=f"{a.run}: reliability")
+        print(f"reliability diagram: {path} (and {path.with_suffix('.csv')})")
     return 0
 
 
@@ -278,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", nargs="+", default=["test"], choices=["train", "valid", "test"])
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.add_argument("--data-dir")
+    s.add_argument("--reliability", metavar="PNG", help="write a reliability diagram (and its CSV) of each split")
     s.set_defaults(fn=cmd_evaluate)
 
     s = sub.add_parser("predict", help="score a CSV/parquet file with a trained run (writes row,pctr)")

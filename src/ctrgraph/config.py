@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0)
     patience: int = Field(2, ge=0)
     monitor: Literal["auc", "gauc", "logloss"] = "auc"
+    calibration: Literal["none", "temperature", "platt"] = Field(
+        "none", description="post-hoc calibration fitted on the validation split after training "
+                            "(train/calibration.py); stored in the run, applied by evaluate / predict / export")
     aux_weights: dict[str, float] = Field(default_factory=dict, description="weight per auxiliary loss (default 1)")
     prior_bias: bool | Literal["auto"] = Field(
         "auto", description="initialise the output bias to the train log-odds (auto: the model's default)")

@@ -74,20 +74,20 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, monkeypatch):
     t = Table("t", "T", [V("FM", "fm")], [SYN], seeds=(1,))
     sets = ["train.epochs=3", "train.patience=0"]
     run_study(_study(t), None, _quiet(tmp_path / "full", sets=sets))
-    from ctrgraph.train import trainer as tr
+    from ctrgraph.train.run_files import RunFiles
 
-    real_save, calls = tr.save_torch, []
+    real_save, calls = RunFiles.write_torch, []
 
-    def save_then_die(obj, path):  # killed right after the first epoch's last.pt
-        real_save(obj, path)
-        if path.name == "last.pt":
-            calls.append(path)
+    def save_then_die(self, rel, obj):  # killed right after the first epoch's last.pt
+        real_save(self, rel, obj)
+        if rel == "last.pt":
+            calls.append(rel)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr, "save_torch", save_then_die)
+    monkeypatch.setattr(RunFiles, "write_torch", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_study(_study(t), None, _quiet(tmp_path / "cut", sets=sets))
-    monkeypatch.setattr(tr, "save_torch", real_save)
+    monkeypatch.setattr(RunFiles, "write_torch", real_save)
     (run,) = (tmp_path / "cut" / "runs").iterdir()
     assert (run / "last.pt").exists() and not (run / "metrics.json").exists()
     entries = run_study(_study(t), None, _quiet(tmp_path / "cut", sets=sets))

@@ -111,7 +111,7 @@ def test_tampered_truncated_foreign_files(trained, tmp_path):
         load_run(run)
     for f in ("best.pt", "checksums.json"):
         shutil.copy(trained / "din" / f, run / f)
-    voc = sorted((run / "data").glob("vocab_*.npy"))[0]
+    voc = min((run / "data").glob("vocab_*.npy"))
     voc.write_bytes(voc.read_bytes()[:-8] + b"\0" * 8)  # same size, other contents
     with pytest.raises(RunFileError, match=rf"{voc.name}: its contents changed"):
         load_run(run)
@@ -169,9 +169,8 @@ def test_resume_uses_the_runs_own_config(trained, tmp_path, capsys):
 def test_one_process_per_run_directory(tmp_path, capsys):
     run = tmp_path / "r"
     cfg = load_config(None, BASE + ["model.name=lr", "train.epochs=1"])
-    with RunLock(run):
-        with pytest.raises(ConfigError, match="in use by another ctrgraph process"):
-            run_experiment(cfg, run)
+    with RunLock(run), pytest.raises(ConfigError, match="in use by another ctrgraph process"):
+        run_experiment(cfg, run)
     run_experiment(cfg, run)
     assert main(["train", "--out", str(run), "--model", "lr", "--dataset", "synthetic", "--set", PARAMS]) == 2
     assert "already holds a finished run" in capsys.readouterr().err
@@ -210,7 +209,7 @@ def test_kill_minus_nine_then_resume_gives_identical_metrics(tmp_path):
                 if p.poll() is None:
                     p.send_signal(signal.SIGKILL)
                     kills += 1
-            out, err = p.communicate(timeout=300)
+            _, err = p.communicate(timeout=300)
             assert p.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
         got = json.loads((run / "metrics.json").read_text())
         assert got["best_epoch"] == want["best_epoch"]

@@ -31,6 +31,7 @@ from ..data.schema import FeatureSpec, Schema
 from ..data.vocab import Vocab
 from ..errors import ConfigError, RunFileError
 from ..registry import build_model, load_dataset, parse_model_name, resolve_model_name
+from ..train.calibration import Calibrator
 from ..train.checkpoint import load_torch
 from ..train.run_files import RunFiles, RunLock
 from ..train.trainer import Trainer, seed_everything
@@ -208,6 +209,19 @@ def load_run(run: str | Path, which: str = "best"):
     return cfg, model, schema, vocabs
 
 
+def load_calibrator(run: str | Path) -> Calibrator | None:
+    """The run's post-hoc calibration (``calibration.json``, written when ``train.calibration`` is
+    set), or None."""
+    run = Path(run)
+    if not (run / "calibration.json").exists():
+        return None
+    path = RunFiles(run).verify("calibration.json")
+    try:
+        return Calibrator.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunFileError(f"{path}: not a calibration ({str(e)[:200]})") from None
+
+
 def load_state(model, ck, path: Path, strict: bool = True):
     """Load ``ck["model"]`` into ``model``; a checkpoint of another model is an error naming ``path``."""
     if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
@@ -219,4 +233,4 @@ def load_state(model, ck, path: Path, strict: bool = True):
                            f"({str(e).splitlines()[0][:300]})") from None
 
 
-__all__ = ["run_experiment", "load_run", "dataset_for", "model_for", "read_run_config", "resume_config"]
+__all__ = ["dataset_for", "load_run", "model_for", "read_run_config", "resume_config", "run_experiment"]

@@ -73,6 +73,8 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", data_dir: 
             rel = p.relative_to(run).as_posix()
             files.write_bytes(rel, src.verify(rel).read_bytes())
     files.write_torch("best.pt", {"model": plain.state_dict()})
+    if (run / "calibration.json").exists():  # the calibration travels with the served model
+        files.write_bytes("calibration.json", src.verify("calibration.json").read_bytes())
     info = {"source_run": str(run), "source_model": cfg.model.name, "checkpoint": which, "model": base,
             "enhanced_tables": enhanced,
             "provider_params": cfg.embedding.params}

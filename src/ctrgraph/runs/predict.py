@@ -13,7 +13,7 @@ from ..data.schema import Kind, Role
 from ..errors import DataError
 from ..train.metrics import all_metrics
 from ..train.trainer import predict_logits
-from .assemble import load_run
+from .assemble import load_calibrator, load_run
 
 
 def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str = "|") -> dict[str, np.ndarray]:
@@ -78,6 +78,9 @@ def predict_file(run: str | Path, input_path: str | Path, output: str | Path, se
             raise DataError(f"{input_path}: label column {schema.label!r}, row {r + 1}: {float(y[r])!r} is not 0 or 1 "
                             f"(drop the column to score without metrics)")
     logits = predict_logits(model, arrays, schema, batch_size)
+    cal = load_calibrator(run)
+    if cal is not None:  # the run's post-hoc calibration (train.calibration)
+        logits = cal.apply(logits)
     pctr = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -78,8 +78,10 @@ def logloss(labels: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
 
 
 def all_metrics(labels: np.ndarray, logits: np.ndarray, groups: np.ndarray | None = None) -> dict[str, float]:
+    from .calibration import ece
+
     probs = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
-    out = {"auc": auc(labels, probs), "logloss": logloss(labels, probs)}
+    out = {"auc": auc(labels, probs), "logloss": logloss(labels, probs), "ece": ece(labels, probs)}
     if groups is not None:
         out["gauc"] = gauc(labels, probs, groups)
     return out

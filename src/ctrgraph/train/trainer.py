@@ -23,9 +23,10 @@ from ..data.dataset import EncodedDataset
 from ..data.loader import BatchLoader
 from ..data.schema import Role, Schema
 from ..models.base import CTRModel
+from .calibration import Calibrator
 from .checkpoint import load_torch
-from .run_files import RunFiles
 from .metrics import all_metrics
+from .run_files import RunFiles
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,12 +56,18 @@ def predict_logits(model: nn.Module, arrays: dict[str, np.ndarray], schema: Sche
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def evaluate_split(model, data: EncodedDataset, split: str, batch_size: int = 8192, device="cpu", amp=False) -> dict:
+def split_metrics(data: EncodedDataset, split: str, logits: np.ndarray) -> dict:
+    """AUC, logloss, ECE and (with a user field) gAUC of ``logits`` on a split's labels."""
     arrays = data.split(split)
-    logits = predict_logits(model, arrays, data.schema, batch_size, device, amp)
     user = data.schema.first(Role.USER)
     groups = np.asarray(arrays[user.name]) if user is not None else None
     return all_metrics(np.asarray(arrays[data.schema.label]), logits, groups)
+
+
+def evaluate_split(model, data: EncodedDataset, split: str, batch_size: int = 8192, device="cpu", amp=False,
+                   calibrator: Calibrator | None = None) -> dict:
+    logits = predict_logits(model, data.split(split), data.schema, batch_size, device, amp)
+    return split_metrics(data, split, calibrator.apply(logits) if calibrator is not None else logits)
 
 
 def init_prior_bias(model: CTRModel, data: EncodedDataset) -> None:
@@ -206,15 +213,24 @@ class Trainer:
             stopped = cfg.patience > 0 and state["bad"] >= cfg.patience
         if best_state is not None:
             model.load_state_dict(best_state)
+        logits = {k: predict_logits(model, data.split(k), data.schema, cfg.eval_batch_size, self.device, amp)
+                  for k in ("valid", "test") if data.num_rows(k)}
         result = {
             "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"],
             "seconds_per_epoch": state["train_seconds"] / max(state["epoch"], 1),
             "train_samples_per_s": n_train * state["epoch"] / state["train_seconds"] if state["train_seconds"] else None,
-            "valid": evaluate_split(model, data, "valid", cfg.eval_batch_size, self.device, amp) if has_valid else {},
-            "test": evaluate_split(model, data, "test", cfg.eval_batch_size, self.device, amp)
-            if data.num_rows("test") else {},
+            "valid": split_metrics(data, "valid", logits["valid"]) if "valid" in logits else {},
+            "test": split_metrics(data, "test", logits["test"]) if "test" in logits else {},
             "device": str(self.device),
             "history": state["history"],
         }
+        if cfg.calibration != "none" and "valid" in logits:
+            cal = Calibrator.fit(cfg.calibration, logits["valid"], data.split("valid")[data.schema.label])
+            result["calibration"] = cal.to_dict()
+            for k, z in logits.items():  # metrics of the calibrated scores; the raw ones kept beside
+                result[f"{k}_uncalibrated"] = result[k]
+                result[k] = split_metrics(data, k, cal.apply(z))
+            if self.run_dir is not None:
+                RunFiles(self.run_dir).write_json("calibration.json", cal.to_dict())
         return result
