@@ -169,3 +169,31 @@ def test_predict_refuses_bad_rows_before_writing(lr_run, tmp_path, capsys):
     assert main(["predict", "--run", str(lr_run), "--input", str(inp), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"row {r + 1}: column {pair.name!r} has" in err and "parallel sequences" in err and not out.exists()
+
+
+def test_predict_streams_in_chunks(lr_run, tmp_path, capsys):
+    """Chunked scoring equals one-chunk scoring, for CSV and parquet; a bad row in a later chunk is
+    named by its row in the file and leaves no output."""
+    from ctrgraph.runs.assemble import load_run
+    from ctrgraph.runs.predict import predict_file
+
+    schema = load_run(lr_run)[2]
+    df = _raw_rows(50)
+    df.to_csv(tmp_path / "in.csv", index=False)
+    df.astype(str).to_parquet(tmp_path / "in.parquet")
+    one = predict_file(lr_run, tmp_path / "in.csv", tmp_path / "a.csv", chunk_rows=1000)
+    for src in ("in.csv", "in.parquet"):
+        many = predict_file(lr_run, tmp_path / src, tmp_path / "b.csv", chunk_rows=7)
+        assert many["rows"] == one["rows"] == 50 and many["logloss"] == pytest.approx(one["logloss"])
+        a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+        np.testing.assert_array_equal(a["row"], np.arange(50))
+        np.testing.assert_allclose(a["pctr"], b["pctr"], rtol=1e-6)
+    bad = df.copy()
+    bad[schema.label] = bad[schema.label].astype(object)
+    bad.loc[22, schema.label] = "yes"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    from ctrgraph.errors import DataError
+
+    with pytest.raises(DataError, match="row 23"):
+        predict_file(lr_run, tmp_path / "bad.csv", tmp_path / "c.csv", chunk_rows=7)
+    assert not (tmp_path / "c.csv").exists() and not (tmp_path / "c.csv.tmp").exists()

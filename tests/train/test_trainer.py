@@ -84,3 +84,19 @@ def test_num_threads_is_set_only_when_it_changes_the_count(planted, monkeypatch)
     other = 1 if now != 1 else 2
     _fit(planted, epochs=1, num_threads=other)
     assert calls == [other, now] and torch.get_num_threads() == now  # set, then restored
+
+
+def test_progress_off_a_terminal_prints_lines(planted, capsys, monkeypatch):
+    """Under a log file or CI (stderr not a terminal): one line per epoch and rate-limited lines
+    during an epoch; nothing with progress off."""
+    monkeypatch.setenv("CTRGRAPH_PROGRESS_SECONDS", "0")
+    _fit(planted, epochs=2, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert sum(line.startswith("epoch 1: batch ") for line in err) >= 2
+    assert any(line.startswith("epoch 2: loss ") and "valid auc" in line for line in err)
+    monkeypatch.setenv("CTRGRAPH_PROGRESS_SECONDS", "3600")
+    _fit(planted, epochs=2, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert not any(": batch " in line for line in err) and sum(": loss " in line for line in err) == 2
+    _fit(planted, epochs=2, progress=False)
+    assert capsys.readouterr().err == ""

@@ -43,18 +43,20 @@ def require_columns(df: pd.DataFrame, columns: list[str], path: str | Path, what
         raise DataError(f"{what}: {path} lacks column(s) {missing}; it has {list(df.columns)}")
 
 
-def numeric_column(df: pd.DataFrame, col: str, path: str | Path, dtype=np.int64, allow_nan: bool = False) -> np.ndarray:
-    """A column as numbers; the first non-numeric or missing row is named in the error."""
+def numeric_column(df: pd.DataFrame, col: str, path: str | Path, dtype=np.int64, allow_nan: bool = False,
+                   first_row: int = 0) -> np.ndarray:
+    """A column as numbers; the first non-numeric or missing row is named in the error (rows counted
+    from ``first_row`` + 1: a chunk of a larger file names the file's row)."""
     s = pd.to_numeric(df[col], errors="coerce")
     bad = s.isna() & (df[col].notna() if allow_nan else True)
     if bad.any():
         r = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: column {col!r}, row {r + 1}: value {df[col].iloc[r]!r} is not a number")
+        raise DataError(f"{path}: column {col!r}, row {first_row + r + 1}: value {df[col].iloc[r]!r} is not a number")
     if dtype is np.int64 and not allow_nan:
         v = s.to_numpy()
         if v.dtype.kind == "f" and not np.all(np.mod(v, 1) == 0):
             r = int(np.flatnonzero(np.mod(v, 1) != 0)[0])
-            raise DataError(f"{path}: column {col!r}, row {r + 1}: value {v[r]!r} is not an integer")
+            raise DataError(f"{path}: column {col!r}, row {first_row + r + 1}: value {v[r]!r} is not an integer")
         return v.astype(np.int64)
     return s.to_numpy(dtype=np.float64 if dtype is not np.int64 else dtype)
 

@@ -16,9 +16,11 @@ from ..train.trainer import predict_logits
 from .assemble import load_calibrator, load_run
 
 
-def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str = "|") -> dict[str, np.ndarray]:
+def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str = "|",
+                 first_row: int = 0) -> dict[str, np.ndarray]:
     """Encode a DataFrame whose columns are named after the schema's fields. Sequence and
-    multi-valued columns hold ``sep``-joined values (most recent last). The label is optional."""
+    multi-valued columns hold ``sep``-joined values (most recent last). The label is optional.
+    Errors name the row as ``first_row`` + the row's position + 1 (chunks of a larger file)."""
     needed = [f for f in schema.fields if f.role != Role.LABEL and f.embed]
     groups = {f.group for f in needed if f.group}
     needed_names = {f.name for f in needed} | groups
@@ -45,7 +47,7 @@ def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str
                 vals = np.where(np.isnan(ok), -1, ok).astype(np.int64).reshape(vals.shape)
             cols[f.name], lengths[f.name] = vals, ln
         elif f.kind == Kind.NUMERIC:
-            cols[f.name] = numeric_column(df, f.name, path, dtype=np.float64)
+            cols[f.name] = numeric_column(df, f.name, path, dtype=np.float64, first_row=first_row)
         else:
             cols[f.name] = df[f.name].to_numpy()
     for f in schema.fields:  # parallel sequences (item ids, their categories ...) must line up
@@ -54,40 +56,83 @@ def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str
             bad = np.flatnonzero(full[0] != full[1])
             if bad.size:
                 r = int(bad[0])
-                raise DataError(f"{path}: row {r + 1}: column {f.name!r} has {full[0][r]} values but {f.group!r} "
+                raise DataError(f"{path}: row {first_row + r + 1}: column {f.name!r} has {full[0][r]} values but {f.group!r} "
                                 f"has {full[1][r]}; parallel sequences need one value per behaviour")
             lengths[f.name] = np.minimum(lengths[f.name], lengths[f.group])
     return encode_columns(cols, lengths, schema, vocabs)
 
 
+def _chunks(path: Path, rows: int):
+    """DataFrames of at most ``rows`` rows: CSV read as text (values keep their exact spelling, e.g.
+    zip codes such as "012"; each vocabulary compares in its own type), parquet batch by batch."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        if not path.exists():
+            raise DataError(f"predict input: file not found: {path}")
+        try:
+            f = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow's errors for a file that is not parquet
+            raise DataError(f"predict input: cannot read {path} as parquet ({str(e)[:200]})") from None
+        names = f.schema_arrow.names
+        dup = sorted({c for c in names if names.count(c) > 1})
+        if dup:
+            raise DataError(f"predict input: {path}: duplicate column name(s) {dup}")
+        for batch in f.iter_batches(batch_size=rows):
+            yield batch.to_pandas()
+        return
+    read_table(path, "predict input", dtype=str, keep_default_na=False, nrows=1)  # header, duplicates, empty
+    try:
+        yield from pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=rows)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"predict input: cannot parse {path}: {str(e)[:300]}") from None
+
+
 def predict_file(run: str | Path, input_path: str | Path, output: str | Path, sep: str = "|",
-                 which: str = "best", batch_size: int = 8192) -> dict:
-    """Write ``row,pctr`` for every row of ``input_path``; returns metrics when a label column exists."""
-    cfg, model, schema, vocabs = load_run(run, which)
-    # read every column as text so that values keep their exact spelling (zip codes such as "012"),
-    # then let each vocabulary compare in its own type
-    df = read_table(input_path, "predict input", dtype=str, keep_default_na=False) \
-        if not str(input_path).endswith(".parquet") else read_table(input_path, "predict input")
-    arrays = encode_frame(df, schema, vocabs, str(input_path), sep)
-    y = None
-    if schema.label in df.columns:  # checked before anything is written
-        y = numeric_column(df, schema.label, input_path, dtype=np.float64)
-        bad = np.flatnonzero(~np.isin(y, [0, 1]))
-        if bad.size:
-            r = int(bad[0])
-            raise DataError(f"{input_path}: label column {schema.label!r}, row {r + 1}: {float(y[r])!r} is not 0 or 1 "
-                            f"(drop the column to score without metrics)")
-    logits = predict_logits(model, arrays, schema, batch_size)
-    cal = load_calibrator(run)
-    if cal is not None:  # the run's post-hoc calibration (train.calibration)
-        logits = cal.apply(logits)
-    pctr = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    out = Path(output)
+                 which: str = "best", batch_size: int = 2048, chunk_rows: int = 10_000,
+                 progress: bool = True) -> dict:
+    """Write ``row,pctr`` for every row of ``input_path`` (CSV or parquet of any size: read, checked,
+    encoded and scored ``chunk_rows`` rows at a time, so memory is bounded by the chunk, not the file);
+    returns metrics when a label column exists. The output appears only when every row was scored:
+    a bad row anywhere leaves no output file and names the row."""
+    import sys
+    import time
+
+    _, model, schema, vocabs = load_run(run, which)
+    cal = load_calibrator(run)  # the run's post-hoc calibration (train.calibration), if any
+    path, out = Path(input_path), Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    pd.DataFrame({"row": np.arange(len(df)), "pctr": pctr}).to_csv(tmp, index=False)
-    tmp.replace(out)
-    result = {"rows": len(df), "output": str(out)}
-    if y is not None:
-        result.update(all_metrics(y, logits))
+    n, ys, zs, t0, last = 0, [], [], time.perf_counter(), time.perf_counter()
+    try:
+        with open(tmp, "w") as fh:
+            fh.write("row,pctr\n")
+            for df in _chunks(path, chunk_rows):
+                df = df.reset_index(drop=True)
+                arrays = encode_frame(df, schema, vocabs, str(path), sep, first_row=n)
+                if schema.label in df.columns:
+                    y = numeric_column(df, schema.label, path, dtype=np.float64, first_row=n)
+                    bad = np.flatnonzero(~np.isin(y, [0, 1]))
+                    if bad.size:
+                        r = int(bad[0])
+                        raise DataError(f"{path}: label column {schema.label!r}, row {n + r + 1}: {float(y[r])!r} "
+                                        f"is not 0 or 1 (drop the column to score without metrics)")
+                    ys.append(y)
+                logits = predict_logits(model, arrays, schema, batch_size)
+                logits = cal.apply(logits) if cal is not None else logits.astype(np.float64)
+                zs.append(logits if schema.label in df.columns else np.zeros(0))
+                pctr = 1.0 / (1.0 + np.exp(-logits))
+                pd.DataFrame({"row": np.arange(n, n + len(df)), "pctr": pctr}).to_csv(fh, header=False, index=False)
+                n += len(df)
+                if progress and time.perf_counter() - last >= 10:
+                    last = time.perf_counter()
+                    print(f"predict: {n:,} rows scored ({n / (last - t0):,.0f} rows/s)", file=sys.stderr, flush=True)
+        if n == 0:
+            raise DataError(f"predict input: {path} has a header but no rows")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    result = {"rows": n, "output": str(out)}
+    if ys and len(ys) == len(zs):
+        result.update(all_metrics(np.concatenate(ys), np.concatenate(zs)))
     return result

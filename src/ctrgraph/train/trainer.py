@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -147,7 +148,12 @@ class Trainer:
         best_state = None
         if state["best_epoch"] and self.run_dir is not None and (self.run_dir / "best.pt").exists():
             best_state = load_torch(files.verify("best.pt"))["model"]
+        # progress: a bar on a terminal; off a terminal (a log file, CI) one line per epoch and, during
+        # long epochs, a line every CTRGRAPH_PROGRESS_SECONDS (default 30) seconds
         show = cfg.progress and sys.stderr.isatty()
+        lines = cfg.progress and not show
+        every = float(os.environ.get("CTRGRAPH_PROGRESS_SECONDS", "30"))
+        n_batches = len(train)
         amp = cfg.amp and self.device.type == "cuda"
         n_train = data.num_rows("train")
         stopped = cfg.patience > 0 and state["bad"] >= cfg.patience
@@ -155,7 +161,7 @@ class Trainer:
             epoch = state["epoch"] + 1
             train.set_epoch(epoch)
             model.train()
-            t0 = time.perf_counter()
+            t0 = last_line = time.perf_counter()
             tot, tot_aux, nb = 0.0, {}, 0
             bar = tqdm(train, desc=f"epoch {epoch}", leave=False, disable=not show, unit="batch")
             for batch in bar:
@@ -178,6 +184,11 @@ class Trainer:
                 nb += 1
                 if show and nb % 20 == 0:
                     bar.set_postfix(loss=f"{tot / nb:.4f}")
+                if lines and time.perf_counter() - last_line >= every:
+                    last_line = time.perf_counter()
+                    done = nb * cfg.batch_size
+                    print(f"epoch {epoch}: batch {nb}/{n_batches}, loss {tot / nb:.4f}, "
+                          f"{done / (last_line - t0):,.0f} samples/s", file=sys.stderr, flush=True)
             secs = time.perf_counter() - t0
             if sched is not None:
                 sched.step()
@@ -202,10 +213,11 @@ class Trainer:
             state["epoch"] = epoch
             state["history"].append(rec)
             self._log(state["history"])
-            if show:
-                tqdm.write(f"epoch {epoch}: loss {rec['train_loss']:.4f}"
-                           + (f", valid auc {rec.get('valid_auc', float('nan')):.4f}" if has_valid else "")
-                           + f" ({secs:.1f}s)", file=sys.stderr)
+            if show or lines:
+                msg = (f"epoch {epoch}: loss {rec['train_loss']:.4f}"
+                       + (f", valid auc {rec.get('valid_auc', float('nan')):.4f}" if has_valid else "")
+                       + f" ({secs:.1f}s)")
+                (tqdm.write if show else print)(msg, file=sys.stderr)
             if self.run_dir is not None:
                 files.write_torch("last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                               "scheduler": sched.state_dict() if sched else None, "state": state,
