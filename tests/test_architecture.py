@@ -15,7 +15,7 @@ import ctrgraph
 
 SRC = Path(ctrgraph.__file__).resolve().parent
 RANK = {"_version": 0, "errors": 0, "config": 0, "plots": 0, "data": 1, "graphs": 2, "layers": 2, "embeddings": 3,
-        "models": 4, "registry": 5, "train": 6, "runs": 7, "experiments": 8, "cli": 9, "__main__": 9, "__init__": 10}
+        "models": 4, "registry": 5, "train": 6, "runs": 7, "experiments": 8, "serve": 8, "cli": 9, "__main__": 9, "__init__": 10}
 
 
 def _module_name(path: Path) -> str:

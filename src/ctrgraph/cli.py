@@ -155,6 +155,20 @@ def cmd_verify(a) -> int:
     return 1 if bad else 0
 
 
+def cmd_serve(a) -> int:
+    try:
+        import uvicorn
+
+        from .serve.app import create_app
+    except ImportError as e:
+        raise ConfigError(f"ctrgraph serve needs FastAPI and uvicorn: pip install 'ctrgraph[serve]' ({e})") from None
+    app = create_app(a.run, max_rows=a.max_rows, which=a.checkpoint)
+    print(f"serving {a.run} on http://{a.host}:{a.port} (POST /score, /score/batch; GET /health, /schema, /metrics)",
+          flush=True)
+    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level)
+    return 0
+
+
 def cmd_compare(a) -> int:
     from .experiments.compare import print_summary, run_compare
 
@@ -301,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sep", default="|", help="separator of sequence / multi-valued columns")
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("serve", help="HTTP scoring service for a trained run (FastAPI + uvicorn)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-rows", type=int, default=10_000, help="rows per batch request (more: 413)")
+    s.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    s.add_argument("--log-level", default="warning")
+    s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("verify", help="check run directories against their checksum manifests",
                        description="Check every file of each run directory against its checksums.json "

@@ -51,7 +51,7 @@ def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str
         else:
             cols[f.name] = df[f.name].to_numpy()
     for f in schema.fields:  # parallel sequences (item ids, their categories ...) must line up
-        if f.group and f.name in lengths and f.group in lengths:
+        if f.group and f.name in lengths and f.group in lengths and {f.name, f.group} <= needed_names:
             full = [split_joined(df[c].to_numpy(dtype=object), sep)[1] for c in (f.name, f.group)]
             bad = np.flatnonzero(full[0] != full[1])
             if bad.size:
