@@ -109,4 +109,7 @@ def pair_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         raise ValueError(f"pair_linear: h [B, n, d] and weight [k, d] expected, got {tuple(h.shape)}, {tuple(weight.shape)}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"pair_linear: bias [{weight.shape[0]}] expected, got {tuple(bias.shape)}")
+    if torch.jit.is_tracing():  # TorchScript export (inference): plain tensor ops the tracer records
+        iu, ju = (x.to(h.device) for x in circulant_pairs(h.shape[1]))
+        return torch.nn.functional.linear(h[:, iu] * h[:, ju], weight, bias).transpose(0, 1)
     return _PairLinear.apply(h, weight, bias)

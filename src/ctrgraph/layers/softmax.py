@@ -28,6 +28,6 @@ class _Softmax(torch.autograd.Function):
 
 def softmax_last(x: torch.Tensor) -> torch.Tensor:
     """``torch.softmax(x, dim=-1)`` (same values and gradient), faster for short rows on CPU."""
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or torch.jit.is_tracing():  # (TorchScript export records the plain op)
         return torch.softmax(x, dim=-1)
     return _Softmax.apply(x)

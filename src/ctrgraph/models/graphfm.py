@@ -150,7 +150,7 @@ class GraphFMLayer(nn.Module):
             else:
                 cand = P if cfg.self_interaction else P.masked_fill(eye, -1.0)
                 idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
-                mask = torch.zeros_like(P, dtype=torch.bool).scatter_(-1, idx, True)  # Eq. 9
+                mask = torch.zeros_like(P, dtype=torch.bool).scatter(-1, idx, torch.ones_like(idx, dtype=torch.bool))  # Eq. 9
         else:  # -S: the fully connected graph, no p weighting
             P = h.new_ones(B, n, n)
             mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
