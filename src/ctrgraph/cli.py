@@ -193,7 +193,8 @@ def cmd_export(a) -> int:
         return 0
     if a.format == "onnx":
         raise ConfigError("export --format onnx is not available yet: the legacy exporter rejects Dice's batch "
-                          "norm over a dynamic shape and DIN's masked index_put (docs/architecture.md, Export); "
+                          "norm over a dynamic shape and DIN's masked index_put, the dynamo exporter fails in torch.export "
+                          "(docs/serving.md, Export); "
                           "use --format torchscript")
     from .runs.export import export_run
 
