@@ -27,6 +27,17 @@ import sys
 import time
 
 
+def _threads(threads) -> int | None:
+    """A thread count from --threads: a number, ``auto`` (train.num_threads: auto) or nothing."""
+    import torch
+
+    if threads == "auto":
+        from ctrgraph.train.threads import auto_threads
+
+        return auto_threads(torch.get_num_threads())
+    return int(threads) if threads else None
+
+
 def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: int | None) -> dict:
     import torch
 
@@ -35,6 +46,7 @@ def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: in
     from ctrgraph.runs.assemble import dataset_for, model_for
     from ctrgraph.train.trainer import Trainer
 
+    threads = _threads(threads)
     if threads and threads != torch.get_num_threads():  # an unchanged count still slows SDPA (docs/graphfm.md)
         torch.set_num_threads(threads)
     ov = [f"data.name={dataset}", f"model.name={model}", f"train.epochs={epochs}", "train.patience=0",
@@ -67,6 +79,7 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
     from ctrgraph.runs.assemble import dataset_for, model_for
     from ctrgraph.train.trainer import init_prior_bias
 
+    threads = _threads(threads)
     if threads and threads != torch.get_num_threads():  # an unchanged count still slows SDPA (docs/graphfm.md)
         torch.set_num_threads(threads)
     ov = [f"data.name={dataset}"] + ([f"data.data_dir={data_dir}"] if data_dir else []) + list(overrides or [])
@@ -113,7 +126,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--models", default="deepfm,din")
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", default=None, help="a count, or auto (train.num_threads: auto)")
     ap.add_argument("--interleave", action="store_true", help="one process, models take turns per epoch")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()

@@ -6,7 +6,7 @@ command-line ``--set key=value`` overrides. Unknown keys are errors that name th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -65,7 +65,10 @@ class TrainConfig(BaseModel):
     seed: int = 1
     device: str = "auto"
     amp: bool = False
-    num_threads: int | None = Field(None, ge=1)
+    num_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        None, description="intra-op threads: None = PyTorch's default (one per core); auto = the cores other "
+                          "processes leave free when training starts (train/threads.py; faster on a busy machine, "
+                          "but the count, and so the last digits of the numbers, then depend on the load)")
     progress: bool = True
     deterministic: bool = True
 

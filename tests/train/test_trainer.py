@@ -100,3 +100,18 @@ def test_progress_off_a_terminal_prints_lines(planted, capsys, monkeypatch):
     assert not any(": batch " in line for line in err) and sum(": loss " in line for line in err) == 2
     _fit(planted, epochs=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_auto_threads_leave_the_busy_cores(monkeypatch):
+    """train.num_threads: auto = the cores other processes leave free, between 1 and the default."""
+    import os
+
+    from ctrgraph.train import threads as th
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    for busy_share, want in ((0.0, 4), (0.5, 2), (0.9, 1), (1.0, 1)):
+        samples = iter([(0, 0), (int(busy_share * 1000), 1000)])
+        monkeypatch.setattr(th, "_cpu_times", lambda: next(samples))
+        assert th.auto_threads(4, interval=0) == want, busy_share
+    monkeypatch.setattr(th, "_cpu_times", lambda: None)  # no /proc/stat: PyTorch's default
+    assert th.auto_threads(3, interval=0) == 3

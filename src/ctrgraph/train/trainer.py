@@ -28,6 +28,7 @@ from .calibration import Calibrator
 from .checkpoint import load_torch
 from .metrics import all_metrics
 from .run_files import RunFiles
+from .threads import auto_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,11 +109,15 @@ class Trainer:
         """Train with early stopping, restore the best checkpoint, evaluate on valid and test
         (with ``num_threads`` intra-op threads when set; the previous count is restored after)."""
         threads = torch.get_num_threads()
+        want = self.cfg.num_threads
+        if want == "auto":  # the cores other processes leave free (train/threads.py)
+            want = auto_threads(threads) if self.device.type == "cpu" else threads
+        self.threads_used = want or threads
         # only when it changes the count: in PyTorch 2.13 on CPU any set_num_threads call (even to the
         # current count) makes scaled_dot_product_attention ~2.3x slower afterwards (docs/graphfm.md, Cost)
-        change = bool(self.cfg.num_threads) and self.cfg.num_threads != threads
+        change = bool(want) and want != threads
         if change:
-            torch.set_num_threads(self.cfg.num_threads)
+            torch.set_num_threads(want)
         try:
             return self._fit(model, data, resume)
         finally:
@@ -235,6 +240,7 @@ class Trainer:
             "valid": split_metrics(data, "valid", logits["valid"]) if "valid" in logits else {},
             "test": split_metrics(data, "test", logits["test"]) if "test" in logits else {},
             "device": str(self.device),
+            "threads": getattr(self, "threads_used", torch.get_num_threads()),
             "history": state["history"],
         }
         if cfg.calibration != "none" and "valid" in logits:
