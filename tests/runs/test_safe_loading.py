@@ -181,7 +181,7 @@ def test_one_process_per_run_directory(tmp_path, capsys):
 
 def _train_cmd(out: Path) -> list[str]:
     return [sys.executable, "-m", "ctrgraph", "train", "--out", str(out), "--model", "din",
-            *[x for s in BASE + ["train.epochs=4", "train.patience=0"] for x in ("--set", s)]]
+            *[x for s in BASE + ["train.epochs=6", "train.patience=0"] for x in ("--set", s)]]
 
 
 def test_kill_minus_nine_then_resume_gives_identical_metrics(tmp_path):
@@ -201,11 +201,14 @@ def test_kill_minus_nine_then_resume_gives_identical_metrics(tmp_path):
                 resumes += 1
             p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             if kills < 2:  # kill after a random number of logged epochs plus a random part of the next
-                epochs = rng.randint(1, 3)
-                log = run / "metrics.jsonl"
-                while p.poll() is None and (not log.exists() or log.read_text().count("\n") < epochs):
-                    time.sleep(0.005)
-                time.sleep(rng.uniform(0.0, 0.6))
+                epochs = rng.randint(1, 4)  # of 6: at least one epoch and the evaluation remain
+                log, first, n = run / "metrics.jsonl", None, 0
+                while p.poll() is None and n < epochs:
+                    n = log.read_text().count("\n") if log.exists() else 0
+                    first = first or (time.time() if n >= 1 else None)
+                    time.sleep(0.002)
+                per_epoch = (time.time() - first) / (epochs - 1) if first and epochs > 1 else 0.2
+                time.sleep(rng.uniform(0.0, per_epoch))
                 if p.poll() is None:
                     p.send_signal(signal.SIGKILL)
                     kills += 1
