@@ -37,33 +37,48 @@ class Scorer:
                            for f in self.fields]}
 
     def frame(self, rows: list[dict]) -> pd.DataFrame:
-        """Request rows → the text frame ``encode_frame`` reads; lists become "|"-joined strings.
-        Missing or unknown fields and values of the wrong shape are :class:`DataError` naming the row."""
+        """Request rows → the text frame ``encode_frame`` reads (lists become "|"-joined strings),
+        column by column. Missing or unknown fields and values of the wrong shape are
+        :class:`DataError` naming the first bad row."""
+        bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise DataError(f"row {bad + 1}: expected an object of field values, got {type(rows[bad]).__name__}")
+        df = pd.DataFrame.from_records(rows)
         known = {f.name: f for f in self.fields}
-        all_names = set(self.schema.names)  # fields the model does not read (label, raw timestamps) are ignored
-        for i, r in enumerate(rows):
-            if not isinstance(r, dict):
-                raise DataError(f"row {i + 1}: expected an object of field values, got {type(r).__name__}")
-            missing = [n for n in known if n not in r]
-            if missing:
-                raise DataError(f"row {i + 1}: missing field(s) {missing}")
-            extra = [k for k in r if k not in all_names]
-            if extra:
-                raise DataError(f"row {i + 1}: unknown field(s) {extra}; the model reads {list(known)}")
+        extra = [c for c in df.columns if c not in set(self.schema.names)]
+        if extra:
+            r = int(np.flatnonzero(df[extra].notna().any(axis=1).to_numpy())[0])
+            raise DataError(f"row {r + 1}: unknown field(s) {[c for c in extra if pd.notna(df[c].iloc[r])]}; "
+                            f"the model reads {list(known)}")
+        absent = [n for n in known if n not in df.columns]
+        if absent:
+            raise DataError(f"row 1: missing field(s) {absent}")
+        miss = df[list(known)].isna().to_numpy()
+        if miss.any():
+            r = int(np.flatnonzero(miss.any(axis=1))[0])
+            raise DataError(f"row {r + 1}: missing field(s) {[n for n, m in zip(known, miss[r]) if m]}")
         cols = {}
         for name, f in known.items():
-            vals = [r[name] for r in rows]
+            s = df[name]
+            kinds = s.map(type).to_numpy()
             if f.is_sequence_like:
-                bad = [i for i, v in enumerate(vals) if not isinstance(v, (list, str))]
-                if bad:
-                    raise DataError(f"row {bad[0] + 1}: field {name!r} must be a list (or a '|'-joined string)")
-                vals = ["|".join(map(str, v)) if isinstance(v, list) else v for v in vals]
+                wrong = ~np.isin(kinds, [list, str])
+                if wrong.any():
+                    raise DataError(f"row {int(np.flatnonzero(wrong)[0]) + 1}: field {name!r} must be a list "
+                                    f"(or a '|'-joined string)")
+                lists = kinds == list
+                if lists.any():  # lists -> "|"-joined strings, one explode + group join for the column
+                    parts = s[lists].explode().dropna().astype(str)
+                    joined = parts.groupby(level=0).agg("|".join)
+                    s = s.copy()
+                    s[lists] = ""
+                    s[joined.index] = joined
+                cols[name] = s.astype(str)
             else:
-                bad = [i for i, v in enumerate(vals) if isinstance(v, (list, dict)) or v is None]
-                if bad:
-                    raise DataError(f"row {bad[0] + 1}: field {name!r} must be a single value")
-                vals = [str(v) for v in vals] if f.kind != Kind.NUMERIC else vals
-            cols[name] = vals
+                wrong = np.isin(kinds, [list, dict])
+                if wrong.any():
+                    raise DataError(f"row {int(np.flatnonzero(wrong)[0]) + 1}: field {name!r} must be a single value")
+                cols[name] = s if f.kind == Kind.NUMERIC else s.astype(str)
         return pd.DataFrame(cols)
 
     def score_frame(self, df: pd.DataFrame, source: str = "request") -> np.ndarray:
