@@ -67,14 +67,8 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", data_dir: 
     plain_cfg, plain = plain_model(cfg, model, schema, {t: len(v) for t, v in vocabs.items()})
     files = RunFiles(out)
     files.write_text("config.yaml", yaml.safe_dump(plain_cfg.model_dump(), sort_keys=False))
-    src = RunFiles(run)
-    for p in sorted((run / "data").rglob("*")):
-        if p.is_file():  # each data file checked on the way (a tampered source is not exported)
-            rel = p.relative_to(run).as_posix()
-            files.write_bytes(rel, src.verify(rel).read_bytes())
+    files.copy_from(RunFiles(run), "data", *(["calibration.json"] if (run / "calibration.json").exists() else []))
     files.write_torch("best.pt", {"model": plain.state_dict()})
-    if (run / "calibration.json").exists():  # the calibration travels with the served model
-        files.write_bytes("calibration.json", src.verify("calibration.json").read_bytes())
     info = {"source_run": str(run), "source_model": cfg.model.name, "checkpoint": which, "model": base,
             "enhanced_tables": enhanced,
             "provider_params": cfg.embedding.params}

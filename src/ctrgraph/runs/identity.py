@@ -17,14 +17,7 @@ import json
 from ..config import RunConfig
 from ..data.recipes import parse_params
 from ..errors import ConfigError
-from ..registry import (
-    MODELS,
-    PROVIDERS,
-    get_recipe,
-    model_config,
-    provider_defaults,
-    resolve_model_name,
-)
+from ..registry import MODELS, PROVIDERS, get_recipe, model_config, provider_defaults, resolve_model_name
 
 #: config entries that do not change what a run computes (``data.params`` and ``embedding.params``
 #: are compared against the recipe's and the provider's own defaults instead)

@@ -58,13 +58,7 @@ def export_torchscript(run: str | Path, out: str | Path, which: str = "best", ex
                           f"serve the run itself (ctrgraph serve / predict)") from None
     files = RunFiles(out)
     files.write_bytes("model.ts", buf.getvalue())
-    src = RunFiles(run)
-    for p in sorted((run / "data").rglob("*")):
-        if p.is_file():
-            rel = p.relative_to(run).as_posix()
-            files.write_bytes(rel, src.verify(rel).read_bytes())
-    if (run / "calibration.json").exists():
-        files.write_bytes("calibration.json", src.verify("calibration.json").read_bytes())
+    files.copy_from(RunFiles(run), "data", *(["calibration.json"] if (run / "calibration.json").exists() else []))
     info = {"format": "torchscript", "source_run": str(run), "model": cfg.model.name, "checkpoint": which,
             "inputs": [{"name": n, "dtype": str(example[n].dtype).replace("torch.", ""),
                         "shape": ["batch", *example[n].shape[1:]]} for n in names],
@@ -75,8 +69,9 @@ def export_torchscript(run: str | Path, out: str | Path, which: str = "best", ex
 
 def _example(schema, vocabs, rows: int) -> dict[str, torch.Tensor]:
     """Encoded rows of the right dtypes and shapes (ids inside each vocabulary, full sequence length)."""
-    from .predict import encode_frame
     import pandas as pd
+
+    from .predict import encode_frame
 
     cols = {}
     rng = np.random.default_rng(0)

@@ -42,21 +42,13 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
-def save_torch(obj, path: Path) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
-
-
 def save_json(obj, path: Path) -> None:
     data = json.dumps(obj, indent=1, default=float).encode()
     atomic_write_bytes(path, lambda f: f.write(data))
 
 
-def save_text(text: str, path: Path) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
 def load_torch(path: Path):
-    """A checkpoint written by :func:`save_torch`, loaded with weights-only semantics (no code runs)."""
+    """A checkpoint (written by ``RunFiles.write_torch``), loaded with weights-only semantics (no code runs)."""
     path = Path(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -114,10 +114,15 @@ class RunFiles:
         np.save(buf, array, allow_pickle=False)
         return self.write_bytes(rel, buf.getvalue())
 
-    def record_tree(self, sub: str | Path) -> None:
-        """Record every file under ``root/sub``."""
-        d = self.root / sub
-        self.record(*sorted(p for p in d.rglob("*") if p.is_file()))
+    def copy_from(self, src: RunFiles, *rels: str) -> None:
+        """Copy files of another run directory here, each verified against ``src``'s manifest
+        (a tampered source is not copied); a folder copies every file under it."""
+        for rel in rels:
+            d = src.root / rel
+            names = [p.relative_to(src.root).as_posix() for p in sorted(d.rglob("*")) if p.is_file()] \
+                if d.is_dir() else [rel]
+            for name in names:
+                self.write_bytes(name, src.verify(name).read_bytes())
 
     def verify(self, path: str | Path) -> Path:
         """``path`` (relative to ``root`` or absolute) if it is what the run wrote; otherwise a
@@ -205,8 +210,3 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the lock
             self._fd = None
-
-
-def verified(root: str | Path, rel: str) -> Path:
-    """``root/rel`` after checking it against the run's manifest."""
-    return RunFiles(root).verify(rel)
