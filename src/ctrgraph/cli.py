@@ -186,16 +186,11 @@ def cmd_compare(a) -> int:
 
 
 def cmd_export(a) -> int:
-    if a.format == "torchscript":
-        from .runs.torchscript import export_torchscript
+    if a.format in ("torchscript", "onnx"):
+        from .runs.model_export import export_model
 
-        print(json.dumps(export_torchscript(a.run, a.out, a.checkpoint), indent=1))
+        print(json.dumps(export_model(a.run, a.out, a.format, a.checkpoint), indent=1))
         return 0
-    if a.format == "onnx":
-        raise ConfigError("export --format onnx is not available yet: the legacy exporter rejects Dice's batch "
-                          "norm over a dynamic shape and DIN's masked index_put, the dynamo exporter fails in torch.export "
-                          "(docs/serving.md, Export); "
-                          "use --format torchscript")
     from .runs.export import export_run
 
     print(json.dumps(export_run(a.run, a.out, a.checkpoint, a.data_dir), indent=1))
@@ -326,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.set_defaults(fn=cmd_predict)
 
-    s = sub.add_parser("serve", help="HTTP scoring service for a trained run (FastAPI + uvicorn)")
-    s.add_argument("--run", required=True)
+    s = sub.add_parser("serve", help="HTTP scoring service for a trained run or an export (FastAPI + uvicorn)")
+    s.add_argument("--run", required=True, help="a run directory, or an export of --format torchscript / onnx")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-rows", type=int, default=10_000, help="rows per batch request (more: 413)")
@@ -353,14 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_compare)
 
     s = sub.add_parser("export", help="a graph-enhanced (dg-|gcn-|kgat-|hgat-<model>) run's tables as a plain <model> run "
-                                      "(serving costs the same as the base model), or any run as TorchScript")
+                                      "(serving costs the same as the base model), or any run as TorchScript or ONNX")
     s.add_argument("--run", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--checkpoint", default="best", choices=["best", "last"])
     s.add_argument("--data-dir", help="raw files of the run's data set, if not where the run found them")
     s.add_argument("--format", default="run", choices=["run", "torchscript", "onnx"],
-                   help="run: a graph-enhanced run as a plain run (default); torchscript: any run as model.ts + "
-                        "its vocabularies and calibration (runs.torchscript.ExportedScorer serves it)")
+                   help="run: a graph-enhanced run as a plain run (default); torchscript / onnx: any run as "
+                        "model.ts / model.onnx + its vocabularies and calibration, checked against the eager model "
+                        "(ctrgraph serve and runs.model_export.ExportedScorer serve it)")
     s.set_defaults(fn=cmd_export)
 
     s = sub.add_parser("demo", help="train and compare models on the bundled MovieLens data (offline)")

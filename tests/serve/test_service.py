@@ -33,11 +33,11 @@ def served(tmp_path_factory):
                   for k in rows[0]}).to_csv(root / "rows.csv", index=False)
     assert main(["predict", "--run", str(run), "--input", str(root / "rows.csv"), "--output", str(root / "p.csv")]) == 0
     want = pd.read_csv(root / "p.csv")["pctr"].to_numpy()
-    return TestClient(create_app(run, max_rows=20)), rows, want
+    return TestClient(create_app(run, max_rows=20)), rows, want, run
 
 
 def test_scores_equal_predict(served):
-    client, rows, want = served
+    client, rows, want, _ = served
     assert client.get("/health").json()["status"] == "ok"
     fields = {f["name"] for f in client.get("/schema").json()["fields"]}
     assert fields <= set(rows[0])
@@ -49,8 +49,24 @@ def test_scores_equal_predict(served):
     np.testing.assert_allclose(batch.json()["pctr"], want[:20], rtol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_export_serves_the_same_scores(served, fmt, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    _, rows, want, run = served
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / fmt), "--format", fmt]) == 0
+    client = TestClient(create_app(tmp_path / fmt, max_rows=20))
+    health = client.get("/health").json()
+    assert (health["format"], health["model"], health["calibration"]) == (fmt, "din", "platt")
+    batch = client.post("/score/batch", json={"rows": rows[:20]})
+    assert batch.status_code == 200, batch.text
+    np.testing.assert_allclose(batch.json()["pctr"], want[:20], rtol=1e-5)
+    bad = client.post("/score", json={k: v for k, v in rows[0].items() if k != "item_id"})
+    assert bad.status_code == 422 and "missing field(s) ['item_id']" in bad.text
+
+
 def test_bad_requests_get_clear_4xx(served):
-    client, rows, _ = served
+    client, rows, _, _ = served
     name = next(k for k, v in rows[0].items() if isinstance(v, list))
     cases = [
         ({k: v for k, v in rows[0].items() if k != name}, 422, f"missing field(s) ['{name}']"),

@@ -151,6 +151,8 @@ class ResEmbedding(EmbeddingProvider):
     def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:
         if table != self.item_table:
             return super().lookup(table, ids, step)
+        if torch.jit.is_tracing():  # export (inference): no L(R) bookkeeping, the same rows without unique
+            return self.item_vectors(ids.reshape(-1)).view(*ids.shape, -1)
         uniq, inv = torch.unique(ids, return_inverse=True)
         step["rows"] = uniq if step["rows"] is None else torch.unique(torch.cat([step["rows"], uniq]))
         return self.item_vectors(uniq)[inv]

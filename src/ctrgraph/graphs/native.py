@@ -33,8 +33,10 @@ def enabled() -> bool:
 
 
 def kernel():
-    """The compiled extension module, or None where it is disabled or cannot be built."""
-    if not enabled():
+    """The compiled extension module, or None where it is disabled or cannot be built, and while
+    ``torch.jit.trace`` or the ONNX exporter records a model (an autograd Function of this extension
+    cannot be serialised: every caller then takes its PyTorch path)."""
+    if not enabled() or torch.jit.is_tracing():
         return None
     if "module" not in _STATE:
         try:
@@ -117,5 +119,6 @@ def head_scores(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, slope: float 
         raise ValueError(f"head_scores: x {tuple(x.shape)} does not match w {tuple(w.shape)}")
     if x.device.type == "cpu" and x.dtype == w.dtype == b.dtype and kernel() is not None:
         return _HeadScore.apply(x, w, b, slope)
-    block = torch.block_diag(*w.unsqueeze(1).unbind(0)).T  # [K H, K]: head k's w in rows k H ..
+    eye = torch.eye(K, dtype=w.dtype, device=w.device)
+    block = (w.unsqueeze(-1) * eye.unsqueeze(1)).reshape(K * H, K)  # [K H, K]: head k's w in rows k H ..
     return torch.addmm(b, torch.nn.functional.leaky_relu(x, slope), block)

@@ -81,4 +81,8 @@ def pair_attention(s_i: torch.Tensor, s_j: torch.Tensor, v: torch.Tensor, mask: 
     if lengths is None:
         used = mask.any(1) | mask.any(2)  # [B, L]
         lengths = torch.where(used, torch.arange(1, L + 1, device=mask.device), 0).amax(1)
+    if torch.jit.is_tracing():  # export (inference): one dense block, no length-dependent chunks
+        m = mask.unsqueeze(1)  # [B, 1, L, L]
+        sc = torch.nn.functional.leaky_relu(s_i.unsqueeze(-1) + s_j.unsqueeze(-2), SLOPE).masked_fill(~m, NEG)
+        return torch.matmul(torch.softmax(sc, dim=-1) * m.any(-1, keepdim=True), v)
     return _PairAttention.apply(s_i, s_j, v, mask, lengths, budget)

@@ -54,6 +54,12 @@ def shift(x: torch.Tensor, offset: int, dim: int = 0) -> torch.Tensor:
     if offset == 0:
         return x
     n = x.shape[dim]
+    if torch.jit.is_tracing():  # export: no branch on this batch's n (a gather the tracer keeps dynamic)
+        idx = torch.arange(n, device=x.device) + offset
+        ok = (idx >= 0) & (idx < n)
+        out = x.index_select(dim, idx.clamp(0, max(n - 1, 0)))
+        return out * ok.view([-1] + [1] * (x.dim() - 1 - dim % x.dim())).to(out.dtype) \
+            if out.dtype != torch.bool else out & ok.view([-1] + [1] * (x.dim() - 1 - dim % x.dim()))
     if abs(offset) >= n:
         return torch.zeros_like(x)
     pad = [0, 0] * (x.dim() - 1 - (dim % x.dim()))
@@ -124,6 +130,8 @@ def banded_sum(x: torch.Tensor, w: torch.Tensor, offsets: list[int]) -> torch.Te
     if (x.dim() == 3 and w.dim() == 4 and w.shape[1:] == (x.shape[0], x.shape[1], 1) and x.device.type == "cpu"
             and w.dtype == x.dtype and native.kernel() is not None):
         return _NativeBandedSum.apply(x, w.squeeze(-1), tuple(offsets))
+    if torch.jit.is_tracing():  # export (inference): plain ops the tracer records, same sums
+        return sum(w[q] * shift(x, o) for q, o in enumerate(offsets))
     return _BandedSum.apply(x, w, tuple(offsets))
 
 
@@ -307,8 +315,8 @@ def sequence_graph(mask: torch.Tensor, feats: torch.Tensor | None = None, eps: i
             with torch.no_grad():
                 x = torch.nn.functional.normalize(feats.detach().float(), dim=-1)
                 sim = torch.bmm(x, x.transpose(1, 2)) >= threshold
-                sim &= ~torch.eye(length, dtype=torch.bool, device=mask.device)
-                sim &= mask.unsqueeze(2) & mask.unsqueeze(1)
+                pos = torch.arange(length, device=mask.device)
+                sim = sim & (pos.unsqueeze(1) != pos) & mask.unsqueeze(2) & mask.unsqueeze(1)  # i != j, valid
         else:
             offsets[r] = band_offsets(r, eps)
             band[r] = torch.stack([(shift(bi, o) == bi) & (torch.arange(n, device=bi.device) + o >= 0)

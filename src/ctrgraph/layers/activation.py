@@ -21,8 +21,12 @@ class Dice(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
-        p = torch.sigmoid(self.bn(x2))
+        x2 = x.reshape(-1, self.bn.num_features)  # a static channel count (ONNX export)
+        if torch.jit.is_tracing() and not self.training:  # export: the running-statistics affine map
+            bn = (x2 - self.bn.running_mean) * torch.rsqrt(self.bn.running_var + self.bn.eps)
+        else:  # (ONNX's BatchNormalization needs a channel count the tracer loses after the masking)
+            bn = self.bn(x2)
+        p = torch.sigmoid(bn)
         return (x2 * (p + self.alpha * (1 - p))).reshape(shape)
 
 

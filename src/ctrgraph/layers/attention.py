@@ -22,18 +22,17 @@ class TargetAttention(nn.Module):
 
     def scores(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """q [B, d], keys [B, L, d], mask [B, L] -> weights [B, L] (0 on padding)."""
-        b_idx, l_idx = mask.nonzero(as_tuple=True)
-        k = keys[b_idx, l_idx]
-        qq = q[b_idx]
-        s = self.mlp(torch.cat([qq, k, qq - k, qq * k], dim=-1)).squeeze(-1)
+        B, L = mask.shape
+        flat = mask.reshape(-1).nonzero().squeeze(1)  # valid positions b * L + l
+        k = keys.reshape(B * L, -1).index_select(0, flat)
+        qq = q.index_select(0, torch.div(flat, L, rounding_mode="floor"))
+        s = self.mlp(torch.cat([qq, k, qq - k, qq * k], dim=-1)).squeeze(-1).to(keys.dtype)
+        # scattered back with scatter (not index_put, which ONNX export cannot take with this mask)
         if self.use_softmax:
-            full = keys.new_full(mask.shape, float("-inf"))
-            full[b_idx, l_idx] = s.to(full.dtype)
+            full = keys.new_full((B * L,), float("-inf")).scatter(0, flat, s).view(B, L)
             w = torch.softmax(full, dim=1)
             return torch.nan_to_num(w, nan=0.0)  # rows with an empty history
-        full = keys.new_zeros(mask.shape)
-        full[b_idx, l_idx] = s.to(full.dtype)
-        return full
+        return keys.new_zeros(B * L).scatter(0, flat, s).view(B, L)
 
     def forward(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         w = self.scores(q, keys, mask)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .activation import activation
+from .interaction import upper_pairs
 
 
 class CrossNet(nn.Module):
@@ -156,7 +157,7 @@ class PairwiseAttention(nn.Module):
 
     def pairs(self, E: torch.Tensor) -> torch.Tensor:
         F = E.shape[1]
-        iu = torch.triu_indices(F, F, offset=1, device=E.device)
+        iu = upper_pairs(F, E.device)
         return E[:, iu[0]] * E[:, iu[1]]                                # [B, P, d]
 
     def weights(self, P: torch.Tensor) -> torch.Tensor:

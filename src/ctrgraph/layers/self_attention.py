@@ -104,7 +104,8 @@ class AttentionalEdges(nn.Module):
         s = self.w(e)  # [B, F, 2]
         logits = Fn.leaky_relu(s[..., :1] + s[..., 1].unsqueeze(1), 0.2)  # [B, F(i), F(j)]
         F = e.shape[1]
-        eye = torch.eye(F, dtype=torch.bool, device=e.device)
+        pos = torch.arange(F, device=e.device)
+        eye = pos.unsqueeze(1) == pos  # i == j (not torch.eye: ONNX Runtime has no boolean EyeLike)
         return torch.softmax(logits.masked_fill(eye, float("-inf")), dim=-1)
 
 

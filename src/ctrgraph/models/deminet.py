@@ -154,7 +154,7 @@ class DHALayer(nn.Module):
         vecs = torch.cat([self.att_i, self.att_j, self.w_d.unsqueeze(0)])  # [Q = 2 n_att + 1, Φ, dh]
         eye = torch.eye(self.heads, dtype=vecs.dtype, device=vecs.device)
         block = torch.einsum("qpd,pr->pdqr", vecs, eye).reshape(D, -1)  # block-diagonal over heads [D, Q Φ]
-        parts = (hp.reshape(N, D) @ block).view(N, -1, self.heads).unbind(1)  # Q x [N, Φ]
+        parts = (hp.reshape(N, D) @ block).view(N, vecs.shape[0], self.heads).unbind(1)  # Q x [N, Φ]
         n_att = self.att_i.shape[0]
         s_i, s_j, z = parts[:n_att], parts[n_att: 2 * n_att], parts[-1]  # per relation [N, Φ]; w_d^φ · h^φ
         if self.vanilla:  # one attention over the union of the relations' neighbours

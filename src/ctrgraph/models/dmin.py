@@ -79,7 +79,8 @@ class DMINConfig(TowerConfig):
 def attention_mask(mask: torch.Tensor, causal: bool) -> torch.Tensor:
     """[B, L, L] allowed (query i, key j): j valid or j == i; and j <= i when ``causal``."""
     L = mask.shape[1]
-    eye = torch.eye(L, dtype=torch.bool, device=mask.device)
+    pos = torch.arange(L, device=mask.device)
+    eye = pos.unsqueeze(1) == pos  # not torch.eye: ONNX Runtime has no boolean EyeLike
     allowed = mask.unsqueeze(1) | eye
     if causal:
         allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()
@@ -124,7 +125,7 @@ class HeadwiseBlock(nn.Module):
 
     def forward(self, heads: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         o = torch.matmul(heads, self.wo) + self.bo  # [B, H, L, d_h] @ [H, d_h, D], broadcast over B
-        s = F.layer_norm(x.unsqueeze(1) + o, (x.shape[-1],)) * self.gamma + self.beta
+        s = F.layer_norm(x.unsqueeze(1) + o, self.gamma.shape[-1:]) * self.gamma + self.beta
         h = torch.relu(torch.matmul(s, self.w1) + self.b1)
         return s + torch.matmul(h, self.w2) + self.b2
 

@@ -186,7 +186,12 @@ class GIN(DIN):
     def enrich(self, hist: torch.Tensor, cand: torch.Tensor, eb: EmbeddedBatch) -> torch.Tensor:
         """Enriched behaviour vectors [B, L, d] of item ids ``hist`` [B, L] for candidates ``cand`` [B]."""
         hist = hist.long()
-        uniq, inv = torch.unique(hist, return_inverse=True)
+        tracing = torch.jit.is_tracing()  # export (inference): every position its own row, no unique
+        if tracing:
+            uniq = hist.reshape(-1)
+            inv = torch.arange(uniq.numel(), device=hist.device).view(hist.shape)
+        else:
+            uniq, inv = torch.unique(hist, return_inverse=True)
         levels = self.tree(uniq)
         if self.cfg.exclude_target and len(levels) > 1:
             cand = cand.long().view(-1, 1)
@@ -194,8 +199,11 @@ class GIN(DIN):
             hit = (deep[inv] == cand.unsqueeze(-1)).any(-1) & (hist > 0)  # [B, L]
             excl = torch.where(hit, cand, 0)
             n = self.nbr_idx.shape[0]
-            ukey, kinv = torch.unique(inv * n + excl, return_inverse=True)
-            rows, exclude = ukey // n, ukey % n
+            if tracing:
+                rows, exclude, kinv = inv.reshape(-1), excl.reshape(-1), inv
+            else:
+                ukey, kinv = torch.unique(inv * n + excl, return_inverse=True)
+                rows, exclude = ukey // n, ukey % n
         else:
             rows, kinv = torch.arange(uniq.numel(), device=hist.device), inv
             exclude = torch.zeros_like(uniq)

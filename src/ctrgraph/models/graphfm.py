@@ -149,7 +149,10 @@ class GraphFMLayer(nn.Module):
                 mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
             else:
                 cand = P if cfg.self_interaction else P.masked_fill(eye, -1.0)
-                idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
+                if torch.onnx.is_in_onnx_export():  # ONNX TopK breaks ties by the lower index: the same order
+                    idx = torch.topk(cand, self.m, dim=-1).indices
+                else:
+                    idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
                 mask = torch.zeros_like(P, dtype=torch.bool).scatter(-1, idx, torch.ones_like(idx, dtype=torch.bool))  # Eq. 9
         else:  # -S: the fully connected graph, no p weighting
             P = h.new_ones(B, n, n)
@@ -188,7 +191,7 @@ class GraphFMLayer(nn.Module):
             return self.act(out)
         res = F.relu((h.transpose(0, 1) @ self.W_r).transpose(0, 1))  # W_r: [n or 1, d_in, d_out]
         out = F.relu(out + res)
-        return F.layer_norm(out, out.shape[-1:]) * self.ln_gain + self.ln_bias
+        return F.layer_norm(out, self.ln_gain.shape[-1:]) * self.ln_gain + self.ln_bias  # static shape (export)
 
 
 class GraphFM(CTRModel):

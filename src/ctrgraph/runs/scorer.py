@@ -20,9 +20,21 @@ class Scorer:
     """pCTR of raw rows (dicts or a DataFrame whose columns are the schema's fields)."""
 
     def __init__(self, run: str | Path, which: str = "best", batch_size: int = 2048):
+        """``run``: a run directory (its ``which`` checkpoint, eager) or an export directory of
+        ``ctrgraph export --format torchscript | onnx`` (``serving.json``; ``which`` is the export's)."""
         self.run = Path(run)
-        self.cfg, self.model, self.schema, self.vocabs = load_run(self.run, which)
-        self.calibrator = load_calibrator(self.run)
+        self.exported = None
+        if (self.run / "serving.json").exists():
+            from .model_export import ExportedScorer
+
+            self.exported = ExportedScorer(self.run)
+            self.schema, self.vocabs = self.exported.schema, self.exported.vocabs
+            self.calibrator = self.exported.calibrator
+            self.model_name, self.dataset = self.exported.info["model"], self.exported.info.get("dataset", "?")
+        else:
+            cfg, self.model, self.schema, self.vocabs = load_run(self.run, which)
+            self.calibrator = load_calibrator(self.run)
+            self.model_name, self.dataset = cfg.model.name, cfg.data.name
         self.batch_size = batch_size
         needed = [f for f in self.schema.fields if f.role != Role.LABEL and f.embed]
         names = {f.name for f in needed} | {f.group for f in needed if f.group}
@@ -30,7 +42,8 @@ class Scorer:
 
     def describe(self) -> dict:
         """The request contract: each input field, its kind and (sequences) maximum length."""
-        return {"run": str(self.run), "model": self.cfg.model.name, "dataset": self.cfg.data.name,
+        return {"run": str(self.run), "model": self.model_name, "dataset": self.dataset,
+                "format": self.exported.info["format"] if self.exported is not None else "run",
                 "calibration": self.calibrator.method if self.calibrator else "none",
                 "fields": [{"name": f.name, "kind": f.kind.value, "role": f.role.value,
                             **({"max_len": f.max_len, "list": True} if f.is_sequence_like else {})}
@@ -83,8 +96,11 @@ class Scorer:
 
     def score_frame(self, df: pd.DataFrame, source: str = "request") -> np.ndarray:
         arrays = encode_frame(df.reset_index(drop=True), self.schema, self.vocabs, source)
-        z = predict_logits(self.model, arrays, self.schema, self.batch_size)
-        z = self.calibrator.apply(z) if self.calibrator is not None else z.astype(np.float64)
+        if self.exported is not None:
+            z = self.exported.logits_of(arrays, self.batch_size)  # calibrated
+        else:
+            z = predict_logits(self.model, arrays, self.schema, self.batch_size)
+            z = self.calibrator.apply(z) if self.calibrator is not None else z.astype(np.float64)
         return 1.0 / (1.0 + np.exp(-z))
 
     def score(self, rows: list[dict]) -> np.ndarray:

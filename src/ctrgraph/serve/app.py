@@ -1,8 +1,9 @@
-"""The scoring service: a FastAPI app around :class:`ctrgraph.runs.scorer.Scorer`.
+"""The scoring service: a FastAPI app around :class:`ctrgraph.runs.scorer.Scorer` (a run directory,
+or an export of ``ctrgraph export --format torchscript | onnx``: the same requests, the same scores).
 
 Endpoints:
 
-- ``GET /health``: ready, the run, model, data set and calibration; ``GET /schema``: the fields a
+- ``GET /health``: ready, the run, model, data set, format and calibration; ``GET /schema``: the fields a
   row must carry (sequences as lists, most recent last);
 - ``POST /score``: one row (a JSON object of field values) → ``{"pctr": p}``;
 - ``POST /score/batch``: ``{"rows": [...]}`` (at most ``max_rows``) → ``{"pctr": [...]}``;
@@ -29,7 +30,7 @@ from ..runs.scorer import Scorer
 
 def create_app(run: str | Path, max_rows: int = 10_000, max_body: int = 32 << 20, which: str = "best"):
     scorer = Scorer(run, which)
-    app = FastAPI(title="ctrgraph scoring", description=f"pCTR of {scorer.cfg.model.name} ({run})")
+    app = FastAPI(title="ctrgraph scoring", description=f"pCTR of {scorer.model_name} ({run})")
     lock = threading.Lock()
     stats = {"requests": defaultdict(int), "errors": defaultdict(int), "seconds": defaultdict(float), "rows": 0}
 
@@ -78,7 +79,7 @@ def create_app(run: str | Path, max_rows: int = 10_000, max_body: int = 32 << 20
     @app.get("/health")
     def health() -> dict:
         d = scorer.describe()
-        return {"status": "ok", **{k: d[k] for k in ("run", "model", "dataset", "calibration")}}
+        return {"status": "ok", **{k: d[k] for k in ("run", "model", "dataset", "format", "calibration")}}
 
     @app.get("/schema")
     def schema() -> dict:
