@@ -10,6 +10,8 @@ p99 latency of a single row, plus the largest |logit difference| to eager.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import tempfile
 import time
@@ -45,21 +47,24 @@ def main() -> None:
     for model in a.models.split(","):
         run = root / model
         if not (run / "metrics.json").exists():
-            assert cli(["train", "--model", model, "--set", "train.epochs=1", "--set", "train.progress=false",
-                        "--set", f"train.num_threads={a.threads}", "--out", str(run)]) == 0
+            with contextlib.redirect_stdout(io.StringIO()):  # the CLI's run summary
+                assert cli(["train", "--model", model, "--set", "train.epochs=1", "--set", "train.progress=false",
+                            "--set", f"train.num_threads={a.threads}", "--out", str(run)]) == 0
         _, m, schema, _ = load_run(run)
         arrays = {k: v[: a.rows] for k, v in dataset_for(read_run_config(run)).split("test").items()}
         forms = {"eager": None}
         for fmt in ("torchscript", "onnx"):
             if not (root / f"{model}.{fmt}").exists():
-                assert cli(["export", "--run", str(run), "--out", str(root / f"{model}.{fmt}"), "--format", fmt]) == 0
+                with contextlib.redirect_stdout(io.StringIO()):  # its serving.json
+                    assert cli(["export", "--run", str(run), "--out", str(root / f"{model}.{fmt}"),
+                                "--format", fmt]) == 0
             forms[fmt] = ExportedScorer(root / f"{model}.{fmt}", threads=a.threads)
         batches = list(BatchLoader(arrays, schema, a.batch, trim=False))
         singles = list(BatchLoader({k: v[: a.singles] for k, v in arrays.items()}, schema, 1, trim=False))
         ref = None
         for name, exp in forms.items():
             if exp is None:
-                def call(b):
+                def call(b, m=m):
                     with torch.no_grad():
                         return m(b).logits.double().numpy()
             else:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from .data.dataset import EncodedDataset
 from .data.raw import RawDataset
 from .data.recipes import build_raw as _build_raw, load_encoded
-from .data.recipes import custom, ml1m, ml100k, ml100k_dgenn, movielens, synthetic, taobao
+from .data.recipes import custom, ml1m, ml100k, ml100k_dgenn, movielens, synthetic, synthetic_search, taobao
 from .data.recipes import amazon_books, retailrocket
 from .data.recipes.base import Recipe
 from .data.schema import FeatureSpec
@@ -45,6 +45,7 @@ from .models.deminet import DemiNet
 from .models.dien import DIEN
 from .models.din import DIN
 from .models.dmin import DMIN
+from .models.egin import EGIN
 from .models.dnn import DNN
 from .models.fignn import FiGNN
 from .models.fm import FM
@@ -73,7 +74,7 @@ def _by_name(items: list, what: str) -> dict[str, Any]:
 #: data recipes (``--dataset``)
 RECIPES: dict[str, Recipe] = _by_name([
     movielens.RECIPE, ml100k.RECIPE, ml100k_dgenn.RECIPE, ml1m.RECIPE, taobao.RECIPE,
-    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, amazon_books.RECIPE, retailrocket.RECIPE,
+    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, synthetic_search.RECIPE, amazon_books.RECIPE, retailrocket.RECIPE,
 ], "recipes")
 
 #: embedding providers (``embedding.provider`` or the ``<provider>-`` prefix of a model name)
@@ -86,7 +87,7 @@ PROVIDERS: dict[str, type[EmbeddingProvider]] = _by_name([
 MODELS: dict[str, type[CTRModel]] = _by_name([
     LR, FM, AFM, HOFM, FmFM, NFM, WideDeep, DeepFM, DNN, PNN, DeepCrossing, CrossNetwork, DCN, DCNV2, XDeepFM,
     AFN, AFNPlus, AutoInt, AutoIntPlus, InterHAt, FiGNN, GraphFM, DIN, DIEN, BST, GIN, DemiNet,
-    MIND, ComiRecSA, ComiRecDR, DMIN,
+    MIND, ComiRecSA, ComiRecDR, DMIN, EGIN,
 ], "models")
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from ...errors import ConfigError
 from ..core import Study
-from . import deminet, dg_enn, graphfm, res_embedding
+from . import deminet, dg_enn, egin, graphfm, res_embedding
 
-STUDIES: dict[str, Study] = {s.paper: s for s in (dg_enn.STUDY, graphfm.STUDY, res_embedding.STUDY, deminet.STUDY)}
+STUDIES: dict[str, Study] = {s.paper: s for s in (dg_enn.STUDY, graphfm.STUDY, res_embedding.STUDY, deminet.STUDY, egin.STUDY)}
 
 
 def get_study(paper: str) -> Study:

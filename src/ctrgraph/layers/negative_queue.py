@@ -1,0 +1,97 @@
+"""Cross-batch negative sampling for EGIN's graph loss (Peng et al., §3.2): a FIFO queue of entity
+ids per entity type and the sampled-softmax loss of Algorithm 1.
+
+The queue stores ids, not vectors (research notes §3.2 #5): negatives are embedded with the current
+table, so they are fresh and receive gradients. Every id pushed is one occurrence of the entity in a
+batch, so a uniform draw from the queue approximates the unigram (frequency-proportional) negative
+distribution; the queue is capped at the vocabulary size on small data. Before anything was pushed,
+negatives are uniform over the vocabulary (ids 2.., past padding 0 and out-of-vocabulary 1). The
+buffers are part of the model's state, so a resumed run continues with the same queue.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class IdQueue(nn.Module):
+    """A ring buffer of ``size`` entity ids of a vocabulary of ``vocab`` ids."""
+
+    def __init__(self, size: int, vocab: int):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"queue size must be >= 1, got {size}")
+        self.vocab = int(vocab)
+        self.register_buffer("ids", torch.zeros(int(size), dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, ids: torch.Tensor) -> None:
+        """Append ``ids`` (any shape; 0 = padding is skipped), overwriting the oldest."""
+        ids = ids.reshape(-1)
+        ids = ids[ids > 0].long()
+        size = self.ids.numel()
+        if ids.numel() >= size:
+            ids = ids[-size:]
+        n = ids.numel()
+        if n == 0:
+            return
+        p = int(self.ptr)
+        first = min(n, size - p)
+        self.ids[p:p + first] = ids[:first]
+        if n > first:
+            self.ids[: n - first] = ids[first:]
+        self.ptr.fill_((p + n) % size)
+        self.filled.fill_(min(size, int(self.filled) + n))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` ids drawn uniformly (with replacement) from the queue [n]."""
+        filled = int(self.filled)
+        if filled == 0:
+            lo = 2 if self.vocab > 2 else 1
+            return torch.randint(lo, max(self.vocab, lo + 1), (n,), device=self.ids.device)
+        return self.ids[torch.randint(0, filled, (n,), device=self.ids.device)]
+
+
+def sampled_softmax_loss(anchor: torch.Tensor, positive: torch.Tensor, positive_ids: torch.Tensor,
+                         negatives: torch.Tensor, negative_ids: torch.Tensor) -> torch.Tensor:
+    """L_G of §3.2, mean over the pairs: -log exp(e_a·e_p) / (exp(e_a·e_p) + Σ_n exp(e_a·e_n)).
+
+    anchor, positive [P, d]; negatives [N, d] shared by the batch's pairs of this entity type (ids
+    ``negative_ids`` [N]); a negative whose id equals the pair's positive id (an accidental hit) is
+    left out of that pair's denominator. No pairs: a zero that still reaches the tables."""
+    if anchor.shape[0] == 0:
+        return (anchor.sum() + positive.sum()) * 0.0
+    pos = (anchor * positive).sum(-1, keepdim=True)  # [P, 1]
+    neg = anchor @ negatives.T  # [P, N]
+    neg = neg.masked_fill(negative_ids.unsqueeze(0) == positive_ids.unsqueeze(1), float("-inf"))
+    return (torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1) - pos.squeeze(1)).mean()
+
+
+def grouped_softmax_loss(anchors: torch.Tensor, anchor_index: torch.Tensor, positive: torch.Tensor,
+                         positive_ids: torch.Tensor, negatives: torch.Tensor,
+                         negative_ids: torch.Tensor) -> torch.Tensor:
+    """:func:`sampled_softmax_loss` with the negatives' logits computed once per anchor, not per pair.
+
+    anchors [A, d] (e.g. every position of the batch's sequences), anchor_index [P] (the pair's
+    anchor row), positive [P, d] / positive_ids [P], negatives [N, d] / negative_ids [N]. A pair whose
+    positive id is not among the negatives (almost all) uses lse_n(a·e_n) of its anchor:
+    loss = log(exp(a·e_p) + exp(lse)) - a·e_p; the few with an accidental hit take the masked
+    per-pair path. Equal to :func:`sampled_softmax_loss` (tested); the [P, N] logits are never built."""
+    if anchor_index.numel() == 0:
+        return (anchors.sum() + positive.sum()) * 0.0
+    a = anchors.index_select(0, anchor_index)  # [P, d]
+    pos = (a * positive).sum(-1)  # [P]
+    used, inverse = torch.unique(anchor_index, return_inverse=True)  # logits only of anchors in a pair
+    lse = torch.logsumexp(anchors.index_select(0, used) @ negatives.T, dim=1)[inverse]  # [P]
+    srt = torch.sort(negative_ids).values
+    hits = torch.searchsorted(srt, positive_ids, right=True) > torch.searchsorted(srt, positive_ids)
+    loss = torch.logaddexp(pos, lse) - pos
+    if hits.any():
+        h = hits.nonzero().squeeze(1)
+        exact = a[h] @ negatives.T
+        exact = exact.masked_fill(negative_ids.unsqueeze(0) == positive_ids[h].unsqueeze(1), float("-inf"))
+        loss = loss.index_put((h,), torch.logsumexp(torch.cat([pos[h].unsqueeze(1), exact], 1), 1) - pos[h])
+    return loss.mean()

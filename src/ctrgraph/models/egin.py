@@ -1,0 +1,273 @@
+"""EGIN: light-weight end-to-end graph interest network for search CTR (Peng et al., 2024).
+
+One forward = the CTR network of §3.3 and, while training, the graph losses of §3.2 on the same
+batch (Eq. 1: L = L_CTR + α L_i2i + β L_q2q + γ L_q2i, the three as named auxiliary losses
+``egin_i2i``, ``egin_q2q``, ``egin_q2i``, each already weighted).
+
+Graph side (no stored graph): the edges of each instance's own heterogeneous graph are sampled from
+its padded click and query sequences by :mod:`ctrgraph.graphs.search_pairs` (i2i within window
+``window`` of the clicks; q2q within query sessions cut by ``session_gap`` seconds and by the
+queries' categories; q2i between a query and the clicks ``0 < Δt < span`` after it whose category
+it shares). Each edge is a softmax of the pair against ``negatives`` ids drawn from a cross-batch
+queue of the positive's type (:class:`~ctrgraph.layers.negative_queue.IdQueue`), accidental hits
+masked; q2i edges are used in both directions. The graph embeddings are their own item and query
+tables of dimension ``graph_dim`` (research notes §3.2 #1), separate from the CTR provider's.
+
+CTR side: SimExtract(target, sequence) (§3.3): the cosine of the target's and every behaviour's
+graph embedding [B, L], the top ``top_k``, each similarity put in one of ``bins`` equal-width bins
+over [-1, 1] and embedded, plus a positional embedding of the behaviour's original index (0 = the
+most recent; research §3.2 #9), concatenated [B, k d]; fewer than k behaviours leave zero slots.
+f_i2i = SimExtract(i_t, I), f_q2q = SimExtract(q_t, Q), f_q2i = SimExtract(q_t, I); f_o = the DNN
+baseline's input (every embedded field, sequences sum-pooled); pctr = σ(MLP([f_i2i, f_q2q, f_q2i,
+f_o])).
+
+**Where the CTR gradient stops**: top-k and binning are piecewise constant, so L_CTR does not reach
+the graph embeddings through SimExtract (research §3.2 #2); as printed, the graph tables learn from
+the graph losses only, and L_CTR trains the bin and position embeddings, f_o and the MLP.
+``sim_value=True`` (not the paper's) also feeds the k raw cosines, through which L_CTR does reach
+the graph tables.
+
+Variants (config values): ``graph=False`` is the paper's "w/o graph" (SimExtract on the CTR
+network's own embeddings, no graph losses); ``query=False`` "w/o query" (the graph limited to the
+click sequence: no q2q / q2i edges; the query features stay); ``pos_emb=False`` "w/o pos_emb".
+Item-only mode (the paper's Taobao setting): a data set without query fields has only f_i2i and
+L_i2i. Query fields are found by role: a categorical ``query`` field (the current query), a
+``query_behavior`` sequence targeting it with parallel raw timestamps (``embed=False``) and
+categories in the clicks' category vocabulary, and the query's own category field of that vocabulary.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field as PField
+from torch import nn
+
+from ..data.schema import Field, Kind, Role
+from ..errors import ConfigError
+from ..graphs.search_pairs import (
+    query_sessions,
+    session_pairs,
+    span_pairs,
+    window_pairs,
+)
+from ..layers.negative_queue import IdQueue, grouped_softmax_loss
+from .base import CTRModel, TowerConfig, tower
+
+
+class EGINConfig(TowerConfig):
+    hidden: list[int] = [200, 80]  # not given by the paper (research §3.2 #12)
+    window: int = PField(2, ge=1, description="w of Algorithm 1 (paper: 2)")
+    top_k: int = PField(10, ge=1, description="k of SimExtract's top-k retrieval (paper: 10)")
+    bins: int = PField(20, ge=2, description="equal-width similarity bins over [-1, 1] (not given; research #8)")
+    negatives: int = PField(100, ge=1, description="negatives per pair (paper: 100), shared by a batch's pairs")
+    queue_size: int = PField(1_000_000, ge=1, description="cross-batch id queue per entity type (paper: 1M), "
+                                                             "capped at the vocabulary size")
+    alpha: float = PField(1.0, ge=0, description="α of Eq. 1 (L_i2i); not given by the paper")
+    beta: float = PField(1.0, ge=0, description="β of Eq. 1 (L_q2q)")
+    gamma: float = PField(1.0, ge=0, description="γ of Eq. 1 (L_q2i)")
+    graph: bool = PField(True, description="False: 'w/o graph' (SimExtract on the CTR embeddings, no graph loss)")
+    query: bool = PField(True, description="False: 'w/o query' (no q2q / q2i edges)")
+    pos_emb: bool = PField(True, description="False: 'w/o pos_emb'")
+    session_gap: float = PField(1800.0, gt=0, description="q2q: a gap above this many seconds starts a session")
+    span: float = PField(3600.0, gt=0, description="T of Algorithm 2 in seconds (q2i)")
+    span_direction: Literal["after", "both"] = "after"
+    graph_dim: int | None = PField(None, ge=1, description="graph embedding size (default: the embedding size)")
+    graph_init_std: float = PField(0.1, gt=0)
+    max_pairs: int | None = PField(None, ge=1, description="not the paper's: at most this many edges per relation "
+                                                           "and batch, a uniform subset (graph-loss cost)")
+    sim_value: bool = PField(False, description="not the paper's: also feed the raw cosines (L_CTR then "
+                                                "reaches the graph tables)")
+
+
+class SimExtract(nn.Module):
+    """SimExtract(target, sequence) of §3.3: target [B, d], sequence [B, L, d], mask [B, L] ->
+    [B, k d] (+ [B, k] raw cosines with ``sim_value``)."""
+
+    def __init__(self, dim: int, k: int, bins: int, max_len: int, pos_emb: bool, sim_value: bool):
+        super().__init__()
+        self.k, self.bins, self.sim_value = k, bins, sim_value
+        self.bin_emb = nn.Embedding(bins + 1, dim, padding_idx=0)  # 0: an empty slot
+        self.pos_emb = nn.Embedding(max_len + 1, dim, padding_idx=0) if pos_emb else None
+        nn.init.normal_(self.bin_emb.weight, std=0.01)
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb.weight, std=0.01)
+        with torch.no_grad():
+            self.bin_emb.weight[0].zero_()
+            if self.pos_emb is not None:
+                self.pos_emb.weight[0].zero_()
+
+    @property
+    def out_dim(self) -> int:
+        return self.k * self.bin_emb.embedding_dim + (self.k if self.sim_value else 0)
+
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L = mask.shape
+        cos = nn.functional.cosine_similarity(target.unsqueeze(1), seq, dim=-1, eps=1e-8)  # [B, L]
+        k = min(self.k, L)
+        with torch.no_grad():  # top-k and binning: piecewise constant, no gradient (module docstring)
+            c = cos.masked_fill(~mask, float("-inf"))
+            if torch.onnx.is_in_onnx_export():  # ONNX TopK puts the lower index first among ties, as below
+                top, idx = c.topk(k, dim=1)  # [B, k]
+            else:  # ties (a repeated behaviour) go to the older position, whatever the backend
+                top, idx = c.sort(dim=1, descending=True, stable=True)
+                top, idx = top[:, :k], idx[:, :k]
+            valid = torch.isfinite(top)
+            b = torch.floor((top.clamp(-1.0, 1.0) + 1.0) * (self.bins / 2.0)).clamp(0, self.bins - 1).long() + 1
+            b = torch.where(valid, b, torch.zeros_like(b))
+            n = mask.sum(1, keepdim=True)
+            pos = torch.where(valid, n - idx, torch.zeros_like(idx))  # 1 = the most recent, 0 = empty
+        e = self.bin_emb(b)
+        if self.pos_emb is not None:
+            e = e + self.pos_emb(pos)
+        out = e.flatten(1)
+        if self.sim_value:
+            out = torch.cat([out, torch.where(valid, cos.gather(1, idx), torch.zeros_like(top))], dim=1)
+        if k < self.k:  # a sequence shorter than k: zero slots
+            out = torch.cat([out, out.new_zeros(B, self.out_dim - out.shape[1])], dim=1)
+        return out
+
+
+class EGIN(CTRModel):
+    """EGIN (see the module docstring)."""
+
+    name = "egin"
+    Config = EGINConfig
+    presets = {"paper": {}}
+    paper = ("Peng et al., Light-weight End-to-End Graph Interest Network for CTR Prediction in E-commerce "
+             "Search, 2024")
+
+    def __init__(self, spec, cfg: EGINConfig, embedding):
+        super().__init__(spec, cfg, embedding)
+        s = spec.schema
+        d = embedding.dim
+        gd = cfg.graph_dim or d
+        if not cfg.graph and gd != d:
+            raise ConfigError("egin: graph=False reads the CTR embeddings, so graph_dim must equal the embedding size")
+        self.item = s.first(Role.ITEM)
+        clicks = [f for f in s.fields if f.kind == Kind.SEQUENCE and f.group is None and f.role == Role.BEHAVIOR
+                  and self.item is not None and f.target == self.item.name]
+        if self.item is None or not clicks:
+            raise ConfigError("egin needs an item field and a click sequence targeting it (e.g. hist_item_id -> item_id)")
+        self.click = clicks[0]
+        groups = s.sequence_groups()
+        self.click_ts = _raw_member(groups[self.click.name])
+        self.click_cat = _category_member(groups[self.click.name])
+        self.query_mode = False
+        queries = [f for f in s.by_role(Role.QUERY) if f.kind == Kind.CATEGORICAL and f.embed]
+        qhist = [f for f in s.fields if f.kind == Kind.SEQUENCE and f.group is None
+                 and f.role == Role.QUERY_BEHAVIOR and queries and f.target == queries[0].name]
+        if queries and qhist:
+            self.query, self.qhist = queries[0], qhist[0]
+            self.qhist_ts = _raw_member(groups[self.qhist.name])
+            self.qhist_cat = _category_member(groups[self.qhist.name])
+            missing = [n for n, v in (("timestamps of the query history", self.qhist_ts),
+                                      ("categories of the query history", self.qhist_cat),
+                                      ("timestamps of the clicks", self.click_ts),
+                                      ("categories of the clicks", self.click_cat)) if v is None]
+            if missing:
+                raise ConfigError(f"egin: query mode needs {missing} (parallel sequences of the query / click history)")
+            if self.qhist_cat.table != self.click_cat.table:
+                raise ConfigError(f"egin: query categories ({self.qhist_cat.table}) and click categories "
+                                  f"({self.click_cat.table}) must share one vocabulary (Algorithm 2's CAT())")
+            self.query_mode = True
+        self.fields = spec.features  # f_o: the DNN baseline's input
+        max_len = self.click.max_len
+        self.sx_i2i = SimExtract(gd, cfg.top_k, cfg.bins, max_len, cfg.pos_emb, cfg.sim_value)
+        width = len(self.fields) * d + self.sx_i2i.out_dim
+        vi = spec.vocab_sizes[self.item.table]
+        if cfg.graph:
+            self.g_item = nn.Embedding(vi, gd, padding_idx=0)
+            nn.init.normal_(self.g_item.weight, std=cfg.graph_init_std)
+            self.item_queue = IdQueue(min(cfg.queue_size, vi), vi)
+        if self.query_mode:
+            self.sx_q2q = SimExtract(gd, cfg.top_k, cfg.bins, self.qhist.max_len, cfg.pos_emb, cfg.sim_value)
+            self.sx_q2i = SimExtract(gd, cfg.top_k, cfg.bins, max_len, cfg.pos_emb, cfg.sim_value)
+            width += self.sx_q2q.out_dim + self.sx_q2i.out_dim
+            if cfg.graph:
+                vq = spec.vocab_sizes[self.query.table]
+                self.g_query = nn.Embedding(vq, gd, padding_idx=0)
+                nn.init.normal_(self.g_query.weight, std=cfg.graph_init_std)
+                self.query_queue = IdQueue(min(cfg.queue_size, vq), vq)
+        self.mlp = tower(cfg, width)
+
+    # ----- embeddings the similarities read --------------------------------------------------
+    def _items(self, ids: torch.Tensor, eb, name: str) -> torch.Tensor:
+        return self.g_item(ids.long()) if self.cfg.graph else (eb.values[name] if ids.dim() == 2 else eb.vector(name))
+
+    def _queries(self, ids: torch.Tensor, eb, name: str) -> torch.Tensor:
+        return self.g_query(ids.long()) if self.cfg.graph else (eb.values[name] if ids.dim() == 2 else eb.vector(name))
+
+    def forward(self, batch):
+        eb = self.embedding(batch)
+        hist = batch[self.click.name]
+        mask = hist > 0
+        parts = [eb.matrix(self.fields, seq_pool="sum").flatten(1),
+                 self.sx_i2i(self._items(batch[self.item.name], eb, self.item.name),
+                             self._items(hist, eb, self.click.name), mask)]
+        if self.query_mode:
+            q = self._queries(batch[self.query.name], eb, self.query.name)
+            qh = batch[self.qhist.name]
+            parts.append(self.sx_q2q(q, self._queries(qh, eb, self.qhist.name), qh > 0))  # f_q2q
+            parts.append(self.sx_q2i(q, self._items(hist, eb, self.click.name), mask))  # f_q2i
+        logit = self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+        aux = self.graph_losses(batch) if self.training and self.cfg.graph else {}
+        return self.output(logit, eb, aux=aux)
+
+    # ----- §3.2: the graph losses of this batch ---------------------------------------------
+    def graph_losses(self, batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        hist = batch[self.click.name].long()
+        mask = hist > 0
+        L = hist.shape[1]
+        h = self.g_item(hist).flatten(0, 1)  # every click position's graph embedding [B L, d]
+        item_neg = self.item_queue.sample(cfg.negatives)
+        item_neg_e = self.g_item(item_neg)
+        out = {}
+        if cfg.alpha > 0:
+            pr = window_pairs(mask, cfg.window).sample(cfg.max_pairs)
+            p = hist[pr.b, pr.dst]
+            out["egin_i2i"] = cfg.alpha * grouped_softmax_loss(h, pr.b * L + pr.src, h[pr.b * L + pr.dst], p,
+                                                               item_neg_e, item_neg)
+        if self.query_mode and cfg.query:
+            qh = batch[self.qhist.name].long()
+            qmask = qh > 0
+            M = qh.shape[1]
+            g = self.g_query(qh).flatten(0, 1)  # [B M, d]
+            query_neg = self.query_queue.sample(cfg.negatives)
+            query_neg_e = self.g_query(query_neg)
+            qts, qcat = batch[self.qhist_ts.name], batch[self.qhist_cat.name].long()
+            if cfg.beta > 0:
+                pr = session_pairs(query_sessions(qts, qmask, cfg.session_gap, cats=qcat), qmask).sample(cfg.max_pairs)
+                a, p = pr.b * M + pr.src, pr.b * M + pr.dst
+                out["egin_q2q"] = cfg.beta * grouped_softmax_loss(g, a, g[p], qh.reshape(-1)[p], query_neg_e,
+                                                                  query_neg)
+            if cfg.gamma > 0:
+                pr = span_pairs(qts, qmask, qcat, batch[self.click_ts.name], mask,
+                                batch[self.click_cat.name].long(), cfg.span, cfg.span_direction).sample(cfg.max_pairs)
+                q, i = pr.b * M + pr.src, pr.b * L + pr.dst
+                out["egin_q2i"] = cfg.gamma * 0.5 * (
+                    grouped_softmax_loss(g, q, h[i], hist.reshape(-1)[i], item_neg_e, item_neg)  # query -> item
+                    + grouped_softmax_loss(h, i, g[q], qh.reshape(-1)[q], query_neg_e, query_neg))  # item -> query
+            self.query_queue.push(qh[qmask])
+        self.item_queue.push(hist[mask])
+        return out
+
+    def diagnostics(self) -> dict[str, float]:
+        """The provider's figures and the filled sizes of the negative queues."""
+        out = dict(super().diagnostics())
+        if self.cfg.graph:
+            out["egin_item_queue"] = float(self.item_queue.filled)
+            if self.query_mode:
+                out["egin_query_queue"] = float(self.query_queue.filled)
+        return out
+
+
+def _raw_member(members: list[Field]) -> Field | None:
+    """The group's raw timestamps: the first parallel sequence that is not embedded."""
+    return next((m for m in members[1:] if not m.embed), None)
+
+
+def _category_member(members: list[Field]) -> Field | None:
+    """The group's categories: the first embedded parallel sequence (hist_category, hist_genre)."""
+    return next((m for m in members[1:] if m.embed), None)

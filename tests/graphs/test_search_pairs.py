@@ -1,0 +1,135 @@
+"""EGIN's graph sampling (Algorithms 1-2) equals a brute-force build from the paper's pseudo-code
+on hand-made and random padded sequences: windows, sessions, time spans, the category constraint
+and padding."""
+import numpy as np
+import pytest
+import torch
+
+from ctrgraph.graphs.search_pairs import (
+    query_sessions,
+    session_pairs,
+    span_pairs,
+    window_pairs,
+)
+
+
+def as_set(p):
+    return set(zip(p.b.tolist(), p.src.tolist(), p.dst.tolist()))
+
+
+def brute_window(lengths, w):
+    out = set()
+    for b, n in enumerate(lengths):
+        for j in range(n):  # Algorithm 1: c_k in C[j-w : j+w], both directions, no self pair
+            for k in range(max(0, j - w), min(n, j + w + 1)):
+                if k != j:
+                    out |= {(b, j, k), (b, k, j)}
+    return out
+
+
+def brute_sessions(ts, cats, n, gap):
+    sess, s = [], -1
+    for m in range(n):
+        if m == 0 or ts[m] - ts[m - 1] > gap or cats[m] != cats[m - 1]:
+            s += 1
+        sess.append(s)
+    return sess
+
+
+def brute_span(qts, qcat, qn, its, icat, inn, span, both):
+    out = set()
+    for b in range(len(qn)):
+        for q in range(qn[b]):  # Algorithm 2: 0 < TIME(i2) - TIME(i1) < T and CAT(i1) ∩ CAT(i2) != ∅
+            for i in range(inn[b]):
+                dt = its[b][i] - qts[b][q]
+                if (abs(dt) if both else dt) > 0 and (abs(dt) if both else dt) < span and qcat[b][q] == icat[b][i]:
+                    out.add((b, q, i))
+    return out
+
+
+def padded(rows, L, fill=0):
+    x = torch.full((len(rows), L), fill, dtype=torch.long)
+    for b, r in enumerate(rows):
+        x[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return x
+
+
+def test_window_pairs_hand_made():
+    mask = padded([[1, 1, 1, 1], [1, 1], []], 4).bool()
+    got = as_set(window_pairs(mask, 2))
+    assert got == brute_window([4, 2, 0], 2)
+    assert (0, 0, 2) in got and (0, 0, 3) not in got and (0, 1, 1) not in got and not any(b == 2 for b, *_ in got)
+
+
+@pytest.mark.parametrize("w", [1, 2, 5])
+def test_window_pairs_random(w):
+    rng = np.random.default_rng(w)
+    lengths = rng.integers(0, 12, 9).tolist()
+    mask = torch.arange(12) < torch.tensor(lengths).unsqueeze(1)
+    assert as_set(window_pairs(mask, w)) == brute_window(lengths, w)
+
+
+def test_sessions_cut_by_gap_and_category():
+    ts = padded([[0, 10, 100, 105, 106, 300], [5, 6]], 6)
+    cats = padded([[3, 3, 3, 4, 4, 4], [2, 2]], 6)
+    mask = padded([[1] * 6, [1, 1]], 6).bool()
+    s = query_sessions(ts, mask, max_gap=50, cats=cats)
+    assert s[0].tolist() == [0, 0, 1, 2, 2, 3]  # gap 90 > 50, category 3 -> 4, gap 194
+    assert s[1].tolist() == [0, 0, -1, -1, -1, -1]
+    assert as_set(session_pairs(s, mask)) == {(0, 0, 1), (0, 1, 0), (0, 3, 4), (0, 4, 3), (1, 0, 1), (1, 1, 0)}
+
+
+def test_sessions_random_equal_brute_force():
+    rng = np.random.default_rng(0)
+    B, M, gap = 7, 10, 30
+    n = rng.integers(0, M + 1, B)
+    ts = np.cumsum(rng.integers(1, 60, (B, M)), axis=1)
+    cats = rng.integers(1, 3, (B, M))
+    mask = torch.arange(M) < torch.tensor(n).unsqueeze(1)
+    s = query_sessions(torch.tensor(ts), mask, gap, cats=torch.tensor(cats))
+    want = set()
+    for b in range(B):
+        ref = brute_sessions(ts[b], cats[b], n[b], gap)
+        assert s[b, : n[b]].tolist() == ref and (s[b, n[b]:] == -1).all()
+        want |= {(b, i, j) for i in range(n[b]) for j in range(n[b]) if i != j and ref[i] == ref[j]}
+    assert as_set(session_pairs(s, mask)) == want
+
+
+def test_similarity_threshold_cuts_sessions():
+    ts, mask = torch.tensor([[0, 1, 2]]), torch.ones(1, 3, dtype=torch.bool)
+    sim = torch.tensor([[1.0, 0.9, 0.1]])
+    assert query_sessions(ts, mask, 10, similarity=sim, min_similarity=0.5)[0].tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("both", [False, True])
+def test_span_pairs_equal_brute_force(both):
+    rng = np.random.default_rng(int(both))
+    B, M, L, span = 6, 5, 8, 40
+    qn, inn = rng.integers(0, M + 1, B), rng.integers(0, L + 1, B)
+    qts, its = rng.integers(0, 200, (B, M)), rng.integers(0, 200, (B, L))
+    qcat, icat = rng.integers(1, 4, (B, M)), rng.integers(1, 4, (B, L))
+    qm = torch.arange(M) < torch.tensor(qn).unsqueeze(1)
+    im = torch.arange(L) < torch.tensor(inn).unsqueeze(1)
+    got = span_pairs(torch.tensor(qts), qm, torch.tensor(qcat), torch.tensor(its), im, torch.tensor(icat), span,
+                     "both" if both else "after")
+    assert as_set(got) == brute_span(qts, qcat, qn, its, icat, inn, span, both)
+
+
+def test_span_pairs_hand_made_and_multi_category():
+    q_ts, i_ts = torch.tensor([[100, 0]]), torch.tensor([[90, 101, 139, 140, 120]])
+    qm, im = torch.tensor([[True, False]]), torch.ones(1, 5, dtype=torch.bool)
+    q_cat = torch.tensor([[[2, 5], [0, 0]]])  # the query's category set {2, 5}
+    i_cat = torch.tensor([[2, 5, 2, 2, 7]])
+    got = as_set(span_pairs(q_ts, qm, q_cat, i_ts, im, i_cat, 40))
+    # 90: before the query; 140: dt = 40 not < T; 120: category 7 not in {2, 5}
+    assert got == {(0, 0, 1), (0, 0, 2)}
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        window_pairs(torch.ones(1, 3, dtype=torch.bool), 0)
+    with pytest.raises(ValueError, match="do not share one"):
+        query_sessions(torch.zeros(2, 3), torch.ones(2, 4, dtype=torch.bool), 5)
+    with pytest.raises(ValueError, match="direction"):
+        m = torch.ones(1, 2, dtype=torch.bool)
+        span_pairs(torch.zeros(1, 2), m, torch.ones(1, 2), torch.zeros(1, 2), m, torch.ones(1, 2), 5, "before")

@@ -1,0 +1,167 @@
+"""EGIN (Peng et al., 2024): SimExtract against its definition, the cross-batch queue, the graph
+loss (accidental hits never count as negatives; each relation's loss is non-zero and reaches its
+table), every ablation switch, item-only mode, clear errors, and a planted search signal learned."""
+import numpy as np
+import pytest
+import torch
+
+from ctrgraph.config import TrainConfig
+from ctrgraph.data.encode import encode
+from ctrgraph.data.loader import BatchLoader
+from ctrgraph.data.schema import FeatureSpec
+from ctrgraph.errors import ConfigError
+from ctrgraph.layers.negative_queue import IdQueue, grouped_softmax_loss, sampled_softmax_loss
+from ctrgraph.models.egin import SimExtract
+from ctrgraph.registry import build_model, build_raw
+from ctrgraph.train.metrics import auc
+from ctrgraph.train.trainer import Trainer, predict_logits
+
+SMALL = {"n_users": 300, "n_items": 600, "n_categories": 12, "queries_per_cluster": 3, "max_sessions": 16,
+         "max_len": 20, "max_query_len": 12}
+
+
+@pytest.fixture(scope="module")
+def search():
+    return encode(build_raw("synthetic_search", SMALL))
+
+
+def _model(data, seed=0, **params):
+    torch.manual_seed(seed)
+    return build_model("egin", FeatureSpec(data.schema, data.vocab_sizes), params, dim=8, init_std=0.05)
+
+
+def _batch(data, n=128, split="train"):
+    return next(iter(BatchLoader({k: np.asarray(v[:n]) for k, v in data.split(split).items()}, data.schema, n)))
+
+
+def test_sim_extract_is_topk_binning_and_recency_positions():
+    torch.manual_seed(0)
+    sx = SimExtract(4, k=3, bins=4, max_len=5, pos_emb=True, sim_value=True)
+    t = torch.tensor([[1.0, 0, 0, 0]])
+    seq = torch.tensor([[[1.0, 0, 0, 0], [-1, 0, 0, 0], [0.6, 0.8, 0, 0], [0, 1, 0, 0], [9, 9, 9, 9]]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    out = sx(t, seq, mask)
+    # cosines 1, -1, 0.6, 0 (the padded 5th is never chosen): top-3 = positions 0, 2, 3
+    bins = torch.tensor([4, 4, 3])  # floor((c + 1) * 4 / 2) clamped to 3, + 1: 1 -> 4, 0.6 -> 4, 0 -> 3
+    pos = torch.tensor([4, 2, 1])  # length 4 - index: 1 = the most recent
+    want = (sx.bin_emb(bins) + sx.pos_emb(pos)).flatten()
+    torch.testing.assert_close(out[0, :12], want)
+    torch.testing.assert_close(out[0, 12:], torch.tensor([1.0, 0.6, 0.0]))
+
+
+def test_sim_extract_short_sequences_leave_zero_slots_and_stop_the_gradient():
+    sx = SimExtract(4, k=5, bins=10, max_len=3, pos_emb=True, sim_value=False)
+    t = torch.randn(2, 4, requires_grad=True)
+    seq = torch.randn(2, 3, 4, requires_grad=True)
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    out = sx(t, seq, mask)
+    assert out.shape == (2, 20)
+    assert (out[0, 8:] == 0).all() and (out[1] == 0).all()  # 2 valid behaviours; none
+    out.sum().backward()
+    assert t.grad is None or (t.grad == 0).all()  # top-k and binning: no gradient to the graph side
+
+
+def test_queue_is_fifo_and_samples_what_was_pushed():
+    q = IdQueue(5, vocab=100)
+    assert ((q.sample(50) >= 2) & (q.sample(50) < 100)).all()  # empty: uniform over the vocabulary
+    q.push(torch.tensor([[7, 8, 0], [9, 0, 0]]))  # padding skipped
+    assert int(q.filled) == 3 and set(q.sample(200).tolist()) == {7, 8, 9}
+    q.push(torch.tensor([10, 11, 12, 13]))
+    assert int(q.filled) == 5 and set(q.sample(400).tolist()) == {9, 10, 11, 12, 13}  # 7 and 8 overwritten
+
+
+def test_accidental_hits_never_count_as_negatives():
+    torch.manual_seed(0)
+    a, p = torch.randn(6, 4), torch.randn(6, 4)
+    pid = torch.arange(10, 16)
+    # every negative is some pair's positive; for pair 0 all negatives are its own id: loss exactly 0
+    neg_ids = torch.tensor([10, 10, 10])
+    neg = p[0].expand(3, 4)
+    ref = sampled_softmax_loss(a[:1], p[:1], pid[:1], neg, neg_ids)
+    assert float(ref) == pytest.approx(0.0, abs=1e-7)
+    got = grouped_softmax_loss(a, torch.tensor([0]), p[:1], pid[:1], neg, neg_ids)
+    assert float(got) == pytest.approx(0.0, abs=1e-7)
+    # the grouped form equals the per-pair form, with and without hits
+    neg_ids = torch.tensor([11, 30, 13, 31])
+    neg = torch.randn(4, 4)
+    idx = torch.tensor([0, 0, 1, 2, 3, 5])
+    torch.testing.assert_close(grouped_softmax_loss(a, idx, p, pid, neg, neg_ids),
+                               sampled_softmax_loss(a[idx], p, pid, neg, neg_ids))
+
+
+def test_each_graph_loss_is_nonzero_and_reaches_its_table(search):
+    m = _model(search)
+    m.train()
+    out = m(_batch(search))
+    assert set(out.aux) == {"egin_i2i", "egin_q2q", "egin_q2i"}
+    for name, tables in (("egin_i2i", ["g_item"]), ("egin_q2q", ["g_query"]), ("egin_q2i", ["g_item", "g_query"])):
+        assert float(out.aux[name]) > 0
+        m.zero_grad()
+        out = m(_batch(search))
+        out.aux[name].backward()
+        for t in tables:
+            assert getattr(m, t).weight.grad.abs().sum() > 0, (name, t)
+    assert int(m.item_queue.filled) > 0 and int(m.query_queue.filled) > 0  # pushed after each step
+
+
+def test_ctr_loss_does_not_reach_the_graph_tables_unless_sim_value(search):
+    for sim_value, reaches in ((False, False), (True, True)):
+        m = _model(search, sim_value=sim_value)
+        m.train()
+        m(_batch(search)).logits.sum().backward()
+        g = m.g_item.weight.grad
+        assert (g is not None and g.abs().sum() > 0) == reaches
+
+
+@pytest.mark.parametrize("params", [{"graph": False}, {"query": False}, {"pos_emb": False}, {"sim_value": True},
+                                    {"window": 1}, {"span_direction": "both"}])
+def test_each_switch_changes_the_computation(search, params):
+    b = _batch(search)
+    base, var = _model(search), _model(search, **params)
+    base.train()
+    var.train()
+    torch.manual_seed(1)
+    o1 = base(b)
+    torch.manual_seed(1)
+    o2 = var(b)
+    changed = not torch.equal(o1.logits, o2.logits) or set(o1.aux) != set(o2.aux) or any(
+        not torch.equal(o1.aux[k], o2.aux[k]) for k in o1.aux if k in o2.aux)
+    assert changed, params
+    if params == {"graph": False}:
+        assert not o2.aux and not hasattr(var, "g_item")
+    if params == {"query": False}:
+        assert set(o2.aux) == {"egin_i2i"}
+
+
+def test_item_only_mode_on_movielens():
+    data = encode(build_raw("movielens"))
+    m = build_model("egin", FeatureSpec(data.schema, data.vocab_sizes), {}, dim=8)
+    assert not m.query_mode
+    m.train()
+    out = m(_batch(data, 64))
+    assert set(out.aux) == {"egin_i2i"} and out.logits.shape == (64,)
+
+
+def test_bad_inputs_are_clear_errors(search):
+    spec = FeatureSpec(search.schema, search.vocab_sizes)
+    with pytest.raises(ConfigError, match="graph_dim must equal"):
+        build_model("egin", spec, {"graph": False, "graph_dim": 4}, dim=8)
+    bad = search.schema.replace(fields=tuple(
+        f if f.name != "hist_query_category" else type(f)(**{**f.__dict__, "vocab": "query_id"})
+        for f in search.schema.fields))
+    with pytest.raises(ConfigError, match="share one vocabulary"):
+        build_model("egin", FeatureSpec(bad, search.vocab_sizes), {}, dim=8)
+    no_clicks = search.schema.replace(fields=tuple(f for f in search.schema.fields
+                                                   if not f.name.startswith("hist_")))
+    with pytest.raises(ConfigError, match="click sequence"):
+        build_model("egin", FeatureSpec(no_clicks, search.vocab_sizes), {}, dim=8)
+
+
+def test_egin_learns_the_planted_search_signal(search):
+    torch.manual_seed(0)
+    m = _model(search)
+    Trainer(TrainConfig(epochs=4, batch_size=256, lr=3e-3, patience=0, progress=False)).fit(m, search)
+    te = search.split("test")
+    got = auc(te["label"], predict_logits(m, te, search.schema))
+    bayes = auc(te["label"], te["true_prob"])
+    assert got > 0.6 and got > 0.5 + 0.4 * (bayes - 0.5), (got, bayes)
