@@ -10,7 +10,11 @@ from ctrgraph.data.encode import encode
 from ctrgraph.data.loader import BatchLoader
 from ctrgraph.data.schema import FeatureSpec
 from ctrgraph.errors import ConfigError
-from ctrgraph.layers.negative_queue import IdQueue, grouped_softmax_loss, sampled_softmax_loss
+from ctrgraph.layers.negative_queue import (
+    IdQueue,
+    grouped_softmax_loss,
+    sampled_softmax_loss,
+)
 from ctrgraph.models.egin import SimExtract
 from ctrgraph.registry import build_model, build_raw
 from ctrgraph.train.metrics import auc
