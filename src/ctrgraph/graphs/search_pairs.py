@@ -4,8 +4,8 @@ stored graph.
 
 Every function takes padded ``[B, L]`` sequences (valid positions first, ``mask`` True there) and
 returns a :class:`PairSet`: for each edge the instance ``b`` and the positions ``src`` / ``dst`` in
-the two sequences, in (b, src, dst) order. All are masks over ``[B, L, L']`` and one ``nonzero``: no
-Python loop over instances, positions or edges.
+the two sequences. Each is a few masks and ``nonzero`` calls (i2i: one [B, L] mask per window
+offset; q2q and q2i: one [B, M, M'] mask): no Python loop over instances, positions or edges.
 
 - :func:`window_pairs` (i2i, Algorithm 1 lines 2-6): every pair of clicks at most ``w`` positions
   apart, both directions, never a position with itself (``C[j-w : j+w]`` holds c_j; research notes
@@ -61,18 +61,29 @@ def _check(name: str, *xs: torch.Tensor) -> None:
 
 
 def window_pairs(mask: torch.Tensor, w: int) -> PairSet:
-    """i2i edges: valid positions i != j with |i - j| <= ``w`` (mask [B, L])."""
+    """i2i edges: valid positions i != j with |i - j| <= ``w`` (mask [B, L]); one [B, L] mask per
+    offset (no [B, L, L] tensor), grouped by offset."""
     if w < 1:
         raise ValueError(f"window_pairs: the window must be >= 1, got {w}")
-    pos = torch.arange(mask.shape[1], device=mask.device)
-    gap = (pos.unsqueeze(1) - pos).abs()
-    near = (gap <= w) & (gap > 0)  # [L, L]
-    return _pairs(near & mask.unsqueeze(2) & mask.unsqueeze(1))
+    B, L = mask.shape
+    bs, srcs, dsts = [], [], []
+    for o in [o for o in range(-w, w + 1) if o != 0 and abs(o) < L]:  # 2w offsets
+        lo, hi = max(0, -o), L - max(0, o)  # src positions whose dst = src + o is in range
+        b, i = (mask[:, lo:hi] & mask[:, lo + o:hi + o]).nonzero(as_tuple=True)
+        bs.append(b)
+        srcs.append(i + lo)
+        dsts.append(i + lo + o)
+    if not bs:
+        e = torch.zeros(0, dtype=torch.long, device=mask.device)
+        return PairSet(e, e, e)
+    return PairSet(torch.cat(bs), torch.cat(srcs), torch.cat(dsts))
 
 
 def _intersect(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Whether the category sets at a [B, M(, Ca)] and b [B, L(, Cb)] intersect -> [B, M, L]; id 0
     is padding (no category)."""
+    if a.dim() == 2 and b.dim() == 2:  # one category each: equality
+        return (a.unsqueeze(2) == b.unsqueeze(1)) & (a > 0).unsqueeze(2)
     a = a if a.dim() == 3 else a.unsqueeze(-1)
     b = b if b.dim() == 3 else b.unsqueeze(-1)
     eq = (a[:, :, None, :, None] == b[:, None, :, None, :]) & (a[:, :, None, :, None] > 0)
