@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "interrupted ones resumed; identical configurations share one run directory), "
                                    "write each as markdown + CSV (+ PNG) under OUT/<paper>/ and one HTML report "
                                    "OUT/report.html.")
-    s.add_argument("paper", nargs="?", help="the paper: dg-enn, graphfm, res-embedding, deminet (`--list` shows each one's tables and figures)")
+    s.add_argument("paper", nargs="?", help="the paper: dg-enn, graphfm, res-embedding, deminet, egin (`--list` shows each one's tables and figures)")
     s.add_argument("items", nargs="*", help="tables / figures (default: all of the paper's)")
     s.add_argument("--list", action="store_true", help="list the papers and their tables and figures")
     s.add_argument("--seeds", help="comma-separated seeds for every item (default: each item's own)")
