@@ -112,7 +112,7 @@ def test_importing_the_package_registers_everything():
                                                         "retailrocket"}
     assert set(reg.RECIPES) == {"movielens", "ml100k", "ml100k-dgenn", "ml1m", "taobao", "table", "log", "synthetic",
                                 "synthetic_search", "amazon-books", "retailrocket"}
-    assert set(reg.PROVIDERS) == {"plain", "res", "dg", "gcn", "kgat", "hgat", "skipgram", "node2vec"}
+    assert set(reg.PROVIDERS) == {"plain", "res", "dg", "gcn", "kgat", "hgat", "skipgram", "node2vec", "eges"}
     # every model class defined in ctrgraph.models is listed (one explicit list, nothing registers itself)
     from ctrgraph.models.base import CTRModel
 
@@ -122,7 +122,7 @@ def test_importing_the_package_registers_everything():
         defined |= {c for c in vars(mod).values() if isinstance(c, type) and issubclass(c, CTRModel)
                     and c is not CTRModel and c.__module__ == mod.__name__
                     and "name" in vars(c)}  # a model declares its name; shared bases (InterestTowerModel) do not
-    assert defined == set(reg.MODELS.values()) and len(reg.MODELS) == 32
+    assert defined == set(reg.MODELS.values()) and len(reg.MODELS) == 33
     for name, cls in reg.MODELS.items():
         assert cls.name == name
 

@@ -27,7 +27,7 @@ from .embeddings.dg import DualGraphEmbedding
 from .embeddings.gcn import GCNGraphEmbedding
 from .embeddings.hgat import HGATEmbedding
 from .embeddings.kgat import KGATEmbedding
-from .embeddings.pretrained import Node2VecEmbedding, SkipGramEmbedding
+from .embeddings.pretrained import EGESEmbedding, Node2VecEmbedding, SkipGramEmbedding
 from .embeddings.res import ResEmbedding
 from .errors import ConfigError
 from .models.afm import AFM
@@ -47,6 +47,7 @@ from .models.din import DIN
 from .models.dmin import DMIN
 from .models.egin import EGIN
 from .models.dnn import DNN
+from .models.dnn_cross import DNNCross
 from .models.fignn import FiGNN
 from .models.fm import FM
 from .models.fmfm import FmFM
@@ -80,14 +81,14 @@ RECIPES: dict[str, Recipe] = _by_name([
 #: embedding providers (``embedding.provider`` or the ``<provider>-`` prefix of a model name)
 PROVIDERS: dict[str, type[EmbeddingProvider]] = _by_name([
     EmbeddingProvider, ResEmbedding, DualGraphEmbedding, GCNGraphEmbedding, KGATEmbedding, HGATEmbedding,
-    SkipGramEmbedding, Node2VecEmbedding,
+    SkipGramEmbedding, Node2VecEmbedding, EGESEmbedding,
 ], "providers")
 
 #: models (``--model``)
 MODELS: dict[str, type[CTRModel]] = _by_name([
     LR, FM, AFM, HOFM, FmFM, NFM, WideDeep, DeepFM, DNN, PNN, DeepCrossing, CrossNetwork, DCN, DCNV2, XDeepFM,
     AFN, AFNPlus, AutoInt, AutoIntPlus, InterHAt, FiGNN, GraphFM, DIN, DIEN, BST, GIN, DemiNet,
-    MIND, ComiRecSA, ComiRecDR, DMIN, EGIN,
+    MIND, ComiRecSA, ComiRecDR, DMIN, EGIN, DNNCross,
 ], "models")
 
 

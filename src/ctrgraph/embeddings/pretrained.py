@@ -89,6 +89,58 @@ def train_skipgram(values: np.ndarray, offsets: np.ndarray, n_items: int, dim: i
     return v_in.weight.detach().numpy().copy(), counts
 
 
+def train_eges(values: np.ndarray, offsets: np.ndarray, side: np.ndarray, side_sizes: list[int], dim: int,
+               window: int = 5, negatives: int = 10, epochs: int = 5, batch_size: int = 4096, lr: float = 0.01,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """EGES (Wang et al., KDD 2018, Eqs. 4-8) over a ragged corpus of walks -> (H [n_items, dim], counts).
+
+    ``side`` [n_items, S] int: column 0 the item id itself, columns 1.. its side information (e.g.
+    its category id; 0 = none) in vocabularies of ``side_sizes``. H_v = Σ_s exp(a_v^s) W^s[side_s(v)]
+    / Σ_s exp(a_v^s) (Eq. 5; a per-item attention vector, unused sides (id 0) masked), trained with
+    a sampled softmax over ``negatives`` uniform items per pair (the reference implementation's
+    candidate sampler) against context vectors U (Eq. 6)."""
+    c, x = window_pairs(values, offsets, window)
+    n_items = side.shape[0]
+    counts = np.bincount(np.asarray(values, dtype=np.int64), minlength=n_items).astype(np.float64)
+    g = torch.Generator().manual_seed(int(seed))
+    tables = nn.ModuleList(nn.Embedding(n, dim) for n in side_sizes)
+    for t in tables:
+        with torch.no_grad():
+            t.weight.uniform_(-0.5 / dim, 0.5 / dim, generator=g)
+    att = nn.Embedding(n_items, side.shape[1])  # a_v: one weight per side per item
+    ctx = nn.Embedding(n_items, dim)
+    with torch.no_grad():
+        att.weight.zero_()
+        ctx.weight.zero_()
+    sd = torch.from_numpy(np.asarray(side, dtype=np.int64))
+
+    def H(ids: torch.Tensor) -> torch.Tensor:
+        s = sd[ids]  # [n, S]
+        e = torch.stack([t(s[:, j]) for j, t in enumerate(tables)], 1)  # [n, S, d]
+        a = att(ids).masked_fill(s == 0, float("-inf")).softmax(-1)
+        return (a.unsqueeze(-1) * e).sum(1)
+
+    if c.size:
+        opt = torch.optim.Adam(list(tables.parameters()) + list(att.parameters()) + list(ctx.parameters()), lr=lr)
+        ct, xt = torch.from_numpy(c), torch.from_numpy(x)
+        for _ in range(epochs):
+            perm = torch.randperm(ct.numel(), generator=g)
+            for s0 in range(0, perm.numel(), batch_size):  # a loop over mini-batches of pairs
+                idx = perm[s0:s0 + batch_size]
+                hv = H(ct[idx])
+                pos_ids = xt[idx]
+                neg = torch.randint(1, n_items, (negatives,), generator=g)
+                pos = (hv * ctx(pos_ids)).sum(-1, keepdim=True)
+                ng = (hv @ ctx(neg).T).masked_fill(neg.unsqueeze(0) == pos_ids.unsqueeze(1), float("-inf"))
+                loss = (torch.logsumexp(torch.cat([pos, ng], 1), 1) - pos.squeeze(1)).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    with torch.no_grad():
+        out = torch.cat([H(torch.arange(s0, min(n_items, s0 + 65536))) for s0 in range(0, n_items, 65536)])
+    return out.numpy().copy(), counts
+
+
 # ----- providers -----------------------------------------------------------------------------------
 class PretrainedItemEmbedding(EmbeddingProvider):
     """Plain tables; the item table is initialised in :meth:`prepare` from SGNS vectors."""
@@ -161,7 +213,12 @@ class Node2VecEmbedding(PretrainedItemEmbedding):
         self.p, self.q, self.walk_length, self.num_walks, self.graph_window = p, q, walk_length, num_walks, graph_window
 
     def corpus(self, data):
-        from ..graphs import behaviour_sequences, cooccurrence_graph, node2vec_walks, walks_to_ragged
+        from ..graphs import (
+            behaviour_sequences,
+            cooccurrence_graph,
+            node2vec_walks,
+            walks_to_ragged,
+        )
 
         h = self.spec.vocab_sizes[self.item_table]
         z = cooccurrence_graph(behaviour_sequences(data, "users"), h, self.graph_window, top_k=None)
@@ -169,3 +226,36 @@ class Node2VecEmbedding(PretrainedItemEmbedding):
         starts = np.tile(nodes, self.num_walks)
         walks = node2vec_walks(z, starts, self.walk_length, self.p, self.q, seed=self.seed)
         return walks_to_ragged(walks)
+
+
+class EGESEmbedding(Node2VecEmbedding):
+    """EGES (Wang et al., KDD 2018), the graph baseline of EGIN's Table 3: DeepWalk walks (p = q = 1)
+    on the train item graph of consecutive behaviours (``graph_window`` 1), skip-gram with the item's
+    side information merged by per-item attention (:func:`train_eges`); the merged vectors H_v
+    initialise the item table. Side information: every categorical item-attribute table (e.g. the
+    category), each item's most frequent value in the train split. Two-stage as EGIN ran it: the
+    item table is frozen (``finetune=False``) unless asked otherwise."""
+
+    name = "eges"
+
+    def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, p: float = 1.0, q: float = 1.0,
+                 walk_length: int = 10, num_walks: int = 10, graph_window: int = 1, finetune: bool = False,
+                 window: int = 5, negatives: int = 10, epochs: int = 5, batch_size: int = 4096, lr: float = 0.01,
+                 scale: float | None = None, seed: int | None = None, table: str | None = None):
+        super().__init__(spec, dim, init_std, p, q, walk_length, num_walks, graph_window, finetune, window,
+                         negatives, epochs, batch_size, lr, scale, seed, table)
+        from ..data.schema import Kind
+
+        self.side_tables = [f.table for f in spec.schema.by_role(Role.ITEM_ATTR)
+                            if f.kind == Kind.CATEGORICAL and f.embed and f.table != self.item_table]
+
+    def prepare(self, data) -> None:
+        from ..data.lookups import attribute_table
+
+        values, offsets = self.corpus(data)
+        h = self.spec.vocab_sizes[self.item_table]
+        side = [np.arange(h)] + [attribute_table(data, self.item_table, t) for t in self.side_tables]
+        sizes = [h] + [self.spec.vocab_sizes[t] for t in self.side_tables]
+        vecs, counts = train_eges(values, offsets, np.stack(side, 1), sizes, self.dim, self.window, self.negatives,
+                                  self.epochs, self.batch_size, self.lr, self.seed)
+        self.load_item_vectors(vecs, np.flatnonzero(counts > 0))
