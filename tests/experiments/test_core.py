@@ -12,7 +12,17 @@ import pytest
 from ctrgraph.errors import ConfigError
 from ctrgraph.experiments import core
 from ctrgraph.experiments.core import Context, D, Study, V, run_study
-from ctrgraph.experiments.items import TSNE, Buckets, DataStats, Explain, InterestCase, Plot, Table, at_best_epoch
+from ctrgraph.experiments.items import (
+    TSNE,
+    Buckets,
+    CategorySimilarity,
+    DataStats,
+    Explain,
+    InterestCase,
+    Plot,
+    Table,
+    at_best_epoch,
+)
 
 TINY = {"train.epochs": 1, "train.progress": False, "train.num_threads": 1, "embedding.dim": 4}
 SYN = D("synthetic", "syn", {"n_instances": 1500, "n_users": 60, "n_items": 100, "n_categories": 4,
@@ -114,6 +124,8 @@ def test_every_item_kind_writes_its_outputs(tmp_path):
         InterestCase("routes", "routes", V("DemiNet", "deminet", {"model.interests": 3}), SYN, what="tsne", n_items=30),
         InterestCase("conf", "conf", V("DemiNet", "deminet", {"model.interests": 3}), SYN, what="confidence",
                      n_items=30),
+        CategorySimilarity("sim", "sim", [V("EGIN", "egin"), V("DNN", "dnn")], SYN, category="category_id",
+                           max_items=60, pairs=2, seeds=(1, 2)),
     ]
     run_study(_study(*items), None, _quiet(tmp_path))
     d = tmp_path / "toy"
@@ -134,8 +146,11 @@ def test_every_item_kind_writes_its_outputs(tmp_path):
     assert [r["route"] for r in routes] == ["1", "2", "3", "all"] and sum(int(r["candidates"]) for r in conf) == 30
     for r in conf:  # the mean confidences of a category's candidates are a distribution over the experts
         assert sum(float(r[f"expert_{e}"]) for e in (1, 2, 3)) == pytest.approx(1.0)
+    sim = _csv(d / "sim.csv")
+    assert [r["variant"] for r in sim] == ["EGIN", "DNN"] and all(r["seeds"] == "2" and " ± " in r["margin"] for r in sim)
+    assert (d / "sim.png").stat().st_size > 2000
     html = (tmp_path / "report.html").read_text()
-    assert html.count('class="item"') == 8 and html.count("data:image/png;base64,") >= 8
+    assert html.count('class="item"') == 9 and html.count("data:image/png;base64,") >= 9
 
 
 def test_bad_selections_are_clear_errors(tmp_path):

@@ -114,9 +114,13 @@ def behaviour_rows(data: EncodedDataset, edges=DEFAULT_EDGES) -> list[dict]:
 
 # ----- learned item embeddings (Res-embedding Fig. 7) ----------------------------------------------
 def item_embedding_matrix(model) -> np.ndarray:
-    """The item table of a trained model's provider (E = W C_b + R for ``res-*`` models)."""
+    """The item table of a trained model: its ``item_vectors()`` when it has one (EGIN: the graph
+    embeddings), else its provider's (E = W C_b + R for ``res-*`` models)."""
     from ..embeddings.res import ResEmbedding
 
+    if hasattr(model, "item_vectors"):  # a model with its own item embeddings (EGIN's graph table)
+        with torch.no_grad():
+            return model.item_vectors().detach().cpu().numpy()
     emb = model.embedding
     with torch.no_grad():
         if isinstance(emb, ResEmbedding):

@@ -530,6 +530,68 @@ class TSNE(Item):
         return {"tables": [table], "figures": [{"title": self.title, "png": str(png)}]}
 
 
+@dataclass
+class CategorySimilarity(Item):
+    """EGIN Table 5 and Fig. 4: mean cosine of the item embeddings of intra-category and
+    inter-category pairs, per variant (mean ± std over seeds; all pairs among the ``max_items``
+    most frequent train targets, by their most frequent category), and the cosine matrix of
+    ``pairs`` random same-category item pairs (the first variant's first seed). The embeddings are
+    :func:`~ctrgraph.experiments.analysis.item_embedding_matrix` (EGIN: its graph table)."""
+
+    name: str
+    title: str
+    variants: list[Variant]
+    dataset: DataSet
+    category: str | None = None
+    max_items: int = 2000
+    pairs: int = 4
+    seeds: tuple[int, ...] = (1, 2, 3)
+    caption: str = ""
+
+    def runs(self, ctx: Context) -> list[Run]:
+        return [ctx.resolve(v, self.dataset, s) for v in self.variants if ctx.selected(v.label)
+                for s in self.item_seeds(ctx)]
+
+    def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
+        from ..runs.assemble import load_run
+
+        data = ctx.store.data(runs[0].cfg)
+        cats, attr = item_colours(data, self.category)
+        ids = top_items(data, self.max_items)
+        per: dict[str, list[dict]] = {}
+        first = None
+        for r in runs:
+            _, model, _, _ = load_run(r.dir)
+            emb = item_embedding_matrix(model)
+            per.setdefault(r.label, []).append(category_cosines(emb, cats, ids=ids, max_items=self.max_items))
+            first = first or (r, emb)
+        rows = []
+        for label, cs in per.items():
+            row = {"variant": label, "seeds": len(cs), "items": cs[0]["items"], "category": attr}
+            for k in ("intra", "inter", "margin"):
+                v = np.array([c[k] for c in cs])
+                row[k] = pm(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan"), 4)
+            rows.append(row)
+        cols_ = [Column("variant", "variant"), Column("intra-category cosine", "intra"),
+                 Column("inter-category cosine", "inter"), Column("gap", "margin"), Column("seeds", "seeds"),
+                 Column("items", "items"), Column("category", "category")]
+        table = write_table(stem, rows, cols_, self.title, self.caption)
+        r, emb = first
+        rng = np.random.default_rng(0)
+        c = cats[ids]
+        multi = [u for u in np.unique(c) if (c == u).sum() >= 2 and u >= 2]
+        chosen = rng.choice(multi, min(self.pairs, len(multi)), replace=False) if multi else []
+        pick = np.concatenate([ids[c == u][:2] for u in chosen]) if len(chosen) else ids[:0]
+        x = emb[pick].astype(np.float64)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        vocab = data.vocabs[data.schema.first(Role.ITEM).table]
+        labels = [f"{value_label(data.vocabs[attr], cats[i])}:{value_label(vocab, i)}" for i in pick]
+        png = figure(stem.with_suffix(".png"), [Panel("heatmap", grid=x @ x.T, row_labels=labels, col_labels=labels,
+                                                      title=f"{r.label} (seed {r.seed})")],
+                     self.title, SHARED_MACHINE, panel_size=(7.0, 6.0))
+        return {"tables": [table], "figures": [{"title": self.title, "png": str(png)}]}
+
+
 # ----- data statistics (DG-ENN Fig. 1) --------------------------------------------------------------
 @dataclass
 class DataStats(Item):

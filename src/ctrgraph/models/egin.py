@@ -253,6 +253,13 @@ class EGIN(CTRModel):
         self.item_queue.push(hist[mask])
         return out
 
+    def item_vectors(self) -> torch.Tensor:
+        """The item embeddings SimExtract compares [n_items, d]: the graph table, or with
+        ``graph=False`` the CTR provider's item table (EGIN's Table 5 / Fig. 4)."""
+        if self.cfg.graph:
+            return self.g_item.weight
+        return self.embedding.tables[self.item.table].weight
+
     def diagnostics(self) -> dict[str, float]:
         """The provider's figures and the filled sizes of the negative queues."""
         out = dict(super().diagnostics())
