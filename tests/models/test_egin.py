@@ -15,6 +15,7 @@ from ctrgraph.layers.negative_queue import (
     grouped_softmax_loss,
     sampled_softmax_loss,
 )
+from ctrgraph.models import egin as egin_mod
 from ctrgraph.models.egin import SimExtract
 from ctrgraph.registry import build_model, build_raw
 from ctrgraph.train.metrics import auc
@@ -118,10 +119,13 @@ def test_ctr_loss_does_not_reach_the_graph_tables_unless_sim_value(search):
 
 
 @pytest.mark.parametrize("params", [{"graph": False}, {"query": False}, {"pos_emb": False}, {"sim_value": True},
-                                    {"window": 1}, {"span_direction": "both"}])
+                                    {"window": 1}, {"span_direction": "both"}, {"seeds_mix": 1.0},
+                                    {"subsample": 1e-4}, {"subsample": 1e-4, "subsample_target": "negatives"}])
 def test_each_switch_changes_the_computation(search, params):
     b = _batch(search)
     base, var = _model(search), _model(search, **params)
+    base.prepare(search)
+    var.prepare(search)
     base.train()
     var.train()
     torch.manual_seed(1)
@@ -135,6 +139,39 @@ def test_each_switch_changes_the_computation(search, params):
         assert not o2.aux and not hasattr(var, "g_item")
     if params == {"query": False}:
         assert set(o2.aux) == {"egin_i2i"}
+    if "subsample" in params:  # §4.6.1: keep = min(1, sqrt(t / f)), f the id's share of the train histories
+        ids = np.asarray(search.split("train")["hist_item_id"]).ravel()
+        cnt = np.bincount(ids[ids > 0], minlength=var.keep_item.numel())
+        f = cnt / cnt.sum()
+        want = np.minimum(1.0, np.sqrt(1e-4 / np.maximum(f, 1e-300)))
+        np.testing.assert_allclose(var.keep_item.numpy(), want, rtol=1e-6)
+        assert want[cnt > 0].min() < 0.5
+
+
+def test_seeds_sequence_keeps_only_the_query_category():
+    raw = build_raw("synthetic_search", SMALL)
+    data = encode(raw)
+    m = _model(data, seeds_mix=1.0)
+    m.train()
+    b = _batch(data, 64)
+    seen = {}
+    orig = egin_mod.window_pairs
+
+    def spy(mask, w):
+        seen["mask"] = mask
+        return orig(mask, w)
+
+    egin_mod.window_pairs = spy
+    try:
+        m(b)
+    finally:
+        egin_mod.window_pairs = orig
+    keep = (b["hist_category"] == b["query_category"].unsqueeze(1)) & (b["hist_item_id"] > 0)
+    assert torch.equal(seen["mask"].sum(1), keep.sum(1))  # every row: exactly its seeds, compacted
+    assert not seen["mask"][:, 1:].gt(seen["mask"][:, :-1]).any()  # valid positions first
+    with pytest.raises(ConfigError, match="seeds_mix needs query mode"):
+        d = encode(build_raw("movielens"))
+        build_model("egin", FeatureSpec(d.schema, d.vocab_sizes), {"seeds_mix": 0.2}, dim=8)
 
 
 def test_item_only_mode_on_movielens():

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field as PField
 from torch import nn
@@ -74,6 +75,14 @@ class EGINConfig(TowerConfig):
     span_direction: Literal["after", "both"] = "after"
     graph_dim: int | None = PField(None, ge=1, description="graph embedding size (default: the embedding size)")
     graph_init_std: float = PField(0.1, gt=0)
+    subsample: float | None = PField(None, gt=0, description="§4.6.1: word2vec subsampling threshold t (keep an "
+                                                                "occurrence of an entity of train frequency f with "
+                                                                "probability min(1, sqrt(t / f))); None: off")
+    subsample_target: Literal["sequence", "negatives"] = PField(
+        "sequence", description="§4.6.1: subsample the sequences the edges come from, or the negative queues' input")
+    seeds_mix: float = PField(0.0, ge=0, le=1, description="§4.6.2 / Fig. 3: share of instances whose i2i edges come "
+                                                            "from the seeds sequence (clicks of the current query's "
+                                                            "category); the paper's best 0.2; query mode only")
     max_pairs: int | None = PField(None, ge=1, description="not the paper's: at most this many edges per relation "
                                                            "and batch, a uniform subset (graph-loss cost)")
     sim_value: bool = PField(False, description="not the paper's: also feed the raw cosines (L_CTR then "
@@ -154,6 +163,7 @@ class EGIN(CTRModel):
         self.click_ts = _raw_member(groups[self.click.name])
         self.click_cat = _category_member(groups[self.click.name])
         self.query_mode = False
+        self.query_cat = None
         queries = [f for f in s.by_role(Role.QUERY) if f.kind == Kind.CATEGORICAL and f.embed]
         qhist = [f for f in s.fields if f.kind == Kind.SEQUENCE and f.group is None
                  and f.role == Role.QUERY_BEHAVIOR and queries and f.target == queries[0].name]
@@ -171,6 +181,11 @@ class EGIN(CTRModel):
                 raise ConfigError(f"egin: query categories ({self.qhist_cat.table}) and click categories "
                                   f"({self.click_cat.table}) must share one vocabulary (Algorithm 2's CAT())")
             self.query_mode = True
+            self.query_cat = next((f for f in s.by_role(Role.QUERY) if f.kind == Kind.CATEGORICAL and f is not self.query
+                                   and f.table == self.click_cat.table), None)
+        if cfg.seeds_mix > 0 and (not self.query_mode or self.query_cat is None):
+            raise ConfigError("egin: seeds_mix needs query mode with the current query's category in the clicks' "
+                              "category vocabulary (e.g. query_category)")
         self.fields = spec.features  # f_o: the DNN baseline's input
         max_len = self.click.max_len
         self.sx_i2i = SimExtract(gd, cfg.top_k, cfg.bins, max_len, cfg.pos_emb, cfg.sim_value)
@@ -190,6 +205,25 @@ class EGIN(CTRModel):
                 nn.init.normal_(self.g_query.weight, std=cfg.graph_init_std)
                 self.query_queue = IdQueue(min(cfg.queue_size, vq), vq)
         self.mlp = tower(cfg, width)
+        if cfg.graph:  # §4.6.1 keep probabilities, from the train split in prepare() (training only)
+            self.register_buffer("keep_item", torch.ones(vi), persistent=False)
+            if self.query_mode:
+                self.register_buffer("keep_query", torch.ones(spec.vocab_sizes[self.query.table]), persistent=False)
+
+    def prepare(self, data) -> None:
+        """§4.6.1: the keep probability of every item / query id, from its frequency among the train
+        split's behaviour sequences (the graph's input); nothing without ``subsample``."""
+        super().prepare(data)
+        if not (self.cfg.graph and self.cfg.subsample):
+            return
+        train = data.split("train")
+        pairs = [(self.keep_item, self.click.name)] + ([(self.keep_query, self.qhist.name)] if self.query_mode else [])
+        for buf, name in pairs:
+            ids = np.asarray(train[name]).ravel()
+            cnt = np.bincount(ids[ids > 0], minlength=buf.numel()).astype(np.float64)[: buf.numel()]
+            f = cnt / max(cnt.sum(), 1.0)
+            keep = np.minimum(1.0, np.sqrt(self.cfg.subsample / np.maximum(f, 1e-300)))
+            buf.copy_(torch.from_numpy(keep).to(buf.dtype))
 
     # ----- embeddings the similarities read --------------------------------------------------
     def _items(self, ids: torch.Tensor, eb, name: str) -> torch.Tensor:
@@ -219,19 +253,33 @@ class EGIN(CTRModel):
         cfg = self.cfg
         hist = batch[self.click.name].long()
         mask = hist > 0
-        L = hist.shape[1]
+        B, L = hist.shape
+        sub = cfg.subsample is not None
+        kept = mask & (torch.rand(hist.shape, device=hist.device) < self.keep_item[hist]) if sub else mask
+        gmask = kept if sub and cfg.subsample_target == "sequence" else mask  # positions the edges use
         h = self.g_item(hist).flatten(0, 1)  # every click position's graph embedding [B L, d]
         item_neg = self.item_queue.sample(cfg.negatives)
         item_neg_e = self.g_item(item_neg)
         out = {}
         if cfg.alpha > 0:
-            pr = window_pairs(mask, cfg.window).sample(cfg.max_pairs)
-            p = hist[pr.b, pr.dst]
-            out["egin_i2i"] = cfg.alpha * grouped_softmax_loss(h, pr.b * L + pr.src, h[pr.b * L + pr.dst], p,
+            ih, im, order = hist, gmask, None
+            if cfg.seeds_mix > 0:  # §4.6.2: some instances' i2i edges from their seeds sequence, compacted
+                seeds = gmask & (batch[self.click_cat.name] == batch[self.query_cat.name].unsqueeze(1))
+                use = torch.rand(B, device=hist.device) < cfg.seeds_mix
+                im = torch.where(use.unsqueeze(1), seeds, gmask)
+                order = torch.sort((~im).to(torch.int8), dim=1, stable=True).indices  # kept positions first
+                im = torch.gather(im, 1, order)
+                ih = torch.gather(hist, 1, order)
+            pr = window_pairs(im, cfg.window).sample(cfg.max_pairs)
+            src, dst = (pr.src, pr.dst) if order is None else (order[pr.b, pr.src], order[pr.b, pr.dst])
+            out["egin_i2i"] = cfg.alpha * grouped_softmax_loss(h, pr.b * L + src, h[pr.b * L + dst], ih[pr.b, pr.dst],
                                                                item_neg_e, item_neg)
         if self.query_mode and cfg.query:
             qh = batch[self.qhist.name].long()
             qmask = qh > 0
+            qkept = qmask & (torch.rand(qh.shape, device=qh.device) < self.keep_query[qh]) if sub else qmask
+            if sub and cfg.subsample_target == "sequence":
+                qmask = qkept
             M = qh.shape[1]
             g = self.g_query(qh).flatten(0, 1)  # [B M, d]
             query_neg = self.query_queue.sample(cfg.negatives)
@@ -243,14 +291,14 @@ class EGIN(CTRModel):
                 out["egin_q2q"] = cfg.beta * grouped_softmax_loss(g, a, g[p], qh.reshape(-1)[p], query_neg_e,
                                                                   query_neg)
             if cfg.gamma > 0:
-                pr = span_pairs(qts, qmask, qcat, batch[self.click_ts.name], mask,
+                pr = span_pairs(qts, qmask, qcat, batch[self.click_ts.name], gmask,
                                 batch[self.click_cat.name].long(), cfg.span, cfg.span_direction).sample(cfg.max_pairs)
                 q, i = pr.b * M + pr.src, pr.b * L + pr.dst
                 out["egin_q2i"] = cfg.gamma * 0.5 * (
                     grouped_softmax_loss(g, q, h[i], hist.reshape(-1)[i], item_neg_e, item_neg)  # query -> item
                     + grouped_softmax_loss(h, i, g[q], qh.reshape(-1)[q], query_neg_e, query_neg))  # item -> query
-            self.query_queue.push(qh[qmask])
-        self.item_queue.push(hist[mask])
+            self.query_queue.push(qh[qkept if sub and cfg.subsample_target == "negatives" else qh > 0])
+        self.item_queue.push(hist[kept if sub and cfg.subsample_target == "negatives" else mask])
         return out
 
     def item_vectors(self) -> torch.Tensor:

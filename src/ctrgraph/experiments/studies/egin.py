@@ -5,8 +5,7 @@ Every row shares the paper's setting "all embeddings share a dimension of 10" (s
 the benchmark's training rules. Data sets here: ``synthetic-search`` (the synthetic search log with
 planted query intents: the query mode of Table 3 / Table 4) and, item-only as the paper ran Taobao
 (Table 2), ``ml100k`` and ``taobao-sample`` (the shared 814-user Taobao sample). The paper's
-industrial log is not public. Not yet: §4.6.1 frequency subsampling, Fig. 3 (seeds-sequence
-mixture).
+industrial log is not public.
 """
 from __future__ import annotations
 
@@ -45,6 +44,18 @@ ITEMS = [
         caption="EGIN: its graph item table; EGES: its pre-trained (frozen) vectors; DNN: its item table. All pairs "
                 "among the 2,000 most frequent train targets (the paper samples 1M pairs of its industrial items). "
                 "The figure: 4 random same-category pairs (EGIN, seed 1)."),
+    Table("subsampling", "§4.6.1: subsampling of frequent entities", [
+        EGIN, V("EGIN + subsampled sequences", "egin", {"model.subsample": 1e-4}, vs="EGIN"),
+        V("EGIN + subsampled negative pool", "egin", {"model.subsample": 1e-4, "model.subsample_target": "negatives"},
+          vs="EGIN")], [SEARCH], row_header="method", plots=(BAR,),
+          caption=NOTE + " Threshold t = 1e-4 (word2vec's keep probability min(1, sqrt(t / f)); the paper names "
+                         "neither function nor threshold and reports a 1e-4 AUC difference)."),
+    Table("fig3", "Fig. 3: click vs seeds sequence mixture for the i2i edges", [
+        V(f"{round(100 * (1 - r))}% click / {round(100 * r)}% seeds", "egin", {"model.seeds_mix": r},
+          keys={"seeds share": r}) for r in (0.0, 0.2, 0.5, 0.8, 1.0)], [SEARCH], row_header="mixture",
+          plots=(Plot("line", x="seeds share", series=None, title="test AUC by the seeds share"),),
+          caption=NOTE + " Seeds sequence: the clicks of the current query's category (the paper filters by the "
+                         "query's predicted category); a share r of the instances builds its i2i edges on it."),
     Table("table2", "Table 2: item-only mode (no queries, as the paper ran Taobao)", ITEM_ROWS, [ML100K, TAOBAO_SAMPLE],
           row_header="method", plots=(BAR,), caption=NOTE),
 ]
