@@ -18,7 +18,17 @@ from pydantic import ValidationError
 from .data.dataset import EncodedDataset
 from .data.raw import RawDataset
 from .data.recipes import build_raw as _build_raw, load_encoded
-from .data.recipes import custom, ml1m, ml100k, ml100k_dgenn, movielens, synthetic, synthetic_search, taobao
+from .data.recipes import (
+    custom,
+    ml1m,
+    ml100k,
+    ml100k_dgenn,
+    movielens,
+    search_log,
+    synthetic,
+    synthetic_search,
+    taobao,
+)
 from .data.recipes import amazon_books, retailrocket
 from .data.recipes.base import Recipe
 from .data.schema import FeatureSpec
@@ -75,7 +85,7 @@ def _by_name(items: list, what: str) -> dict[str, Any]:
 #: data recipes (``--dataset``)
 RECIPES: dict[str, Recipe] = _by_name([
     movielens.RECIPE, ml100k.RECIPE, ml100k_dgenn.RECIPE, ml1m.RECIPE, taobao.RECIPE,
-    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, synthetic_search.RECIPE, amazon_books.RECIPE, retailrocket.RECIPE,
+    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, synthetic_search.RECIPE, search_log.RECIPE, amazon_books.RECIPE, retailrocket.RECIPE,
 ], "recipes")
 
 #: embedding providers (``embedding.provider`` or the ``<provider>-`` prefix of a model name)

@@ -1,0 +1,187 @@
+"""``search_log``: your own search click log (and the Best Buy log), EGIN's query mode on real data.
+
+Layout: one CSV or parquet file (or a folder of parquet parts) with one row per click after a
+search; column names are parameters (the defaults are Best Buy's ``train.csv``)::
+
+    user        any id                       the searcher
+    sku         any id                       the clicked item
+    category    any id                       the clicked item's category
+    query       text (or an id)              the query the click followed
+    query_time  timestamp or number          when the query was issued
+    click_time  timestamp or number          when the item was clicked
+
+Timestamps are parsed by pandas (ISO strings, ``2011-09-01 23:44:52.533``) or read as seconds.
+Query text is normalised (lower case, runs of white space collapsed) and the normalised text is the
+query id; the query's category is the category of the item clicked after it (the query's intent).
+
+Instances: every row is a positive impression (the clicked item for its query at ``query_time``)
+and ``negatives`` sampled items (uniform over the items of the training period, never the clicked
+one) are negatives for the same query. Histories are strictly before ``query_time``: the user's
+clicks by ``click_time`` (``hist_item_id``, ``hist_category``, ``hist_ts``) and distinct query
+events by ``query_time`` (``hist_query_id``, ``hist_query_category``, ``hist_query_ts``), the most
+recent ``max_len`` / ``max_query_len``. Split: global time quantiles of ``query_time``.
+
+Best Buy (Kaggle "Data Mining Hackathon on BIG DATA", the ``acm-sf-chapter-hackathon-big`` files,
+Kaggle's rules apply, no downloader): ``--dataset search_log --set data.params.path=
+bestbuy-search-sample/train_head999.csv --data-dir ../shared/data``; the shared 999-row head is a
+format fixture (median one click per user), too small to train on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field as PField
+
+from ...errors import DataError
+from ..io import read_table
+from ..raw import RawDataset
+from ..schema import Field, Kind, Role, Schema
+from ..split import time_quantile_split
+from .base import Recipe
+from .synthetic import _gather_rows
+
+
+class SearchLogParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = PField(..., description="CSV / parquet file or parquet folder (relative to the data dir)")
+    user: str = "user"
+    item: str = "sku"
+    category: str = "category"
+    query: str = "query"
+    query_time: str = "query_time"
+    click_time: str = "click_time"
+    negatives: int = PField(1, ge=0, description="sampled negative items per click")
+    max_len: int = PField(50, ge=1)
+    max_query_len: int = PField(30, ge=1)
+    valid: float = PField(0.1, ge=0, lt=1)
+    test: float = PField(0.2, gt=0, lt=1)
+    seed: int = 0
+
+
+def _resolve(p: SearchLogParams, data_dir: Path | None) -> Path:
+    path = Path(p.path)
+    if not path.is_absolute() and data_dir is not None:
+        path = Path(data_dir) / path
+    if not path.exists():
+        raise DataError(f"search_log: {path} does not exist (set data.params.path, and --data-dir for a relative path)")
+    return path
+
+
+def _seconds(col: pd.Series, name: str, path: Path) -> np.ndarray:
+    """Seconds (float64) of a timestamp column: numbers as they are, anything else parsed by pandas."""
+    if pd.api.types.is_numeric_dtype(col):
+        return col.to_numpy(dtype=np.float64)
+    t = pd.to_datetime(col, errors="coerce")
+    bad = np.flatnonzero(t.isna().to_numpy())
+    if bad.size:
+        raise DataError(f"{path}: row {int(bad[0]) + 2}: column {name!r} value {col.iloc[bad[0]]!r} is not a timestamp")
+    return (t - pd.Timestamp("1970-01-01")).dt.total_seconds().to_numpy()
+
+
+def build(p: SearchLogParams, data_dir: Path | None = None) -> RawDataset:
+    path = _resolve(p, data_dir)
+    cols = [p.user, p.item, p.category, p.query, p.query_time, p.click_time]
+    df = pd.read_parquet(path) if path.is_dir() else read_table(path, "search_log")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; it has {list(df.columns)}")
+    if df[cols[:4]].isna().to_numpy().any():
+        r, c = np.argwhere(df[cols[:4]].isna().to_numpy())[0]
+        raise DataError(f"{path}: row {r + 2}: empty {cols[c]!r}")
+    if len(df) == 0:
+        raise DataError(f"{path}: no rows")
+    user = df[p.user].astype(str).to_numpy()
+    item = df[p.item].astype(str).to_numpy()
+    cat = df[p.category].astype(str).to_numpy()
+    query = df[p.query].astype(str).str.lower().str.split().str.join(" ").to_numpy()
+    qt = _seconds(df[p.query_time], p.query_time, path)
+    ct = _seconds(df[p.click_time], p.click_time, path)
+    t0 = float(min(qt.min(), ct.min()))
+    qt, ct = np.round(qt - t0).astype(np.int64), np.round(ct - t0).astype(np.int64)
+    uid, u = np.unique(user, return_inverse=True)
+    span = int(max(qt.max(), ct.max())) + 2
+
+    # clicks sorted by (user, click time); distinct query events sorted by (user, query time)
+    ko = np.lexsort((ct, u))
+    k_key, k_item, k_cat, k_t = u[ko] * span + ct[ko], item[ko], cat[ko], ct[ko]
+    qev = pd.DataFrame({"u": u, "t": qt, "q": query, "c": cat}).drop_duplicates(["u", "t", "q"]).sort_values(
+        ["u", "t"], kind="stable")
+    q_key = qev["u"].to_numpy() * span + qev["t"].to_numpy()
+    q_id, q_cat, q_t = qev["q"].to_numpy(), qev["c"].to_numpy(), qev["t"].to_numpy()
+
+    # instances: each click (positive) and its sampled negatives, at the query's time
+    rng = np.random.default_rng(p.seed)
+    n, k = len(df), p.negatives
+    rows = np.repeat(np.arange(n), 1 + k)
+    label = np.tile(np.r_[1, np.zeros(k, dtype=np.int64)], n).astype(np.int8)
+    split = time_quantile_split(qt[rows], 1.0 - p.test, (1.0 - p.test - p.valid) if p.valid > 0 else None)
+    train_items, first = np.unique(item[rows[(split == 0) & (label == 1)]], return_index=True)
+    if train_items.size < 2 and k > 0:
+        raise DataError(f"{path}: fewer than 2 distinct items in the training period: cannot sample negatives")
+    cand = item[rows].copy()
+    neg = label == 0
+    pick = rng.integers(0, max(train_items.size - 1, 1), int(neg.sum()))
+    pos_idx = np.searchsorted(train_items, cand[neg])
+    pick = pick + (pick >= pos_idx)  # never the clicked item itself (when it is a training item)
+    cand[neg] = train_items[np.minimum(pick, train_items.size - 1)]
+    cat_of = dict(zip(item[::-1], cat[::-1]))  # an item's category (its first row)
+    cand_cat = np.where(neg, pd.Series(cand).map(cat_of).to_numpy(), cat[rows])
+    key = u[rows] * span + qt[rows]
+    kpos, qpos = np.searchsorted(k_key, key, side="left"), np.searchsorted(q_key, key, side="left")
+    k_start = np.searchsorted(k_key, u[rows] * span, side="left")
+    q_start = np.searchsorted(q_key, u[rows] * span, side="left")
+    k_len = np.minimum(kpos - k_start, p.max_len).astype(np.int32)
+    q_len = np.minimum(qpos - q_start, p.max_query_len).astype(np.int32)
+    o = np.argsort(split, kind="stable")
+    N = rows.size
+    seq = {}
+    for name, stream, start, ln, width in (
+            ("hist_item_id", k_item, kpos - k_len, k_len, p.max_len), ("hist_category", k_cat, kpos - k_len, k_len, p.max_len),
+            ("hist_ts", k_t, kpos - k_len, k_len, p.max_len), ("hist_query_id", q_id, qpos - q_len, q_len, p.max_query_len),
+            ("hist_query_category", q_cat, qpos - q_len, q_len, p.max_query_len),
+            ("hist_query_ts", q_t, qpos - q_len, q_len, p.max_query_len)):
+        dst = np.empty((N, width), dtype=np.int64 if name.endswith("_ts") else object)
+        if name.endswith("_ts"):
+            _gather_rows(dst, stream, start[o], ln[o], slice(0, N))
+        else:
+            ar = np.arange(width)
+            valid = ar[None, :] < ln[o][:, None]
+            idx = np.clip(start[o][:, None] + ar, 0, max(stream.size - 1, 0))
+            dst[:] = np.where(valid, stream[idx] if stream.size else "", "")
+        seq[name] = dst
+    columns = {"user_id": uid[u[rows]][o], "item_id": cand[o], "category_id": cand_cat[o], "query_id": query[rows][o],
+               "query_category": cat[rows][o], **seq, "timestamp": qt[rows][o], "label": label[o]}
+    L, M = p.max_len, p.max_query_len
+    fields = (
+        Field("user_id", Kind.CATEGORICAL, Role.USER),
+        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
+        Field("category_id", Kind.CATEGORICAL, Role.ITEM_ATTR),
+        Field("query_id", Kind.CATEGORICAL, Role.QUERY),
+        Field("query_category", Kind.CATEGORICAL, Role.QUERY, vocab="category_id"),
+        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=L, target="item_id"),
+        Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab="category_id", max_len=L, target="category_id",
+              group="hist_item_id"),
+        Field("hist_ts", Kind.SEQUENCE, Role.BEHAVIOR, max_len=L, group="hist_item_id", embed=False),
+        Field("hist_query_id", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="query_id", max_len=M, target="query_id"),
+        Field("hist_query_category", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="category_id", max_len=M,
+              target="query_category", group="hist_query_id"),
+        Field("hist_query_ts", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, max_len=M, group="hist_query_id", embed=False),
+        Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
+        Field("label", Kind.NUMERIC, Role.LABEL),
+    )
+    lengths = {n_: (k_len[o] if n_ in ("hist_item_id", "hist_category", "hist_ts") else q_len[o]) for n_ in seq}
+    meta = {"clicks": n, "users": int(uid.size), "queries": int(np.unique(query).size), "query_events": int(q_id.size),
+            "negatives_per_click": k, "time_origin_seconds": t0, "source": str(path)}
+    return RawDataset(Schema(fields, label="label", description=f"search log {path.name}"), columns, lengths,
+                      split[o], meta=meta)
+
+
+def sources(p: SearchLogParams, data_dir: Path | None) -> list[Path]:
+    path = _resolve(p, data_dir)
+    return sorted(path.rglob("*")) if path.is_dir() else [path]
+
+
+RECIPE = Recipe("search_log", "own search click log (user, item, category, query, query and click times; Best Buy's "
+                "layout by default)", SearchLogParams, build, sources)
