@@ -75,8 +75,8 @@ def grouped_softmax_loss(anchors: torch.Tensor, anchor_index: torch.Tensor, posi
                          negative_ids: torch.Tensor) -> torch.Tensor:
     """:func:`sampled_softmax_loss` with the negatives' logits computed once per anchor, not per pair.
 
-    anchors [A, d] (e.g. every position of the batch's sequences), anchor_index [P] (the pair's
-    anchor row), positive [P, d] / positive_ids [P], negatives [N, d] / negative_ids [N]. A pair whose
+    anchors [A, d] (e.g. an embedding table: a_e·e_n depends only on the anchor's id, so one row
+    per id serves all its pairs), anchor_index [P] (the pair's anchor row), positive [P, d] / positive_ids [P], negatives [N, d] / negative_ids [N]. A pair whose
     positive id is not among the negatives (almost all) uses lse_n(a·e_n) of its anchor:
     loss = log(exp(a·e_p) + exp(lse)) - a·e_p; the few with an accidental hit take the masked
     per-pair path. Equal to :func:`sampled_softmax_loss` (tested); the [P, N] logits are never built."""
@@ -84,8 +84,11 @@ def grouped_softmax_loss(anchors: torch.Tensor, anchor_index: torch.Tensor, posi
         return (anchors.sum() + positive.sum()) * 0.0
     a = anchors.index_select(0, anchor_index)  # [P, d]
     pos = (a * positive).sum(-1)  # [P]
-    used, inverse = torch.unique(anchor_index, return_inverse=True)  # logits only of anchors in a pair
-    lse = torch.logsumexp(anchors.index_select(0, used) @ negatives.T, dim=1)[inverse]  # [P]
+    if anchors.shape[0] <= anchor_index.numel():  # fewer anchor rows than pairs: every row once
+        lse = torch.logsumexp(anchors @ negatives.T, dim=1)[anchor_index]  # [P]
+    else:  # only the rows some pair uses
+        used, inverse = torch.unique(anchor_index, return_inverse=True)
+        lse = torch.logsumexp(anchors.index_select(0, used) @ negatives.T, dim=1)[inverse]
     srt = torch.sort(negative_ids).values
     hits = torch.searchsorted(srt, positive_ids, right=True) > torch.searchsorted(srt, positive_ids)
     loss = torch.logaddexp(pos, lse) - pos

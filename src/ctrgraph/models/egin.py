@@ -253,11 +253,11 @@ class EGIN(CTRModel):
         cfg = self.cfg
         hist = batch[self.click.name].long()
         mask = hist > 0
-        B, L = hist.shape
+        B = hist.shape[0]
         sub = cfg.subsample is not None
         kept = mask & (torch.rand(hist.shape, device=hist.device) < self.keep_item[hist]) if sub else mask
         gmask = kept if sub and cfg.subsample_target == "sequence" else mask  # positions the edges use
-        h = self.g_item(hist).flatten(0, 1)  # every click position's graph embedding [B L, d]
+        Wi = self.g_item.weight  # anchors by id: a·e_n depends on the anchor's id only
         item_neg = self.item_queue.sample(cfg.negatives)
         item_neg_e = self.g_item(item_neg)
         out = {}
@@ -271,32 +271,29 @@ class EGIN(CTRModel):
                 im = torch.gather(im, 1, order)
                 ih = torch.gather(hist, 1, order)
             pr = window_pairs(im, cfg.window).sample(cfg.max_pairs)
-            src, dst = (pr.src, pr.dst) if order is None else (order[pr.b, pr.src], order[pr.b, pr.dst])
-            out["egin_i2i"] = cfg.alpha * grouped_softmax_loss(h, pr.b * L + src, h[pr.b * L + dst], ih[pr.b, pr.dst],
-                                                               item_neg_e, item_neg)
+            a, p = ih[pr.b, pr.src], ih[pr.b, pr.dst]
+            out["egin_i2i"] = cfg.alpha * grouped_softmax_loss(Wi, a, Wi[p], p, item_neg_e, item_neg)
         if self.query_mode and cfg.query:
             qh = batch[self.qhist.name].long()
             qmask = qh > 0
             qkept = qmask & (torch.rand(qh.shape, device=qh.device) < self.keep_query[qh]) if sub else qmask
             if sub and cfg.subsample_target == "sequence":
                 qmask = qkept
-            M = qh.shape[1]
-            g = self.g_query(qh).flatten(0, 1)  # [B M, d]
+            Wq = self.g_query.weight
             query_neg = self.query_queue.sample(cfg.negatives)
             query_neg_e = self.g_query(query_neg)
             qts, qcat = batch[self.qhist_ts.name], batch[self.qhist_cat.name].long()
             if cfg.beta > 0:
                 pr = session_pairs(query_sessions(qts, qmask, cfg.session_gap, cats=qcat), qmask).sample(cfg.max_pairs)
-                a, p = pr.b * M + pr.src, pr.b * M + pr.dst
-                out["egin_q2q"] = cfg.beta * grouped_softmax_loss(g, a, g[p], qh.reshape(-1)[p], query_neg_e,
-                                                                  query_neg)
+                a, p = qh[pr.b, pr.src], qh[pr.b, pr.dst]
+                out["egin_q2q"] = cfg.beta * grouped_softmax_loss(Wq, a, Wq[p], p, query_neg_e, query_neg)
             if cfg.gamma > 0:
                 pr = span_pairs(qts, qmask, qcat, batch[self.click_ts.name], gmask,
                                 batch[self.click_cat.name].long(), cfg.span, cfg.span_direction).sample(cfg.max_pairs)
-                q, i = pr.b * M + pr.src, pr.b * L + pr.dst
+                q, i = qh[pr.b, pr.src], hist[pr.b, pr.dst]
                 out["egin_q2i"] = cfg.gamma * 0.5 * (
-                    grouped_softmax_loss(g, q, h[i], hist.reshape(-1)[i], item_neg_e, item_neg)  # query -> item
-                    + grouped_softmax_loss(h, i, g[q], qh.reshape(-1)[q], query_neg_e, query_neg))  # item -> query
+                    grouped_softmax_loss(Wq, q, Wi[i], i, item_neg_e, item_neg)  # query -> item
+                    + grouped_softmax_loss(Wi, i, Wq[q], q, query_neg_e, query_neg))  # item -> query
             self.query_queue.push(qh[qkept if sub and cfg.subsample_target == "negatives" else qh > 0])
         self.item_queue.push(hist[kept if sub and cfg.subsample_target == "negatives" else mask])
         return out
