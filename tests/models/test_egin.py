@@ -206,3 +206,20 @@ def test_egin_learns_the_planted_search_signal(search):
     got = auc(te["label"], predict_logits(m, te, search.schema))
     bayes = auc(te["label"], te["true_prob"])
     assert got > 0.6 and got > 0.5 + 0.4 * (bayes - 0.5), (got, bayes)
+
+
+@pytest.mark.parametrize("provider, aux", [("dg", None), ("res", "res_l2"), ("eges", None)])
+def test_egin_runs_on_the_embedding_providers(search, provider, aux):
+    """The provider's vectors are f_o's (and, with ``graph=False``, SimExtract's); EGIN's graph tables
+    stay its own (research notes §3.2 #1), so its graph losses are unchanged."""
+    torch.manual_seed(0)
+    params = {"graph": False} if provider == "eges" else {}
+    pp = {"epochs": 1, "num_walks": 1} if provider == "eges" else {}
+    m = build_model(f"{provider}-egin", FeatureSpec(search.schema, search.vocab_sizes), params, dim=8,
+                    provider_params=pp)
+    m.prepare(search)
+    m.train()
+    out = m(_batch(search))
+    want = set() if provider == "eges" else {"egin_i2i", "egin_q2q", "egin_q2i"}
+    assert want <= set(out.aux) and (aux is None or out.aux[aux] > 0)
+    assert torch.isfinite(out.logits).all()
