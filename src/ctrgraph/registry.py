@@ -17,19 +17,22 @@ from pydantic import ValidationError
 
 from .data.dataset import EncodedDataset
 from .data.raw import RawDataset
-from .data.recipes import build_raw as _build_raw, load_encoded
 from .data.recipes import (
+    amazon_books,
     custom,
+    jdsearch,
+    load_encoded,
     ml1m,
     ml100k,
     ml100k_dgenn,
     movielens,
+    retailrocket,
     search_log,
     synthetic,
     synthetic_search,
     taobao,
 )
-from .data.recipes import amazon_books, retailrocket
+from .data.recipes import build_raw as _build_raw
 from .data.recipes.base import Recipe
 from .data.schema import FeatureSpec
 from .embeddings.base import EmbeddingProvider
@@ -55,9 +58,9 @@ from .models.deminet import DemiNet
 from .models.dien import DIEN
 from .models.din import DIN
 from .models.dmin import DMIN
-from .models.egin import EGIN
 from .models.dnn import DNN
 from .models.dnn_cross import DNNCross
+from .models.egin import EGIN
 from .models.fignn import FiGNN
 from .models.fm import FM
 from .models.fmfm import FmFM
@@ -85,7 +88,8 @@ def _by_name(items: list, what: str) -> dict[str, Any]:
 #: data recipes (``--dataset``)
 RECIPES: dict[str, Recipe] = _by_name([
     movielens.RECIPE, ml100k.RECIPE, ml100k_dgenn.RECIPE, ml1m.RECIPE, taobao.RECIPE,
-    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, synthetic_search.RECIPE, search_log.RECIPE, amazon_books.RECIPE, retailrocket.RECIPE,
+    custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, synthetic_search.RECIPE, search_log.RECIPE, jdsearch.RECIPE,
+    amazon_books.RECIPE, retailrocket.RECIPE,
 ], "recipes")
 
 #: embedding providers (``embedding.provider`` or the ``<provider>-`` prefix of a model name)

@@ -58,3 +58,40 @@ def test_egin_trains_on_the_best_buy_head(tmp_path):
     assert main(["train", "--model", "egin", "--dataset", "search_log", "--data-dir", str(SHARED),
                  "--set", "data.params.path=bestbuy-search-sample/train_head999.csv", "--set", "train.epochs=1",
                  "--set", "train.progress=false", "--out", str(tmp_path / "run")]) == 0
+
+
+def _jd(tmp_path):
+    d = tmp_path / "jd"
+    d.mkdir()
+    (d / "user_behavior_data_x.txt").write_text(
+        "query\tcandidate_wid_list\tcandidate_label_list\thistory_qry_list\thistory_wid_list\thistory_type_list\t"
+        "history_time_list\n"
+        "7\x188\t11_12_13\t1.0_0.0_2.0\t-1_5_5\t11_12_14\tCLICK_CLICK_ORD\t0_10_20_30\n"
+        "9\t12_14\t0.0_1.0\t6_6\t13_11\tCLICK_CART\t0_5_5\n")
+    (d / "product_meta_data_x.txt").write_text(
+        "wid\tcate_id_1\tcate_id_2\tcate_id_3\tcate_id_4\n11\ta\tb\tc1\td\n12\ta\tb\tc1\td\n13\ta\tb\tc2\td\n"
+        "14\ta\tb\tc3\td\n")
+    return d
+
+
+def test_jdsearch_layout(tmp_path):
+    raw = build_raw("jdsearch", {"path": str(_jd(tmp_path)), "valid": 0.0})
+    c, ln = raw.columns, raw.lengths
+    test = raw.split == 2
+    assert test.sum() == 5 and list(c["label"][test]) == [1, 0, 1, 0, 1]  # candidates, label > 0 = positive
+    assert set(c["query_category"][test]) == {"unk"}
+    r = np.flatnonzero(test & (c["user_id"] == "0"))[0]  # user 0's test query at 0 + 10 + 20 + 30 = 60
+    assert c["timestamp"][r] == 60 and c["query_id"][r] == "7\x188"
+    assert list(c["hist_item_id"][r][: ln["hist_item_id"][r]]) == ["11", "12", "14"]
+    assert list(c["hist_category"][r][: ln["hist_item_id"][r]]) == ["c1", "c1", "c3"]
+    assert list(c["hist_query_id"][r][: ln["hist_query_id"][r]]) == ["5", "5"]  # two events of query 5 (t 10, 30)
+    train = np.flatnonzero((raw.split == 0) & (c["label"] == 1))
+    assert sorted(c["item_id"][train]) == ["11", "12", "13", "14"]  # the history behaviours with a query
+    with pytest.raises(DataError, match="no user_behavior_data"):
+        build_raw("jdsearch", {"path": str(tmp_path)})
+
+
+@pytest.mark.skipif(not (SHARED / "jdsearch-sample").exists(), reason="../shared/data not present")
+def test_egin_trains_on_the_jdsearch_sample(tmp_path):
+    assert main(["train", "--model", "egin", "--dataset", "jdsearch", "--data-dir", str(SHARED), "--set",
+                 "train.epochs=1", "--set", "train.progress=false", "--out", str(tmp_path / "run")]) == 0

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field as PField
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PField
 
 from ...errors import DataError
 from ..io import read_table
@@ -92,40 +93,60 @@ def build(p: SearchLogParams, data_dir: Path | None = None) -> RawDataset:
         raise DataError(f"{path}: row {r + 2}: empty {cols[c]!r}")
     if len(df) == 0:
         raise DataError(f"{path}: no rows")
-    user = df[p.user].astype(str).to_numpy()
-    item = df[p.item].astype(str).to_numpy()
     cat = df[p.category].astype(str).to_numpy()
-    query = df[p.query].astype(str).str.lower().str.split().str.join(" ").to_numpy()
-    qt = _seconds(df[p.query_time], p.query_time, path)
-    ct = _seconds(df[p.click_time], p.click_time, path)
+    n = len(df)
+    return log_instances(df[p.user].astype(str).to_numpy(), df[p.item].astype(str).to_numpy(), cat,
+                         normalise_queries(df[p.query]), cat, _seconds(df[p.query_time], p.query_time, path),
+                         _seconds(df[p.click_time], p.click_time, path), np.ones(n, np.int8), np.ones(n, bool),
+                         np.full(n, -1, np.int8), p, path)
+
+
+def normalise_queries(col: pd.Series) -> np.ndarray:
+    """Query text -> its id: lower case, runs of white space collapsed."""
+    return col.astype(str).str.lower().str.split().str.join(" ").to_numpy()
+
+
+def log_instances(user, item, cat, query, query_cat, qt, ct, label, sample, fixed_split, p, path) -> RawDataset:
+    """Instances of a search log given as rows (all arrays [n]): ``label`` 1 = a click (it enters the
+    click history), 0 = shown and not clicked; ``query`` "" = a behaviour without a query (history
+    only, no instance); ``query_cat`` the query's category; ``sample``: draw ``p.negatives`` items as
+    negatives for this clicked row; ``fixed_split`` 0/1/2 or -1 = by the time quantiles of the query
+    time. Histories strictly before the query time (module docstring)."""
     t0 = float(min(qt.min(), ct.min()))
     qt, ct = np.round(qt - t0).astype(np.int64), np.round(ct - t0).astype(np.int64)
     uid, u = np.unique(user, return_inverse=True)
     span = int(max(qt.max(), ct.max())) + 2
+    has_q = query != ""
 
     # clicks sorted by (user, click time); distinct query events sorted by (user, query time)
-    ko = np.lexsort((ct, u))
+    clk = np.flatnonzero(label == 1)
+    ko = clk[np.lexsort((ct[clk], u[clk]))]
     k_key, k_item, k_cat, k_t = u[ko] * span + ct[ko], item[ko], cat[ko], ct[ko]
-    qev = pd.DataFrame({"u": u, "t": qt, "q": query, "c": cat}).drop_duplicates(["u", "t", "q"]).sort_values(
-        ["u", "t"], kind="stable")
+    qi = np.flatnonzero(has_q)
+    qev = pd.DataFrame({"u": u[qi], "t": qt[qi], "q": query[qi], "c": query_cat[qi]}).drop_duplicates(
+        ["u", "t", "q"]).sort_values(["u", "t"], kind="stable")
     q_key = qev["u"].to_numpy() * span + qev["t"].to_numpy()
     q_id, q_cat, q_t = qev["q"].to_numpy(), qev["c"].to_numpy(), qev["t"].to_numpy()
 
-    # instances: each click (positive) and its sampled negatives, at the query's time
+    # instances: every row with a query, plus sampled negatives of its clicked rows that ask for them
     rng = np.random.default_rng(p.seed)
-    n, k = len(df), p.negatives
-    rows = np.repeat(np.arange(n), 1 + k)
-    label = np.tile(np.r_[1, np.zeros(k, dtype=np.int64)], n).astype(np.int8)
+    k = p.negatives
+    inst = qi
+    extra = np.repeat(inst[(label[inst] == 1) & sample[inst]], k)
+    rows = np.concatenate([inst, extra])
+    neg = np.r_[np.zeros(inst.size, bool), np.ones(extra.size, bool)]
+    lab = np.where(neg, 0, label[rows]).astype(np.int8)
     split = time_quantile_split(qt[rows], 1.0 - p.test, (1.0 - p.test - p.valid) if p.valid > 0 else None)
-    train_items, first = np.unique(item[rows[(split == 0) & (label == 1)]], return_index=True)
-    if train_items.size < 2 and k > 0:
+    fixed = fixed_split[rows]
+    split = np.where(fixed >= 0, fixed, split).astype(np.int8)
+    train_items = np.unique(item[rows[(split == 0) & (lab == 1)]])
+    if train_items.size < 2 and neg.any():
         raise DataError(f"{path}: fewer than 2 distinct items in the training period: cannot sample negatives")
     cand = item[rows].copy()
-    neg = label == 0
     pick = rng.integers(0, max(train_items.size - 1, 1), int(neg.sum()))
     pos_idx = np.searchsorted(train_items, cand[neg])
     pick = pick + (pick >= pos_idx)  # never the clicked item itself (when it is a training item)
-    cand[neg] = train_items[np.minimum(pick, train_items.size - 1)]
+    cand[neg] = train_items[np.minimum(pick, train_items.size - 1)] if neg.any() else cand[neg]
     cat_of = dict(zip(item[::-1], cat[::-1]))  # an item's category (its first row)
     cand_cat = np.where(neg, pd.Series(cand).map(cat_of).to_numpy(), cat[rows])
     key = u[rows] * span + qt[rows]
@@ -152,7 +173,7 @@ def build(p: SearchLogParams, data_dir: Path | None = None) -> RawDataset:
             dst[:] = np.where(valid, stream[idx] if stream.size else "", "")
         seq[name] = dst
     columns = {"user_id": uid[u[rows]][o], "item_id": cand[o], "category_id": cand_cat[o], "query_id": query[rows][o],
-               "query_category": cat[rows][o], **seq, "timestamp": qt[rows][o], "label": label[o]}
+               "query_category": query_cat[rows][o], **seq, "timestamp": qt[rows][o], "label": lab[o]}
     L, M = p.max_len, p.max_query_len
     fields = (
         Field("user_id", Kind.CATEGORICAL, Role.USER),
@@ -172,9 +193,9 @@ def build(p: SearchLogParams, data_dir: Path | None = None) -> RawDataset:
         Field("label", Kind.NUMERIC, Role.LABEL),
     )
     lengths = {n_: (k_len[o] if n_ in ("hist_item_id", "hist_category", "hist_ts") else q_len[o]) for n_ in seq}
-    meta = {"clicks": n, "users": int(uid.size), "queries": int(np.unique(query).size), "query_events": int(q_id.size),
-            "negatives_per_click": k, "time_origin_seconds": t0, "source": str(path)}
-    return RawDataset(Schema(fields, label="label", description=f"search log {path.name}"), columns, lengths,
+    meta = {"rows": len(user), "clicks": int(clk.size), "users": int(uid.size), "queries": int(np.unique(q_id).size),
+            "query_events": int(q_id.size), "negatives_per_click": k, "time_origin_seconds": t0, "source": str(path)}
+    return RawDataset(Schema(fields, label="label", description=f"search log {Path(path).name}"), columns, lengths,
                       split[o], meta=meta)
 
 
