@@ -53,7 +53,7 @@ from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..split import time_quantile_split
 from .base import Recipe
-from .synthetic import _gather_rows, _offsets, _zipf_cdf
+from .synthetic import CHUNK, _gather_rows, _offsets, _zipf_cdf
 
 
 class SearchParams(BaseModel):
@@ -234,12 +234,13 @@ def build(p: SearchParams, data_dir: Path | None = None) -> RawDataset:
             ("hist_item_id", k_item, kpos - k_len, k_len, L), ("hist_category", item_cat[k_item], kpos - k_len, k_len, L),
             ("hist_ts", k_t, kpos - k_len, k_len, L), ("hist_query_id", q_id, qpos - q_len, q_len, M),
             ("hist_query_category", q_cat, qpos - q_len, q_len, M), ("hist_query_ts", q_t, qpos - q_len, q_len, M)):
-        dst = np.empty((N, width), dtype=np.int64 if name.endswith("_ts") else np.int32)
-        _gather_rows(dst, stream, start, ln, slice(0, N))
+        dst = np.empty((N, width), dtype=np.int32)  # times < 2**31 s
+        for s0 in range(0, N, CHUNK):  # row chunks: no [N, L] int64 temporaries
+            _gather_rows(dst, stream, start, ln, slice(s0, min(N, s0 + CHUNK)))
         seq[name] = dst
     cols = {"user_id": u_.astype(np.int32), "item_id": item.astype(np.int32),
             "category_id": item_cat[item].astype(np.int32), "query_id": qi.astype(np.int32),
-            "query_category": qc.astype(np.int32), **seq, "timestamp": t_.astype(np.int64)}
+            "query_category": qc.astype(np.int32), **seq, "timestamp": t_.astype(np.int32)}
     fields = [
         Field("user_id", Kind.CATEGORICAL, Role.USER),
         Field("item_id", Kind.CATEGORICAL, Role.ITEM),
