@@ -101,6 +101,28 @@ def build(p: SearchLogParams, data_dir: Path | None = None) -> RawDataset:
                          np.full(n, -1, np.int8), p, path)
 
 
+def search_fields(L: int, M: int) -> list[Field]:
+    """The fields of a search-log data set (``search_log``, ``jdsearch``, ``synthetic_search``) up to
+    ``timestamp``: ids, the current query and its category (in the items' category vocabulary), the
+    click history (``L``) and the query history (``M``) with raw times."""
+    return [
+        Field("user_id", Kind.CATEGORICAL, Role.USER),
+        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
+        Field("category_id", Kind.CATEGORICAL, Role.ITEM_ATTR),
+        Field("query_id", Kind.CATEGORICAL, Role.QUERY),
+        Field("query_category", Kind.CATEGORICAL, Role.QUERY, vocab="category_id"),
+        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=L, target="item_id"),
+        Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab="category_id", max_len=L, target="category_id",
+              group="hist_item_id"),
+        Field("hist_ts", Kind.SEQUENCE, Role.BEHAVIOR, max_len=L, group="hist_item_id", embed=False),
+        Field("hist_query_id", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="query_id", max_len=M, target="query_id"),
+        Field("hist_query_category", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="category_id", max_len=M,
+              target="query_category", group="hist_query_id"),
+        Field("hist_query_ts", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, max_len=M, group="hist_query_id", embed=False),
+        Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
+    ]
+
+
 def normalise_queries(col: pd.Series) -> np.ndarray:
     """Query text -> its id: lower case, runs of white space collapsed."""
     return col.astype(str).str.lower().str.split().str.join(" ").to_numpy()
@@ -174,24 +196,7 @@ def log_instances(user, item, cat, query, query_cat, qt, ct, label, sample, fixe
         seq[name] = dst
     columns = {"user_id": uid[u[rows]][o], "item_id": cand[o], "category_id": cand_cat[o], "query_id": query[rows][o],
                "query_category": query_cat[rows][o], **seq, "timestamp": qt[rows][o], "label": lab[o]}
-    L, M = p.max_len, p.max_query_len
-    fields = (
-        Field("user_id", Kind.CATEGORICAL, Role.USER),
-        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
-        Field("category_id", Kind.CATEGORICAL, Role.ITEM_ATTR),
-        Field("query_id", Kind.CATEGORICAL, Role.QUERY),
-        Field("query_category", Kind.CATEGORICAL, Role.QUERY, vocab="category_id"),
-        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=L, target="item_id"),
-        Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab="category_id", max_len=L, target="category_id",
-              group="hist_item_id"),
-        Field("hist_ts", Kind.SEQUENCE, Role.BEHAVIOR, max_len=L, group="hist_item_id", embed=False),
-        Field("hist_query_id", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="query_id", max_len=M, target="query_id"),
-        Field("hist_query_category", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="category_id", max_len=M,
-              target="query_category", group="hist_query_id"),
-        Field("hist_query_ts", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, max_len=M, group="hist_query_id", embed=False),
-        Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
-        Field("label", Kind.NUMERIC, Role.LABEL),
-    )
+    fields = (*search_fields(p.max_len, p.max_query_len), Field("label", Kind.NUMERIC, Role.LABEL))
     lengths = {n_: (k_len[o] if n_ in ("hist_item_id", "hist_category", "hist_ts") else q_len[o]) for n_ in seq}
     meta = {"rows": len(user), "clicks": int(clk.size), "users": int(uid.size), "queries": int(np.unique(q_id).size),
             "query_events": int(q_id.size), "negatives_per_click": k, "time_origin_seconds": t0, "source": str(path)}

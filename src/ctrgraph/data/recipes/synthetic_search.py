@@ -53,6 +53,7 @@ from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..split import time_quantile_split
 from .base import Recipe
+from .search_log import search_fields
 from .synthetic import CHUNK, _gather_rows, _offsets, _zipf_cdf
 
 
@@ -241,22 +242,7 @@ def build(p: SearchParams, data_dir: Path | None = None) -> RawDataset:
     cols = {"user_id": u_.astype(np.int32), "item_id": item.astype(np.int32),
             "category_id": item_cat[item].astype(np.int32), "query_id": qi.astype(np.int32),
             "query_category": qc.astype(np.int32), **seq, "timestamp": t_.astype(np.int32)}
-    fields = [
-        Field("user_id", Kind.CATEGORICAL, Role.USER),
-        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
-        Field("category_id", Kind.CATEGORICAL, Role.ITEM_ATTR),
-        Field("query_id", Kind.CATEGORICAL, Role.QUERY),
-        Field("query_category", Kind.CATEGORICAL, Role.QUERY, vocab="category_id"),
-        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=L, target="item_id"),
-        Field("hist_category", Kind.SEQUENCE, Role.BEHAVIOR, vocab="category_id", max_len=L, target="category_id",
-              group="hist_item_id"),
-        Field("hist_ts", Kind.SEQUENCE, Role.BEHAVIOR, max_len=L, group="hist_item_id", embed=False),
-        Field("hist_query_id", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="query_id", max_len=M, target="query_id"),
-        Field("hist_query_category", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, vocab="category_id", max_len=M,
-              target="query_category", group="hist_query_id"),
-        Field("hist_query_ts", Kind.SEQUENCE, Role.QUERY_BEHAVIOR, max_len=M, group="hist_query_id", embed=False),
-        Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
-    ]
+    fields = search_fields(L, M)
     if p.emit_true_prob:
         cols["true_prob"] = prob.astype(np.float32)
         fields.append(Field("true_prob", Kind.NUMERIC, Role.CONTEXT, embed=False))
