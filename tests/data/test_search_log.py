@@ -42,6 +42,15 @@ def test_histories_are_strictly_before_the_query(tmp_path):
             assert c["item_id"][i] != c["item_id"][q[0]]
 
 
+def test_query_similarity_is_the_token_jaccard_of_consecutive_queries():
+    from ctrgraph.data.recipes.search_log import query_similarity
+
+    q = np.array(["tv sets", "tv", "radio", "a b", "b c", "x\x18y", "y\x18z"], dtype=object)
+    u = np.array([0, 0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(query_similarity(q[:5], u[:5]), [0, 0.5, 0, 0, 1 / 3], rtol=1e-6)
+    np.testing.assert_allclose(query_similarity(q[5:], u[5:], "\x18"), [0, 1 / 3], rtol=1e-6)
+
+
 def test_bad_search_logs_are_clear_errors(tmp_path):
     path = _log(tmp_path, [("u1", "a", "c1", "tv", "2011-09-01 10:00:30", "not a time")])
     with pytest.raises(DataError, match="row 2: column 'query_time' value 'not a time' is not a timestamp"):
@@ -57,6 +66,7 @@ def test_bad_search_logs_are_clear_errors(tmp_path):
 def test_egin_trains_on_the_best_buy_head(tmp_path):
     assert main(["train", "--model", "egin", "--dataset", "search_log", "--data-dir", str(SHARED),
                  "--set", "data.params.path=bestbuy-search-sample/train_head999.csv", "--set", "train.epochs=1",
+                 "--set", "model.query_similarity_field=hist_query_sim",
                  "--set", "train.progress=false", "--out", str(tmp_path / "run")]) == 0
 
 

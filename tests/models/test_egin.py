@@ -185,6 +185,8 @@ def test_item_only_mode_on_movielens():
 
 def test_bad_inputs_are_clear_errors(search):
     spec = FeatureSpec(search.schema, search.vocab_sizes)
+    with pytest.raises(ConfigError, match="not a sequence of the query history"):
+        build_model("egin", spec, {"query_similarity_field": "hist_ts"}, dim=8)
     with pytest.raises(ConfigError, match="graph_dim must equal"):
         build_model("egin", spec, {"graph": False, "graph_dim": 4}, dim=8)
     bad = search.schema.replace(fields=tuple(

@@ -72,6 +72,11 @@ class EGINConfig(TowerConfig):
     pos_emb: bool = PField(True, description="False: 'w/o pos_emb'")
     session_gap: float = PField(1800.0, gt=0, description="q2q: a gap above this many seconds starts a session")
     span: float = PField(3600.0, gt=0, description="T of Algorithm 2 in seconds (q2i)")
+    query_similarity_field: str | None = PField(None, description="a raw sequence of the query history holding each "
+                                                                  "query's similarity to the previous one (e.g. "
+                                                                  "hist_query_sim of search_log / jdsearch): sessions "
+                                                                  "are also cut below min_query_similarity")
+    min_query_similarity: float = PField(0.1, ge=0, le=1)
     span_direction: Literal["after", "both"] = "after"
     graph_dim: int | None = PField(None, ge=1, description="graph embedding size (default: the embedding size)")
     graph_init_std: float = PField(0.1, gt=0)
@@ -183,6 +188,9 @@ class EGIN(CTRModel):
             self.query_mode = True
             self.query_cat = next((f for f in s.by_role(Role.QUERY) if f.kind == Kind.CATEGORICAL and f is not self.query
                                    and f.table == self.click_cat.table), None)
+        qsf = cfg.query_similarity_field
+        if qsf is not None and (not self.query_mode or qsf not in [m.name for m in groups[self.qhist.name]]):
+            raise ConfigError(f"egin: query_similarity_field {qsf!r} is not a sequence of the query history")
         if cfg.seeds_mix > 0 and (not self.query_mode or self.query_cat is None):
             raise ConfigError("egin: seeds_mix needs query mode with the current query's category in the clicks' "
                               "category vocabulary (e.g. query_category)")
@@ -284,7 +292,10 @@ class EGIN(CTRModel):
             query_neg_e = self.g_query(query_neg)
             qts, qcat = batch[self.qhist_ts.name], batch[self.qhist_cat.name].long()
             if cfg.beta > 0:
-                pr = session_pairs(query_sessions(qts, qmask, cfg.session_gap, cats=qcat), qmask).sample(cfg.max_pairs)
+                sim = batch[cfg.query_similarity_field] if cfg.query_similarity_field else None
+                sess = query_sessions(qts, qmask, cfg.session_gap, cats=qcat, similarity=sim,
+                                      min_similarity=cfg.min_query_similarity)
+                pr = session_pairs(sess, qmask).sample(cfg.max_pairs)
                 a, p = qh[pr.b, pr.src], qh[pr.b, pr.dst]
                 out["egin_q2q"] = cfg.beta * grouped_softmax_loss(Wq, a, Wq[p], p, query_neg_e, query_neg)
             if cfg.gamma > 0:

@@ -135,7 +135,7 @@ def build(p: JDSearchParams, data_dir: Path | None = None) -> RawDataset:
     ht = h["t"].to_numpy()
     hist_split = np.where(ht >= np.quantile(ht, 1 - p.valid), 1, 0) if p.valid > 0 and n_h else np.zeros(n_h)
     fixed = np.r_[hist_split, np.full(n_c, 2)].astype(np.int8)
-    raw = log_instances(user, item, cat, query, qcat, t, t, label, sample, fixed, p, ub)
+    raw = log_instances(user, item, cat, query, qcat, t, t, label, sample, fixed, p, ub, token_sep="\x18")
     raw.meta.update({"users": len(df), "candidates": n_c, "history_behaviours": n_h, "category": ccol})
     return raw
 
