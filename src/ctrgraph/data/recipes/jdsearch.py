@@ -75,7 +75,7 @@ def _lists(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:
     for c in cols[1:]:
         bad = np.flatnonzero((parts[c].str.len() != n).to_numpy())
         if bad.size:
-            raise DataError(f"{path}: line {int(bad[0]) + 2}: {c} has {parts[c].iloc[bad[0]].__len__()} elements, "
+            raise DataError(f"{path}: line {int(bad[0]) + 2}: {c} has {len(parts[c].iloc[bad[0]])} elements, "
                             f"{cols[0]} {int(n.iloc[bad[0]])}")
     out = pd.DataFrame({c: parts[c] for c in cols})
     out["user"] = np.arange(len(df))
@@ -93,7 +93,8 @@ def build(p: JDSearchParams, data_dir: Path | None = None) -> RawDataset:
     ccol = f"cate_id_{p.category_level}"
     if "wid" not in pm.columns or ccol not in pm.columns:
         raise DataError(f"{meta}: needs columns wid and {ccol}")
-    cat_of = dict(zip(pm["wid"], pm[ccol]))
+    cat_of = pd.Series(pm[ccol].to_numpy(), index=pm["wid"].to_numpy())
+    cat_of = cat_of[~cat_of.index.duplicated()]  # wid -> category (a vectorised lookup)
 
     # history: times are cumulative intervals (the list has one more element: the gap to the test query)
     times = df["history_time_list"].astype(str).str.split("_")

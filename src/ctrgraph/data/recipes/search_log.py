@@ -192,8 +192,8 @@ def log_instances(user, item, cat, query, query_cat, qt, ct, label, sample, fixe
     pos_idx = np.searchsorted(train_items, cand[neg])
     pick = pick + (pick >= pos_idx)  # never the clicked item itself (when it is a training item)
     cand[neg] = train_items[np.minimum(pick, train_items.size - 1)] if neg.any() else cand[neg]
-    cat_of = dict(zip(item[::-1], cat[::-1]))  # an item's category (its first row)
-    cand_cat = np.where(neg, pd.Series(cand).map(cat_of).to_numpy(), cat[rows])
+    items_u, first = np.unique(item, return_index=True)  # an item's category: that of its first row
+    cand_cat = np.where(neg, cat[first[np.searchsorted(items_u, cand)]], cat[rows])
     key = u[rows] * span + qt[rows]
     kpos, qpos = np.searchsorted(k_key, key, side="left"), np.searchsorted(q_key, key, side="left")
     k_start = np.searchsorted(k_key, u[rows] * span, side="left")
