@@ -6,8 +6,8 @@ batch (Eq. 1: L = L_CTR + α L_i2i + β L_q2q + γ L_q2i, the three as named aux
 
 Graph side (no stored graph): the edges of each instance's own heterogeneous graph are sampled from
 its padded click and query sequences by :mod:`ctrgraph.graphs.search_pairs` (i2i within window
-``window`` of the clicks; q2q within query sessions cut by ``session_gap`` seconds and by the
-queries' categories; q2i between a query and the clicks ``0 < Δt < span`` after it whose category
+``window`` of the clicks; q2q within query sessions cut by ``session_gap`` seconds, by the
+queries' categories and, on real logs, by a similarity sequence (``query_similarity_field``); q2i between a query and the clicks ``0 < Δt < span`` after it whose category
 it shares). Each edge is a softmax of the pair against ``negatives`` ids drawn from a cross-batch
 queue of the positive's type (:class:`~ctrgraph.layers.negative_queue.IdQueue`), accidental hits
 masked; q2i edges are used in both directions. The graph embeddings are their own item and query
@@ -15,8 +15,9 @@ tables of dimension ``graph_dim`` (research notes §3.2 #1), separate from the C
 
 CTR side: SimExtract(target, sequence) (§3.3): the cosine of the target's and every behaviour's
 graph embedding [B, L], the top ``top_k``, each similarity put in one of ``bins`` equal-width bins
-over [-1, 1] and embedded, plus a positional embedding of the behaviour's original index (0 = the
-most recent; research §3.2 #9), concatenated [B, k d]; fewer than k behaviours leave zero slots.
+over [-1, 1] and embedded, plus a positional embedding of the behaviour's original index (1 = the
+most recent; research §3.2 #9), concatenated [B, k d]; fewer than k behaviours leave zero slots
+(index 0 of both tables).
 f_i2i = SimExtract(i_t, I), f_q2q = SimExtract(q_t, Q), f_q2i = SimExtract(q_t, I); f_o = the DNN
 baseline's input (every embedded field, sequences sum-pooled); pctr = σ(MLP([f_i2i, f_q2q, f_q2i,
 f_o])).
@@ -29,7 +30,9 @@ the graph tables.
 
 Variants (config values): ``graph=False`` is the paper's "w/o graph" (SimExtract on the CTR
 network's own embeddings, no graph losses); ``query=False`` "w/o query" (the graph limited to the
-click sequence: no q2q / q2i edges; the query features stay); ``pos_emb=False`` "w/o pos_emb".
+click sequence: no q2q / q2i edges; the query features stay); ``pos_emb=False`` "w/o pos_emb";
+``subsample`` / ``subsample_target`` §4.6.1's frequency subsampling; ``seeds_mix`` §4.6.2's seeds
+sequence share (Fig. 3); ``max_pairs`` (not the paper's) caps the edges per relation and batch.
 Item-only mode (the paper's Taobao setting): a data set without query fields has only f_i2i and
 L_i2i. Query fields are found by role: a categorical ``query`` field (the current query), a
 ``query_behavior`` sequence targeting it with parallel raw timestamps (``embed=False``) and
