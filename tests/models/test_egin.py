@@ -14,6 +14,7 @@ from ctrgraph.layers.negative_queue import (
     IdQueue,
     grouped_softmax_loss,
     sampled_softmax_loss,
+    table_softmax_loss,
 )
 from ctrgraph.models import egin as egin_mod
 from ctrgraph.models.egin import SimExtract
@@ -92,6 +93,25 @@ def test_accidental_hits_never_count_as_negatives():
     idx = torch.tensor([0, 0, 1, 2, 3, 5])
     torch.testing.assert_close(grouped_softmax_loss(a, idx, p, pid, neg, neg_ids),
                                sampled_softmax_loss(a[idx], p, pid, neg, neg_ids))
+
+
+@pytest.mark.parametrize("V, P", [(30, 300), (500, 40)])  # every table row once / only the used rows
+def test_the_fused_table_loss_equals_the_per_pair_loss_with_gradients(V, P):
+    torch.manual_seed(0)
+    A, B = torch.randn(V, 6, requires_grad=True), torch.randn(V + 5, 6, requires_grad=True)
+    a, p, neg = torch.randint(1, V, (P,)), torch.randint(1, V + 5, (P,)), torch.randint(1, V + 5, (12,))
+    neg[:3] = p[:3]  # accidental hits take the masked path
+    got = table_softmax_loss(A, a, B, p, neg)
+    want = sampled_softmax_loss(A[a], B[p], p, B[neg], neg)
+    torch.testing.assert_close(got, want)
+    for x, y in zip(torch.autograd.grad(got, [A, B]), torch.autograd.grad(want, [A, B])):
+        torch.testing.assert_close(x, y)
+    neg_a = torch.randint(1, V, (12,))
+    neg_a[:2] = a.flip(0)[:2]
+    same = table_softmax_loss(A, a, A, a.flip(0), neg_a)  # one table on both sides (i2i): the gradients add up
+    ref = sampled_softmax_loss(A[a], A[a.flip(0)], a.flip(0), A[neg_a], neg_a)
+    for x, y in zip(torch.autograd.grad(same, [A]), torch.autograd.grad(ref, [A])):
+        torch.testing.assert_close(x, y)
 
 
 def test_each_graph_loss_is_nonzero_and_reaches_its_table(search):

@@ -98,3 +98,64 @@ def grouped_softmax_loss(anchors: torch.Tensor, anchor_index: torch.Tensor, posi
         exact = exact.masked_fill(negative_ids.unsqueeze(0) == positive_ids[h].unsqueeze(1), float("-inf"))
         loss = loss.index_put((h,), torch.logsumexp(torch.cat([pos[h].unsqueeze(1), exact], 1), 1) - pos[h])
     return loss.mean()
+
+
+class _PairSoftplus(torch.autograd.Function):
+    """Σ_pairs softplus(lse_n(A[a]·E_n) − A[a]·B[b]) with a hand-written backward (no [P, N] tensor,
+    the [P, d] gathers kept once): the non-hit pairs of :func:`table_softmax_loss`."""
+
+    @staticmethod
+    def forward(ctx, A, a, B, b, neg_e):
+        ae, be = A.index_select(0, a), B.index_select(0, b)
+        if A.shape[0] <= a.numel():  # every anchor row once
+            rows, inv = None, a
+            logits = A @ neg_e.T  # [V_a, N]
+        else:  # only the rows some pair uses
+            rows, inv = torch.unique(a, return_inverse=True)
+            logits = A.index_select(0, rows) @ neg_e.T
+        lse = torch.logsumexp(logits, 1)
+        z = lse.index_select(0, inv) - (ae * be).sum(1)  # log(Σ_n e^{a·n}) − a·p
+        ctx.save_for_backward(A, a, B, b, neg_e, ae, be, logits, lse, z, inv, *([rows] if rows is not None else []))
+        return torch.nn.functional.softplus(z).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        A, a, B, b, neg_e, ae, be, logits, lse, z, inv, *rows = ctx.saved_tensors
+        s = torch.sigmoid(z) * g  # d loss / d z per pair
+        gA, gB = torch.zeros_like(A), torch.zeros_like(B)
+        gA.index_add_(0, a, be * (-s).unsqueeze(1))  # z = lse - a·p
+        gB.index_add_(0, b, ae * (-s).unsqueeze(1))
+        glse = torch.zeros_like(lse).index_add_(0, inv, s)
+        dlog = torch.softmax(logits, 1).mul_(glse.unsqueeze(1))  # [V_a or U, N]
+        ga_rows = dlog @ neg_e
+        if rows:
+            gA.index_add_(0, rows[0], ga_rows)
+        else:
+            gA += ga_rows
+        g_neg = dlog.T @ (A.index_select(0, rows[0]) if rows else A)
+        return gA, None, gB, None, g_neg
+
+
+def table_softmax_loss(anchor_table: torch.Tensor, anchor_ids: torch.Tensor, pos_table: torch.Tensor,
+                       pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
+    """L_G of §3.2 for pairs given by ids, mean over the pairs: anchors ``anchor_table[anchor_ids]``,
+    positives ``pos_table[pos_ids]`` [P], negatives ``pos_table[neg_ids]`` [N] (the positive's type).
+    Equal to :func:`sampled_softmax_loss` (tested, gradients included): the pairs whose positive is
+    not among the negatives run in one fused function (softplus(lse − a·p), a hand-written backward);
+    the few with an accidental hit take the masked per-pair path."""
+    P = anchor_ids.numel()
+    if P == 0:
+        return (anchor_table.sum() + pos_table.sum()) * 0.0
+    neg_e = pos_table.index_select(0, neg_ids)
+    srt = torch.sort(neg_ids).values
+    hits = torch.searchsorted(srt, pos_ids, right=True) > torch.searchsorted(srt, pos_ids)
+    ok = (~hits).nonzero().squeeze(1)
+    total = _PairSoftplus.apply(anchor_table, anchor_ids.index_select(0, ok), pos_table, pos_ids.index_select(0, ok),
+                                neg_e)
+    if hits.any():
+        h = hits.nonzero().squeeze(1)
+        ah, ph = anchor_table.index_select(0, anchor_ids[h]), pos_table.index_select(0, pos_ids[h])
+        pos = (ah * ph).sum(-1, keepdim=True)
+        neg = (ah @ neg_e.T).masked_fill(neg_ids.unsqueeze(0) == pos_ids[h].unsqueeze(1), float("-inf"))
+        total = total + (torch.logsumexp(torch.cat([pos, neg], 1), 1) - pos.squeeze(1)).sum()
+    return total / P

@@ -55,7 +55,7 @@ from ..graphs.search_pairs import (
     span_pairs,
     window_pairs,
 )
-from ..layers.negative_queue import IdQueue, grouped_softmax_loss
+from ..layers.negative_queue import IdQueue, table_softmax_loss
 from .base import CTRModel, TowerConfig, tower
 
 
@@ -270,7 +270,6 @@ class EGIN(CTRModel):
         gmask = kept if sub and cfg.subsample_target == "sequence" else mask  # positions the edges use
         Wi = self.g_item.weight  # anchors by id: a·e_n depends on the anchor's id only
         item_neg = self.item_queue.sample(cfg.negatives)
-        item_neg_e = self.g_item(item_neg)
         out = {}
         if cfg.alpha > 0:
             ih, im, order = hist, gmask, None
@@ -283,7 +282,7 @@ class EGIN(CTRModel):
                 ih = torch.gather(hist, 1, order)
             pr = window_pairs(im, cfg.window).sample(cfg.max_pairs)
             a, p = ih[pr.b, pr.src], ih[pr.b, pr.dst]
-            out["egin_i2i"] = cfg.alpha * grouped_softmax_loss(Wi, a, Wi[p], p, item_neg_e, item_neg)
+            out["egin_i2i"] = cfg.alpha * table_softmax_loss(Wi, a, Wi, p, item_neg)
         if self.query_mode and cfg.query:
             qh = batch[self.qhist.name].long()
             qmask = qh > 0
@@ -292,7 +291,6 @@ class EGIN(CTRModel):
                 qmask = qkept
             Wq = self.g_query.weight
             query_neg = self.query_queue.sample(cfg.negatives)
-            query_neg_e = self.g_query(query_neg)
             qts, qcat = batch[self.qhist_ts.name], batch[self.qhist_cat.name].long()
             if cfg.beta > 0:
                 sim = batch[cfg.query_similarity_field] if cfg.query_similarity_field else None
@@ -300,14 +298,14 @@ class EGIN(CTRModel):
                                       min_similarity=cfg.min_query_similarity)
                 pr = session_pairs(sess, qmask).sample(cfg.max_pairs)
                 a, p = qh[pr.b, pr.src], qh[pr.b, pr.dst]
-                out["egin_q2q"] = cfg.beta * grouped_softmax_loss(Wq, a, Wq[p], p, query_neg_e, query_neg)
+                out["egin_q2q"] = cfg.beta * table_softmax_loss(Wq, a, Wq, p, query_neg)
             if cfg.gamma > 0:
                 pr = span_pairs(qts, qmask, qcat, batch[self.click_ts.name], gmask,
                                 batch[self.click_cat.name].long(), cfg.span, cfg.span_direction).sample(cfg.max_pairs)
                 q, i = qh[pr.b, pr.src], hist[pr.b, pr.dst]
                 out["egin_q2i"] = cfg.gamma * 0.5 * (
-                    grouped_softmax_loss(Wq, q, Wi[i], i, item_neg_e, item_neg)  # query -> item
-                    + grouped_softmax_loss(Wi, i, Wq[q], q, query_neg_e, query_neg))  # item -> query
+                    table_softmax_loss(Wq, q, Wi, i, item_neg)  # query -> item
+                    + table_softmax_loss(Wi, i, Wq, q, query_neg))  # item -> query
             self.query_queue.push(qh[qkept if sub and cfg.subsample_target == "negatives" else qh > 0])
         self.item_queue.push(hist[kept if sub and cfg.subsample_target == "negatives" else mask])
         return out
