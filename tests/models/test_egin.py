@@ -12,7 +12,6 @@ from ctrgraph.data.schema import FeatureSpec
 from ctrgraph.errors import ConfigError
 from ctrgraph.layers.negative_queue import (
     IdQueue,
-    grouped_softmax_loss,
     sampled_softmax_loss,
     table_softmax_loss,
 )
@@ -78,21 +77,13 @@ def test_queue_is_fifo_and_samples_what_was_pushed():
 
 def test_accidental_hits_never_count_as_negatives():
     torch.manual_seed(0)
-    a, p = torch.randn(6, 4), torch.randn(6, 4)
-    pid = torch.arange(10, 16)
-    # every negative is some pair's positive; for pair 0 all negatives are its own id: loss exactly 0
+    A, B = torch.randn(20, 4), torch.randn(20, 4)
+    # every negative is the pair's own positive id: the denominator holds the positive only, loss 0
     neg_ids = torch.tensor([10, 10, 10])
-    neg = p[0].expand(3, 4)
-    ref = sampled_softmax_loss(a[:1], p[:1], pid[:1], neg, neg_ids)
+    ref = sampled_softmax_loss(A[[3]], B[[10]], torch.tensor([10]), B[neg_ids], neg_ids)
     assert float(ref) == pytest.approx(0.0, abs=1e-7)
-    got = grouped_softmax_loss(a, torch.tensor([0]), p[:1], pid[:1], neg, neg_ids)
+    got = table_softmax_loss(A, torch.tensor([3]), B, torch.tensor([10]), neg_ids)
     assert float(got) == pytest.approx(0.0, abs=1e-7)
-    # the grouped form equals the per-pair form, with and without hits
-    neg_ids = torch.tensor([11, 30, 13, 31])
-    neg = torch.randn(4, 4)
-    idx = torch.tensor([0, 0, 1, 2, 3, 5])
-    torch.testing.assert_close(grouped_softmax_loss(a, idx, p, pid, neg, neg_ids),
-                               sampled_softmax_loss(a[idx], p, pid, neg, neg_ids))
 
 
 @pytest.mark.parametrize("V, P", [(30, 300), (500, 40)])  # every table row once / only the used rows

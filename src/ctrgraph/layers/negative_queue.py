@@ -70,36 +70,6 @@ def sampled_softmax_loss(anchor: torch.Tensor, positive: torch.Tensor, positive_
     return (torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1) - pos.squeeze(1)).mean()
 
 
-def grouped_softmax_loss(anchors: torch.Tensor, anchor_index: torch.Tensor, positive: torch.Tensor,
-                         positive_ids: torch.Tensor, negatives: torch.Tensor,
-                         negative_ids: torch.Tensor) -> torch.Tensor:
-    """:func:`sampled_softmax_loss` with the negatives' logits computed once per anchor, not per pair.
-
-    anchors [A, d] (e.g. an embedding table: a_e·e_n depends only on the anchor's id, so one row
-    per id serves all its pairs), anchor_index [P] (the pair's anchor row), positive [P, d] / positive_ids [P], negatives [N, d] / negative_ids [N]. A pair whose
-    positive id is not among the negatives (almost all) uses lse_n(a·e_n) of its anchor:
-    loss = log(exp(a·e_p) + exp(lse)) - a·e_p; the few with an accidental hit take the masked
-    per-pair path. Equal to :func:`sampled_softmax_loss` (tested); the [P, N] logits are never built."""
-    if anchor_index.numel() == 0:
-        return (anchors.sum() + positive.sum()) * 0.0
-    a = anchors.index_select(0, anchor_index)  # [P, d]
-    pos = (a * positive).sum(-1)  # [P]
-    if anchors.shape[0] <= anchor_index.numel():  # fewer anchor rows than pairs: every row once
-        lse = torch.logsumexp(anchors @ negatives.T, dim=1)[anchor_index]  # [P]
-    else:  # only the rows some pair uses
-        used, inverse = torch.unique(anchor_index, return_inverse=True)
-        lse = torch.logsumexp(anchors.index_select(0, used) @ negatives.T, dim=1)[inverse]
-    srt = torch.sort(negative_ids).values
-    hits = torch.searchsorted(srt, positive_ids, right=True) > torch.searchsorted(srt, positive_ids)
-    loss = torch.logaddexp(pos, lse) - pos
-    if hits.any():
-        h = hits.nonzero().squeeze(1)
-        exact = a[h] @ negatives.T
-        exact = exact.masked_fill(negative_ids.unsqueeze(0) == positive_ids[h].unsqueeze(1), float("-inf"))
-        loss = loss.index_put((h,), torch.logsumexp(torch.cat([pos[h].unsqueeze(1), exact], 1), 1) - pos[h])
-    return loss.mean()
-
-
 class _PairSoftplus(torch.autograd.Function):
     """Σ_pairs softplus(lse_n(A[a]·E_n) − A[a]·B[b]) with a hand-written backward (no [P, N] tensor,
     the [P, d] gathers kept once): the non-hit pairs of :func:`table_softmax_loss`."""
