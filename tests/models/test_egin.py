@@ -148,6 +148,11 @@ def test_each_switch_changes_the_computation(search, params):
     assert changed, params
     if params == {"graph": False}:
         assert not o2.aux and not hasattr(var, "g_item")
+        from ctrgraph.experiments.analysis import item_embedding_matrix  # Table 5 reads the provider's table
+
+        assert var.item_vectors() is None
+        np.testing.assert_array_equal(item_embedding_matrix(var), var.embedding.tables["item_id"].weight.detach())
+        np.testing.assert_array_equal(item_embedding_matrix(base), base.g_item.weight.detach())
     if params == {"query": False}:
         assert set(o2.aux) == {"egin_i2i"}
     if "subsample" in params:  # §4.6.1: keep = min(1, sqrt(t / f)), f the id's share of the train histories

@@ -118,9 +118,9 @@ def item_embedding_matrix(model) -> np.ndarray:
     embeddings), else its provider's (E = W C_b + R for ``res-*`` models)."""
     from ..embeddings.res import ResEmbedding
 
-    if hasattr(model, "item_vectors"):  # a model with its own item embeddings (EGIN's graph table)
-        with torch.no_grad():
-            return model.item_vectors().detach().cpu().numpy()
+    own = model.item_vectors() if hasattr(model, "item_vectors") else None  # EGIN's graph table
+    if own is not None:
+        return own.detach().cpu().numpy()
     emb = model.embedding
     with torch.no_grad():
         if isinstance(emb, ResEmbedding):

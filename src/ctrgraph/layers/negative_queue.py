@@ -122,10 +122,9 @@ def table_softmax_loss(anchor_table: torch.Tensor, anchor_ids: torch.Tensor, pos
     ok = (~hits).nonzero().squeeze(1)
     total = _PairSoftplus.apply(anchor_table, anchor_ids.index_select(0, ok), pos_table, pos_ids.index_select(0, ok),
                                 neg_e)
-    if hits.any():
+    if hits.any():  # the masked per-pair form, on the few pairs with an accidental hit
         h = hits.nonzero().squeeze(1)
-        ah, ph = anchor_table.index_select(0, anchor_ids[h]), pos_table.index_select(0, pos_ids[h])
-        pos = (ah * ph).sum(-1, keepdim=True)
-        neg = (ah @ neg_e.T).masked_fill(neg_ids.unsqueeze(0) == pos_ids[h].unsqueeze(1), float("-inf"))
-        total = total + (torch.logsumexp(torch.cat([pos, neg], 1), 1) - pos.squeeze(1)).sum()
+        total = total + h.numel() * sampled_softmax_loss(anchor_table.index_select(0, anchor_ids[h]),
+                                                         pos_table.index_select(0, pos_ids[h]), pos_ids[h],
+                                                         neg_e, neg_ids)
     return total / P

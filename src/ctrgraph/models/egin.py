@@ -237,24 +237,25 @@ class EGIN(CTRModel):
             buf.copy_(torch.from_numpy(keep).to(buf.dtype))
 
     # ----- embeddings the similarities read --------------------------------------------------
-    def _items(self, ids: torch.Tensor, eb, name: str) -> torch.Tensor:
-        return self.g_item(ids.long()) if self.cfg.graph else (eb.values[name] if ids.dim() == 2 else eb.vector(name))
-
-    def _queries(self, ids: torch.Tensor, eb, name: str) -> torch.Tensor:
-        return self.g_query(ids.long()) if self.cfg.graph else (eb.values[name] if ids.dim() == 2 else eb.vector(name))
+    def _vectors(self, graph_table: str, batch, eb, name: str) -> torch.Tensor:
+        """The vectors SimExtract compares for field ``name``: its ids in EGIN's graph table
+        ``graph_table`` (``g_item`` / ``g_query``), or with ``graph=False`` the CTR embeddings."""
+        if self.cfg.graph:
+            return getattr(self, graph_table)(batch[name].long())
+        return eb.values[name] if batch[name].dim() == 2 else eb.vector(name)
 
     def forward(self, batch):
         eb = self.embedding(batch)
         hist = batch[self.click.name]
         mask = hist > 0
         parts = [eb.matrix(self.fields, seq_pool="sum").flatten(1),
-                 self.sx_i2i(self._items(batch[self.item.name], eb, self.item.name),
-                             self._items(hist, eb, self.click.name), mask)]
+                 self.sx_i2i(self._vectors("g_item", batch, eb, self.item.name),
+                             self._vectors("g_item", batch, eb, self.click.name), mask)]
         if self.query_mode:
-            q = self._queries(batch[self.query.name], eb, self.query.name)
+            q = self._vectors("g_query", batch, eb, self.query.name)
             qh = batch[self.qhist.name]
-            parts.append(self.sx_q2q(q, self._queries(qh, eb, self.qhist.name), qh > 0))  # f_q2q
-            parts.append(self.sx_q2i(q, self._items(hist, eb, self.click.name), mask))  # f_q2i
+            parts.append(self.sx_q2q(q, self._vectors("g_query", batch, eb, self.qhist.name), qh > 0))  # f_q2q
+            parts.append(self.sx_q2i(q, self._vectors("g_item", batch, eb, self.click.name), mask))  # f_q2i
         logit = self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
         aux = self.graph_losses(batch) if self.training and self.cfg.graph else {}
         return self.output(logit, eb, aux=aux)
@@ -310,12 +311,10 @@ class EGIN(CTRModel):
         self.item_queue.push(hist[kept if sub and cfg.subsample_target == "negatives" else mask])
         return out
 
-    def item_vectors(self) -> torch.Tensor:
-        """The item embeddings SimExtract compares [n_items, d]: the graph table, or with
-        ``graph=False`` the CTR provider's item table (EGIN's Table 5 / Fig. 4)."""
-        if self.cfg.graph:
-            return self.g_item.weight
-        return self.embedding.tables[self.item.table].weight
+    def item_vectors(self) -> torch.Tensor | None:
+        """The item embeddings SimExtract compares [n_items, d] (EGIN's Table 5 / Fig. 4): the graph
+        table; None with ``graph=False`` (then the provider's item table, read as for any model)."""
+        return self.g_item.weight if self.cfg.graph else None
 
     def diagnostics(self) -> dict[str, float]:
         """The provider's figures and the filled sizes of the negative queues."""

@@ -33,7 +33,7 @@ from pydantic import Field as PField
 from ...errors import DataError
 from ..raw import RawDataset
 from .base import Recipe
-from .search_log import log_instances
+from .search_log import log_instances, resolve_path
 
 COLUMNS = ["query", "candidate_wid_list", "candidate_label_list", "history_qry_list", "history_wid_list",
            "history_type_list", "history_time_list"]
@@ -60,12 +60,7 @@ def _file(folder: Path, stem: str) -> Path:
 
 
 def _folder(p: JDSearchParams, data_dir: Path | None) -> Path:
-    f = Path(p.path)
-    if not f.is_absolute() and data_dir is not None:
-        f = Path(data_dir) / f
-    if not f.is_dir():
-        raise DataError(f"jdsearch: {f} is not a folder (set data.params.path, and --data-dir for a relative path)")
-    return f
+    return resolve_path(p.path, data_dir, "jdsearch", folder=True)
 
 
 def _lists(df: pd.DataFrame, cols: list[str], path: Path) -> pd.DataFrame:

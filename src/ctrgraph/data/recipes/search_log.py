@@ -61,13 +61,20 @@ class SearchLogParams(BaseModel):
     seed: int = 0
 
 
+def resolve_path(path: str, data_dir: Path | None, recipe: str, folder: bool = False) -> Path:
+    """``data.params.path`` relative to ``--data-dir``; a clear error when it is missing (or, with
+    ``folder``, not a folder)."""
+    out = Path(path)
+    if not out.is_absolute() and data_dir is not None:
+        out = Path(data_dir) / out
+    if not (out.is_dir() if folder else out.exists()):
+        raise DataError(f"{recipe}: {out} {'is not a folder' if folder else 'does not exist'} (set data.params.path, "
+                        f"and --data-dir for a relative path)")
+    return out
+
+
 def _resolve(p: SearchLogParams, data_dir: Path | None) -> Path:
-    path = Path(p.path)
-    if not path.is_absolute() and data_dir is not None:
-        path = Path(data_dir) / path
-    if not path.exists():
-        raise DataError(f"search_log: {path} does not exist (set data.params.path, and --data-dir for a relative path)")
-    return path
+    return resolve_path(p.path, data_dir, "search_log")
 
 
 def _seconds(col: pd.Series, name: str, path: Path) -> np.ndarray:
