@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -80,20 +81,63 @@ def _print_metrics(res: dict) -> None:
         print(f"  test:  AUC {t['auc']:.4f}  logloss {t['logloss']:.4f}  gAUC {t.get('gauc', float('nan')):.4f}")
 
 
+def _default_out(cfg) -> str:
+    """``runs/<dataset>-<model>-seed<k>-<time>``; under torchrun the time part is the job's rendezvous
+    id, the same on every process (``--out`` is needed when torchrun runs without one)."""
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        stamp = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+        if stamp == "none":
+            raise ConfigError("torchrun without --rdzv-id: give --out DIR, the one run directory of every process")
+    return f"runs/{cfg.data.name}-{cfg.model.name}-seed{cfg.train.seed}-{stamp}"
+
+
+def _launch_nproc(a, argv: list[str]) -> int:
+    """``ctrgraph train --nproc N ...`` = ``torchrun --standalone --nproc-per-node N -m ctrgraph train ...``."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for x in argv:  # the same command without --nproc
+        if skip:
+            skip = False
+        elif x == "--nproc":
+            skip = True
+        elif not x.startswith("--nproc="):
+            rest.append(x)
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={a.nproc}", "-m", "ctrgraph", *rest])
+    except ChildFailedError:  # each rank's own error is printed above
+        print(f"ctrgraph: error: a process of the {a.nproc}-process job failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_train(a) -> int:
     from .runs.assemble import resume_config, run_experiment
+    from .train import distributed
 
+    if a.nproc and a.nproc > 1 and not distributed.launched_by_torchrun():
+        return _launch_nproc(a, a.argv)
     if a.resume:
         if not a.out:
             raise ConfigError("--resume needs --out DIR: the run directory to continue")
         cfg = resume_config(a.out, a.config, _overrides(a))  # the run's own config.yaml
     else:
         cfg = _config(a)
-    out = a.out or f"runs/{cfg.data.name}-{cfg.model.name}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = run_experiment(cfg, out, resume=a.resume, log=lambda s: print(s, flush=True))
-    res.pop("_model", None)
-    _print_metrics(res)
-    print(f"run directory: {out}")
+    out = a.out or _default_out(cfg)
+    try:
+        res = run_experiment(cfg, out, resume=a.resume, log=lambda s: print(s, flush=True))
+    finally:
+        distributed.shutdown()
+    if not distributed.launched_by_torchrun() or int(os.environ.get("RANK", "0")) == 0:
+        res.pop("_model", None)
+        if res.get("interrupted"):
+            print(f"stopped after epoch {res['epochs_run']} (train.time_limit_minutes); continue with: "
+                  f"ctrgraph train --resume --out {out}")
+        else:
+            _print_metrics(res)
+        print(f"run directory: {out}")
     return 0
 
 
@@ -303,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out DIR from its last.pt, with its own config.yaml "
                         "(options that change the run are refused)")
+    s.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel training in N processes on this machine (= torchrun --standalone "
+                        "--nproc-per-node N -m ctrgraph train ...; docs/distributed.md)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a trained run on its data set")
@@ -405,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.fn(args)
     except CtrGraphError as e:

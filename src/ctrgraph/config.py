@@ -71,6 +71,12 @@ class TrainConfig(BaseModel):
                           "but the count, and so the last digits of the numbers, then depend on the load)")
     progress: bool = True
     deterministic: bool = True
+    time_limit_minutes: float | None = Field(
+        None, gt=0, description="stop after the first epoch that ends past this many minutes, keeping last.pt "
+                                "(`ctrgraph train --resume --out DIR` continues; for clusters with wall-time limits)")
+    ddp_find_unused_parameters: bool = Field(
+        True, description="torchrun/DDP: let DDP find parameters a forward leaves unused (needed by models whose "
+                          "branches depend on the batch; false saves a graph walk per step)")
 
 
 class CompareSection(BaseModel):

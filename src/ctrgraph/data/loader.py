@@ -3,10 +3,16 @@
 Each epoch draws a permutation from ``numpy.random.default_rng((seed, epoch))``; a batch is
 ``index_select`` on every column. Sequence groups (and multi-valued fields) are trimmed to the
 longest valid length in the batch, which is exact because padding is masked everywhere.
+
+Under data-parallel training (``rank`` of ``world`` processes) ``batch_size`` is the global batch:
+every rank draws the same permutation, and rank r takes the r-th of ``world`` contiguous shards of
+each global batch (:func:`shard_bounds`); ``batch_scale`` is then ``n_r * world / n`` of the batch just
+yielded (the factor that makes DDP's gradient average the global batch's mean). A last global batch
+with fewer rows than processes is skipped (every rank must take the same number of steps).
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -14,11 +20,23 @@ import torch
 from .schema import Kind, Schema
 
 
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows [start, end) of shard ``rank`` when ``n`` rows are split into ``world`` contiguous shards
+    whose sizes differ by at most one (the first ``n % world`` shards get the extra row)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
 class BatchLoader:
     def __init__(self, arrays: dict[str, np.ndarray], schema: Schema, batch_size: int = 1024,
                  shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu",
-                 trim: bool = True, drop_last: bool = False):
+                 trim: bool = True, drop_last: bool = False, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"BatchLoader: rank {rank} outside a world of {world} processes")
         self.schema = schema
+        self.rank, self.world = int(rank), int(world)
+        self.batch_scale = 1.0
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
@@ -42,7 +60,8 @@ class BatchLoader:
                     self.trim_groups.append((f.name, [f.name]))
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        full, tail = divmod(self.n, self.batch_size)
+        return full + (0 < tail and not self.drop_last and tail >= self.world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -62,9 +81,14 @@ class BatchLoader:
             perm = torch.from_numpy(rng.permutation(self.n))
         else:
             perm = None
-        stop = len(self) * self.batch_size if self.drop_last else self.n
-        for s in range(0, stop, self.batch_size):
+        for b in range(len(self)):
+            s = b * self.batch_size
             e = min(s + self.batch_size, self.n)
+            if self.world > 1:
+                n_global = e - s
+                a, z = shard_bounds(n_global, self.rank, self.world)
+                s, e = s + a, s + z
+                self.batch_scale = (e - s) * self.world / n_global
             if perm is None:
                 batch = {k: v[s:e] for k, v in self.cols.items()}
             else:

@@ -31,6 +31,7 @@ from ..data.schema import FeatureSpec, Schema
 from ..data.vocab import Vocab
 from ..errors import ConfigError, RunFileError
 from ..registry import build_model, load_dataset, parse_model_name, resolve_model_name
+from ..train import distributed
 from ..train.calibration import Calibrator
 from ..train.checkpoint import load_torch
 from ..train.run_files import RunFiles, RunLock
@@ -131,13 +132,40 @@ def resume_config(run: str | Path, config_path: str | None = None, overrides: li
     return asked
 
 
+def _agreed(ok: bool, what: str) -> None:
+    """Under torchrun: every rank passed ``what``, or every rank stops (none waits for a failed one)."""
+    if not distributed.agree(ok) and ok:
+        raise ConfigError(f"another process of this torchrun job failed while {what} (see its error above)")
+
+
+def _load_in_turn(cfg: RunConfig) -> EncodedDataset:
+    """The data set, encoded and cached by rank 0 first, then read from the cache by the other ranks."""
+    ctx = distributed.current()
+    data = None
+    if ctx.main:
+        try:
+            data = dataset_for(cfg)
+        except BaseException:
+            _agreed(False, "loading the data")
+            raise
+    _agreed(True, "loading the data")
+    if not ctx.main:
+        data = dataset_for(cfg)
+    return data
+
+
 def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool = False,
                    data: EncodedDataset | None = None, log=None) -> dict:
     """Load data, build the model, train, write the run directory; returns metrics.json's content.
-    ``log``: a callable that receives the data statistics (``data/summary.json`` holds them too)."""
+    ``log``: a callable that receives the data statistics (``data/summary.json`` holds them too).
+
+    Under ``torchrun`` (train/distributed.py) every process runs this; rank 0 alone encodes the data
+    first, holds the directory's lock and writes every file; a result with ``interrupted`` (the
+    ``train.time_limit_minutes`` stop) leaves no metrics.json, so ``--resume`` continues the run."""
     parse_model_name(cfg.model.name)  # fail fast on an unknown model, before any work
-    data = data if data is not None else dataset_for(cfg)
-    if log is not None:
+    ctx = distributed.init_from_env(cfg.train.device)
+    data = data if data is not None else (_load_in_turn(cfg) if ctx.active else dataset_for(cfg))
+    if log is not None and ctx.main:
         log(data.describe())
     data.check_trainable(f"dataset {cfg.data.name!r}")
     spec = FeatureSpec(data.schema, data.vocab_sizes)
@@ -145,7 +173,11 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool =
     out_dir = Path(out) if out else None
     if out_dir is None:
         return _train(cfg, model, data, None, resume)
+    if not ctx.main:  # rank 0 checks and prepares the directory; the others read last.pt on resume
+        _agreed(True, "preparing the run directory")
+        return _train(cfg, model, data, out_dir, resume)
     created = not out_dir.exists()
+    agreed = False
     try:
         with RunLock(out_dir):
             if (out_dir / "metrics.json").exists() and not resume:
@@ -157,6 +189,8 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool =
                                   f"or choose another --out")
             if resume:
                 _check_resumable(out_dir, cfg, data)
+                agreed = True
+                _agreed(True, "preparing the run directory")
             else:
                 for stale in ("metrics.jsonl", "best.pt", "checksums.json"):
                     (out_dir / stale).unlink(missing_ok=True)
@@ -166,8 +200,12 @@ def run_experiment(cfg: RunConfig, out: str | Path | None = None, resume: bool =
                 files.write_text("config.yaml", yaml.safe_dump(shown.model_dump(), sort_keys=False))
                 files.write_json("env.json", environment())
                 save_data_artifacts(data, out_dir)
+                agreed = True
+                _agreed(True, "preparing the run directory")
             return _train(cfg, model, data, out_dir, resume)
     except BaseException:
+        if not agreed and ctx.active:
+            distributed.agree(False)
         if created and not (out_dir / "last.pt").exists():
             shutil.rmtree(out_dir, ignore_errors=True)  # nothing that looks like a run is left behind
         raise
@@ -188,7 +226,7 @@ def _train(cfg: RunConfig, model, data: EncodedDataset, out_dir: Path | None, re
     result = Trainer(cfg.train, out_dir).fit(model, data, resume=resume)
     result.update(model=cfg.model.name, dataset=cfg.data.name, seed=cfg.train.seed,
                   parameters=sum(p.numel() for p in model.parameters()), wall_seconds=time.time() - t0)
-    if out_dir is not None:
+    if out_dir is not None and distributed.current().main and not result.get("interrupted"):
         RunFiles(out_dir).write_json("metrics.json", result)
     result["_model"] = model
     return result

@@ -2,7 +2,8 @@
 resume, per-epoch JSONL log, auxiliary losses weighted by config, CUDA + mixed precision.
 
 The model only returns ``ModelOutput(logits, aux)``; the trainer owns devices, precision, loss
-and metrics (the FuxiCTR lesson: model-is-the-trainer blocks DDP and AMP).
+and metrics (the FuxiCTR lesson: model-is-the-trainer blocks DDP and AMP). Under ``torchrun`` the
+same loop trains data-parallel with DDP, unchanged model code (train/distributed.py has the rules).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from ..data.dataset import EncodedDataset
 from ..data.loader import BatchLoader
 from ..data.schema import Role, Schema
 from ..models.base import CTRModel
+from . import distributed
 from .calibration import Calibrator
 from .checkpoint import load_torch
 from .metrics import all_metrics
@@ -32,9 +34,12 @@ from .threads import auto_threads
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``auto`` = CUDA when available; under torchrun a bare ``cuda`` is the rank's local GPU."""
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    ctx = distributed.current()
+    if dev.type == "cuda" and dev.index is None and ctx.active:
+        dev = torch.device("cuda", ctx.local_rank)
+    return dev
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -48,7 +53,19 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 @torch.no_grad()
 def predict_logits(model: nn.Module, arrays: dict[str, np.ndarray], schema: Schema, batch_size: int = 8192,
                    device: torch.device | str = "cpu", amp: bool = False) -> np.ndarray:
-    """Logits for every row of ``arrays`` (eval mode, input order)."""
+    """Logits for every row of ``arrays`` (eval mode, input order). Under torchrun each rank scores a
+    contiguous shard and every rank gets all logits (:func:`distributed.gather_rows`)."""
+    ctx = distributed.current()
+    if ctx.active:
+        n = int(next(iter(arrays.values())).shape[0])
+        a, z = distributed.shard_bounds(n, ctx.rank, ctx.world)
+        local = {k: v[a:z] for k, v in arrays.items()}
+        return distributed.gather_rows(_predict_local(model, local, schema, batch_size, device, amp), n)
+    return _predict_local(model, arrays, schema, batch_size, device, amp)
+
+
+def _predict_local(model: nn.Module, arrays: dict[str, np.ndarray], schema: Schema, batch_size: int,
+                   device: torch.device | str, amp: bool) -> np.ndarray:
     model.eval()
     device = torch.device(device)
     out = []
@@ -90,13 +107,21 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.device = resolve_device(cfg.device)
 
+    def _ddp(self, model: nn.Module) -> nn.Module:
+        """``model`` wrapped in DistributedDataParallel (one device per process)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids,
+                                       find_unused_parameters=self.cfg.ddp_find_unused_parameters)
+
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
     def _log(self, history: list[dict]) -> None:
         """``metrics.jsonl``: one line per epoch, rewritten from the checkpointed history (so a resumed
         run never holds an epoch twice)."""
-        if self.run_dir is not None:
+        if self.run_dir is not None and distributed.current().main:
             RunFiles(self.run_dir).write_text("metrics.jsonl", "".join(json.dumps(r, default=float) + "\n"
                                                                        for r in history))
 
@@ -126,7 +151,9 @@ class Trainer:
 
     def _fit(self, model: CTRModel, data: EncodedDataset, resume: bool) -> dict:
         cfg = self.cfg
-        if self.run_dir is not None:
+        ctx = distributed.current()
+        writes = self.run_dir is not None and ctx.main  # rank 0 writes every run file
+        if writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         model.prepare(data)
         # auto: the model or its embedding provider may ask for it (dg: docs/dg-enn.md)
@@ -137,7 +164,7 @@ class Trainer:
         opt = self._optimizer(model)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if cfg.lr_decay else None
         train = BatchLoader(data.split("train"), data.schema, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            device=self.device)
+                            device=self.device, rank=ctx.rank, world=ctx.world)
         has_valid = data.num_rows("valid") > 0
         state = {"epoch": 0, "best": None, "best_epoch": 0, "bad": 0, "train_seconds": 0.0, "history": []}
         last = self.run_dir / "last.pt" if self.run_dir else None
@@ -150,28 +177,34 @@ class Trainer:
                 sched.load_state_dict(ck["scheduler"])
             state = ck["state"]
             torch.set_rng_state(ck["torch_rng"])
+        # DDP: rank 0's parameters and buffers are broadcast here, gradients averaged in backward
+        net = self._ddp(model) if ctx.active else model
         best_state = None
         if state["best_epoch"] and self.run_dir is not None and (self.run_dir / "best.pt").exists():
             best_state = load_torch(files.verify("best.pt"))["model"]
         # progress: a bar on a terminal; off a terminal (a log file, CI) one line per epoch and, during
         # long epochs, a line every CTRGRAPH_PROGRESS_SECONDS (default 30) seconds
-        show = cfg.progress and sys.stderr.isatty()
-        lines = cfg.progress and not show
+        show = cfg.progress and sys.stderr.isatty() and ctx.main
+        lines = cfg.progress and not show and ctx.main
         every = float(os.environ.get("CTRGRAPH_PROGRESS_SECONDS", "30"))
         n_batches = len(train)
         amp = cfg.amp and self.device.type == "cuda"
         n_train = data.num_rows("train")
         stopped = cfg.patience > 0 and state["bad"] >= cfg.patience
+        started = time.perf_counter()
+        self.interrupted = False
         while state["epoch"] < cfg.epochs and not stopped:
             epoch = state["epoch"] + 1
             train.set_epoch(epoch)
+            if ctx.active:  # dropout masks differ by rank, reproducibly for any resume
+                torch.manual_seed(hash((cfg.seed, epoch, ctx.rank)) % (2**63))
             model.train()
             t0 = last_line = time.perf_counter()
             tot, tot_aux, nb = 0.0, {}, 0
             bar = tqdm(train, desc=f"epoch {epoch}", leave=False, disable=not show, unit="batch")
             for batch in bar:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = model(batch)
+                    out = net(batch)
                     loss = nn.functional.binary_cross_entropy_with_logits(out.logits.float(), batch[data.schema.label])
                     total = loss
                     for k, v in out.aux.items():
@@ -180,12 +213,14 @@ class Trainer:
                         tot_aux[k] = tot_aux.get(k, 0.0) + float(v.detach())
                     if cfg.embedding_l2 > 0:
                         total = total + cfg.embedding_l2 * out.embedding_penalty() / batch[data.schema.label].shape[0]
+                    if ctx.active:  # this shard's share of the global batch (data/loader.py)
+                        total = total * train.batch_scale
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
-                tot += float(loss.detach())
+                tot += float(loss.detach()) * (train.batch_scale / ctx.world if ctx.active else 1.0)
                 nb += 1
                 if show and nb % 20 == 0:
                     bar.set_postfix(loss=f"{tot / nb:.4f}")
@@ -194,6 +229,10 @@ class Trainer:
                     done = nb * cfg.batch_size
                     print(f"epoch {epoch}: batch {nb}/{n_batches}, loss {tot / nb:.4f}, "
                           f"{done / (last_line - t0):,.0f} samples/s", file=sys.stderr, flush=True)
+            if ctx.active:  # the global batches' mean losses (each rank held a weighted share)
+                keys = sorted(tot_aux)
+                sums = distributed.all_sum([tot, *(tot_aux[k] / ctx.world for k in keys)])
+                tot, tot_aux = sums[0], dict(zip(keys, sums[1:]))
             secs = time.perf_counter() - t0
             if sched is not None:
                 sched.step()
@@ -208,10 +247,11 @@ class Trainer:
                 score = vm[cfg.monitor]
             else:
                 score = -rec["train_loss"] if cfg.monitor != "logloss" else rec["train_loss"]
-            if self._better(score, state["best"]):
+            if self._better(score, state["best"]) if not ctx.active else distributed.broadcast_flag(
+                    self._better(score, state["best"])):  # decided once, by rank 0
                 state.update(best=score, best_epoch=epoch, bad=0)
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if self.run_dir is not None:
+                if writes:
                     files.write_torch("best.pt", {"model": best_state, "epoch": epoch})
             else:
                 state["bad"] += 1
@@ -223,11 +263,20 @@ class Trainer:
                        + (f", valid auc {rec.get('valid_auc', float('nan')):.4f}" if has_valid else "")
                        + f" ({secs:.1f}s)")
                 (tqdm.write if show else print)(msg, file=sys.stderr)
-            if self.run_dir is not None:
+            if writes:
                 files.write_torch("last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                               "scheduler": sched.state_dict() if sched else None, "state": state,
                                               "torch_rng": torch.get_rng_state()})
             stopped = cfg.patience > 0 and state["bad"] >= cfg.patience
+            limit = cfg.time_limit_minutes
+            if limit is not None and not stopped and state["epoch"] < cfg.epochs and distributed.broadcast_flag(
+                    time.perf_counter() - started >= 60 * limit):
+                self.interrupted = True  # last.pt holds the state: `ctrgraph train --resume` continues
+                break
+        distributed.barrier()  # rank 0's checkpoints are on disk before any rank goes on
+        if self.interrupted:
+            return {"interrupted": True, "epochs_run": state["epoch"], "history": state["history"],
+                    "best_epoch": state["best_epoch"], "device": str(self.device)}
         if best_state is not None:
             model.load_state_dict(best_state)
         logits = {k: predict_logits(model, data.split(k), data.schema, cfg.eval_batch_size, self.device, amp)
@@ -240,6 +289,7 @@ class Trainer:
             "valid": split_metrics(data, "valid", logits["valid"]) if "valid" in logits else {},
             "test": split_metrics(data, "test", logits["test"]) if "test" in logits else {},
             "device": str(self.device),
+            "processes": ctx.world,
             "threads": getattr(self, "threads_used", torch.get_num_threads()),
             "history": state["history"],
         }
@@ -249,6 +299,6 @@ class Trainer:
             for k, z in logits.items():  # metrics of the calibrated scores; the raw ones kept beside
                 result[f"{k}_uncalibrated"] = result[k]
                 result[k] = split_metrics(data, k, cal.apply(z))
-            if self.run_dir is not None:
+            if writes:
                 RunFiles(self.run_dir).write_json("calibration.json", cal.to_dict())
         return result
