@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
                           "but the count, and so the last digits of the numbers, then depend on the load)")
     progress: bool = True
     deterministic: bool = True
+    shuffle_buffer_rows: int = Field(
+        1 << 19, ge=1, description="out-of-core data (memory-mapped): rows read into memory and shuffled at a time "
+                                   "(block-wise shuffling, data/loader.py); in-memory data is shuffled whole")
     time_limit_minutes: float | None = Field(
         None, gt=0, description="stop after the first epoch that ends past this many minutes, keeping last.pt "
                                 "(`ctrgraph train --resume --out DIR` continues; for clusters with wall-time limits)")

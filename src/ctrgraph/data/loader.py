@@ -9,6 +9,12 @@ every rank draws the same permutation, and rank r takes the r-th of ``world`` co
 each global batch (:func:`shard_bounds`); ``batch_scale`` is then ``n_r * world / n`` of the batch just
 yielded (the factor that makes DDP's gradient average the global batch's mean). A last global batch
 with fewer rows than processes is skipped (every rank must take the same number of steps).
+
+Memory-mapped columns (a data set encoded out of core, data/stream.py) are never read whole: the
+rows are cut into blocks of ``block_rows`` contiguous rows; each epoch visits the blocks in a seeded
+random order, ``buffer_rows // block_rows`` blocks at a time, reads them into memory (contiguous
+reads) and shuffles the rows of that window (block-wise shuffling: memory is bounded by the window,
+not by the data set). Without shuffling the windows are read in row order.
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
 class BatchLoader:
     def __init__(self, arrays: dict[str, np.ndarray], schema: Schema, batch_size: int = 1024,
                  shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu",
-                 trim: bool = True, drop_last: bool = False, rank: int = 0, world: int = 1):
+                 trim: bool = True, drop_last: bool = False, rank: int = 0, world: int = 1,
+                 buffer_rows: int = 1 << 19, block_rows: int = 1 << 14):
         if not 0 <= rank < world:
             raise ValueError(f"BatchLoader: rank {rank} outside a world of {world} processes")
         self.schema = schema
@@ -45,7 +52,11 @@ class BatchLoader:
         self.drop_last = drop_last
         self.n = int(next(iter(arrays.values())).shape[0])
         self.cols: dict[str, torch.Tensor] = {}
-        for k, v in arrays.items():
+        self.lazy = any(isinstance(v, np.memmap) for v in arrays.values())
+        self.block_rows = max(1, min(int(block_rows), int(buffer_rows)))
+        self.window_blocks = max(1, int(buffer_rows) // self.block_rows)
+        self.arrays = arrays if self.lazy else None
+        for k, v in ({} if self.lazy else arrays).items():
             a = np.asarray(v)
             if not a.flags.writeable or not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a).copy()
@@ -75,7 +86,54 @@ class BatchLoader:
                 for m in members:
                     batch[m] = batch[m][:, :L]
 
+    def _emit(self, cols: dict[str, torch.Tensor], s: int, e: int, idx: torch.Tensor | None = None):
+        """One batch: rows [s, e) of the global order (``idx`` maps them to ``cols`` rows), this rank's shard."""
+        if self.world > 1:
+            n_global = e - s
+            a, z = shard_bounds(n_global, self.rank, self.world)
+            s, e = s + a, s + z
+            self.batch_scale = (e - s) * self.world / n_global
+        if idx is None:
+            batch = {k: v[s:e] for k, v in cols.items()}
+        else:
+            rows = idx[s:e]
+            batch = {k: v.index_select(0, rows) for k, v in cols.items()}
+        self._trim(batch)
+        if self.device.type != "cpu":
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return batch
+
+    def _iter_blocks(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Memory-mapped columns, window by window (module docstring)."""
+        R, n, bs = self.block_rows, self.n, self.batch_size
+        nb = -(-n // R)
+        rng = np.random.default_rng((self.seed, self.epoch)) if self.shuffle else None
+        blocks = rng.permutation(nb) if rng is not None else np.arange(nb)
+        steps, done = len(self), 0
+        carry: dict[str, torch.Tensor] | None = None
+        for w in range(0, nb, self.window_blocks):
+            wb = np.sort(blocks[w:w + self.window_blocks])  # ascending: sequential reads
+            cols = {k: torch.from_numpy(np.concatenate([np.asarray(a[b * R:min(n, (b + 1) * R)]) for b in wb]))
+                    for k, a in self.arrays.items()}
+            if rng is not None:
+                perm = torch.from_numpy(rng.permutation(next(iter(cols.values())).shape[0]))
+                cols = {k: v.index_select(0, perm) for k, v in cols.items()}
+            if carry is not None:
+                cols = {k: torch.cat([carry[k], v]) for k, v in cols.items()}
+            m = next(iter(cols.values())).shape[0]
+            last = w + self.window_blocks >= nb
+            full = m if last else m // bs * bs
+            for s in range(0, full, bs):
+                if done == steps:
+                    break
+                yield self._emit(cols, s, min(s + bs, m))
+                done += 1
+            carry = None if last else {k: v[full:] for k, v in cols.items()}
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.lazy:
+            yield from self._iter_blocks()
+            return
         if self.shuffle:
             rng = np.random.default_rng((self.seed, self.epoch))
             perm = torch.from_numpy(rng.permutation(self.n))
@@ -83,18 +141,4 @@ class BatchLoader:
             perm = None
         for b in range(len(self)):
             s = b * self.batch_size
-            e = min(s + self.batch_size, self.n)
-            if self.world > 1:
-                n_global = e - s
-                a, z = shard_bounds(n_global, self.rank, self.world)
-                s, e = s + a, s + z
-                self.batch_scale = (e - s) * self.world / n_global
-            if perm is None:
-                batch = {k: v[s:e] for k, v in self.cols.items()}
-            else:
-                idx = perm[s:e]
-                batch = {k: v.index_select(0, idx) for k, v in self.cols.items()}
-            self._trim(batch)
-            if self.device.type != "cpu":
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            yield batch
+            yield self._emit(self.cols, s, min(s + self.batch_size, self.n), perm)

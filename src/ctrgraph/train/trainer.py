@@ -164,7 +164,7 @@ class Trainer:
         opt = self._optimizer(model)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if cfg.lr_decay else None
         train = BatchLoader(data.split("train"), data.schema, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            device=self.device, rank=ctx.rank, world=ctx.world)
+                            device=self.device, rank=ctx.rank, world=ctx.world, buffer_rows=cfg.shuffle_buffer_rows)
         has_valid = data.num_rows("valid") > 0
         state = {"epoch": 0, "best": None, "best_epoch": 0, "bad": 0, "train_seconds": 0.0, "history": []}
         last = self.run_dir / "last.pt" if self.run_dir else None

@@ -8,9 +8,10 @@ and caches the result on disk keyed by the recipe, its parameters and the source
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from pydantic import BaseModel, ValidationError
 
@@ -24,7 +25,9 @@ from ..raw import RawDataset
 @dataclass(frozen=True)
 class Recipe:
     """``build(params, data_dir) -> RawDataset``; ``sources(params, data_dir)`` lists the files the
-    cache key fingerprints; ``download(dest) -> folder`` fetches the official files (online users)."""
+    cache key fingerprints; ``download(dest) -> folder`` fetches the official files (online users);
+    ``chunks(params, data_dir)``, when given and not None for these parameters, yields the raw data set
+    part by part, and :func:`load_encoded` then encodes it out of core (data/stream.py)."""
 
     name: str
     description: str
@@ -33,6 +36,7 @@ class Recipe:
     sources: Callable[[BaseModel, Path | None], list[Path]]
     bundled: bool = False
     download: Callable[[Path], Path] | None = None
+    chunks: Callable[[BaseModel, Path | None], Iterator[RawDataset] | None] | None = None
 
 
 def parse_params(recipe: Recipe, params: dict | None) -> BaseModel:
@@ -65,8 +69,15 @@ def load_encoded(recipe: Recipe, params: dict | None = None, data_dir: str | Pat
     fp = file_fingerprint(recipe.sources(p, ddir))
     key = cache_key(recipe.name, dict(p.model_dump(), min_count=min_count), fp)
     path = cache_root() / "datasets" / key
+    streamed = recipe.chunks is not None and recipe.chunks(p, ddir) is not None
     if cache and (path / "meta.json").exists() and os.environ.get("CTRGRAPH_NO_CACHE") != "1":
-        return EncodedDataset.load(path)
+        return EncodedDataset.load(path, mmap=streamed)
+    if streamed:  # out of core: encoded straight into memory-mapped files (the cache, or a temporary folder)
+        from ..stream import stream_encode
+
+        if not cache:
+            path = Path(tempfile.mkdtemp(prefix=f"ctrgraph-{recipe.name}-"))
+        return stream_encode(lambda: recipe.chunks(p, ddir), path, min_count, f"dataset {recipe.name!r}")
     ds = encode(_build(recipe, p, ddir), min_count=min_count, source=f"dataset {recipe.name!r}", consume=True)
     if cache:
         try:

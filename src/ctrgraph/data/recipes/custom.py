@@ -228,9 +228,11 @@ SPLIT_VALUES = {"train": TRAIN, "valid": VALID, "validation": VALID, "val": VALI
 
 class TableParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
-    path: str = PField(description="CSV/TSV (optionally .gz) or parquet file, one instance per row")
+    path: str = PField(description="CSV/TSV (optionally .gz) or parquet file, one instance per row; or a "
+                                   "partitioned parquet folder (Spark / Hive / Ray), encoded part by part")
     schema_path: str | dict = PField(alias="schema", description="YAML schema file (or the same mapping inline)")
     sep: str = PField(",", description="CSV column separator (ignored for parquet)")
+    batch_rows: int = PField(1_000_000, ge=1, description="rows per part when path is a parquet folder")
 
 
 @dataclass
@@ -396,18 +398,34 @@ def sources_table(p: TableParams, data_dir: Path | None) -> list[Path]:
     return out
 
 
-def build_table(p: TableParams, data_dir: Path | None) -> RawDataset:
+def _table_spec(p: TableParams, data_dir: Path | None) -> tuple[dict, str, list[ColumnSpec], dict, list[str]]:
+    """The checked YAML schema: (mapping, its name, column specs, split spec, columns to read)."""
     schema = p.schema_path if isinstance(p.schema_path, dict) else resolve(p.schema_path, data_dir)
     doc, where = load_table_schema(schema)
     specs = _field_specs(doc, where)
     sp = _split_spec(doc, where)
-    path, df = read_input(resolve(p.path, data_dir), "table", p.sep)
     leak = [s.field["name"] for s in specs if s.column == doc["label"]]
     if leak:
         raise ConfigError(f"{where}: field {leak[0]!r} reads the label column {doc['label']!r}; a label cannot be "
                           f"a feature")
     need = [doc["label"]] + [s.column for s in specs] + [sp[k] for k in ("column", "user", "time") if k in sp]
-    require_columns(df, list(dict.fromkeys(need)), path, "table")
+    return doc, where, specs, sp, list(dict.fromkeys(need))
+
+
+def build_table(p: TableParams, data_dir: Path | None) -> RawDataset:
+    doc, where, specs, sp, need = _table_spec(p, data_dir)
+    src = resolve(p.path, data_dir)
+    if src.is_dir():  # a partitioned parquet folder, read whole (the streamed path: ``chunks_table``)
+        return _concat_chunks(list(chunks_table(p, data_dir)))
+    path, df = read_input(src, "table", p.sep)
+    require_columns(df, need, path, "table")
+    return _table_rows(df, path, doc, where, specs, sp)
+
+
+def _table_rows(df: pd.DataFrame, path: Path, doc: dict, where: str, specs: list[ColumnSpec], sp: dict,
+                split: np.ndarray | None = None) -> RawDataset:
+    """The rows of ``df`` as a RawDataset (``split`` given: the streamed path's own split)."""
+    specs = [ColumnSpec(dict(s.field), s.column, s.sep, s.keep) for s in specs]  # widths are set per call
 
     cols: dict[str, np.ndarray] = {}
     lengths: dict[str, np.ndarray] = {}
@@ -444,10 +462,80 @@ def build_table(p: TableParams, data_dir: Path | None) -> RawDataset:
     cols["label"] = label
     fields.append(Field("label", Kind.NUMERIC, Role.LABEL))
     schema = Schema(tuple(fields), label="label", description=str(doc.get("description", f"table {path.name}")))
-    split = _table_split(sp, df, path, fields, specs, label, where)
+    split = _table_split(sp, df, path, fields, specs, label, where) if split is None else split
     return RawDataset(schema, cols, lengths, split,
                       meta={"source": str(path), "instances": len(df), "positives": int(label.sum()),
                             "split_method": sp["method"]})
+
+
+#: split methods that need no other rows than a part's own (a streamed table is read part by part)
+STREAMABLE_SPLITS = ("column", "random")
+
+
+def _parquet_parts(src: Path, columns: list[str], batch_rows: int):
+    """Record batches of a partitioned parquet folder (Spark / Hive / Ray layout, ``key=value``
+    sub-folders become columns), with list columns joined by ``|`` (Arrow kernels, no Python loop)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    try:
+        dset = ds.dataset(str(src), format="parquet", partitioning="hive")
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{src}: not a readable parquet folder ({str(e).splitlines()[0][:200]})") from None
+    missing = [c for c in columns if c not in dset.schema.names]
+    if missing:
+        raise DataError(f"{src}: column(s) {missing} not found; the parquet folder has {dset.schema.names}")
+    for batch in dset.to_batches(columns=columns, batch_size=batch_rows):
+        if batch.num_rows == 0:
+            continue
+        cols = {}
+        for name in batch.schema.names:
+            a = batch.column(name)
+            if pa.types.is_list(a.type) or pa.types.is_large_list(a.type):
+                a = pc.binary_join(pc.cast(a, pa.list_(pa.string())), "|")
+            cols[name] = a
+        yield pa.table(cols).to_pandas()
+
+
+def chunks_table(p: TableParams, data_dir: Path | None):
+    """The ``table`` recipe part by part when ``path`` is a parquet folder (``None`` otherwise):
+    ``batch_rows`` rows at a time, each with its own split (``column``: as given; ``random``: seeded by
+    (seed, part number)). Every sequence field needs a ``max_len`` so that all parts have one width."""
+    src = resolve(p.path, data_dir)
+    if not src.is_dir():
+        return None
+    doc, where, specs, sp, need = _table_spec(p, data_dir)
+    if sp["method"] not in STREAMABLE_SPLITS:
+        raise ConfigError(f"{where}: split.method {sp['method']!r} needs the whole table; a parquet folder is read "
+                          f"part by part: write the split as a column (split.method: column) or use random")
+    wide = [s.field["name"] for s in specs if s.field["kind"] in (Kind.SEQUENCE.value, Kind.MULTI_VALUED.value)
+            and "max_len" not in s.field and not s.field.get("group")]
+    if wide:
+        raise ConfigError(f"{where}: field(s) {wide} need a max_len when the table is a parquet folder "
+                          f"(every part must have the same width)")
+
+    def parts():
+        for i, df in enumerate(_parquet_parts(src, need, p.batch_rows)):
+            split = None
+            if sp["method"] == "random":
+                lab = label_values(df, doc["label"], src) if sp.get("stratify", False) else None
+                split = random_split(len(df), sp.get("valid", 0.1), sp.get("test", 0.1),
+                                     seed=int(sp.get("seed", 0)) * 1_000_003 + i, stratify=lab)
+            yield _table_rows(df, src, doc, where, specs, sp, split)
+
+    return parts()
+
+
+def _concat_chunks(chunks: list[RawDataset]) -> RawDataset:
+    if not chunks:
+        raise DataError("table: the parquet folder has no rows")
+    first = chunks[0]
+    cols = {k: np.concatenate([c.columns[k] for c in chunks]) for k in first.columns}
+    lengths = {k: np.concatenate([c.lengths[k] for c in chunks]) for k in first.lengths}
+    split = np.concatenate([c.split for c in chunks])
+    meta = dict(first.meta, instances=int(split.size), positives=int(sum(c.meta["positives"] for c in chunks)))
+    return RawDataset(first.schema, cols, lengths, split, meta)
 
 
 def _raw_values(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
@@ -720,7 +808,8 @@ def build_log(p: LogParams, data_dir: Path | None) -> RawDataset:
                       meta=meta)
 
 
-TABLE_RECIPE = Recipe("table", "your own flat CSV/parquet file described by a YAML schema", TableParams, build_table, sources_table)
+TABLE_RECIPE = Recipe("table", "your own flat CSV/parquet file (or partitioned parquet folder) described by a YAML schema",
+                      TableParams, build_table, sources_table, chunks=chunks_table)
 
 
 LOG_RECIPE = Recipe("log", ("your own interaction log (+ user/item attribute tables): histories, labels, "

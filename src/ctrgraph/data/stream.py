@@ -1,0 +1,171 @@
+"""Encode data larger than memory: raw chunks in, memory-mapped ``.npy`` columns on disk out.
+
+A recipe that can stream (``Recipe.chunks``; today ``table`` over a partitioned parquet folder)
+yields :class:`~ctrgraph.data.raw.RawDataset` chunks of bounded size. :func:`stream_encode` reads them
+twice: pass 1 counts the train values of every vocabulary (:class:`VocabCounter`: memory grows with
+the number of distinct values, not with the rows) and the rows of each split; pass 2 encodes each
+chunk with the same :func:`~ctrgraph.data.encode.encode_columns` as the in-memory path and writes it
+at its offset into preallocated ``.npy`` files (rows ordered train | valid | test, in chunk order
+within a split). The result is the on-disk format of :meth:`EncodedDataset.save`, opened with
+``mmap=True``; :class:`~ctrgraph.data.loader.BatchLoader` reads such arrays block by block.
+
+Peak memory: one chunk of raw values plus its encoded copy, plus the vocabularies' distinct values.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import DataError
+from .dataset import FORMAT_VERSION, EncodedDataset
+from .encode import encode_columns
+from .raw import SPLIT_NAMES, TRAIN, RawDataset
+from .schema import Kind, Role, Schema
+from .vocab import Vocab
+
+
+class VocabCounter:
+    """Counts of distinct values, merged chunk by chunk (integers and strings kept apart until
+    :meth:`vocab`, which then compares them as strings, as :meth:`Vocab.build` does)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.values: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values).ravel()
+        if v.size == 0:
+            return
+        v = v.astype(np.int64) if v.dtype.kind in "iu" else v.astype(str)
+        u, c = np.unique(v, return_counts=True)
+        if self.values is None:
+            self.values, self.counts = u, c
+            return
+        if (self.values.dtype.kind == "U") != (u.dtype.kind == "U"):
+            self.values, u = self.values.astype(str), u.astype(str)
+        allv = np.concatenate([self.values, u])
+        merged, inv = np.unique(allv, return_inverse=True)
+        self.counts = np.bincount(inv.ravel(), weights=np.concatenate([self.counts, c]),
+                                  minlength=merged.size).astype(np.int64)
+        self.values = merged
+
+    def vocab(self, min_count: int = 1) -> Vocab:
+        if self.values is None:
+            return Vocab(self.name, np.array([], dtype=np.int64))
+        return Vocab(self.name, self.values[self.counts >= min_count])
+
+
+def _train_values(chunk: RawDataset, name: str, rows: np.ndarray) -> np.ndarray:
+    f = chunk.schema[name]
+    vals = chunk.columns[name][rows]
+    if f.is_sequence_like:
+        vals = vals[np.arange(f.max_len)[None, :] < chunk.lengths[name][rows][:, None]]
+    return vals
+
+
+def _check_same_schema(first: Schema, other: Schema, source: str, i: int) -> None:
+    a = [(f.name, f.kind, f.max_len) for f in first.fields]
+    b = [(f.name, f.kind, f.max_len) for f in other.fields]
+    if a != b:
+        raise DataError(f"{source}: chunk {i} has fields {b}, the first chunk {a} (a streamed data set needs the "
+                        f"same columns and sequence widths in every part: give each sequence field a max_len)")
+
+
+def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, min_count: int = 1,
+                  source: str = "data", progress: Callable[[str], None] | None = None) -> EncodedDataset:
+    """Two passes over ``chunks()`` (a fresh iterator each call, the same chunks in the same order);
+    writes the encoded data set to ``path`` (atomically) and returns it memory-mapped."""
+    path = Path(path)
+    schema: Schema | None = None
+    counters: dict[str, VocabCounter] = {}
+    counts = np.zeros(3, dtype=np.int64)
+    meta: dict = {}
+    positives = 0
+    for i, ch in enumerate(chunks()):  # pass 1: vocabularies and split sizes
+        ch.validate(f"{source}, chunk {i}")
+        if schema is None:
+            schema, meta = ch.schema, dict(ch.meta)
+            counters = {t: VocabCounter(t) for t in schema.tables}
+        else:
+            _check_same_schema(schema, ch.schema, source, i)
+        train = np.flatnonzero(ch.split == TRAIN)
+        for f in schema.fields:
+            if f.encoded and f.role != Role.LABEL:
+                counters[f.table].add(_train_values(ch, f.name, train))
+        counts += np.bincount(ch.split.astype(np.int64), minlength=3)[:3]
+        positives += int(np.asarray(ch.columns[schema.label]).sum())
+        if progress is not None:
+            progress(f"{source}: pass 1 (vocabularies), chunk {i + 1}, {int(counts.sum()):,} rows")
+    if schema is None:
+        raise DataError(f"{source}: no rows (the input has no parts)")
+    if counts[TRAIN] == 0:
+        raise DataError(f"{source}: the train split is empty")
+    vocabs = {t: c.vocab(min_count) for t, c in counters.items()}
+    del counters
+    n = int(counts.sum())
+    offsets = {k: int(counts[:k].sum()) for k in (0, 1, 2)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
+    try:
+        out = {}
+        for f in schema.fields:
+            if f.role == Role.LABEL or f.kind == Kind.NUMERIC and f.embed:
+                dtype = np.float32
+            elif f.embed:
+                dtype = np.int32
+            else:
+                dtype = None  # the raw dtype, known from the first chunk
+            shape = (n, f.max_len) if f.is_sequence_like else (n,)
+            out[f.name] = (shape, dtype)
+        files: dict[str, np.memmap] = {}
+        pos = dict(offsets)
+        for i, ch in enumerate(chunks()):  # pass 2: encode and write at each split's offset
+            if i > 0:
+                _check_same_schema(schema, ch.schema, source, i)
+            order = np.argsort(ch.split, kind="stable")
+            enc = encode_columns(ch.columns, ch.lengths, schema, vocabs, rows=order)
+            k_counts = np.bincount(ch.split.astype(np.int64), minlength=3)[:3]
+            for name, arr in enc.items():
+                if name not in files:
+                    shape, dtype = out[name]
+                    files[name] = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+",
+                                                            dtype=dtype or arr.dtype, shape=shape)
+                start = 0
+                for k in (0, 1, 2):
+                    m = int(k_counts[k])
+                    if m:
+                        files[name][pos[k]:pos[k] + m] = arr[start:start + m]
+                    start += m
+            for k in (0, 1, 2):
+                pos[k] += int(k_counts[k])
+            if progress is not None:
+                progress(f"{source}: pass 2 (encode), chunk {i + 1}, {sum(pos[k] - offsets[k] for k in pos):,}/{n:,} rows")
+        if any(pos[k] - offsets[k] != counts[k] for k in (0, 1, 2)):
+            raise DataError(f"{source}: the second pass read other rows than the first (did the input change?)")
+        for a in files.values():
+            a.flush()
+        del files
+        for t, v in vocabs.items():
+            v.save(tmp / f"vocab_{t}.npy")
+        (tmp / "schema.json").write_text(schema.to_json())
+        bounds = {SPLIT_NAMES[k]: (offsets[k], offsets[k] + int(counts[k])) for k in (0, 1, 2)}
+        meta.update(instances=n, positives=positives, min_count=min_count, streamed=True)
+        (tmp / "meta.json").write_text(json.dumps(dict(meta, bounds=bounds, format_version=FORMAT_VERSION),
+                                                  indent=1, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return EncodedDataset.load(path, mmap=True)
+
+
+__all__ = ["VocabCounter", "stream_encode"]
