@@ -422,9 +422,24 @@ def build_table(p: TableParams, data_dir: Path | None) -> RawDataset:
     return _table_rows(df, path, doc, where, specs, sp)
 
 
+class Tokens:
+    """A list column already split (Arrow list arrays): flat ``values`` and row ``offsets`` [N + 1]."""
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.values, self.offsets = values, offsets
+
+    def padded(self, max_len: int | None, keep: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        full = np.diff(self.offsets)
+        L = int(max_len or max(1, int(full.max()) if full.size else 1))
+        out, lens = pad_ragged(self.values, self.offsets, L, keep=keep, fill=0 if self.values.dtype.kind in "iuf" else "")
+        return (out.astype(str) if out.dtype == object else out), lens, full
+
+
 def _table_rows(df: pd.DataFrame, path: Path, doc: dict, where: str, specs: list[ColumnSpec], sp: dict,
-                split: np.ndarray | None = None) -> RawDataset:
-    """The rows of ``df`` as a RawDataset (``split`` given: the streamed path's own split)."""
+                split: np.ndarray | None = None, tokens: dict[str, Tokens] | None = None) -> RawDataset:
+    """The rows of ``df`` as a RawDataset (``split`` given: the streamed path's own split; ``tokens``:
+    list columns given split, read without a string round trip)."""
+    tokens = tokens or {}
     specs = [ColumnSpec(dict(s.field), s.column, s.sep, s.keep) for s in specs]  # widths are set per call
 
     cols: dict[str, np.ndarray] = {}
@@ -446,8 +461,11 @@ def _table_rows(df: pd.DataFrame, path: Path, doc: dict, where: str, specs: list
             keep = by_name[g].keep if g in by_name else s.keep  # parallel sequences truncate like their group
             if "max_len" not in f and g in lengths:  # ... and inherit its length
                 f["max_len"] = cols[g].shape[1]
-            cols[name], lengths[name], full[name] = split_tokens(
-                df[s.column], s.sep, f.get("max_len"), keep, path, s.column, numeric=not embed)
+            if s.column in tokens:
+                cols[name], lengths[name], full[name] = tokens[s.column].padded(f.get("max_len"), keep)
+            else:
+                cols[name], lengths[name], full[name] = split_tokens(
+                    df[s.column], s.sep, f.get("max_len"), keep, path, s.column, numeric=not embed)
             s.field = {**s.field, "max_len": int(cols[name].shape[1])}
     for s in specs:
         g = s.field.get("group")
@@ -473,8 +491,8 @@ STREAMABLE_SPLITS = ("column", "random")
 
 
 def _parquet_parts(src: Path, columns: list[str], batch_rows: int):
-    """Record batches of a partitioned parquet folder (Spark / Hive / Ray layout, ``key=value``
-    sub-folders become columns), with list columns joined by ``|`` (Arrow kernels, no Python loop)."""
+    """(frame, list columns as :class:`Tokens`) per record batch of a partitioned parquet folder
+    (Spark / Hive / Ray layout: ``key=value`` sub-folders become columns); no Python loop over rows."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -489,13 +507,20 @@ def _parquet_parts(src: Path, columns: list[str], batch_rows: int):
     for batch in dset.to_batches(columns=columns, batch_size=batch_rows):
         if batch.num_rows == 0:
             continue
-        cols = {}
+        cols, tokens = {}, {}
         for name in batch.schema.names:
             a = batch.column(name)
             if pa.types.is_list(a.type) or pa.types.is_large_list(a.type):
-                a = pc.binary_join(pc.cast(a, pa.list_(pa.string())), "|")
+                a = pc.fill_null(a, pa.scalar([], type=a.type))  # a missing list is an empty one
+                flat = pc.list_flatten(a)
+                vals = flat.to_numpy(zero_copy_only=False)
+                if vals.dtype == object:
+                    vals = vals.astype(str)
+                off = np.concatenate([[0], np.cumsum(pc.list_value_length(a).to_numpy(zero_copy_only=False))])
+                tokens[name] = Tokens(vals, off.astype(np.int64))
+                a = pa.nulls(len(a))
             cols[name] = a
-        yield pa.table(cols).to_pandas()
+        yield pa.table(cols).to_pandas(), tokens
 
 
 def chunks_table(p: TableParams, data_dir: Path | None):
@@ -516,13 +541,13 @@ def chunks_table(p: TableParams, data_dir: Path | None):
                           f"(every part must have the same width)")
 
     def parts():
-        for i, df in enumerate(_parquet_parts(src, need, p.batch_rows)):
+        for i, (df, tokens) in enumerate(_parquet_parts(src, need, p.batch_rows)):
             split = None
             if sp["method"] == "random":
                 lab = label_values(df, doc["label"], src) if sp.get("stratify", False) else None
                 split = random_split(len(df), sp.get("valid", 0.1), sp.get("test", 0.1),
                                      seed=int(sp.get("seed", 0)) * 1_000_003 + i, stratify=lab)
-            yield _table_rows(df, src, doc, where, specs, sp, split)
+            yield _table_rows(df, src, doc, where, specs, sp, split, tokens)
 
     return parts()
 
