@@ -1,17 +1,20 @@
 """Data larger than memory: seconds and peak memory of each stage at growing sizes.
 
-For each size N it (1) writes a partitioned parquet folder of N synthetic instances in the layout a
-Spark / Hive job writes (``day=k/`` sub-folders; ``hist`` a list<int32> column of up to 50 item ids),
-(2) encodes it with the ``table`` recipe out of core (two streamed passes into memory-mapped columns,
-data/stream.py), (3) trains DeepFM for one epoch on the memory-mapped data (block-wise shuffling,
-data/loader.py). Each stage runs in its own process so its peak RSS is its own::
+``--source synthetic`` (default): the ``synthetic`` recipe with ``chunk_rows=1000000`` (history length
+up to 50, n_users = N / 100, 100k items) is generated and encoded out of core in one stage (two
+streamed passes into memory-mapped columns, data/stream.py), then DeepFM trains one epoch on the
+memory-mapped data (block-wise shuffling, data/loader.py).
 
-    PYTHONPATH=src python benchmarks/out_of_core.py --sizes 1000000,10000000 --out /tmp/ooc
+``--source parquet``: a partitioned parquet folder of N instances in the layout a Spark / Hive job
+writes (``day=k/`` sub-folders, ``hist`` a list<int32> column of up to 50 of 1M item ids) is written,
+then encoded by the ``table`` recipe out of core, then trained on the same way.
 
-Prints per size: write / encode / epoch seconds, seconds per million instances, and peak RSS of each
-stage. The labels are planted (the candidate's category, its share in the history, the item), so the
-epoch's test AUC is printed too as a sanity check. The generator here is this script's own (the
-``synthetic`` recipe builds its data in memory); see docs/distributed.md for the measured figures.
+Each stage runs in its own process so its peak RSS is its own::
+
+    PYTHONPATH=src python benchmarks/out_of_core.py --sizes 1000000,10000000,50000000 --out /tmp/ooc
+
+Prints per size: write (parquet only) / generate+encode / epoch seconds, seconds per million
+instances, peak RSS of each stage, and the epoch's test AUC (planted labels: a sanity check).
 """
 from __future__ import annotations
 
@@ -77,23 +80,31 @@ def write(n: int, out: Path, seed: int = 0) -> dict:
     return {"seconds": time.perf_counter() - t0, "peak_gib": peak_gib()}
 
 
-def encode(folder: Path) -> dict:
+def dataset(source: str, folder: Path):
     from ctrgraph.registry import load_dataset
 
+    if source == "synthetic":
+        n = int(os.environ["OOC_N"])
+        return load_dataset("synthetic", {"n_instances": n, "n_users": max(1000, n // 100), "n_items": 100_000,
+                                          "n_categories": 500, "chunk_rows": CHUNK}, cache=True)
+    return load_dataset("table", {"path": str(folder), "schema": SCHEMA}, cache=True)
+
+
+def encode(source: str, folder: Path) -> dict:
     t0 = time.perf_counter()
-    ds = load_dataset("table", {"path": str(folder), "schema": SCHEMA}, cache=True)
+    ds = dataset(source, folder)
     return {"seconds": time.perf_counter() - t0, "peak_gib": peak_gib(), "rows": len(ds)}
 
 
-def train(folder: Path, threads: int) -> dict:
+def train(source: str, folder: Path, threads: int) -> dict:
     import torch
 
     from ctrgraph.config import TrainConfig
     from ctrgraph.data.schema import FeatureSpec
-    from ctrgraph.registry import build_model, load_dataset
+    from ctrgraph.registry import build_model
     from ctrgraph.train.trainer import Trainer
 
-    ds = load_dataset("table", {"path": str(folder), "schema": SCHEMA}, cache=True)
+    ds = dataset(source, folder)
     torch.manual_seed(0)
     model = build_model("deepfm", FeatureSpec(ds.schema, ds.vocab_sizes), {}, dim=16)
     cfg = TrainConfig(epochs=1, batch_size=4096, lr=1e-3, progress=True, num_threads=threads)
@@ -115,14 +126,15 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--out", default="/tmp/ctrgraph_ooc")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--source", choices=["synthetic", "parquet"], default="synthetic")
     ap.add_argument("--keep", action="store_true", help="keep the parquet folders and the cache")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--arg", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.stage:
         folder = Path(a.arg)
-        r = (write(int(os.environ["OOC_N"]), folder) if a.stage == "write" else encode(folder)
-             if a.stage == "encode" else train(folder, a.threads))
+        r = (write(int(os.environ["OOC_N"]), folder) if a.stage == "write" else encode(a.source, folder)
+             if a.stage == "encode" else train(a.source, folder, a.threads))
         print(json.dumps(r))
         return
     print("| instances | write s | encode s | encode s / M | epoch s | epoch s / M | peak GiB write / encode / train | test AUC |")
@@ -131,9 +143,10 @@ def main() -> None:
         root = Path(a.out) / f"n{n}"
         shutil.rmtree(root, ignore_errors=True)
         os.environ.update(OOC_N=str(n), CTRGRAPH_CACHE=str(root / "cache"))
-        w = stage("write", "--arg", str(root / "parquet"))
-        e = stage("encode", "--arg", str(root / "parquet"))
-        t = stage("train", "--arg", str(root / "parquet"), "--threads", str(a.threads))
+        src = ["--arg", str(root / "parquet"), "--source", a.source]
+        w = stage("write", *src) if a.source == "parquet" else {"seconds": 0.0, "peak_gib": 0.0}
+        e = stage("encode", *src)
+        t = stage("train", *src, "--threads", str(a.threads))
         m = n / 1e6
         print(f"| {n:,} | {w['seconds']:.1f} | {e['seconds']:.1f} | {e['seconds'] / m:.2f} | {t['epoch_seconds']:.1f} | "
               f"{t['epoch_seconds'] / m:.2f} | {w['peak_gib']:.2f} / {e['peak_gib']:.2f} / {t['peak_gib']:.2f} | "

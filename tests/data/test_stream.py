@@ -12,11 +12,11 @@ import torch
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.data.loader import BatchLoader
+from ctrgraph.data.schema import FeatureSpec
 from ctrgraph.data.stream import VocabCounter
 from ctrgraph.data.vocab import Vocab
 from ctrgraph.errors import ConfigError, DataError
 from ctrgraph.registry import build_model, load_dataset
-from ctrgraph.data.schema import FeatureSpec
 from ctrgraph.train.trainer import Trainer
 
 SCHEMA = {
@@ -147,3 +147,22 @@ def test_streaming_errors_are_clear(tmp_path):
     other = {**SCHEMA, "fields": SCHEMA["fields"] + [{"name": "nope", "kind": "categorical", "role": "context"}]}
     with pytest.raises(DataError, match=r"column\(s\) \['nope'\] not found"):
         load_dataset("table", {"path": folder, "schema": other}, cache=False)
+
+
+def test_synthetic_in_parts_follows_its_planted_model():
+    from ctrgraph.data.recipes import synthetic
+
+    p = synthetic.SyntheticParams(n_instances=12_000, n_users=400, n_items=600, chunk_rows=2500)
+    parts = list(synthetic.chunks(p))
+    assert len(parts) >= 4 and sum(len(x) for x in parts) == p.n_instances
+    users = [set(np.unique(x.columns["user_id"]).tolist()) for x in parts]
+    assert all(not (a & b) for i, a in enumerate(users) for b in users[i + 1:])  # blocks of users
+    for x in parts:  # every part's labels come from the planted logit of its own rows
+        prob = 1 / (1 + np.exp(-synthetic.true_logit(x)))
+        np.testing.assert_allclose(prob, x.columns["true_prob"], rtol=1e-5, atol=1e-6)
+    ds = load_dataset("synthetic", p.model_dump(), cache=False)
+    assert isinstance(ds.arrays["hist_item_id"], np.memmap) and len(ds) == p.n_instances
+    assert synthetic.chunks(synthetic.SyntheticParams(n_instances=12_000, n_users=400, n_items=600)) is None
+    with pytest.raises(ConfigError, match="needs split=user"):
+        list(synthetic.chunks(synthetic.SyntheticParams(n_instances=12_000, n_users=400, n_items=600,
+                                                        chunk_rows=2500, split="time")))

@@ -76,6 +76,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field as PField, model_validator
 
+from ...errors import ConfigError
 from ..raw import RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..split import per_user_chronological, time_quantile_split
@@ -128,6 +129,8 @@ class SyntheticParams(BaseModel):
     valid: float = PField(0.1, ge=0.0, lt=1.0)
     test: float = PField(0.1, gt=0.0, lt=1.0)
     emit_true_prob: bool = PField(True, description="keep the raw true_prob column (evaluation only)")
+    chunk_rows: int = PField(0, ge=0, description="> 0: generate and encode out of core, in parts of about this "
+                                                  "many instances (another draw than 0, which builds in memory)")
     seed: int = PField(0, ge=0)
 
     @model_validator(mode="after")
@@ -376,19 +379,55 @@ def _gather_rows(dst: np.ndarray, stream: np.ndarray, start: np.ndarray, ln: np.
 def build(p: SyntheticParams, data_dir: Path | None = None) -> RawDataset:
     w = world(p)
     rng = np.random.default_rng([p.seed, 1])
-    N, L, T, C, n_u = p.n_instances, p.max_len, p.period_len, p.n_categories, p.n_users
+    counts = rng.multinomial(p.n_instances, w.user_activity / w.user_activity.sum())
+    return _instances(p, w, rng, np.arange(p.n_users, dtype=np.int64), counts)
+
+
+def user_blocks(counts: np.ndarray, rows: int) -> list[tuple[int, int]]:
+    """Consecutive user ranges [a, b) holding about ``rows`` instances each (at least one user)."""
+    cum = np.cumsum(counts)
+    cuts = np.searchsorted(cum, np.arange(rows, int(cum[-1]), rows), side="left") + 1
+    edges = np.unique(np.concatenate([[0], cuts, [counts.size]]))
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def chunks(p: SyntheticParams, data_dir: Path | None = None):
+    """With ``chunk_rows`` > 0: the data set in parts of about ``chunk_rows`` instances, one block of
+    consecutive users each (instance counts per user from stream ``[seed, 1]`` as in :func:`build`;
+    block ``b`` from stream ``[seed, 1, b + 1]``), for out-of-core encoding. Another draw than the
+    in-memory data set of the same seed (same world and model, other random streams)."""
+    if p.chunk_rows == 0:
+        return None
+    if p.split != "user":
+        raise ConfigError("synthetic: chunk_rows needs split=user (a time split needs every user's instances at once)")
+
+    def parts():
+        w = world(p)
+        counts = np.random.default_rng([p.seed, 1]).multinomial(p.n_instances, w.user_activity / w.user_activity.sum())
+        for b, (a, z) in enumerate(user_blocks(counts, p.chunk_rows)):
+            raw = _instances(p, w, np.random.default_rng([p.seed, 1, b + 1]), np.arange(a, z, dtype=np.int64),
+                             counts[a:z])
+            raw.meta.update(part=b, behaviours=None, active_users=None)
+            yield raw
+
+    return parts()
+
+
+def _instances(p: SyntheticParams, w: SyntheticWorld, rng: np.random.Generator, uids: np.ndarray,
+               counts: np.ndarray) -> RawDataset:
+    """The instances of users ``uids`` (``counts`` impressions each) from the random stream ``rng``."""
+    N, L, T, C, n_u = int(counts.sum()), p.max_len, p.period_len, p.n_categories, uids.size
     cdt = _int_dtype(C)
 
-    # instances: users and times (sorted by user, time)
-    counts = rng.multinomial(N, w.user_activity / w.user_activity.sum())
+    # instances: users and times (sorted by user, time); owner = position in uids
     owner = np.repeat(np.arange(n_u, dtype=np.int64), counts)
     ikey = _sorted_in_group(owner, rng.integers(WINDOW_START, SPAN, N))
     t = (ikey & _MASK).astype(np.int32)
-    user = owner.astype(np.int32)
+    user = owner.astype(np.int32)  # local until the labels need the raw id
     del owner
 
     # behaviour streams of active users: strictly increasing times, periods, categories, items
-    n_b = np.where(counts > 0, w.user_n_behaviours, 0)
+    n_b = np.where(counts > 0, w.user_n_behaviours[uids], 0)
     b_off = _offsets(n_b)
     nbt = int(b_off[-1])
     bowner = np.repeat(np.arange(n_u, dtype=np.int64), n_b)
@@ -401,12 +440,12 @@ def build(p: SyntheticParams, data_dir: Path | None = None) -> RawDataset:
     n_p = np.where(counts > 0, n_b // T + 1, 0)
     p_off = _offsets(n_p)
     powner = np.repeat(np.arange(n_u, dtype=np.int64), n_p)
-    cw = np.cumsum(w.user_weights, axis=1)
+    cw = np.cumsum(w.user_weights[uids], axis=1)
     zi = np.zeros(powner.size, dtype=np.int64)
     up = rng.random(powner.size)
     for j in range(p.n_interests - 1):
         zi += up > cw[:, j][powner]
-    z = w.user_interests[powner, zi]
+    z = w.user_interests[uids[powner], zi]
     del powner, zi, up
     b_cat = z[p_off[bowner] + rank // T]
     expl = rng.random(nbt) < p.explore
@@ -426,6 +465,7 @@ def build(p: SyntheticParams, data_dir: Path | None = None) -> RawDataset:
     del k
 
     # labels from the planted logistic model (s from the stream window k - min(len, T) .. k-1)
+    user = uids[user].astype(np.int32)  # raw user ids from here on
     share = _stream_share(b_cat, start, lengths, category, T)
     prob = 1.0 / (1.0 + np.exp(-logit_of(p, w, user, item, category, hour, share)))
     del share
@@ -488,4 +528,5 @@ def build(p: SyntheticParams, data_dir: Path | None = None) -> RawDataset:
     return RawDataset(schema, cols, seq_len, split, meta=meta)
 
 
-RECIPE = Recipe("synthetic", "synthetic CTR generator (interest-delay behaviour, known logistic labels)", SyntheticParams, build, sources)
+RECIPE = Recipe("synthetic", "synthetic CTR generator (interest-delay behaviour, known logistic labels)", SyntheticParams,
+                build, sources, chunks=chunks)
