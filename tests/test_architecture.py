@@ -107,12 +107,14 @@ def test_importing_the_package_registers_everything():
 
     reg = ctrgraph.registry
     recipe_modules = {m.name for m in pkgutil.iter_modules(importlib.import_module("ctrgraph.data.recipes").__path__)}
-    assert recipe_modules - {"base", "_movielens"} == {"custom", "ml100k", "ml100k_dgenn", "ml1m", "movielens",
-                                                        "synthetic", "synthetic_search", "search_log", "jdsearch", "taobao", "amazon_books",
-                                                        "retailrocket"}
+    helpers = {"base", "_movielens", "_fieldwise", "_dgenn", "_din"}
+    assert recipe_modules - helpers == {"custom", "ml100k", "ml100k_dgenn", "ml1m", "movielens",
+                                        "synthetic", "synthetic_search", "search_log", "jdsearch", "taobao", "amazon_books",
+                                        "retailrocket", "criteo", "avazu", "alimama", "tmall", "amazon_electronics",
+                                        "ml20m"}
     assert set(reg.RECIPES) == {"movielens", "ml100k", "ml100k-dgenn", "ml1m", "taobao", "table", "log", "synthetic",
                                 "synthetic_search", "search_log", "jdsearch", "amazon-books",
-                                "retailrocket"}
+                                "retailrocket", "criteo", "avazu", "alimama", "tmall", "amazon-electronics", "ml20m"}
     assert set(reg.PROVIDERS) == {"plain", "res", "dg", "gcn", "kgat", "hgat", "skipgram", "node2vec", "eges"}
     # every model class defined in ctrgraph.models is listed (one explicit list, nothing registers itself)
     from ctrgraph.models.base import CTRModel

@@ -18,11 +18,16 @@ from pydantic import ValidationError
 from .data.dataset import EncodedDataset
 from .data.raw import RawDataset
 from .data.recipes import (
+    alimama,
     amazon_books,
+    amazon_electronics,
+    avazu,
+    criteo,
     custom,
     jdsearch,
     load_encoded,
     ml1m,
+    ml20m,
     ml100k,
     ml100k_dgenn,
     movielens,
@@ -31,6 +36,7 @@ from .data.recipes import (
     synthetic,
     synthetic_search,
     taobao,
+    tmall,
 )
 from .data.recipes import build_raw as _build_raw
 from .data.recipes.base import Recipe
@@ -90,6 +96,7 @@ RECIPES: dict[str, Recipe] = _by_name([
     movielens.RECIPE, ml100k.RECIPE, ml100k_dgenn.RECIPE, ml1m.RECIPE, taobao.RECIPE,
     custom.TABLE_RECIPE, custom.LOG_RECIPE, synthetic.RECIPE, synthetic_search.RECIPE, search_log.RECIPE, jdsearch.RECIPE,
     amazon_books.RECIPE, retailrocket.RECIPE,
+    criteo.RECIPE, avazu.RECIPE, alimama.RECIPE, tmall.RECIPE, amazon_electronics.RECIPE, ml20m.RECIPE,
 ], "recipes")
 
 #: embedding providers (``embedding.provider`` or the ``<provider>-`` prefix of a model name)

@@ -10,6 +10,21 @@ from pathlib import Path
 from ..errors import DataError
 
 
+def fetch_file(url: str, dest: Path) -> Path:
+    """Download ``url`` to ``dest`` through a temporary file (an interrupted download leaves nothing)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as out:
+            shutil.copyfileobj(r, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"download of {url} failed: {e}") from None
+    tmp.replace(dest)
+    return dest
+
+
 def fetch_zip(url: str, dest: Path, member_dir: str) -> Path:
     """Download ``url`` (a zip) and extract it under ``dest``; returns ``dest / member_dir``."""
     dest = Path(dest)

@@ -30,6 +30,11 @@ not describe):
   80 % quantile of all review times, train <= point < test, valid = the instances in (the 70 %
   quantile, the split point] (see :func:`~ctrgraph.data.recipes.taobao.split_instances`).
   ``protocol="default"``: the taobao recipe's split over the instances' times.
+  ``protocol="din"`` (Res-embedding's Amazon protocol as DIN built it, :mod:`._din`): per user,
+  every review after the first is a positive with one random negative, the last review is test
+  (``din_valid``: the second-last valid); ``protocol="res"``: one pair per user (the last review),
+  users split at random (``valid_users``, ``test_users``). Both ignore the quantile options and
+  ``min_history``/``history_ties``/``negative_dist``.
 - category of an item: ``category_level`` of its (first) category path; the default ``-1`` is the
   most specific level, DIEN's ``categories[0][-1]`` (1,602 categories on the 2014 Books 5-core,
   the count DemiNet reports); ``k >= 0`` the level-k name (0 is ``Books``), the last name of paths
@@ -73,6 +78,7 @@ from pydantic import Field as PField
 from ...errors import DataError
 from ..raw import RawDataset
 from ..schema import Schema
+from ._din import DinOptions, din_instances
 from .base import Recipe
 from .taobao import SequenceParams, active_users, sequence_instances
 
@@ -104,10 +110,12 @@ def _key(k: str) -> str:
     return r"""^\s*\{""" + _TOKEN + r"""*?(?<=[{,])\s*u?['"]""" + re.escape(k) + r"""['"]\s*:\s*"""
 
 
-class AmazonBooksParams(SequenceParams):
-    protocol: Literal["default", "deminet"] = PField(
+class AmazonBooksParams(SequenceParams, DinOptions):
+    protocol: Literal["default", "deminet", "din", "res"] = PField(
         "deminet", description="deminet: users with < 5 reviews removed, split point = quantile of all review "
-                               "times, train <= point < test; default: the taobao recipe's split")
+                               "times, train <= point < test; default: the taobao recipe's split; din: DIN's "
+                               "per-user protocol (last review test); res: Res-embedding's one pair per user, "
+                               "users split")
     reviews: str | None = PField(None, description="reviews file (reviews_Books_5.json[.gz] or Books_5.json[.gz])")
     meta: str | None = PField(None, description="metadata file (meta_Books.json[.gz])")
     category_level: int = PField(-1, description="level of the category path: -1 the most specific (DIEN), "
@@ -355,8 +363,17 @@ def decode_asin(ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(chars).view("U10").reshape(np.shape(ids))
 
 
-def build(p: AmazonBooksParams, data_dir: Path | None) -> RawDataset:
-    rpath, mpath = locate(p, data_dir)
+def review_instances(p: AmazonBooksParams, user: np.ndarray, icode: np.ndarray, ts: np.ndarray, items: np.ndarray,
+                     item_cat: np.ndarray, what: str) -> tuple[dict, dict, list, np.ndarray, dict]:
+    """The instances of ``p.protocol``: ``din`` / ``res`` (:mod:`._din`) or the sequence recipes' protocols."""
+    if p.protocol in ("din", "res"):
+        return din_instances(p.protocol, user, icode, ts, items, item_cat, max_len=p.max_len,
+                             negatives=p.negatives, seed=p.seed, opts=p, cat_field="category", what=what)
+    return sequence_instances(p, user, icode, ts, items, item_cat, cat_field="category", what=what)
+
+
+def build_reviews(p: AmazonBooksParams, rpath: Path, mpath: Path, name: str, description: str) -> RawDataset:
+    """The recipe on McAuley's reviews + metadata files (shared with ``amazon-electronics``)."""
     rev = read_reviews(rpath)
     n_read = len(rev)
     rev = rev.drop_duplicates()
@@ -370,7 +387,7 @@ def build(p: AmazonBooksParams, data_dir: Path | None) -> RawDataset:
     n_removed = int(np.unique(user[~active]).size)
     user, item, ts = user[active], item[active], ts[active]
     if user.size == 0:
-        raise DataError(f"amazon-books: {rpath}: no user has {p.user_threshold()} reviews (min_user_events)")
+        raise DataError(f"{name}: {rpath}: no user has {p.user_threshold()} reviews (min_user_events)")
     items = np.unique(item)
     icode = np.searchsorted(items, item)
     m_asin, m_cat = read_meta(mpath, p.category_level, wanted=items)
@@ -379,17 +396,22 @@ def build(p: AmazonBooksParams, data_dir: Path | None) -> RawDataset:
     cat_names = np.unique(names[names != ""])
     item_cat = np.where(names == "", -1, np.searchsorted(cat_names, names)).astype(np.int64)
     item_ids = asin_to_int(items)
-    cols, lengths, fields, split, info = sequence_instances(
-        p, user, icode, ts, items if item_ids is None else item_ids, item_cat, cat_field="category",
-        what=f"amazon-books: {rpath}")
+    cols, lengths, fields, split, info = review_instances(
+        p, user, icode, ts, items if item_ids is None else item_ids, item_cat, what=f"{name}: {rpath}")
+    negs = "DIN-style negatives" if p.protocol != "res" else "one negative per user (Res-embedding)"
     meta = {"source": [str(rpath), str(mpath)], "events_read": n_read, **info, "users_removed": n_removed,
             "items_without_category": int((item_cat < 0).sum()), "categories": int(cat_names.size),
             "category_names": cat_names.tolist(),
             "item_id": "asin" if item_ids is None else "asin as a base-36 integer (decode_asin)",
-            "protocol": (f"Amazon Books reviews as clicks; {p.protocol} protocol (users with < "
-                         f"{p.user_threshold()} reviews removed); DIN-style negatives")}
-    return RawDataset(Schema(tuple(fields), label="label", description="Amazon Books reviews (McAuley)"), cols,
+            "protocol": (f"{description} as clicks; {p.protocol} protocol (users with < "
+                         f"{p.user_threshold()} reviews removed); {negs}")}
+    return RawDataset(Schema(tuple(fields), label="label", description=f"{description} (McAuley)"), cols,
                       lengths, split, meta=meta)
+
+
+def build(p: AmazonBooksParams, data_dir: Path | None) -> RawDataset:
+    rpath, mpath = locate(p, data_dir)
+    return build_reviews(p, rpath, mpath, "amazon-books", "Amazon Books reviews")
 
 
 def _fetch(url: str, dest: Path) -> None:
