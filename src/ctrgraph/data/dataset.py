@@ -65,7 +65,7 @@ class EncodedDataset:
             f = self.schema.by_role(role)
             if f:
                 col, (a, b) = self.arrays[f[0].name], self.bounds.get("train", (0, 0))
-                out[f"{role.value}s"] = {"train": int(np.unique(col[a:b]).size), "all": int(np.unique(col).size)}
+                out[f"{role.value}s"] = {"train": _distinct(col[a:b]), "all": _distinct(col)}
         out["vocab_sizes"] = self.vocab_sizes
         recipe = {k: v for k, v in self.meta.items() if k not in ("bounds", "format_version")}
         if recipe:
@@ -100,7 +100,7 @@ class EncodedDataset:
                             f"give more rows or another split rule")
         for k in ("train", "valid", "test"):
             a, b = self.bounds[k]
-            classes = np.unique(lab[a:b])
+            classes = np.unique([lab[a:b].min(), lab[a:b].max()])  # no sorted copy of a large split
             if classes.size < 2:
                 raise DataError(f"{source}: the {k} split's label {self.schema.label!r} has a single class "
                                 f"({classes[0]:g} in all {b - a} rows): AUC and early stopping need both 0 and 1")
@@ -164,6 +164,17 @@ class EncodedDataset:
         vocabs = {t: Vocab.load(t, path / f"vocab_{t}.npy") for t in schema.tables}
         bounds = {k: tuple(v) for k, v in meta.pop("bounds").items()}
         return cls(schema, arrays, vocabs, bounds, meta)
+
+
+def _distinct(col: np.ndarray, chunk: int = 1 << 22) -> int:
+    """Number of distinct values of a column; encoded ids (small non-negative integers) by a bitmap,
+    chunk by chunk, so a memory-mapped column is never read whole."""
+    if col.dtype.kind not in "iu" or col.size == 0 or int(col.min()) < 0:
+        return int(np.unique(col).size)
+    seen = np.zeros(int(col.max()) + 1, dtype=bool)
+    for s in range(0, col.shape[0], chunk):
+        seen[np.asarray(col[s:s + chunk])] = True
+    return int(seen.sum())
 
 
 def sequence_lengths(ids: np.ndarray) -> np.ndarray:
