@@ -64,7 +64,9 @@ class TrainConfig(BaseModel):
         "auto", description="initialise the output bias to the train log-odds (auto: the model's default)")
     seed: int = 1
     device: str = "auto"
-    amp: bool = False
+    amp: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
+    compile: bool = Field(False, description="torch.compile the training forward/backward (the eager model "
+                                              "scores valid / test); the first steps pay the compilation")
     num_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         None, description="intra-op threads: None = PyTorch's default (one per core); auto = the cores other "
                           "processes leave free when training starts (train/threads.py; faster on a busy machine, "

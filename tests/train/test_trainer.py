@@ -1,6 +1,7 @@
 """Trainer: determinism, checkpoints, resume, auxiliary losses, early stopping."""
 import json
 
+import pytest
 import torch
 
 from ctrgraph.config import TrainConfig
@@ -115,3 +116,11 @@ def test_auto_threads_leave_the_busy_cores(monkeypatch):
         assert th.auto_threads(4, interval=0) == want, busy_share
     monkeypatch.setattr(th, "_cpu_times", lambda: None)  # no /proc/stat: PyTorch's default
     assert th.auto_threads(3, interval=0) == 3
+
+
+def test_torch_compile_trains_to_the_eager_numbers(planted):
+    """``train.compile``: the compiled training step computes what the eager one computes."""
+    _, eager = _fit(planted, epochs=1)
+    _, compiled = _fit(planted, epochs=1, compile=True)
+    assert compiled["history"][0]["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-4)
+    assert compiled["test"]["auc"] == pytest.approx(eager["test"]["auc"], abs=2e-3)

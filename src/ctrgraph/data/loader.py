@@ -99,8 +99,10 @@ class BatchLoader:
             rows = idx[s:e]
             batch = {k: v.index_select(0, rows) for k, v in cols.items()}
         self._trim(batch)
-        if self.device.type != "cpu":
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.device.type == "cuda":  # page-locked host memory: the copy overlaps with compute
+            batch = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+        elif self.device.type != "cpu":
+            batch = {k: v.to(self.device) for k, v in batch.items()}
         return batch
 
     def _iter_blocks(self) -> Iterator[dict[str, torch.Tensor]]:

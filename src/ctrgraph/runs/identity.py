@@ -22,7 +22,7 @@ from ..registry import MODELS, PROVIDERS, get_recipe, model_config, provider_def
 #: config entries that do not change what a run computes (``data.params`` and ``embedding.params``
 #: are compared against the recipe's and the provider's own defaults instead)
 ENVIRONMENT = {("train", "seed"), ("train", "progress"), ("train", "num_threads"), ("train", "device"),
-               ("train", "time_limit_minutes"), ("train", "ddp_find_unused_parameters"),
+               ("train", "time_limit_minutes"), ("train", "ddp_find_unused_parameters"), ("train", "compile"),
                ("data", "data_dir"), ("data", "cache")}
 
 

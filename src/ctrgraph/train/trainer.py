@@ -179,6 +179,8 @@ class Trainer:
             torch.set_rng_state(ck["torch_rng"])
         # DDP: rank 0's parameters and buffers are broadcast here, gradients averaged in backward
         net = self._ddp(model) if ctx.active else model
+        if cfg.compile:
+            net = torch.compile(net)
         best_state = None
         if state["best_epoch"] and self.run_dir is not None and (self.run_dir / "best.pt").exists():
             best_state = load_torch(files.verify("best.pt"))["model"]
