@@ -530,3 +530,32 @@ def test_pair_builders_reject_bad_input():
     with pytest.raises(ValueError, match="top_k"):
         g.cooccurrence_graph(np.array([[2, 3]]), 5, top_k=0)
     assert g.cooccurrence_graph(np.array([[2, 3, 4]]), 5, window=0).nnz == 0  # window 0: no pairs
+
+
+def test_chunked_builders_equal_the_whole_input():
+    """[N, L] inputs read in row chunks (memory-mapped splits) give the graphs of the whole input."""
+    from ctrgraph.graphs import builders
+    from ctrgraph.graphs.from_dataset import user_sequences
+
+    rng = np.random.default_rng(5)
+    n, L, ni, nu = 3000, 7, 60, 90
+    hist = rng.integers(1, ni, (n, L))
+    hist[np.arange(L)[None, :] >= rng.integers(0, L + 1, n)[:, None]] = 0  # post-padded
+    users = np.sort(rng.integers(0, nu, n))
+    ts = np.cumsum(rng.integers(0, 3, (n, L)), axis=1) + users[:, None] * 100
+    labels = rng.integers(0, 2, n)
+    for chunk in (64, 1000):
+        for weighted in (False, True):
+            a = builders.user_item_graph(users, hist, nu, ni, labels, weighted)
+            b = builders.user_item_graph(users, hist, nu, ni, labels, weighted, chunk_rows=chunk)
+            assert (a != b).nnz == 0
+        assert (builders.binary_incidence(users, hist, (nu, ni))
+                != builders.binary_incidence(users, hist, (nu, ni), chunk_rows=chunk)).nnz == 0
+        for k in (None, 3):
+            a = builders.cooccurrence_graph(hist, ni, window=2, top_k=k)
+            b = builders.cooccurrence_graph(hist, ni, window=2, top_k=k, chunk_rows=chunk)
+            assert (a != b).nnz == 0, (chunk, k)
+        for t in (None, ts):
+            whole, part = user_sequences(users, hist, t), user_sequences(users, hist, t, chunk_rows=chunk)
+            for x, y in zip(whole, part):
+                np.testing.assert_array_equal(x, y)

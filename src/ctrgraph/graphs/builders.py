@@ -26,7 +26,22 @@ from ._util import (
     offset_pairs,
     remaining_in_sequence,
     symmetric_from_upper,
+    top_k_rows,
 )
+
+#: rows of an ``[N, L]`` input handled at a time (memory-mapped training splits are never read whole)
+CHUNK_ROWS = 1 << 18
+
+
+def _row_chunks(n: int, chunk: int):
+    for s in range(0, n, chunk):
+        yield slice(s, min(n, s + chunk))
+
+
+def _binary(m: sp.csr_matrix) -> sp.csr_matrix:
+    m = m.tocsr()
+    m.data[:] = 1
+    return m
 
 
 def _n_nodes(values: np.ndarray, n: int | None) -> int:
@@ -39,7 +54,7 @@ def _n_nodes(values: np.ndarray, n: int | None) -> int:
 
 # ----- 1. item co-occurrence (Res-embedding, Algorithm 1) ------------------------------------
 def cooccurrence_graph(sequences: Sequences, n_items: int | None = None, window: int = 2,
-                       top_k: int | None = 8, dtype=np.float32) -> sp.csr_matrix:
+                       top_k: int | None = 8, dtype=np.float32, chunk_rows: int = CHUNK_ROWS) -> sp.csr_matrix:
     """Item co-occurrence matrix Z of Res-embedding Algorithm 1.
 
     For each sequence and each position c, every position w with ``|w - c| <= window`` whose item
@@ -57,11 +72,23 @@ def cooccurrence_graph(sequences: Sequences, n_items: int | None = None, window:
     and counted; the top-k sorts only a candidate set that provably holds each row's top-k
     (``top_k_symmetric``), and without top-k both directions are laid out by one counting sort.
     """
-    values, offsets, n = _pair_input(sequences, n_items)
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if not isinstance(sequences, tuple) and np.ndim(sequences) == 2 and len(sequences) > chunk_rows:
+        # [N, L] histories (every training sample's, maybe memory-mapped): counts are additive over
+        # row chunks; the row-wise top-k is taken once on the summed counts
+        if n_items is None:
+            raise ValueError("cooccurrence_graph: n_items is needed for chunked [N, L] input")
+        total = sp.csr_matrix((n_items, n_items), dtype=dtype)
+        for rows in _row_chunks(len(sequences), chunk_rows):
+            total = total + cooccurrence_graph(np.asarray(sequences[rows]), n_items, window, None, dtype,
+                                               chunk_rows=chunk_rows)
+        total = total.tocsr()
+        total.sort_indices()
+        return total if top_k is None else top_k_rows(total, top_k)
+    values, offsets, n = _pair_input(sequences, n_items)
     pc = unique_pairs(window_pair_keys(values, offsets, window), head_k=top_k)
     if top_k is None:
         return symmetric_from_pairs(pc.keys, n, pc.expand_counts(dtype), dtype)
@@ -124,11 +151,18 @@ def transition_graph(sequences: Sequences, n_items: int | None = None, directed:
 
 
 # ----- 3. user kNN similarity (DG-ENN Eq. 8) -------------------------------------------------
-def binary_incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], dtype=np.float32) -> sp.csr_matrix:
+def binary_incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], dtype=np.float32,
+                     chunk_rows: int = CHUNK_ROWS) -> sp.csr_matrix:
     """0/1 CSR with a 1 at every distinct (row, col); entries with col 0 (padding) are dropped.
 
-    ``cols`` may be ``[N]`` or ``[N, L]`` (multi-valued, post-padded) with ``rows`` ``[N]``.
+    ``cols`` may be ``[N]`` or ``[N, L]`` (multi-valued, post-padded) with ``rows`` ``[N]``; a long
+    ``[N, L]`` input is read ``chunk_rows`` rows at a time.
     """
+    if np.ndim(cols) == 2 and len(cols) > chunk_rows:
+        total = sp.csr_matrix(shape, dtype=dtype)
+        for r in _row_chunks(len(cols), chunk_rows):
+            total = total + binary_incidence(np.asarray(rows[r]), np.asarray(cols[r]), shape, dtype, chunk_rows)
+        return _binary(total)
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     if cols.ndim == 2:
@@ -285,12 +319,21 @@ def bipartite_adjacency(b: sp.spmatrix) -> sp.csr_matrix:
 
 # ----- 5. user-item bipartite (DG-ENN 4.1.2, uv graph) ----------------------------------------
 def user_item_graph(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
-                    labels: np.ndarray | None = None, weighted: bool = False, dtype=np.float32) -> sp.csr_matrix:
+                    labels: np.ndarray | None = None, weighted: bool = False, dtype=np.float32,
+                    chunk_rows: int = CHUNK_ROWS) -> sp.csr_matrix:
     """User x item matrix Y of DG-ENN 4.1.2: ``y_uv = 1`` iff (u, v) is a train positive.
 
     Rows with ``labels > 0`` only (all rows when ``labels`` is None); ``items`` may be ``[N, L]``
-    (e.g. histories). ``weighted`` counts repeated interactions instead of 0/1.
+    (e.g. histories; read ``chunk_rows`` rows at a time when longer). ``weighted`` counts repeated
+    interactions instead of 0/1.
     """
+    if np.ndim(items) == 2 and len(items) > chunk_rows:
+        total = sp.csr_matrix((n_users, n_items), dtype=dtype)
+        for r in _row_chunks(len(items), chunk_rows):
+            total = total + user_item_graph(np.asarray(users[r]), np.asarray(items[r]), n_users, n_items,
+                                            None if labels is None else np.asarray(labels[r]), weighted, dtype,
+                                            chunk_rows)
+        return total.tocsr() if weighted else _binary(total)
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     if labels is not None:

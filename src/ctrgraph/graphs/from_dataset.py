@@ -12,8 +12,8 @@ from ..data.schema import Kind, Role
 from . import builders
 
 
-def user_sequences(users: np.ndarray, hist: np.ndarray, hist_ts: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def user_sequences(users: np.ndarray, hist: np.ndarray, hist_ts: np.ndarray | None = None,
+                   chunk_rows: int = builders.CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each user's behaviour sequence, reconstructed once from the samples' histories.
 
     Histories of one user's samples are overlapping windows of one behaviour stream. With
@@ -22,34 +22,49 @@ def user_sequences(users: np.ndarray, hist: np.ndarray, hist_ts: np.ndarray | No
     timestamps the longest history of the user is taken (ties: the last such row).
 
     Returns ``(values, offsets, user_ids)``: user ``user_ids[i]``'s sequence is
-    ``values[offsets[i]:offsets[i+1]]`` (users without history are absent).
+    ``values[offsets[i]:offsets[i+1]]`` (users without history are absent). ``[N, L]`` inputs are
+    read ``chunk_rows`` rows at a time (memory grows with the distinct behaviours, not with N x L).
     """
     users = np.asarray(users, dtype=np.int64)
-    hist = np.asarray(hist)
-    mask = hist != 0
+    n = users.size
     if hist_ts is None:
-        lens = mask.sum(axis=1)
+        lens = np.concatenate([(np.asarray(hist[r]) != 0).sum(axis=1) for r in builders._row_chunks(n, chunk_rows)]) \
+            if n else np.zeros(0, dtype=np.int64)
         order = np.lexsort((np.arange(users.size), lens, users))  # last row per user = longest, latest
         last = np.ones(order.size, dtype=bool)
         last[:-1] = users[order][1:] != users[order][:-1]
         rows = order[last]
         rows = rows[lens[rows] > 0]
-        sub = hist[rows]
+        sub = np.asarray(hist[np.sort(rows)])[np.argsort(np.argsort(rows))] if rows.size else np.asarray(hist[:0])
         m = sub != 0
         offsets = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(m.sum(axis=1), out=offsets[1:])
         return sub[m].astype(np.int64), offsets, users[rows]
-    u = np.broadcast_to(users[:, None], hist.shape)[mask]
-    t = np.asarray(hist_ts)[mask].astype(np.int64)
-    v = hist[mask].astype(np.int64)
+    parts = [_distinct_behaviours(users[r], np.asarray(hist[r]), np.asarray(hist_ts[r]))
+             for r in builders._row_chunks(n, chunk_rows)] or [_distinct_behaviours(users, np.asarray(hist),
+                                                                                     np.asarray(hist_ts))]
+    u, t, v = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    if len(parts) > 1:  # a user's behaviours may sit in two chunks: deduplicate across them
+        u, t, v = _distinct_sorted(u, t, v)
+    first = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if u.size else np.empty(0, np.int64)
+    offsets = np.append(first, u.size).astype(np.int64)
+    return v, offsets, u[first]
+
+
+def _distinct_sorted(u: np.ndarray, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (u, t, v) triples, sorted by (u, t, v)."""
     order = np.lexsort((v, t, u))
     u, t, v = u[order], t[order], v[order]
     new = np.ones(u.size, dtype=bool)
     new[1:] = (u[1:] != u[:-1]) | (t[1:] != t[:-1]) | (v[1:] != v[:-1])
-    u, v = u[new], v[new]
-    first = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if u.size else np.empty(0, np.int64)
-    offsets = np.append(first, u.size).astype(np.int64)
-    return v, offsets, u[first]
+    return u[new], t[new], v[new]
+
+
+def _distinct_behaviours(users: np.ndarray, hist: np.ndarray, hist_ts: np.ndarray):
+    """(user, ts, item) of every history position of these rows, distinct and sorted."""
+    mask = hist != 0
+    u = np.broadcast_to(users[:, None], hist.shape)[mask]
+    return _distinct_sorted(u, hist_ts[mask].astype(np.int64), hist[mask].astype(np.int64))
 
 
 def _roles(ds):
