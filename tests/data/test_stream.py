@@ -166,3 +166,16 @@ def test_synthetic_in_parts_follows_its_planted_model():
     with pytest.raises(ConfigError, match="needs split=user"):
         list(synthetic.chunks(synthetic.SyntheticParams(n_instances=12_000, n_users=400, n_items=600,
                                                         chunk_rows=2500, split="time")))
+
+
+def test_read_rows_of_memory_mapped_views(tmp_path):
+    from ctrgraph.data.loader import read_rows
+
+    x = np.arange(1000 * 7, dtype=np.int32).reshape(1000, 7)
+    np.save(tmp_path / "x.npy", x)
+    m = np.load(tmp_path / "x.npy", mmap_mode="r")
+    view = m[100:900]  # a split is a row slice of the file's array
+    for a, b in [(0, 10), (5, 800), (799, 800)]:
+        np.testing.assert_array_equal(read_rows(view, a, b), x[100 + a:100 + b])
+    np.testing.assert_array_equal(read_rows(view[50:], 3, 9), x[153:159])
+    np.testing.assert_array_equal(read_rows(x, 3, 9), x[3:9])  # in-memory arrays too

@@ -78,6 +78,20 @@ def _check_same_schema(first: Schema, other: Schema, source: str, i: int) -> Non
                         f"same columns and sequence widths in every part: give each sequence field a max_len)")
 
 
+def files_dtype(name: str, out: dict, arr: np.ndarray) -> np.dtype:
+    return np.dtype(out[name][1] or arr.dtype)
+
+
+def _npy_writer(path: Path, dtype: np.dtype, shape: tuple[int, ...]):
+    """An ``.npy`` file of ``shape`` (header written, data zero-filled sparsely) opened for
+    positioned writes: (file, header bytes, bytes per row)."""
+    m = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)  # header + size, no data
+    header = int(m.offset)
+    del m
+    row = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+    return open(path, "r+b"), header, row
+
+
 def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, min_count: int = 1,
                   source: str = "data", progress: Callable[[str], None] | None = None) -> EncodedDataset:
     """Two passes over ``chunks()`` (a fresh iterator each call, the same chunks in the same order);
@@ -124,7 +138,7 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
                 dtype = None  # the raw dtype, known from the first chunk
             shape = (n, f.max_len) if f.is_sequence_like else (n,)
             out[f.name] = (shape, dtype)
-        files: dict[str, np.memmap] = {}
+        files: dict[str, tuple[object, int, int]] = {}  # name -> (open file, header bytes, bytes per row)
         pos = dict(offsets)
         for i, ch in enumerate(chunks()):  # pass 2: encode and write at each split's offset
             if i > 0:
@@ -135,13 +149,15 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
             for name, arr in enc.items():
                 if name not in files:
                     shape, dtype = out[name]
-                    files[name] = np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+",
-                                                            dtype=dtype or arr.dtype, shape=shape)
+                    files[name] = _npy_writer(tmp / f"{name}.npy", np.dtype(dtype or arr.dtype), shape)
+                f, header, row = files[name]
+                arr = np.ascontiguousarray(arr, dtype=files_dtype(name, out, arr))
                 start = 0
                 for k in (0, 1, 2):
                     m = int(k_counts[k])
-                    if m:
-                        files[name][pos[k]:pos[k] + m] = arr[start:start + m]
+                    if m:  # plain file writes: the written pages are never mapped into this process
+                        f.seek(header + pos[k] * row)
+                        f.write(memoryview(arr[start:start + m].reshape(-1).view(np.uint8)))
                     start += m
             for k in (0, 1, 2):
                 pos[k] += int(k_counts[k])
@@ -149,8 +165,8 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
                 progress(f"{source}: pass 2 (encode), chunk {i + 1}, {sum(pos[k] - offsets[k] for k in pos):,}/{n:,} rows")
         if any(pos[k] - offsets[k] != counts[k] for k in (0, 1, 2)):
             raise DataError(f"{source}: the second pass read other rows than the first (did the input change?)")
-        for a in files.values():
-            a.flush()
+        for f, _, _ in files.values():
+            f.close()
         del files
         for t, v in vocabs.items():
             v.save(tmp / f"vocab_{t}.npy")
