@@ -429,3 +429,26 @@ def test_rare_positive_protocol_needs_the_prior_bias(prior):
                             num_threads=1)).fit(m, ds)
     valid = r["history"][0]["valid_auc"]
     assert (valid > 0.65) if prior else (valid < 0.45), valid  # "auto" must act as True for dg models
+
+
+def test_drop_graph_equals_the_graph_rebuilt_without_the_dropped_pairs():
+    """DropGraph.adjacency(drop) (degrees updated from the dropped pairs only) equals a DropGraph
+    built from the matrix with those pairs' counts subtracted, for random drops with repeats."""
+    rng = np.random.default_rng(3)
+    n = 40
+    a = sp.random(n, n, density=0.15, random_state=4, data_rvs=lambda k: rng.integers(1, 4, k)).toarray()
+    a = np.triu(a, 1)
+    a = sp.csr_matrix(a + a.T)
+    for norm, iso in (("sym", 1.0), ("gcn", 0.0)):
+        g = DropGraph(a, norm, iso)
+        up = sp.triu(a, 1).tocoo()
+        for _ in range(5):
+            pick = rng.integers(0, up.nnz, 12)  # repeats subtract several
+            ids = g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick]))
+            b = sp.lil_matrix(a.astype(np.float64))
+            for r, c in zip(up.row[pick], up.col[pick]):
+                b[r, c] -= 1
+                b[c, r] -= 1
+            b = sp.csr_matrix(np.clip(b.toarray(), 0, None))
+            want = DropGraph(b, norm, iso).adjacency().to_dense()
+            torch.testing.assert_close(g.adjacency(ids).to_dense(), want, rtol=0, atol=0)

@@ -152,9 +152,19 @@ class DropGraph:
         self.rows, self.cols, self.is_diag, self.pid = t(rows), t(cols), t(is_diag), t(pid)
         self.crow = t(np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64))
         self.pair_keys, self.pair_cnt = t(pair_keys), t(pair_cnt)
+        # per-step work is O(edges) gathers only: the full graph's degrees, each pair's two directed
+        # edges, the diagonal edge of every node (rows are sorted, so node i's is the i-th)
+        off = np.flatnonzero(~is_diag)
+        pair_edges = np.zeros((pair_keys.size, 2), dtype=np.int64)
+        pair_edges[pid[off], (rows[off] > cols[off]).astype(np.int64)] = off
+        live = pair_cnt[pid[off]] > 0
+        self.pair_edges, self.diag_edges = t(pair_edges), t(np.flatnonzero(is_diag))
+        self.never = t(off[~live])  # edges of pairs whose count is not positive: never present
+        self.deg0 = t(np.bincount(rows[off[live]], minlength=n).astype(np.float32))
 
     def to(self, device) -> "DropGraph":
-        for k in ("rows", "cols", "is_diag", "pid", "crow", "pair_keys", "pair_cnt"):
+        for k in ("rows", "cols", "is_diag", "pid", "crow", "pair_keys", "pair_cnt", "pair_edges", "diag_edges",
+                  "never", "deg0"):
             setattr(self, k, getattr(self, k).to(device))
         return self
 
@@ -171,19 +181,19 @@ class DropGraph:
     def adjacency(self, drop: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised adjacency (torch sparse CSR) after subtracting one count per pair id in
         ``drop`` (repeats subtract several)."""
-        present = self.pair_cnt > 0
-        if drop is not None and drop.numel():
-            cnt = self.pair_cnt.index_add(0, drop, torch.full(drop.shape, -1.0, device=drop.device))
-            present = cnt > 0
-        on = ~self.is_diag
-        if present.numel():
-            on = on & present[self.pid]
-        else:
-            on = torch.zeros_like(on)
-        deg = torch.bincount(self.rows[on], minlength=self.n).to(torch.float32)
+        deg, dead = self.deg0, None
+        if drop is not None and drop.numel():  # pairs whose count reaches 0 lose both directed edges
+            ids, k = torch.unique(drop, return_counts=True)
+            was = self.pair_cnt[ids]
+            gone = ids[(was > 0) & (was - k <= 0)]
+            if gone.numel():
+                dead = self.pair_edges[gone].reshape(-1)
+                deg = deg - torch.bincount(self.rows[dead], minlength=self.n).to(deg.dtype)
         s = torch.where(deg > 0, deg.clamp_min(1.0).rsqrt(), torch.zeros_like(deg))
-        val = torch.where(on, s[self.rows] * s[self.cols], torch.zeros((), device=deg.device))
+        val = s[self.rows] * s[self.cols]
+        for idx in (dead, self.never):
+            if idx is not None and idx.numel():
+                val[idx] = 0.0
         centre = deg.clamp_min(1.0).reciprocal() if self.norm == "gcn" else torch.zeros_like(deg)
-        centre = torch.where(deg > 0, centre, torch.full_like(deg, self.isolated))
-        val = torch.where(self.is_diag, centre[self.rows], val)
+        val[self.diag_edges] = torch.where(deg > 0, centre, torch.full_like(deg, self.isolated))
         return torch.sparse_csr_tensor(self.crow, self.cols, val, size=(self.n, self.n), check_invariants=False)
