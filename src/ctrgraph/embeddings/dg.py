@@ -87,6 +87,7 @@ from torch import nn
 from ..data.schema import FeatureSpec, Field, Role
 from ..errors import ConfigError
 from ..graphs.dg import DGGraphData, DropGraph, build_graph_data
+from ..layers.lookup import table_lookup
 from .base import EmbeddingProvider, Step
 from .dg_sampled import SampledSteps, parse_fanouts
 from .served import ServedTables, cached_eval_tables
@@ -444,8 +445,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if table in step["rows"]:
             return self._lookup_rows(table, ids, step)
         t = step["enh"].get(table)
-        # F.embedding: its backward (a dense index_add) is much cheaper than that of t[ids]
-        return super().lookup(table, ids, step) if t is None else nn.functional.embedding(ids, t)
+        # table_lookup: a gather whose backward is one index_add (much cheaper than that of t[ids])
+        return super().lookup(table, ids, step) if t is None else table_lookup(t, ids)
 
     # ----- copies (eval-cache invalidation and export: served.ServedTables) -----------------
     def __getstate__(self):  # copies / pickles carry no eval cache

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..data.schema import FeatureSpec, Field, Role
 from ..errors import ConfigError
 from ..graphs.dg import DGGraphData, DropGraph, build_graph_data
-from ..graphs.hetero import MaskedGraph, NodeLayout, RelationMatmul, merged_graph, target_item_pairs
+from ..graphs.hetero import (
+    MaskedGraph,
+    NodeLayout,
+    RelationMatmul,
+    merged_graph,
+    target_item_pairs,
+)
+from ..layers.lookup import table_lookup
 from .base import EmbeddingProvider, Step
 from .served import ServedTables, cached_eval_tables
 
@@ -174,7 +180,7 @@ class HeteroGraphEmbedding(ServedTables, EmbeddingProvider):
 
     def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:
         t = step["enh"].get(table)
-        return super().lookup(table, ids, step) if t is None else nn.functional.embedding(ids, t)
+        return super().lookup(table, ids, step) if t is None else table_lookup(t, ids)
 
     # ----- cache invalidation, copies ----------------------------------------------------------------
 
