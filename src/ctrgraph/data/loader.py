@@ -131,8 +131,10 @@ class BatchLoader:
         blocks = rng.permutation(nb) if rng is not None else np.arange(nb)
         steps, done = len(self), 0
         carry: dict[str, torch.Tensor] | None = None
+        cols: dict[str, torch.Tensor] | None = None
         for w in range(0, nb, self.window_blocks):
             wb = np.sort(blocks[w:w + self.window_blocks])  # ascending: sequential reads
+            cols = None  # the previous window is released before the next one is read
             cols = {k: torch.from_numpy(np.concatenate([read_rows(a, b * R, min(n, (b + 1) * R)) for b in wb]))
                     for k, a in self.arrays.items()}
             if rng is not None:
@@ -148,7 +150,7 @@ class BatchLoader:
                     break
                 yield self._emit(cols, s, min(s + bs, m))
                 done += 1
-            carry = None if last else {k: v[full:] for k, v in cols.items()}
+            carry = None if last else {k: v[full:].clone() for k, v in cols.items()}  # not a view of the window
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         if self.lazy:

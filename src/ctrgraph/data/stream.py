@@ -115,6 +115,7 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
                 counters[f.table].add(_train_values(ch, f.name, train))
         counts += np.bincount(ch.split.astype(np.int64), minlength=3)[:3]
         positives += int(np.asarray(ch.columns[schema.label]).sum())
+        del ch, train
         if progress is not None:
             progress(f"{source}: pass 1 (vocabularies), chunk {i + 1}, {int(counts.sum()):,} rows")
     if schema is None:
@@ -161,6 +162,7 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
                     start += m
             for k in (0, 1, 2):
                 pos[k] += int(k_counts[k])
+            del ch, enc, arr, order  # before the next part is built: one part in memory at a time
             if progress is not None:
                 progress(f"{source}: pass 2 (encode), chunk {i + 1}, {sum(pos[k] - offsets[k] for k in pos):,}/{n:,} rows")
         if any(pos[k] - offsets[k] != counts[k] for k in (0, 1, 2)):
