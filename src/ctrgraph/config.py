@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -24,6 +24,9 @@ class DataSection(BaseModel):
     train_fraction: float = Field(1.0, gt=0, le=1, description="train on a random subset of the train split "
                                   "(nested across fractions; valid, test and vocabularies unchanged)")
     fraction_seed: int = Field(0, description="seed of the train_fraction subset")
+    hash_buckets: dict[str, Annotated[int, Field(ge=2)]] = Field(
+        default_factory=dict, description="categorical tables encoded by a stable hash into n buckets instead of a "
+        "vocabulary: {table or field: n}, '*' for every categorical table (data/hashing.py; docs/large-vocabularies.md)")
 
 
 class EmbeddingSection(BaseModel):
@@ -32,6 +35,8 @@ class EmbeddingSection(BaseModel):
     init_std: float = Field(1e-4, gt=0)
     provider: str = "plain"
     params: dict = Field(default_factory=dict)
+    sparse: bool = Field(False, description="sparse-gradient lookup tables trained by SparseAdam, the other "
+                         "parameters by Adam (plain provider only; train/optim.py; docs/large-vocabularies.md)")
 
 
 class ModelSection(BaseModel):
@@ -100,9 +105,24 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     compare: CompareSection = Field(default_factory=CompareSection)
 
+    @model_validator(mode="after")
+    def _sparse_compatible(self) -> RunConfig:
+        if self.embedding.sparse:
+            if self.train.weight_decay > 0:
+                raise ValueError("embedding.sparse: SparseAdam has no weight decay; set train.weight_decay: 0 "
+                                 "(train.embedding_l2 regularises the rows each batch uses)")
+            if self.train.grad_clip:
+                raise ValueError("embedding.sparse: train.grad_clip is not supported with sparse gradients "
+                                 "(torch's clip_grad_norm_ cannot take their norm); unset train.grad_clip")
+        return self
+
 
 def _errors(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+    def one(x: dict) -> str:
+        loc, msg = ".".join(map(str, x["loc"])), x["msg"].removeprefix("Value error, ")
+        return f"{loc}: {msg}" if loc else msg  # a whole-config check names its keys in its message
+
+    return "; ".join(one(x) for x in e.errors())
 
 
 def parse_override(item: str) -> tuple[list[str], object]:

@@ -41,7 +41,7 @@ from .data.recipes import (
 from .data.recipes import build_raw as _build_raw
 from .data.recipes.base import Recipe
 from .data.schema import FeatureSpec
-from .embeddings.base import EmbeddingProvider
+from .embeddings.base import EmbeddingProvider, use_sparse_gradients
 from .embeddings.dg import DualGraphEmbedding
 from .embeddings.gcn import GCNGraphEmbedding
 from .embeddings.hgat import HGATEmbedding
@@ -126,9 +126,10 @@ def build_raw(name: str, params: dict | None = None, data_dir: str | Path | None
 
 
 def load_dataset(name: str, params: dict | None = None, data_dir: str | Path | None = None,
-                 cache: bool = True, min_count: int = 1) -> EncodedDataset:
+                 cache: bool = True, min_count: int = 1, hash_buckets: dict[str, int] | None = None) -> EncodedDataset:
     """The encoded data set of recipe ``name`` (read from the cache when it holds it)."""
-    return load_encoded(get_recipe(name), params, data_dir, cache=cache, min_count=min_count)
+    return load_encoded(get_recipe(name), params, data_dir, cache=cache, min_count=min_count,
+                        hash_buckets=hash_buckets)
 
 
 # ----- models and providers -----------------------------------------------------------------------
@@ -195,9 +196,16 @@ def resolve_model_name(name: str, provider: str = "plain") -> tuple[str, str]:
 
 
 def build_model(name: str, spec: FeatureSpec, params: dict | None = None, dim: int = 16, init_std: float = 1e-4,
-                provider: str = "plain", provider_params: dict | None = None) -> CTRModel:
-    """Build a registered model (``name`` may carry a provider prefix) with its embedding provider."""
+                provider: str = "plain", provider_params: dict | None = None, sparse: bool = False) -> CTRModel:
+    """Build a registered model (``name`` may carry a provider prefix) with its embedding provider;
+    ``sparse``: sparse-gradient lookup tables (``embedding.sparse``, plain provider only)."""
     prov, base = resolve_model_name(name, provider)
+    if sparse and prov != "plain":
+        raise ConfigError(f"embedding.sparse: model {name!r} uses the {prov!r} provider, which reads whole tables "
+                          f"(dense gradients); sparse gradients work with the plain provider only")
     cfg = model_config(base, params)
     emb = build_provider(prov, spec, dim, init_std=init_std, **(provider_params or {}))
-    return MODELS[base](spec, cfg, emb)
+    model = MODELS[base](spec, cfg, emb)
+    if sparse:
+        use_sparse_gradients(model)
+    return model

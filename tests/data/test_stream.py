@@ -179,3 +179,22 @@ def test_read_rows_of_memory_mapped_views(tmp_path):
         np.testing.assert_array_equal(read_rows(view, a, b), x[100 + a:100 + b])
     np.testing.assert_array_equal(read_rows(view[50:], 3, 9), x[153:159])
     np.testing.assert_array_equal(read_rows(x, 3, 9), x[3:9])  # in-memory arrays too
+
+
+def test_streamed_folder_with_hashed_tables_equals_the_in_memory_encoding(tmp_path):
+    df = _frame(3000, seed=2)
+    single = tmp_path / "one.parquet"
+    flat = df.drop(columns=["day"]).copy()
+    for c in ("tags", "hist"):
+        flat[c] = ["|".join(map(str, v)) for v in flat[c]]
+    flat.to_parquet(single, index=False)
+    buckets = {"item": 64, "user": 32}
+    whole = load_dataset("table", {"path": str(single), "schema": SCHEMA}, cache=False, hash_buckets=buckets)
+    streamed = load_dataset("table", {"path": _folder(df, tmp_path / "p"), "schema": SCHEMA, "batch_rows": 500},
+                            cache=False, hash_buckets=buckets)
+    assert streamed.schema.meta.get("hashed") == whole.schema.meta.get("hashed")
+    assert streamed.vocab_sizes == whole.vocab_sizes and streamed.vocab_sizes["item"] == 66
+    a, b = _by_rid(streamed), _by_rid(whole)
+    for k in a:
+        for c in a[k]:
+            np.testing.assert_array_equal(a[k][c], b[k][c], err_msg=f"{k} {c}")

@@ -52,3 +52,15 @@ def test_unknown_names_and_parameters_are_errors():
         run_key(cfg(**{"model.name": "dg-pnn", "embedding.params.grafs": "uv"}))
     with pytest.raises(ConfigError, match="hiden"):
         run_key(cfg(**{"model.name": "pnn", "model.hiden": [8]}))
+
+
+def test_large_vocabulary_options_keep_default_keys_and_change_their_own():
+    """data.hash_buckets and embedding.sparse (docs/large-vocabularies.md): at their defaults, the keys
+    of before they existed (pinned); set, another run."""
+    assert run_key(cfg()) == "deepfm-3337c871"  # computed at the commit before these options
+    assert run_key(cfg(model__name="din", data__name="synthetic")) == "din-3e8a6731"
+    assert run_key(cfg(model__name="dg-pnn")) == "dg-pnn-8703919a"
+    assert run_key(cfg(**{"data.hash_buckets": {}, "embedding.sparse": False})) == "deepfm-3337c871"
+    keys = {run_key(cfg(**sets)) for sets in ({}, {"data.hash_buckets": {"item_id": 1000}},
+                                              {"data.hash_buckets": {"item_id": 2000}}, {"embedding.sparse": True})}
+    assert len(keys) == 4

@@ -2,7 +2,8 @@
 
 Rows are reordered so that each split is a contiguous slice, so ``split("train")`` returns
 zero-copy views. Arrays are saved as ``.npy`` files (memory-mappable) next to ``schema.json``,
-``meta.json`` and one ``vocab_<table>.npy`` per vocabulary.
+``meta.json`` and one ``vocab_<table>.npy`` per vocabulary (none for a hashed table: ``schema.json``'s
+``meta.hashed`` records its bucket count).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .hashing import HashedVocab, load_vocabs
 from .schema import Kind, Role, Schema
 from .vocab import Vocab
 
@@ -138,7 +140,8 @@ class EncodedDataset:
             for k, v in self.arrays.items():
                 np.save(tmp / f"{k}.npy", v, allow_pickle=False)
             for k, v in self.vocabs.items():
-                v.save(tmp / f"vocab_{k}.npy")
+                if not isinstance(v, HashedVocab):  # a hashed table lives in schema.json (meta.hashed)
+                    v.save(tmp / f"vocab_{k}.npy")
             (tmp / "schema.json").write_text(self.schema.to_json())
             meta = dict(self.meta, bounds=self.bounds, format_version=FORMAT_VERSION)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -161,7 +164,7 @@ class EncodedDataset:
         schema = Schema.from_json((path / "schema.json").read_text())
         mode = "r" if mmap else None
         arrays = {f.name: np.load(path / f"{f.name}.npy", mmap_mode=mode, allow_pickle=False) for f in schema.fields}
-        vocabs = {t: Vocab.load(t, path / f"vocab_{t}.npy") for t in schema.tables}
+        vocabs = load_vocabs(schema, lambda t: Vocab.load(t, path / f"vocab_{t}.npy"))
         bounds = {k: tuple(v) for k, v in meta.pop("bounds").items()}
         return cls(schema, arrays, vocabs, bounds, meta)
 

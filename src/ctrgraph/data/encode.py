@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import EncodedDataset
+from .hashing import HashedVocab, resolve_hash_buckets, table_kind, with_hashed
 from .raw import SPLIT_NAMES, TRAIN, RawDataset
 from .schema import Kind, Role
 from .vocab import Vocab
@@ -34,16 +35,28 @@ def _train_values(raw: RawDataset, name: str, train_idx: np.ndarray):
         yield vals
 
 
-def build_vocabs(raw: RawDataset, min_count: int = 1) -> dict[str, Vocab]:
-    """One vocabulary per table from the train split of every field that uses it."""
+def build_vocabs(raw: RawDataset, min_count: int = 1, hash_buckets: dict[str, int] | None = None) -> dict[str, Vocab]:
+    """One vocabulary per table from the train split of every field that uses it; a table in
+    ``hash_buckets`` (``data.hash_buckets``, see :mod:`ctrgraph.data.hashing`) gets a
+    :class:`HashedVocab` instead, whose kind (int / str) comes from its raw columns."""
     train_idx = np.flatnonzero(raw.split == TRAIN)
+    hashed = resolve_hash_buckets(raw.schema, hash_buckets)
+
+    def users(table):
+        return [f for f in raw.schema.fields if f.encoded and f.role != Role.LABEL and f.table == table]
 
     def parts(table):
-        for f in raw.schema.fields:
-            if f.encoded and f.role != Role.LABEL and f.table == table:
-                yield from _train_values(raw, f.name, train_idx)
+        for f in users(table):
+            yield from _train_values(raw, f.name, train_idx)
 
-    return {t: Vocab.build(t, parts(t), min_count=min_count) for t in raw.schema.tables}
+    def kind(table):
+        cols = [raw.columns[f.name] for f in users(table)]
+        if any(np.asarray(c).dtype.kind == "f" for c in cols):  # integral floats: check valid positions only
+            cols = list(parts(table))
+        return table_kind(cols)
+
+    return {t: HashedVocab(t, hashed[t], kind(t)) if t in hashed else Vocab.build(t, parts(t), min_count=min_count)
+            for t in raw.schema.tables}
 
 
 def encode_columns(raw_cols: dict[str, np.ndarray], lengths: dict[str, np.ndarray], schema, vocabs,
@@ -83,13 +96,16 @@ def encode_columns(raw_cols: dict[str, np.ndarray], lengths: dict[str, np.ndarra
     return out
 
 
-def encode(raw: RawDataset, min_count: int = 1, source: str = "data", consume: bool = False) -> EncodedDataset:
+def encode(raw: RawDataset, min_count: int = 1, source: str = "data", consume: bool = False,
+           hash_buckets: dict[str, int] | None = None) -> EncodedDataset:
     """Validate, build train-only vocabularies and encode; rows are reordered train | valid | test.
 
     ``consume=True`` frees each raw column once encoded (the RawDataset is unusable afterwards).
+    ``hash_buckets``: tables to hash instead of building a vocabulary (:mod:`ctrgraph.data.hashing`);
+    the returned schema records them (``meta.hashed``).
     """
     raw.validate(source)
-    vocabs = build_vocabs(raw, min_count=min_count)
+    vocabs = build_vocabs(raw, min_count=min_count, hash_buckets=hash_buckets)
     split = raw.split
     # rows already ordered train | valid | test: slices, no copies
     order = None if np.all(split[1:] >= split[:-1]) else np.argsort(split, kind="stable")
@@ -101,7 +117,7 @@ def encode(raw: RawDataset, min_count: int = 1, source: str = "data", consume: b
         start += int(counts[k])
     meta = dict(raw.meta)
     meta["min_count"] = min_count
-    return EncodedDataset(raw.schema, arrays, vocabs, bounds, meta)
+    return EncodedDataset(with_hashed(raw.schema, vocabs), arrays, vocabs, bounds, meta)
 
 
 def cache_root() -> Path:

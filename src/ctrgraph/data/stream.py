@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import DataError
 from .dataset import FORMAT_VERSION, EncodedDataset
 from .encode import encode_columns
+from .hashing import HashedVocab, resolve_hash_buckets, table_kind, with_hashed
 from .raw import SPLIT_NAMES, TRAIN, RawDataset
 from .schema import Kind, Role, Schema
 from .vocab import Vocab
@@ -93,9 +94,12 @@ def _npy_writer(path: Path, dtype: np.dtype, shape: tuple[int, ...]):
 
 
 def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, min_count: int = 1,
-                  source: str = "data", progress: Callable[[str], None] | None = None) -> EncodedDataset:
+                  source: str = "data", progress: Callable[[str], None] | None = None,
+                  hash_buckets: dict[str, int] | None = None) -> EncodedDataset:
     """Two passes over ``chunks()`` (a fresh iterator each call, the same chunks in the same order);
-    writes the encoded data set to ``path`` (atomically) and returns it memory-mapped."""
+    writes the encoded data set to ``path`` (atomically) and returns it memory-mapped. Tables in
+    ``hash_buckets`` (data/hashing.py) are hashed: no counting pass for them, their kind (integer or
+    text) from the first part."""
     path = Path(path)
     schema: Schema | None = None
     counters: dict[str, VocabCounter] = {}
@@ -106,12 +110,15 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
         ch.validate(f"{source}, chunk {i}")
         if schema is None:
             schema, meta = ch.schema, dict(ch.meta)
-            counters = {t: VocabCounter(t) for t in schema.tables}
+            hashed = resolve_hash_buckets(schema, hash_buckets)
+            kinds = {t: table_kind([ch.columns[f.name] for f in schema.fields
+                                    if f.encoded and f.role != Role.LABEL and f.table == t]) for t in hashed}
+            counters = {t: VocabCounter(t) for t in schema.tables if t not in hashed}
         else:
             _check_same_schema(schema, ch.schema, source, i)
         train = np.flatnonzero(ch.split == TRAIN)
         for f in schema.fields:
-            if f.encoded and f.role != Role.LABEL:
+            if f.encoded and f.role != Role.LABEL and f.table in counters:
                 counters[f.table].add(_train_values(ch, f.name, train))
         counts += np.bincount(ch.split.astype(np.int64), minlength=3)[:3]
         positives += int(np.asarray(ch.columns[schema.label]).sum())
@@ -122,7 +129,9 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
         raise DataError(f"{source}: no rows (the input has no parts)")
     if counts[TRAIN] == 0:
         raise DataError(f"{source}: the train split is empty")
-    vocabs = {t: c.vocab(min_count) for t, c in counters.items()}
+    vocabs = {t: HashedVocab(t, hashed[t], kinds[t]) if t in hashed else counters[t].vocab(min_count)
+              for t in schema.tables}
+    schema = with_hashed(schema, vocabs)
     del counters
     n = int(counts.sum())
     offsets = {k: int(counts[:k].sum()) for k in (0, 1, 2)}
@@ -171,7 +180,8 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
             f.close()
         del files
         for t, v in vocabs.items():
-            v.save(tmp / f"vocab_{t}.npy")
+            if not isinstance(v, HashedVocab):  # a hashed table lives in schema.json (meta.hashed)
+                v.save(tmp / f"vocab_{t}.npy")
         (tmp / "schema.json").write_text(schema.to_json())
         bounds = {SPLIT_NAMES[k]: (offsets[k], offsets[k] + int(counts[k])) for k in (0, 1, 2)}
         meta.update(instances=n, positives=positives, min_count=min_count, streamed=True)

@@ -151,3 +151,23 @@ class EmbeddingProvider(nn.Module):
                     masks[f.name] = src != 0
             values[f.name] = v
         return EmbeddedBatch(self.spec, values, masks, self, step)
+
+
+def use_sparse_gradients(model: nn.Module) -> int:
+    """Make the lookup tables of every plain provider inside ``model`` (its embedding, a first-order
+    term's 1-d tables) produce sparse gradients (``embedding.sparse``; trained by SparseAdam, see
+    :mod:`ctrgraph.train.optim`). Returns the number of tables switched.
+
+    Graph-enhanced and pretrained providers read whole tables (propagation over every row, warm
+    starts), which gives dense gradients: they are a :class:`ConfigError`."""
+    n = 0
+    for m in model.modules():
+        if not isinstance(m, EmbeddingProvider):
+            continue
+        if type(m) is not EmbeddingProvider:
+            raise ConfigError(f"embedding.sparse: the {m.name!r} embedding provider reads whole tables (dense "
+                              f"gradients); sparse gradients work with the plain provider only")
+        for emb in m.tables.values():
+            emb.sparse = True
+            n += 1
+    return n

@@ -27,9 +27,10 @@ from pydantic import ValidationError
 from .._version import __version__
 from ..config import RunConfig
 from ..data.dataset import EncodedDataset
+from ..data.hashing import HashedVocab, load_vocabs
 from ..data.schema import FeatureSpec, Schema
 from ..data.vocab import Vocab
-from ..errors import ConfigError, RunFileError
+from ..errors import ConfigError, DataError, RunFileError
 from ..registry import build_model, load_dataset, parse_model_name, resolve_model_name
 from ..train import distributed
 from ..train.calibration import Calibrator
@@ -41,7 +42,8 @@ from ..train.trainer import Trainer, seed_everything
 def dataset_for(cfg: RunConfig) -> EncodedDataset:
     """The run's encoded data set (its train split subsampled when ``data.train_fraction`` < 1)."""
     d = cfg.data
-    data = load_dataset(d.name, d.params, d.data_dir, cache=d.cache, min_count=d.min_count)
+    data = load_dataset(d.name, d.params, d.data_dir, cache=d.cache, min_count=d.min_count,
+                        hash_buckets=d.hash_buckets)
     return data.subsample_train(d.train_fraction, d.fraction_seed)
 
 
@@ -49,7 +51,7 @@ def model_for(cfg: RunConfig, spec: FeatureSpec):
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     e = cfg.embedding
     return build_model(cfg.model.name, spec, cfg.model.params, dim=e.dim, init_std=e.init_std,
-                       provider=e.provider, provider_params=e.params)
+                       provider=e.provider, provider_params=e.params, sparse=e.sparse)
 
 
 def environment() -> dict:
@@ -60,9 +62,10 @@ def environment() -> dict:
 
 def save_data_artifacts(data: EncodedDataset, out: Path) -> None:
     files = RunFiles(out)
-    files.write_text("data/schema.json", data.schema.to_json())
+    files.write_text("data/schema.json", data.schema.to_json())  # meta.hashed: the hashed tables
     for k, v in data.vocabs.items():
-        files.write_npy(f"data/vocab_{k}.npy", v.values)
+        if not isinstance(v, HashedVocab):
+            files.write_npy(f"data/vocab_{k}.npy", v.values)
     files.write_text("data/summary.json", json.dumps(data.summary(), indent=1, default=str))
 
 
@@ -74,14 +77,19 @@ def load_data_artifacts(run: Path) -> tuple[Schema, dict[str, Vocab]]:
         schema = Schema.from_json(path.read_text())
     except (ValueError, KeyError, TypeError) as e:
         raise RunFileError(f"{path}: not a ctrgraph schema ({type(e).__name__}: {str(e)[:200]})") from None
-    vocabs = {}
-    for t in schema.tables:
+
+    def load(t: str) -> Vocab:
         path = files.verify(f"data/vocab_{t}.npy")
         try:
-            vocabs[t] = Vocab.load(t, path)
+            return Vocab.load(t, path)
         except (ValueError, OSError) as e:
             raise RunFileError(f"{path}: not a vocabulary array ({str(e)[:200]})") from None
-    return schema, vocabs
+
+    try:
+        return schema, load_vocabs(schema, load)
+    except (DataError, ConfigError, KeyError, TypeError, ValueError) as e:
+        raise RunFileError(f"{files.root / 'data' / 'schema.json'}: bad hashed-table record (meta.hashed: "
+                           f"{str(e)[:200]})") from None
 
 
 def read_run_config(run: str | Path) -> RunConfig:

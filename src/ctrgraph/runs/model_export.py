@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.hashing import HashedVocab
 from ..data.loader import BatchLoader
 from ..errors import ConfigError, RunFileError
 from ..train.run_files import RunFiles
@@ -154,6 +155,8 @@ def _example(schema, vocabs, rows: int, seed: int) -> dict[str, torch.Tensor]:
     for f in schema.fields:
         v = vocabs.get(f.table) if f.table else None
         vals = v.values[rng.integers(0, len(v.values), rows)] if v is not None and len(v.values) else np.zeros(rows)
+        if isinstance(v, HashedVocab):  # no stored values: any values, spread over the buckets
+            vals = rng.integers(0, 1 << 40, rows)
         if f.is_sequence_like:
             k = max(1, f.max_len)
             lens = (np.arange(rows) + seed) % (k + 1)

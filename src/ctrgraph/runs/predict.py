@@ -1,5 +1,6 @@
 """Score raw rows with a trained run: the run's saved vocabularies encode the file (unseen values
-map to the out-of-vocabulary id), so serving never needs the training data set."""
+map to the out-of-vocabulary id; in a hashed table, to their hash bucket), so serving never needs the
+training data set."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.encode import encode_columns
+from ..data.hashing import HashedVocab
 from ..data.io import numeric_column, read_table, split_joined
 from ..data.schema import Kind, Role
 from ..errors import DataError
@@ -41,8 +43,10 @@ def encode_frame(df: pd.DataFrame, schema, vocabs, path: str = "input", sep: str
         if f.is_sequence_like:
             vals, ln = split_joined(df[f.name].to_numpy(dtype=object), sep, f.max_len,
                                     keep="last" if f.kind == Kind.SEQUENCE else "first")
-            vtype = vocabs[f.table].values.dtype if f.table in vocabs else None
-            if vtype is not None and vtype.kind in "iu":
+            vocab = vocabs.get(f.table)
+            vtype = vocab.values.dtype if vocab is not None else None
+            # a hashed table parses its own values (an integer table: unparsable text -> OOV)
+            if vtype is not None and vtype.kind in "iu" and not isinstance(vocab, HashedVocab):
                 ok = pd.to_numeric(pd.Series(vals.ravel()), errors="coerce").to_numpy()
                 vals = np.where(np.isnan(ok), -1, ok).astype(np.int64).reshape(vals.shape)
             cols[f.name], lengths[f.name] = vals, ln

@@ -116,7 +116,10 @@ class Trainer:
                                        find_unused_parameters=self.cfg.ddp_find_unused_parameters)
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        """Adam; Adam + SparseAdam when the model has sparse-gradient tables (``embedding.sparse``)."""
+        from .optim import build_optimizer
+
+        return build_optimizer(model, self.cfg)
 
     def _log(self, history: list[dict]) -> None:
         """``metrics.jsonl``: one line per epoch, rewritten from the checkpointed history (so a resumed

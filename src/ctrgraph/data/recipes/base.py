@@ -60,14 +60,18 @@ def build_raw(recipe: Recipe, params: dict | None = None, data_dir: str | Path |
 
 
 def load_encoded(recipe: Recipe, params: dict | None = None, data_dir: str | Path | None = None,
-                 cache: bool = True, min_count: int = 1) -> EncodedDataset:
-    """Build (or read from the cache) the encoded data set of a recipe."""
+                 cache: bool = True, min_count: int = 1, hash_buckets: dict[str, int] | None = None) -> EncodedDataset:
+    """Build (or read from the cache) the encoded data set of a recipe (``hash_buckets``: tables
+    encoded by a hash, :mod:`ctrgraph.data.hashing`; part of the cache key only when given)."""
     p = parse_params(recipe, params)
     ddir = Path(data_dir) if data_dir else None
     if ddir is not None and not ddir.exists():
         raise DataError(f"dataset {recipe.name!r}: data directory not found: {ddir}")
     fp = file_fingerprint(recipe.sources(p, ddir))
-    key = cache_key(recipe.name, dict(p.model_dump(), min_count=min_count), fp)
+    keyed = dict(p.model_dump(), min_count=min_count)
+    if hash_buckets:
+        keyed["hash_buckets"] = dict(sorted(hash_buckets.items()))
+    key = cache_key(recipe.name, keyed, fp)
     path = cache_root() / "datasets" / key
     streamed = recipe.chunks is not None and recipe.chunks(p, ddir) is not None
     if cache and (path / "meta.json").exists() and os.environ.get("CTRGRAPH_NO_CACHE") != "1":
@@ -77,8 +81,10 @@ def load_encoded(recipe: Recipe, params: dict | None = None, data_dir: str | Pat
 
         if not cache:
             path = Path(tempfile.mkdtemp(prefix=f"ctrgraph-{recipe.name}-"))
-        return stream_encode(lambda: recipe.chunks(p, ddir), path, min_count, f"dataset {recipe.name!r}")
-    ds = encode(_build(recipe, p, ddir), min_count=min_count, source=f"dataset {recipe.name!r}", consume=True)
+        return stream_encode(lambda: recipe.chunks(p, ddir), path, min_count, f"dataset {recipe.name!r}",
+                             hash_buckets=hash_buckets)
+    ds = encode(_build(recipe, p, ddir), min_count=min_count, source=f"dataset {recipe.name!r}", consume=True,
+                hash_buckets=hash_buckets)
     if cache:
         try:
             ds.save(path)

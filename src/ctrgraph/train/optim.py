@@ -1,0 +1,90 @@
+"""The trainer's optimizer: Adam, or Adam + SparseAdam for sparse-gradient lookup tables.
+
+With ``embedding.sparse: true`` the lookup tables (``nn.Embedding(sparse=True)``) get sparse
+gradients that only cover the rows a batch used; :class:`SparseDenseAdam` updates those with
+``torch.optim.SparseAdam`` (lazy Adam: the moments of a row move only when the row is used) and every
+other parameter with ``torch.optim.Adam``, at the same learning rate. It is one
+``torch.optim.Optimizer`` (two parameter groups: dense, sparse), so learning-rate schedulers,
+``zero_grad``, ``state_dict`` / ``load_state_dict`` (checkpoints, resume) work as for Adam.
+SparseAdam has no weight decay, and ``clip_grad_norm_`` cannot take the norm of sparse gradients:
+``train.weight_decay`` > 0 and ``train.grad_clip`` are refused with sparse tables
+(``train.embedding_l2``, the L2 on the vectors each batch uses, works).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+
+
+def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Weights of the model's sparse-gradient lookup tables (each once)."""
+    out, seen = [], set()
+    for m in model.modules():
+        if isinstance(m, nn.Embedding) and m.sparse and id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            out.append(m.weight)
+    return out
+
+
+class SparseDenseAdam(torch.optim.Optimizer):
+    """Adam on ``dense`` parameters and SparseAdam on ``sparse`` ones, as one optimizer.
+
+    The two inner optimizers share this optimizer's parameter-group dicts and state, so the learning
+    rate a scheduler sets and the state a checkpoint holds are those the inner steps use."""
+
+    def __init__(self, dense: list[nn.Parameter], sparse: list[nn.Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        groups = [{"params": list(dense), "kind": "dense", "weight_decay": weight_decay},
+                  {"params": list(sparse), "kind": "sparse"}]
+        super().__init__([g for g in groups if g["params"]], {"lr": lr, "betas": betas, "eps": eps})
+        self._link()
+
+    def _link(self) -> None:
+        by = {g["kind"]: g for g in self.param_groups}
+        dummy = [torch.zeros(1, requires_grad=True)]  # inner optimizers are built empty, then given our groups
+        self._dense = torch.optim.Adam(dummy, lr=by.get("dense", {}).get("lr", self.defaults["lr"]))
+        self._sparse = torch.optim.SparseAdam(dummy, lr=by.get("sparse", {}).get("lr", self.defaults["lr"]))
+        for opt, kind in ((self._dense, "dense"), (self._sparse, "sparse")):
+            template = opt.param_groups[0]
+            opt.param_groups = []
+            if kind in by:
+                for k, v in template.items():  # the inner optimizer's own options (amsgrad, foreach ...)
+                    if k != "params":
+                        by[kind].setdefault(k, v)
+                opt.param_groups.append(by[kind])
+            opt.state = self.state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "_dense" in self.__dict__:  # load_state_dict replaced the groups and the state: relink
+            self._link()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for opt in (self._dense, self._sparse):
+            if opt.param_groups:
+                opt.step()
+        return loss
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam over every parameter, or :class:`SparseDenseAdam` when the model has sparse tables."""
+    sparse = sparse_parameters(model)
+    if not sparse:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.weight_decay > 0:
+        raise ConfigError("embedding.sparse: SparseAdam has no weight decay; set train.weight_decay: 0 "
+                          "(train.embedding_l2 regularises the rows each batch uses)")
+    if cfg.grad_clip:
+        raise ConfigError("embedding.sparse: train.grad_clip is not supported with sparse gradients "
+                          "(torch's clip_grad_norm_ cannot take their norm); unset train.grad_clip")
+    ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in ids]
+    return SparseDenseAdam(dense, sparse, lr=cfg.lr)
