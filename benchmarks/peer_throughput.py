@@ -20,7 +20,8 @@ What is measured, per model: each tool runs in its own subprocess (``benchmarks/
 so peak memory is per tool) and the tools take turns one epoch at a time (the order rotates each
 round), so all see the same background load. Training samples/s = train rows / wall seconds of one
 full epoch as the tool trains (loader, forward, loss, backward, optimizer step), median over the
-measured epochs; the ratio of ours to the faster peer; the compute bound: our same network trained
+measured epochs; the ratio of ours to the faster peer, by wall time and by CPU time (process and
+loader workers: steadier than wall time on a shared machine, best with ``--threads 1``); the compute bound: our same network trained
 on batches built once before timing (forward + loss + backward + Adam per batch, no loader) and ours
 as a fraction of it; peak RSS of each process (FuxiCTR's loader worker processes separately);
 scoring samples/s on the test split (each tool's own predict path, batch 1024; median of
@@ -200,7 +201,10 @@ def summary(model: str, res: dict) -> dict:
     sps = {t: r.get("train_samples_per_s") for t, r in res.items() if "na" not in r}
     peers = [sps[p] for p in PEERS if sps.get(p)]
     ours = sps.get("ours")
+    cpu = {t: r.get("cpu_samples_per_s") for t, r in res.items() if "na" not in r}
+    cpu_peers = [cpu[p] for p in PEERS if cpu.get(p)]
     return {"ours_over_faster_peer": ours / max(peers) if ours and peers else None,
+            "cpu_ours_over_faster_peer": cpu["ours"] / max(cpu_peers) if cpu.get("ours") and cpu_peers else None,
             "ours_over_bound": ours / sps["bound"] if ours and sps.get("bound") else None}
 
 
@@ -210,9 +214,9 @@ def _num(x: float | None, fmt: str = "{:,.0f}") -> str:
 
 def tables(results: dict) -> str:
     """The two markdown tables (training, scoring) of ``results['models']``."""
-    lines = [("| model | ours samples/s | DeepCTR-Torch | FuxiCTR | ours / faster peer | compute bound | "
-              "ours / bound | peak RSS MiB ours / DeepCTR-Torch / FuxiCTR |"),
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [("| model | ours samples/s | DeepCTR-Torch | FuxiCTR | ours / faster peer | same, CPU time | "
+              "compute bound | ours / bound | peak RSS MiB ours / DeepCTR-Torch / FuxiCTR |"),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for m, entry in results["models"].items():
         res, s = entry["tools"], entry["summary"]
 
@@ -226,7 +230,8 @@ def tables(results: dict) -> str:
             return f"{r['self']:.0f}" + (f" (+{r['children']:.0f} loader)" if r["children"] else "")
 
         lines.append(f"| {m} | {sps('ours')} | {sps('deepctr')} | {sps('fuxictr')} | "
-                     f"{_num(s['ours_over_faster_peer'], '{:.2f}x')} | {sps('bound')} | "
+                     f"{_num(s['ours_over_faster_peer'], '{:.2f}x')} | {_num(s['cpu_ours_over_faster_peer'], '{:.2f}x')} | "
+                     f"{sps('bound')} | "
                      f"{_num(s['ours_over_bound'], '{:.0%}')} | {rss('ours')} / {rss('deepctr')} / {rss('fuxictr')} |")
     lines += ["", "| model | scoring samples/s ours | DeepCTR-Torch | FuxiCTR | ours / faster peer |",
               "| --- | ---: | ---: | ---: | ---: |"]
@@ -275,6 +280,8 @@ def main() -> None:
             print(f"# {m} ...", file=sys.stderr, flush=True)
             res = run_model(m, tools, npz, settings, a.epochs, a.warmup, Path(tmp))
             results["models"][m] = {"tools": res, "summary": summary(m, res)}
+            if a.json:  # after every model, so that a long run that is cut short keeps what it measured
+                a.json.write_text(json.dumps(results, indent=1, default=float))
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     mc = results["machine"]
     print(f"# peer throughput on ml100k-ctr ({results['rows']['train']:,} train / {results['rows']['test']:,} test "

@@ -2,7 +2,8 @@
 
 Feature columns: every categorical field a ``SparseFeat``; ``genres``, ``hist_item_id`` and
 ``hist_genre`` ``VarLenSparseFeat`` with ``combiner="mean"`` (padding masked), the histories
-sharing the ``item_id`` / ``genres`` tables through ``embedding_name`` (as ours share them).
+sharing the ``item_id`` / ``genres`` tables through ``embedding_name`` (as ours share them), except
+in AutoInt and xDeepFM, which cannot take a shared table (own tables there: same work per sample).
 Training is ``model.fit(x, y, batch_size, epochs=1, verbose=0)`` per epoch (DeepCTR-Torch's own
 loop: its TensorDataset/DataLoader, summed BCE on sigmoid outputs, Adam); scoring is
 ``model.predict``. L2 terms are set to 0 (ours use none); ``init_std`` and the rest are its defaults.
@@ -29,12 +30,13 @@ from export import lengths, load_npz
 NO_L2 = {"l2_reg_embedding": 0.0}
 
 
-def _columns(meta: dict, dim: int, seq_length: str | None = None) -> list:
+def _columns(meta: dict, dim: int, seq_length: str | None = None, share: bool = True) -> list:
+    """Feature columns of the embedded fields; ``share=False`` gives the histories their own tables."""
     cols = []
     for f in meta["fields"]:
         if not f["embedded"]:
             continue
-        sf = SparseFeat(f["name"], f["vocab_size"], embedding_dim=dim, embedding_name=f["table"])
+        sf = SparseFeat(f["name"], f["vocab_size"], embedding_dim=dim, embedding_name=f["table"] if share else f["name"])
         if f["kind"] == "categorical":
             cols.append(sf)
         else:
@@ -54,7 +56,9 @@ class DeepCTRSide:
         arrays, meta = load_npz(npz)
         dim, hidden = s["embedding_dim"], tuple(s["hidden"])
         seq_models = ("din", "dien")
-        cols = _columns(meta, dim, "hist_len" if model in seq_models else None)
+        # AutoInt and xDeepFM size their layers by the number of embedding tables, not of fields (a shared
+        # table would be counted once and the shapes would not match): the histories get tables of their own
+        cols = _columns(meta, dim, "hist_len" if model in seq_models else None, share=model not in ("autoint", "xdeepfm"))
         kw = dict(seed=s["seed"], device="cpu", **NO_L2)
         lin = {"l2_reg_linear": 0.0}
         item_vocab = meta["vocab_sizes"]["item_id"]
