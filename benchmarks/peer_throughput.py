@@ -49,7 +49,13 @@ Where the peers' setups depart from ours (the price of using each tool as shippe
   once before training (ours: every batch).
 - AutoInt: DeepCTR-Torch keeps the embedding size through its layers (2 heads of 8); ours uses
   d' = 32 per head (the paper's). LR/FM/DeepFM/xDeepFM/NFM/AFM/Wide&Deep have a first-order term on
-  every side; FuxiCTR's sum-pools sequences in it, ours and DeepCTR-Torch's mean-pool.
+  every side; FuxiCTR's sum-pools sequences in it, ours and DeepCTR-Torch's mean-pool. FuxiCTR's
+  first-order ``LogisticRegression`` does not share tables and leaves the history fields' own
+  1-d tables at PyTorch's N(0, 1) init (its initialiser skips ``share_embedding`` fields): its
+  predictions start far from 0.5; that is the package's behaviour, kept (no effect on speed).
+- Loader processes: FuxiCTR's ``NpzDataLoader`` forks a worker each epoch; on a busy machine a tool
+  with two runnable processes gets a larger share of the CPUs, so compare wall figures on an idle
+  machine, and prefer the CPU-time ratio (which counts the worker) on a shared one.
 - Losses: the peers put a sigmoid before BCE (FuxiCTR mean, DeepCTR-Torch sum); ours BCE with
   logits. None of this changes the work per sample by much, but the figures are each tool's.
 """
