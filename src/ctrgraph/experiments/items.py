@@ -117,6 +117,9 @@ class Table(Item):
         labels = [v.label for v in self.variants]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"{self.name}: duplicate variant labels {labels}")
+        clash = sorted({k for v in self.variants for k in v.keys} & {"dataset", "variant", "runs", "seeds", "overrides"})
+        if clash:  # a key of that name would overwrite the row's own column (summary_row)
+            raise ConfigError(f"{self.name}: variant keys {clash} are names of the table's own columns")
         return [ctx.resolve(v, d, s) for d in ctx.selected_data(self.datasets) for v in self.variants
                 if ctx.selected(v.label) for s in self.item_seeds(ctx)]
 

@@ -98,7 +98,7 @@ def _suffix(mode: str) -> str:
     return "" if mode == "paper" else f" [{mode}]"
 
 
-TABLE3 = [row(_method(b, v) + _suffix(m), b, v, m, keys={"mode": m, "model": b, "variant": v},
+TABLE3 = [row(_method(b, v) + _suffix(m), b, v, m, keys={"mode": m, "network": b, "embedding": v},
               base=_method(b, "plain") + _suffix(m)) for m in MODES for b in BASES for v in VARIANTS]
 TABLE4 = [row(f"{_method('DIN', v)} d={dim}", "DIN", v, extra={"embedding.dim": dim},
               keys={"method": _method("DIN", v), "dim": dim}, base="DIN d=18")
