@@ -115,7 +115,7 @@ def test_importing_the_package_registers_everything():
     assert set(reg.RECIPES) == {"movielens", "ml100k", "ml100k-dgenn", "ml1m", "taobao", "table", "log", "synthetic",
                                 "synthetic_search", "search_log", "jdsearch", "amazon-books",
                                 "retailrocket", "criteo", "avazu", "alimama", "tmall", "amazon-electronics", "ml20m"}
-    assert set(reg.PROVIDERS) == {"plain", "res", "dg", "gcn", "kgat", "hgat", "skipgram", "node2vec", "eges"}
+    assert set(reg.PROVIDERS) == {"plain", "res", "dg", "gcn", "kgat", "hgat", "skipgram", "node2vec", "eges", "sms"}
     # every model class defined in ctrgraph.models is listed (one explicit list, nothing registers itself)
     from ctrgraph.models.base import CTRModel
 

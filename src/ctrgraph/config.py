@@ -61,6 +61,8 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0)
     patience: int = Field(2, ge=0)
     monitor: Literal["auc", "gauc", "logloss"] = "auc"
+    log_test: bool = Field(False, description="also log test metrics each epoch as monitor_test_* (learning "
+                                              "curves, e.g. Res-embedding Fig. 5); never used to select or stop")
     calibration: Literal["none", "temperature", "platt"] = Field(
         "none", description="post-hoc calibration fitted on the validation split after training "
                             "(train/calibration.py); stored in the run, applied by evaluate / predict / export")

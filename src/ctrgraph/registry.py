@@ -46,7 +46,12 @@ from .embeddings.dg import DualGraphEmbedding
 from .embeddings.gcn import GCNGraphEmbedding
 from .embeddings.hgat import HGATEmbedding
 from .embeddings.kgat import KGATEmbedding
-from .embeddings.pretrained import EGESEmbedding, Node2VecEmbedding, SkipGramEmbedding
+from .embeddings.pretrained import (
+    EGESEmbedding,
+    Node2VecEmbedding,
+    SiameseEmbedding,
+    SkipGramEmbedding,
+)
 from .embeddings.res import ResEmbedding
 from .errors import ConfigError
 from .models.afm import AFM
@@ -102,7 +107,7 @@ RECIPES: dict[str, Recipe] = _by_name([
 #: embedding providers (``embedding.provider`` or the ``<provider>-`` prefix of a model name)
 PROVIDERS: dict[str, type[EmbeddingProvider]] = _by_name([
     EmbeddingProvider, ResEmbedding, DualGraphEmbedding, GCNGraphEmbedding, KGATEmbedding, HGATEmbedding,
-    SkipGramEmbedding, Node2VecEmbedding, EGESEmbedding,
+    SkipGramEmbedding, Node2VecEmbedding, EGESEmbedding, SiameseEmbedding,
 ], "providers")
 
 #: models (``--model``)

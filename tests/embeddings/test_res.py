@@ -6,12 +6,10 @@ import torch
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.data.schema import FeatureSpec
-from ctrgraph.registry import build_provider
 from ctrgraph.embeddings.res import g_avg, g_gcn, neighbour_table
 from ctrgraph.errors import ConfigError
-from ctrgraph.registry import build_model
+from ctrgraph.registry import build_model, build_provider
 from ctrgraph.train.trainer import Trainer
-
 
 
 def _provider(planted, g, **kw):
@@ -112,11 +110,11 @@ def test_res_variants_train_and_learn(planted, base):
 def test_res_embedding_pulls_same_category_items_together():
     """Res-embedding's Proposition 1, measured on the synthetic generator's planted categories."""
     from ctrgraph.data.lookups import attribute_table
-    from ctrgraph.registry import load_dataset
     from ctrgraph.experiments.analysis import (
         category_cosines,
         item_embedding_matrix,
     )
+    from ctrgraph.registry import load_dataset
 
     ds = load_dataset("synthetic", {"n_instances": 20000, "n_users": 1000, "n_items": 1000, "n_categories": 10,
                                     "seed": 0}, cache=False)
@@ -129,3 +127,145 @@ def test_res_embedding_pulls_same_category_items_together():
         Trainer(TrainConfig(epochs=4, batch_size=256, lr=1e-3, patience=0, progress=False)).fit(m, ds)
         margins[name] = category_cosines(item_embedding_matrix(m), cats, ids=ids)["margin"]
     assert margins["res-dnn"] > 2 * margins["dnn"] + 0.02, margins
+
+
+# ----- issue 17: +R with Res's own penalty, Eq. 3, Algorithm 1 as written, +sms ----------------------
+def _penalty(p, ids):
+    step = p.begin({})
+    out = p.lookup(p.item_table, ids, step)
+    return out, p.aux_losses(step)["res_l2"]
+
+
+def test_plus_r_uses_exactly_res_penalty_at_equal_lambda(planted):
+    """Table 3's "+R" (form=plain, E = R) and Res (Eq. 9) give the same λ Σ‖R_i‖² on one batch."""
+    ids = torch.tensor([[2, 3, 3, 9], [9, 11, 0, 2]])  # repeats and padding
+    torch.manual_seed(0)
+    plus_r = _provider(planted, "gcn", form="plain", lam=0.006)
+    torch.manual_seed(0)
+    res = _provider(planted, "gcn", lam=0.006)
+    res.prepare(planted)
+    np.testing.assert_allclose(plus_r.residual.weight.detach(), res.residual.weight.detach())
+    e, pen_r = _penalty(plus_r, ids)
+    e_res, pen_res = _penalty(res, ids)
+    uniq = torch.unique(ids)
+    brute = 0.006 * sum(float(res.residual.weight[i].pow(2).sum()) for i in uniq.tolist())
+    assert float(pen_r) == pytest.approx(float(pen_res), rel=1e-6) and float(pen_r) == pytest.approx(brute, rel=1e-5)
+    np.testing.assert_allclose(e.detach(), plus_r.residual(ids).detach())  # E = R: the plain table
+    assert not torch.allclose(e, e_res)  # ... while Res adds W C_b
+    assert plus_r.diagnostics() == {}
+
+
+def test_study_plus_r_row_is_res_penalty_not_embedding_l2(tmp_path):
+    from ctrgraph.experiments.core import Context
+    from ctrgraph.experiments.studies import STUDIES
+
+    study = STUDIES["res-embedding"]
+    ctx = Context(tmp_path, log=lambda *a: None, defaults=study.defaults)
+    runs = {(r.label, r.dataset): r for r in study.item("table3").runs(ctx) if r.seed == 1}
+    for mode in ("", " [default]"):
+        r, gcn = runs[("DIN+R" + mode, "ml100k")], runs[("DIN+GCN" + mode, "ml100k")]
+        assert r.cfg.train.embedding_l2 == 0 and r.cfg.embedding.params["form"] == "plain"
+        assert r.cfg.embedding.params.get("lam", 0.006) == gcn.cfg.embedding.params.get("lam", 0.006)
+        assert r.cfg.train == gcn.cfg.train  # the same training rules on every row
+
+
+def test_prototype_eq3_equals_dense_pc_plus_r(planted):
+    """E = P C + R (Eq. 3) against a dense one-hot P [H, I]; gradients reach C and R; the form switch
+    changes the computation."""
+    p = _provider(planted, "gcn", form="prototype")
+    h, n_dom = p.nbr_idx.shape[0], p.domain_central.weight.shape[0]
+    rng = np.random.default_rng(1)
+    dom = rng.integers(0, n_dom, h)
+    dom[0] = 0
+    p.set_domains(torch.from_numpy(dom))
+    P = np.zeros((h, n_dom))
+    P[np.arange(h), dom] = 1.0
+    C = p.domain_central.weight.detach().double().numpy()
+    R = p.residual.weight.detach().double().numpy()
+    dense = P @ C + R
+    ids = torch.tensor([[1, 4, 4, 7], [12, 0, 3, 1]])
+    step = p.begin({})
+    out = p.lookup(p.item_table, ids, step)
+    np.testing.assert_allclose(out.detach().double().numpy(), dense[ids.numpy()], rtol=1e-6, atol=1e-7)
+    (out.pow(2).sum() + p.aux_losses(step)["res_l2"]).backward()
+    assert p.domain_central.weight.grad.abs().sum() > 0 and p.residual.weight.grad.abs().sum() > 0
+    same = dom[4]
+    sharing = np.flatnonzero(dom == same)
+    np.testing.assert_allclose(dense[sharing] - R[sharing], np.repeat(C[same][None], sharing.size, 0))
+    torch.manual_seed(0)
+    q = _provider(planted, "gcn")
+    q.prepare(planted)
+    assert not torch.allclose(q.item_vectors(torch.tensor([4, 7])), p.item_vectors(torch.tensor([4, 7])))
+
+
+def test_prototype_prepare_takes_p_from_the_item_domain(planted):
+    from ctrgraph.data.lookups import attribute_table
+
+    p = _provider(planted, "gcn", form="prototype")
+    assert p.domain_table == "tags"  # the first multi-valued item attribute (its first value)
+    p.prepare(planted)
+    np.testing.assert_array_equal(p.domain_of.numpy(), attribute_table(planted, "item_id", "tags"))
+    assert p.diagnostics()["res_ratio"] > 0
+    with pytest.raises(ConfigError, match="form"):
+        _provider(planted, "gcn", form="proto")
+
+
+def _algorithm1_brute(histories, h, delta, k):
+    """Algorithm 1 as printed: every sample's history b_i, Z(g_c, g_w) += 1 for w in [c-Δ, c+Δ] \\ g_c,
+    then the K largest of each row (ties: smaller id)."""
+    z = np.zeros((h, h))
+    for b in histories:  # reference: loops over samples and positions
+        b = [int(x) for x in b if x != 0]
+        for c in range(len(b)):
+            for w in range(max(0, c - delta), min(len(b), c + delta + 1)):
+                if b[w] != b[c]:
+                    z[b[c], b[w]] += 1
+    keep = np.zeros_like(z)
+    for i in range(h):
+        nz = np.flatnonzero(z[i])
+        top = nz[np.lexsort((nz, -z[i, nz]))][:k]
+        keep[i, top] = z[i, top]
+    return keep
+
+
+def test_paper_mode_algorithm1_counts_every_training_sample(planted):
+    """count_over=samples (the paper mode) is Algorithm 1 over every train sample's history; the
+    default (each user's sequence once) is a different graph."""
+    h = planted.vocab_sizes["item_id"]
+    ref = _algorithm1_brute(planted.split("train")["hist_item_id"], h, 2, 3)
+    p = _provider(planted, "avg", count_over="samples")
+    p.prepare(planted)
+    got = np.zeros((h, h))
+    idx, w = p.nbr_idx.numpy(), p.nbr_w.numpy()
+    rows = np.repeat(np.arange(h), idx.shape[1])
+    got[rows[w.ravel() > 0], idx.ravel()[w.ravel() > 0]] = 1
+    np.testing.assert_array_equal(got, ref > 0)
+    np.testing.assert_allclose(w.sum(1)[(ref > 0).any(1)], 1.0, rtol=1e-6)  # Eq. 6 rows average
+    q = _provider(planted, "avg", count_over="users")
+    q.prepare(planted)
+    assert not torch.equal(p.nbr_idx, q.nbr_idx)
+
+
+def test_sms_siamese_pretraining_pulls_cooccurring_items_together(planted):
+    from ctrgraph.embeddings.pretrained import train_siamese, window_pairs
+    from ctrgraph.graphs import behaviour_sequences
+
+    values, offsets = behaviour_sequences(planted, "users")
+    h = planted.vocab_sizes["item_id"]
+    side = np.stack([np.arange(h), np.zeros(h, dtype=np.int64)], 1)
+    vecs, counts = train_siamese(values, offsets, side, [h, 2], 8, window=2, epochs=3, batch_size=256,
+                                 lr=0.02, seed=0)
+    assert vecs.shape == (h, 8) and counts.sum() == values.size
+    a, b = window_pairs(values, offsets, 2)
+    rng = np.random.default_rng(0)
+    r = rng.choice(np.flatnonzero(counts > 0), size=(a.size, 2))
+    pos = (vecs[a] * vecs[b]).sum(1).mean()
+    neg = (vecs[r[:, 0]] * vecs[r[:, 1]]).sum(1).mean()
+    assert pos > neg + 0.02, (pos, neg)
+    spec = FeatureSpec(planted.schema, planted.vocab_sizes)
+    torch.manual_seed(0)
+    prov = build_provider("sms", spec, 8, epochs=1)
+    before = prov.tables["item_id"].weight.detach().clone()
+    prov.prepare(planted)
+    assert prov.pretrained_rows.size > 0
+    assert not torch.allclose(before[prov.pretrained_rows], prov.tables["item_id"].weight[prov.pretrained_rows])

@@ -157,3 +157,51 @@ def test_candidate_rows_keep_the_users_context_and_each_items_own_fields(planted
         first = int(np.flatnonzero(np.asarray(tr["item_id"]) == item)[0])
         for k in ("cat", "tags", "price"):
             assert np.array_equal(arrays[k][n], np.asarray(tr[k])[first])
+
+
+def _exact_circle_radius(p: np.ndarray) -> float:
+    """Smallest enclosing circle in 2-D by brute force: circles on every pair (diameter) and every
+    triple (circumcircle) of points, the smallest that holds all points."""
+    best = np.inf
+    n = len(p)
+    cands = []
+    for i in range(n):  # reference: loops over pairs and triples
+        for j in range(i + 1, n):
+            cands.append(((p[i] + p[j]) / 2, np.linalg.norm(p[i] - p[j]) / 2))
+            for k in range(j + 1, n):
+                a, b, c = p[i], p[j], p[k]
+                d = 2 * (a[0] * (b[1] - c[1]) + b[0] * (c[1] - a[1]) + c[0] * (a[1] - b[1]))
+                if abs(d) < 1e-12:
+                    continue
+                ux = ((a @ a) * (b[1] - c[1]) + (b @ b) * (c[1] - a[1]) + (c @ c) * (a[1] - b[1])) / d
+                uy = ((a @ a) * (c[0] - b[0]) + (b @ b) * (a[0] - c[0]) + (c @ c) * (b[0] - a[0])) / d
+                u = np.array([ux, uy])
+                cands.append((u, np.linalg.norm(a - u)))
+    for centre, r in cands:
+        if np.all(np.linalg.norm(p - centre, axis=1) <= r + 1e-9):
+            best = min(best, r)
+    return best
+
+
+def test_envelope_radii_equal_the_smallest_enclosing_ball():
+    """Theorem 1's phi(V) per group, against the exact 2-D smallest enclosing circle; all groups at once."""
+    rng = np.random.default_rng(0)
+    pts, grp, exact = [], [], []
+    for g in range(6):
+        p = rng.normal(size=(rng.integers(2, 9), 2)) * rng.uniform(0.5, 3) + rng.normal(size=2) * 5
+        pts.append(p)
+        grp.append(np.full(len(p), g))
+        exact.append(_exact_circle_radius(p))
+    x, groups = np.concatenate(pts), np.concatenate(grp)
+    perm = rng.permutation(len(x))
+    got = A.envelope_radii(x[perm], groups[perm], iters=2000)
+    exact = np.array(exact)
+    assert np.all(got >= exact - 1e-9) and np.all(got <= exact * (1 + 1 / np.sqrt(2000)))
+    np.testing.assert_allclose(got, exact, rtol=5e-3)
+    # a scaled copy has a scaled radius; the ratios of envelope_summary are scale-free
+    emb = rng.normal(size=(40, 3))
+    dom = np.repeat([2, 3, 4, 5], 10)
+    s1 = A.envelope_summary(emb, dom, np.arange(40))
+    s2 = A.envelope_summary(emb * 7, dom, np.arange(40))
+    assert s2["r_max"] == pytest.approx(7 * s1["r_max"], rel=1e-3)
+    assert s2["r_max_ratio"] == pytest.approx(s1["r_max_ratio"], rel=1e-3) and s1["domains"] == 4

@@ -44,7 +44,7 @@ def test_checkpoints_log_and_resume(planted, tmp_path):
 
 
 def test_early_stopping_restores_best(planted):
-    m, r = _fit(planted, epochs=30, patience=2, lr=0.05)
+    _m, r = _fit(planted, epochs=30, patience=2, lr=0.05)
     h = r["history"]
     assert r["epochs_run"] < 30 and r["epochs_run"] - r["best_epoch"] == 2
     best = max(x["valid_auc"] for x in h)
@@ -112,7 +112,7 @@ def test_auto_threads_leave_the_busy_cores(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     for busy_share, want in ((0.0, 4), (0.5, 2), (0.9, 1), (1.0, 1)):
         samples = iter([(0, 0), (int(busy_share * 1000), 1000)])
-        monkeypatch.setattr(th, "_cpu_times", lambda: next(samples))
+        monkeypatch.setattr(th, "_cpu_times", lambda s=samples: next(s))
         assert th.auto_threads(4, interval=0) == want, busy_share
     monkeypatch.setattr(th, "_cpu_times", lambda: None)  # no /proc/stat: PyTorch's default
     assert th.auto_threads(3, interval=0) == 3
@@ -124,3 +124,14 @@ def test_torch_compile_trains_to_the_eager_numbers(planted):
     _, compiled = _fit(planted, epochs=1, compile=True)
     assert compiled["history"][0]["train_loss"] == pytest.approx(eager["history"][0]["train_loss"], rel=1e-4)
     assert compiled["test"]["auc"] == pytest.approx(eager["test"]["auc"], abs=2e-3)
+
+
+def test_log_test_logs_test_metrics_per_epoch_without_selecting_on_them(planted):
+    """train.log_test (Res-embedding Fig. 5): monitor_test_* per epoch; the run (best epoch, weights,
+    valid and test metrics) is the one without it."""
+    _m1, r1 = _fit(planted, patience=1, epochs=4)
+    _m2, r2 = _fit(planted, patience=1, epochs=4, log_test=True)
+    assert r1["best_epoch"] == r2["best_epoch"] and r1["test"] == r2["test"] and r1["valid"] == r2["valid"]
+    assert all("monitor_test_logloss" in h and "monitor_test_auc" in h for h in r2["history"])
+    assert not any(k.startswith("monitor_test") for h in r1["history"] for k in h)
+    assert r2["history"][r2["best_epoch"] - 1]["monitor_test_auc"] == pytest.approx(r2["test"]["auc"], abs=1e-9)

@@ -141,6 +141,70 @@ def train_eges(values: np.ndarray, offsets: np.ndarray, side: np.ndarray, side_s
     return out.numpy().copy(), counts
 
 
+def train_siamese(values: np.ndarray, offsets: np.ndarray, side: np.ndarray, side_sizes: list[int], dim: int,
+                  window: int = 5, negatives: int = 5, epochs: int = 5, batch_size: int = 4096, lr: float = 0.01,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The "+sms" pretraining (Res-embedding Sec. 2 / Table 3: "an additional network and context
+    information of the data to pre-train embedding vectors", a *siamese* auxiliary network) ->
+    (t(v) for every item [n_items, dim] float32, item counts [n_items]).
+
+    One tower, shared by both inputs of a pair (siamese): x_v = [e_0(side_0(v)) ‖ ... ‖ e_S(side_S(v))]
+    [S·d] (column 0 of ``side`` [n_items, S] the item id, then its context: e.g. its category / first
+    genre, 0 = none, vocabularies ``side_sizes``), t(v) = W_2 ReLU(W_1 x_v + b_1) + b_2 [d]. Pairs
+    (a, b) within ``window`` of a train behaviour sequence are positives, (a, n) with n ~ unigram^0.75
+    negatives: loss = -log s(t(a)·t(b)) - sum_k log s(-t(a)·t(n_k)). Adam, mini-batches of pairs."""
+    c, x = window_pairs(values, offsets, window)
+    n_items = side.shape[0]
+    counts = np.bincount(np.asarray(values, dtype=np.int64), minlength=n_items).astype(np.float64)
+    g = torch.Generator().manual_seed(int(seed))
+    tables = nn.ModuleList(nn.Embedding(n, dim) for n in side_sizes)
+    tower = nn.Sequential(nn.Linear(len(side_sizes) * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+    with torch.no_grad():
+        for t in tables:  # N(0, 0.1): the tower needs inputs above its bias to learn from the start
+            t.weight.normal_(0.0, 0.1, generator=g)
+        for m in tower:
+            if isinstance(m, nn.Linear):
+                bound = 1.0 / m.in_features ** 0.5
+                m.weight.uniform_(-bound, bound, generator=g)
+                m.bias.zero_()
+    sd = torch.from_numpy(np.asarray(side, dtype=np.int64))
+
+    def t_of(ids: torch.Tensor) -> torch.Tensor:
+        s = sd[ids]  # [n, S]
+        return tower(torch.cat([t(s[:, j]) for j, t in enumerate(tables)], -1))
+
+    if c.size:
+        noise = torch.from_numpy(counts ** 0.75)
+        noise = noise / noise.sum()
+        opt = torch.optim.Adam(list(tables.parameters()) + list(tower.parameters()), lr=lr)
+        ct, xt = torch.from_numpy(c), torch.from_numpy(x)
+        for _ in range(epochs):
+            perm = torch.randperm(ct.numel(), generator=g)
+            for s0 in range(0, perm.numel(), batch_size):  # a loop over mini-batches of pairs
+                idx = perm[s0:s0 + batch_size]
+                neg = torch.multinomial(noise, idx.numel() * negatives, replacement=True, generator=g)
+                ta = t_of(ct[idx])
+                pos = (ta * t_of(xt[idx])).sum(-1)
+                ng = torch.bmm(t_of(neg).view(idx.numel(), negatives, -1), ta.unsqueeze(-1)).squeeze(-1)
+                loss = -(nn.functional.logsigmoid(pos) + nn.functional.logsigmoid(-ng).sum(-1)).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    with torch.no_grad():
+        out = torch.cat([t_of(torch.arange(s0, min(n_items, s0 + 65536))) for s0 in range(0, n_items, 65536)])
+    return out.numpy().copy(), counts
+
+
+def item_side_tables(spec: FeatureSpec, item_table: str, multi: bool = False) -> list[str]:
+    """The item-attribute tables used as side information: categorical ones (and, with ``multi``,
+    multi-valued ones by their first value), excluding the item table itself."""
+    from ..data.schema import Kind
+
+    kinds = (Kind.CATEGORICAL, Kind.MULTI_VALUED) if multi else (Kind.CATEGORICAL,)
+    return list(dict.fromkeys(f.table for f in spec.schema.by_role(Role.ITEM_ATTR)
+                              if f.kind in kinds and f.embed and f.table != item_table))
+
+
 # ----- providers -----------------------------------------------------------------------------------
 class PretrainedItemEmbedding(EmbeddingProvider):
     """Plain tables; the item table is initialised in :meth:`prepare` from SGNS vectors."""
@@ -226,6 +290,30 @@ class Node2VecEmbedding(PretrainedItemEmbedding):
         starts = np.tile(nodes, self.num_walks)
         walks = node2vec_walks(z, starts, self.walk_length, self.p, self.q, seed=self.seed)
         return walks_to_ragged(walks)
+
+
+class SiameseEmbedding(PretrainedItemEmbedding):
+    """"+sms": a siamese auxiliary network over the item and its context (every categorical or
+    multi-valued item attribute, the most frequent / first value in the train split) pretrained on
+    co-occurrence pairs of each user's train behaviour sequence (:func:`train_siamese`); its tower
+    outputs t(v) initialise the item table, then the CTR model trains as usual (``finetune``).
+    Res-embedding cites it as [15] without detail; the tower, loss and pairs are our reading of its
+    one sentence (docs/res-embedding.md)."""
+
+    name = "sms"
+
+    def prepare(self, data) -> None:
+        from ..data.lookups import attribute_table
+        from ..graphs import behaviour_sequences
+
+        values, offsets = behaviour_sequences(data, "users")
+        h = self.spec.vocab_sizes[self.item_table]
+        tabs = item_side_tables(self.spec, self.item_table, multi=True)
+        side = [np.arange(h)] + [attribute_table(data, self.item_table, t) for t in tabs]
+        sizes = [h] + [self.spec.vocab_sizes[t] for t in tabs]
+        vecs, counts = train_siamese(values, offsets, np.stack(side, 1), sizes, self.dim, self.window,
+                                     self.negatives, self.epochs, self.batch_size, self.lr, self.seed)
+        self.load_item_vectors(vecs, np.flatnonzero(counts > 0))
 
 
 class EGESEmbedding(Node2VecEmbedding):

@@ -211,6 +211,55 @@ def top_items(data: EncodedDataset, k: int = 1000) -> np.ndarray:
     return order[: min(k, int((cnt > 0).sum()))]
 
 
+def envelope_radii(x: np.ndarray, groups: np.ndarray, iters: int = 2000) -> np.ndarray:
+    """Res-embedding's envelope radius (Sec. 3.1, Theorem 1) of every group of points:
+    phi(V) = min_w max_{s in V} ||w - s||_2, the radius of the smallest ball enclosing V.
+
+    ``x`` [n, d] points, ``groups`` [n] ints in 0..G-1 -> radii [G] (nan for an empty group). All
+    groups at once by the Badoiu-Clarkson iteration c <- c + (p_far - c) / (t + 1) (p_far: the
+    group's point farthest from c); the smallest max-distance seen is returned, an upper bound
+    within a factor 1 + 1/sqrt(iters) of the exact radius."""
+    x = np.asarray(x, dtype=np.float64)
+    groups = np.asarray(groups, dtype=np.int64)
+    g_n = int(groups.max()) + 1 if groups.size else 0
+    out = np.full(g_n, np.nan)
+    if not groups.size:
+        return out
+    order = np.argsort(groups, kind="stable")
+    xs, gs = x[order], groups[order]
+    present, starts = np.unique(gs, return_index=True)
+    gi = np.searchsorted(present, gs)  # dense group index of every sorted point
+    c = xs[starts].copy()  # [G', d]: start at each group's first point
+    best = np.full(present.size, np.inf)
+    for t in range(1, iters + 1):  # a loop over iterations; every group at once
+        dist = np.linalg.norm(xs - c[gi], axis=1)
+        gmax = np.maximum.reduceat(dist, starts)
+        best = np.minimum(best, gmax)
+        hit = np.flatnonzero(dist == gmax[gi])
+        _, first = np.unique(gi[hit], return_index=True)
+        far = xs[hit[first]]
+        c += (far - c) / (t + 1)
+    out[present] = best
+    return out
+
+
+def envelope_summary(emb: np.ndarray, domains: np.ndarray, ids: np.ndarray, iters: int = 2000) -> dict:
+    """Theorem 1's quantities for the items ``ids`` of the item matrix ``emb`` [H, d], interest
+    domains = ``domains`` [H] (e.g. the first genre; domains with one item and ids < 2 left out):
+    R_max = max over domains of phi(domain), their mean, phi of all the items together, and the two
+    scale-free ratios R_max / phi(all), mean / phi(all)."""
+    d = np.asarray(domains)[ids]
+    keep = d >= 2
+    ids, d = ids[keep], d[keep]
+    _, inv, cnt = np.unique(d, return_inverse=True, return_counts=True)
+    multi = cnt[inv] >= 2
+    r = envelope_radii(emb[ids[multi]], np.unique(inv[multi], return_inverse=True)[1], iters)
+    total = float(envelope_radii(emb[ids], np.zeros(ids.size, dtype=np.int64), iters)[0])
+    rmax, rmean = float(np.nanmax(r)), float(np.nanmean(r))
+    return {"items": int(ids.size), "domains": int(r.size), "r_max": rmax, "r_mean": rmean, "r_all": total,
+            "r_max_ratio": rmax / total, "r_mean_ratio": rmean / total}
+
+
 def item_colours(data: EncodedDataset, attr: str | None = None) -> tuple[np.ndarray, str]:
     """Per item id its (first) attribute id: ``attr`` table, or the first multi-valued item attribute
     (ml100k: genres), else the first categorical one."""
@@ -231,7 +280,7 @@ def value_label(vocab, i) -> str:
     """The raw value of id ``i`` in ``vocab`` ("pad" / "OOV" for the specials)."""
     try:
         return str(vocab.values[int(i) - 2]) if int(i) >= 2 else ("pad" if int(i) == 0 else "OOV")
-    except Exception:  # a vocabulary without readable values: its id
+    except (AttributeError, IndexError, TypeError, ValueError):  # a vocabulary without readable values: its id
         return str(int(i))
 
 

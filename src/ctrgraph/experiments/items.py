@@ -6,15 +6,18 @@
   train frequency, the behaviour length, the user's train rows; DG-ENN Table 6 / Fig. 6), with an
   optional user-cluster bootstrap and planted-probability (expected AUC) scores.
 - :class:`TSNE`: item embeddings of trained runs side by side (Res-embedding Fig. 7).
+- :class:`Curves`: per-epoch log entries of runs as lines (Res-embedding Fig. 5's train / test loss).
+- :class:`Envelope`: the envelope radius of the item embeddings per interest domain (Res-embedding
+  Theorem 1's R_max).
 - :class:`DataStats`: feature-frequency and behaviour-length distributions of a data set (DG-ENN Fig. 1).
 - :class:`Explain`: the interactions a trained model selected, per layer (GraphFM Fig. 4).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -26,6 +29,7 @@ from .analysis import (
     behaviour_rows,
     categorical_fields,
     category_cosines,
+    envelope_summary,
     feature_frequencies,
     history_lengths,
     item_colours,
@@ -113,6 +117,9 @@ class Table(Item):
         labels = [v.label for v in self.variants]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"{self.name}: duplicate variant labels {labels}")
+        clash = sorted({k for v in self.variants for k in v.keys} & {"dataset", "variant", "runs", "seeds", "overrides"})
+        if clash:  # a key of that name would overwrite the row's own column (summary_row)
+            raise ConfigError(f"{self.name}: variant keys {clash} are names of the table's own columns")
         return [ctx.resolve(v, d, s) for d in ctx.selected_data(self.datasets) for v in self.variants
                 if ctx.selected(v.label) for s in self.item_seeds(ctx)]
 
@@ -528,6 +535,103 @@ class TSNE(Item):
         table = write_table(stem, rows, cols_, self.title, self.caption)
         png = figure(stem.with_suffix(".png"), panels, self.title, SHARED_MACHINE, panel_size=(5.5, 5.0))
         return {"tables": [table], "figures": [{"title": self.title, "png": str(png)}]}
+
+
+# ----- learning curves (Res-embedding Fig. 5) -------------------------------------------------------
+@dataclass
+class Curves(Item):
+    """Per-epoch entries of each run's ``metrics.jsonl`` history (``keys``: (entry, label), e.g.
+    ``("train_loss", "train")`` and ``("monitor_test_logloss", "test")``, the latter logged with
+    ``train.log_test``) against the epoch: one line per (variant, key), the mean over seeds (epochs
+    that every seed ran), and the table of those means."""
+
+    name: str
+    title: str
+    variants: list[Variant]
+    dataset: DataSet
+    keys: tuple[tuple[str, str], ...] = (("train_loss", "train"), ("monitor_test_logloss", "test"))
+    seeds: tuple[int, ...] = (1,)
+    ylabel: str = "logloss"
+    caption: str = ""
+
+    def runs(self, ctx: Context) -> list[Run]:
+        return [ctx.resolve(v, self.dataset, s) for v in self.variants if ctx.selected(v.label)
+                for s in self.item_seeds(ctx)]
+
+    def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
+        rows, series = [], []
+        for v in self.variants:
+            hs = [r.metrics["history"] for r in runs if r.label == v.label]
+            if not hs:
+                continue
+            n = min(len(h) for h in hs)
+            for key, lab in self.keys:
+                if any(key not in h[0] for h in hs):
+                    raise ConfigError(f"{self.name}: {v.label}'s history has no {key!r} (train.log_test?)")
+                y = np.array([[h[e][key] for e in range(n)] for h in hs]).mean(0)  # [epochs], mean over seeds
+                series.append(Series(f"{v.label} {lab}", list(range(1, n + 1)), y.tolist()))
+            for e in range(n):
+                rows.append({"variant": v.label, "epoch": e + 1, "seeds": len(hs),
+                             **{lab: float(np.mean([h[e][key] for h in hs])) for key, lab in self.keys}})
+        if not rows:
+            raise ConfigError(f"{self.name}: no finished runs")
+        cols = [Column("variant", "variant"), Column("epoch", "epoch"), Column("seeds", "seeds")] + \
+            [Column(lab, cell=lambda r, lab=lab: fmt(r[lab], 4)) for _, lab in self.keys]
+        table = write_table(stem, rows, cols, self.title, self.caption)
+        png = figure(stem.with_suffix(".png"), [Panel("line", series, title=self.title, xlabel="epoch",
+                                                      ylabel=self.ylabel)], self.title, SHARED_MACHINE,
+                     panel_size=(7.0, 4.5))
+        return {"tables": [table], "figures": [{"title": self.title, "png": str(png)}]}
+
+
+# ----- envelope radius per interest domain (Res-embedding Theorem 1) ---------------------------------
+@dataclass
+class Envelope(Item):
+    """Theorem 1's R_max measured: for each variant (mean ± std over seeds) the envelope radius
+    phi (smallest enclosing ball, :func:`~ctrgraph.experiments.analysis.envelope_radii`) of the
+    item embeddings of each interest domain (``colour``: the item's first genre / category, the
+    t-SNE colouring), among the ``n_items`` items most frequent as train targets; its max (R_max)
+    and mean, phi of all those items, and the scale-free ratios to it."""
+
+    name: str
+    title: str
+    variants: list[Variant]
+    dataset: DataSet
+    n_items: int = 1000
+    colour: str | None = None
+    seeds: tuple[int, ...] = (1, 2, 3)
+    caption: str = ""
+
+    def runs(self, ctx: Context) -> list[Run]:
+        return [ctx.resolve(v, self.dataset, s) for v in self.variants if ctx.selected(v.label)
+                for s in self.item_seeds(ctx)]
+
+    def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
+        from ..runs.assemble import load_run
+
+        data = ctx.store.data(runs[0].cfg)
+        ids = top_items(data, self.n_items)
+        doms, attr = item_colours(data, self.colour)
+        per: dict[str, list[dict]] = {}
+        for r in runs:  # a handful of runs
+            _, model, _, _ = load_run(r.dir)
+            e = envelope_summary(item_embedding_matrix(model), doms, ids)
+            per.setdefault(r.label, []).append({**e, "auc": r.metrics["test"]["auc"]})
+        keys = ("r_max", "r_mean", "r_all", "r_max_ratio", "r_mean_ratio", "auc")
+        rows = []
+        for label, es in per.items():
+            row = {"variant": label, "seeds": len(es), "items": es[0]["items"], "domains": es[0]["domains"],
+                   "colour": attr}
+            for k in keys:
+                v = np.array([x[k] for x in es])
+                row[k] = pm(float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else float("nan"), 4)
+            rows.append(row)
+        cols = [Column("variant", "variant"), Column("R_max = max φ(domain)", "r_max"),
+                Column("mean φ(domain)", "r_mean"), Column("φ(all items)", "r_all"),
+                Column("R_max / φ(all)", "r_max_ratio"), Column("mean φ / φ(all)", "r_mean_ratio"),
+                Column("test AUC", "auc"), Column("seeds", "seeds"), Column("items", "items"),
+                Column("domains", "domains"), Column("domain", "colour")]
+        return {"tables": [write_table(stem, rows, cols, self.title, self.caption)], "figures": []}
 
 
 @dataclass

@@ -246,6 +246,9 @@ class Trainer:
                    "samples_per_s": n_train / secs if secs > 0 else None, "lr": opt.param_groups[0]["lr"]}
             rec.update({f"aux_{k}": v / max(nb, 1) for k, v in tot_aux.items()})
             rec.update(model.diagnostics())
+            if cfg.log_test and data.num_rows("test"):  # a logged curve only (Fig. 5): never selects or stops
+                tm = evaluate_split(model, data, "test", cfg.eval_batch_size, self.device, amp)
+                rec.update({f"monitor_test_{k}": v for k, v in tm.items()})
             if has_valid:
                 vm = evaluate_split(model, data, "valid", cfg.eval_batch_size, self.device, amp)
                 rec.update({f"valid_{k}": v for k, v in vm.items()})
