@@ -100,3 +100,14 @@ def test_dg_enn_rows_share_one_rule_and_one_mode(tmp_path):
         assert run_key(t3[(f"{label} · default · {pb}", "ml100k")]) == own
         other = "zero bias" if pb == "prior bias" else "prior bias"
         assert run_key(t3[(f"{label} · default · {other}", "ml100k")]) != own
+
+
+def test_paper_config_file_is_the_studys_paper_mode(tmp_path):
+    from pathlib import Path
+
+    from ctrgraph.config import load_config
+    from ctrgraph.runs.identity import run_key
+
+    yaml = Path(__file__).resolve().parents[2] / "configs" / "dg-enn-paper.yaml"
+    cfg = load_config(yaml, ["data.name=ml100k"])
+    assert run_key(cfg) == run_key(_cfgs("table3", tmp_path)[("DG-PNN · prior bias", "ml100k")])
