@@ -179,7 +179,22 @@ def provider_defaults(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "spec", "dim", "init_std", "fields")}
 
 
+def provider_params(name: str, params: dict | None) -> dict[str, Any]:
+    """``embedding.params`` with a ``preset`` expanded: the provider's preset < the given ``params``."""
+    if name not in PROVIDERS:
+        raise ConfigError(f"unknown embedding provider {name!r}; known: {sorted(PROVIDERS)}")
+    params = dict(params or {})
+    preset = params.pop("preset", None)
+    if preset is None:
+        return params
+    presets = PROVIDERS[name].presets
+    if preset not in presets:
+        raise ConfigError(f"embedding provider {name!r} has no preset {preset!r}; presets: {sorted(presets) or 'none'}")
+    return {**presets[preset], **params}
+
+
 def build_provider(name: str, spec: FeatureSpec, dim: int, init_std: float = 1e-4, **params) -> EmbeddingProvider:
+    params = provider_params(name, params)
     known = provider_defaults(name)
     unknown = sorted(set(params) - set(known))
     if unknown:

@@ -6,20 +6,22 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from support_dg import (
+    _graphs_without_targets,
+    _train_batch,
+    check_target_drop,
+    tiny_raw,
+)
 
 from ctrgraph.config import TrainConfig
 from ctrgraph.data.encode import encode
 from ctrgraph.data.raw import RawDataset
-from ctrgraph.data.schema import Field, Kind, Role, Schema
-from ctrgraph.data.schema import FeatureSpec
-from ctrgraph.registry import build_provider
-from ctrgraph.graphs.dg import DropGraph, build_graph_data
+from ctrgraph.data.schema import FeatureSpec, Field, Kind, Role, Schema
 from ctrgraph.errors import ConfigError
 from ctrgraph.graphs import gcn_literal_norm, sym_norm
-from support_dg import _graphs_without_targets, _train_batch, check_target_drop, tiny_raw
-from ctrgraph.registry import build_model
+from ctrgraph.graphs.dg import DropGraph, build_graph_data
+from ctrgraph.registry import build_model, build_provider
 from ctrgraph.train.trainer import Trainer
-
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,7 @@ def _bip(b):
 
 def _layer(agg, mod, n, x):
     """One aggregation e^(1) = f(e^(0)) by the dense equations; returns (x + e^(1)) / 2 (Eq. 13)."""
-    lrelu = lambda t: np.where(t > 0, t, 0.2 * t)  # noqa: E731
+    lrelu = lambda t: np.where(t > 0, t, 0.2 * t)
     ax = n @ x
     if agg == "lightgcn":  # Eq. 11
         e1 = ax
@@ -90,8 +92,8 @@ def test_enhanced_tables_equal_dense_equations_one_layer(tiny, agg, isolated):
     want["user_id"], want["item_id"] = q[: zu.shape[0]], q[zu.shape[0]:]
     got = p.enhanced_tables()
     assert set(got) == set(want)
-    for t in want:
-        np.testing.assert_allclose(got[t].detach().double().numpy(), want[t], rtol=1e-4, atol=1e-5, err_msg=t)
+    for t, w in want.items():
+        np.testing.assert_allclose(got[t].detach().double().numpy(), w, rtol=1e-4, atol=1e-5, err_msg=t)
     assert p.tables["hour"].weight.shape[0] > 1 and "hour" not in got  # context is not enhanced (Eq. 15)
 
 
@@ -189,11 +191,11 @@ def test_knn_leave_out_needs_uu_and_whole_graph_steps(tiny):
 # ----- switches, cache, errors -------------------------------------------------------------------
 FIELD = {"attr_mode": "field"}
 #: (base parameters, the switch): each switch must change the enhanced tables of its base
-VARIANTS = [({}, dict(graphs="attr")), ({}, dict(graphs="uu,vv")), ({}, dict(graphs="uv")), ({}, dict(graphs="none")),
-            ({}, dict(aggregator="gcn")), ({}, dict(aggregator="ngcf")), ({}, dict(attr_mode="mixed")),
-            ({}, dict(attr_mode="field")), ({}, dict(collab="sum")), ({}, dict(collab="mean")),
-            ({}, dict(collab="attention")), ({}, dict(layers=1)), ({}, dict(layers=3)), ({}, dict(combine="sum")),
-            ({}, dict(isolated="keep")), ({}, dict(knn_k=2)), ({}, dict(knn_alpha=0.0)),
+VARIANTS = [({}, {"graphs": "attr"}), ({}, {"graphs": "uu,vv"}), ({}, {"graphs": "uv"}), ({}, {"graphs": "none"}),
+            ({}, {"aggregator": "gcn"}), ({}, {"aggregator": "ngcf"}), ({}, {"attr_mode": "mixed"}),
+            ({}, {"attr_mode": "field"}), ({}, {"collab": "sum"}), ({}, {"collab": "mean"}),
+            ({}, {"collab": "attention"}), ({}, {"layers": 1}), ({}, {"layers": 3}), ({}, {"combine": "sum"}),
+            ({}, {"isolated": "keep"}), ({}, {"knn_k": 2}), ({}, {"knn_alpha": 0.0}),
             (FIELD, dict(FIELD, attr_layers=0)), (FIELD, dict(FIELD, attr_values="plain")),
             (FIELD, dict(FIELD, aggregator="gcn"))]  # knn_leave_out acts on training steps only: its own test
 
@@ -334,14 +336,14 @@ def test_paper_protocol_targets_and_negatives():
 def test_export_writes_a_plain_base_model_with_the_same_predictions(tmp_path):
     """§4.4: serving from the exported tables is the base model itself, with identical scores."""
     from ctrgraph.config import load_config
-    from ctrgraph.runs.export import export_run
     from ctrgraph.runs.assemble import dataset_for, load_run, run_experiment
+    from ctrgraph.runs.export import export_run
     from ctrgraph.train.trainer import predict_logits
 
     cfg = load_config(None, ["data.name=synthetic", "model.name=dg-pnn", "train.epochs=1", "train.progress=false",
                              "train.num_threads=1", "embedding.dim=8",
-                             "data.params={n_instances: 3000, n_users: 200, n_items: 300, n_categories: 5, "
-                             "n_cities: 20, n_brands: 30}"])
+                             ("data.params={n_instances: 3000, n_users: 200, n_items: 300, n_categories: 5, "
+                             "n_cities: 20, n_brands: 30}")])
     run_experiment(cfg, tmp_path / "run")
     info = export_run(tmp_path / "run", tmp_path / "export")
     assert info["model"] == "pnn" and {"user_id", "item_id"} <= set(info["enhanced_tables"])
@@ -452,3 +454,76 @@ def test_drop_graph_equals_the_graph_rebuilt_without_the_dropped_pairs():
             b = sp.csr_matrix(np.clip(b.toarray(), 0, None))
             want = DropGraph(b, norm, iso).adjacency().to_dense()
             torch.testing.assert_close(g.adjacency(ids).to_dense(), want, rtol=0, atol=0)
+
+
+# ----- the two modes: the paper's method (preset ``paper``) and the tuned default ----------------
+def _light(n, x, layers):
+    """LightGCN (Eq. 11) for ``layers`` layers, then the layer mean (Eq. 13)."""
+    out = [x]
+    for _ in range(layers):
+        out.append(n @ out[-1])
+    return np.mean(out, 0)
+
+
+def _collab(p, g, zu, zv, layers=2):
+    """Eqs. 16-21 (LightGCN, organised): uu / vv from z, then uv from [ẑ_U; ẑ_V]."""
+    zu = _light(_dense_norm(g.uu.toarray(), False, 0.0), zu, layers)
+    zv = _light(_dense_norm(g.vv.toarray(), False, 0.0), zv, layers)
+    q = _light(_dense_norm(_bip(g.uv.toarray()), False, 0.0), np.vstack([zu, zv]), layers)
+    return q[: zu.shape[0]], q[zu.shape[0]:]
+
+
+def test_paper_preset_equals_the_papers_equations_two_layers(tiny):
+    """``preset="paper"``: field-wise attribute graphs (Eqs. 11-14), attribute values from their own
+    Eq. 13 (Eq. 15), then the organised collaborative stages (Eqs. 16-22); two LightGCN layers."""
+    p = _provider(tiny, preset="paper")
+    assert (p.attr_mode, p.aggregator, p.collab, p.combine, p.layers) == ("field", "lightgcn", "organized", "mean", 2)
+    g = build_graph_data(tiny)
+    W = {t: e.weight.detach().double().numpy() for t, e in p.tables.items()}
+    want, zs = {}, {}
+    for side, owner, fields, inc in (("u", "user_id", ["age", "job"], g.user_attr),
+                                     ("i", "item_id", ["year", "genres"], g.item_attr)):
+        per = []
+        for f in fields:
+            b = inc[f].toarray()
+            h = _light(_dense_norm(_bip(b), False, 0.0), np.vstack([W[owner], W[f]]), 2)
+            per.append(h[: b.shape[0]])
+            want[f] = h[b.shape[0]:]
+        zs[side] = np.mean(per, 0)  # Eq. 14
+    want["user_id"], want["item_id"] = _collab(p, g, zs["u"], zs["i"])
+    got = p.enhanced_tables()
+    assert set(got) == set(want)
+    for t, w in want.items():
+        np.testing.assert_allclose(got[t].detach().double().numpy(), w, rtol=1e-4, atol=1e-6, err_msg=t)
+
+
+def test_default_mode_equals_its_equations_two_layers(tiny):
+    """The tuned default: z = W [e_id; mean attribute embedding per field] (Fig. 4 (i)), attribute
+    value tables plain, then the same organised collaborative stages."""
+    p = _provider(tiny)
+    assert p.attr_mode == "linear"
+    g = build_graph_data(tiny)
+    W = {t: e.weight.detach().double().numpy() for t, e in p.tables.items()}
+    zs = {}
+    for side, owner, fields, inc in (("u", "user_id", ["age", "job"], g.user_attr),
+                                     ("i", "item_id", ["year", "genres"], g.item_attr)):
+        parts = [W[owner]]
+        for f in fields:
+            b = (inc[f].toarray() != 0).astype(float)
+            parts.append(b / np.maximum(b.sum(1, keepdims=True), 1) @ W[f])
+        zs[side] = np.hstack(parts) @ p.attr_lin[side].weight.detach().double().numpy().T
+    want = dict(zip(("user_id", "item_id"), _collab(p, g, zs["u"], zs["i"])))
+    got = p.enhanced_tables()
+    assert set(got) == {"user_id", "item_id"}
+    for t, w in want.items():
+        np.testing.assert_allclose(got[t].detach().double().numpy(), w, rtol=1e-4, atol=1e-6, err_msg=t)
+
+
+def test_paper_preset_changes_the_computation_and_yields_to_explicit_parameters(tiny):
+    paper, default = _provider(tiny, preset="paper"), _provider(tiny)
+    a, b = paper.enhanced_tables(), default.enhanced_tables()
+    assert not torch.allclose(a["user_id"], b["user_id"])  # the ablation switch changes the computation
+    back = _provider(tiny, preset="paper", attr_mode="linear")  # an explicit parameter wins over the preset
+    np.testing.assert_allclose(back.enhanced_tables()["item_id"].detach().numpy(), b["item_id"].detach().numpy())
+    with pytest.raises(ConfigError, match="no preset 'papr'"):
+        _provider(tiny, preset="papr")

@@ -171,3 +171,27 @@ def test_bad_selections_are_clear_errors(tmp_path):
         run_study(_study(Table("d", "D", [V("X", "fm"), V("X", "lr")], [SYN])), None, _quiet(tmp_path))
     with pytest.raises(ConfigError, match="one bucket per row"):
         Buckets("b", "B", [], [SYN], by="feature_frequency", bootstrap=10)
+
+
+def test_table6_chosen_values_equal_a_brute_force_selection():
+    """``by="values"`` (DG-ENN Table 6): per field the ``per_field`` test values with a train frequency
+    in ``freq`` and the most test rows (ties: the lower id), one bucket of test rows each."""
+    from ctrgraph.registry import load_dataset
+
+    data = load_dataset("synthetic", dict(SYN.set["data.params"]), cache=False)
+    b = Buckets("t6", "t6", [], [SYN], by="values", fields=("city", "brand"), freq=(45, 110), per_field=2)
+    rows, groups, ng, names = b._groups(data)
+    tr, te = data.split("train"), data.split("test")
+    want = []
+    for f in ("city", "brand"):
+        train = [int(x) for x in tr[f]]
+        test = [int(x) for x in te[f]]
+        cands = sorted({v for v in test if v >= 2 and 45 <= train.count(v) <= 110},
+                       key=lambda v: (-test.count(v), v))[:2]
+        want += [(f, v, train.count(v), [i for i, x in enumerate(test) if x == v]) for v in cands]
+    assert ng == len(names) == len(want) == 4
+    for g, (f, v, k, idx) in enumerate(want):
+        assert names[g][0] == f and names[g][1].endswith(f"(train freq {k})")
+        assert sorted(rows[groups == g].tolist()) == idx
+    with pytest.raises(ConfigError, match="no test value"):
+        Buckets("t6", "t6", [], [SYN], by="values", fields=("city",), freq=(10**6, 10**7))._groups(data)

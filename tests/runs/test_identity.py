@@ -28,6 +28,12 @@ def test_equal_runs_spelled_differently_share_a_key():
     assert run_key(cfg(model__name="dg-pnn")) == run_key(cfg(**{"model.name": "dg-pnn",
                                                                 "embedding.params.graphs": "all"}))
     assert run_key(cfg(model__name="din")) == run_key(cfg(**{"model.name": "din", "data.params.max_len": 50}))
+    # a provider preset and the values it sets (dg's ``paper`` = the divide-and-conquer attribute stage)
+    paper = run_key(cfg(**{"model.name": "dg-pnn", "embedding.params.preset": "paper"}))
+    assert paper == run_key(cfg(**{"model.name": "dg-pnn", "embedding.params.attr_mode": "field"}))
+    assert paper != run_key(cfg(model__name="dg-pnn"))
+    assert run_key(cfg(model__name="dg-pnn")) == run_key(cfg(**{"model.name": "dg-pnn", "embedding.params.preset": "paper",
+                                                                "embedding.params.attr_mode": "linear"}))
     # train.prior_bias auto = the model's or provider's default (off for pnn, on for dg- and for lr)
     assert run_key(cfg(model__name="pnn")) == run_key(cfg(model__name="pnn", train__prior_bias=False))
     assert run_key(cfg(model__name="dg-pnn")) == run_key(cfg(model__name="dg-pnn", train__prior_bias=True))

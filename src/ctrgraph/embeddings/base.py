@@ -93,6 +93,8 @@ class EmbeddingProvider(nn.Module):
     name: ClassVar[str] = "plain"
     #: ask the trainer to start the model's output bias at the train log-odds (``train.prior_bias: auto``)
     prior_bias_default: ClassVar[bool] = False
+    #: named parameter sets (``embedding.params.preset: paper``), as a model's ``presets``
+    presets: ClassVar[dict[str, dict]] = {}
 
     def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, fields: list[Field] | None = None):
         super().__init__()

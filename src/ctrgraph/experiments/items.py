@@ -269,7 +269,7 @@ def plot_panel(p: Plot, rows: list[dict], table: Table) -> Panel:
 
 
 # ----- paired buckets of test rows (DG-ENN Table 6 / Fig. 6) ----------------------------------------
-BUCKETINGS = ("feature_frequency", "hist", "user_rows")
+BUCKETINGS = ("feature_frequency", "hist", "user_rows", "values")
 
 
 @dataclass
@@ -280,7 +280,10 @@ class Buckets(Item):
 
     ``by="feature_frequency"`` (Table 6): for each field of ``fields`` a row's train frequency of
     its value, bucketed by ``edges``, plus one row per field for ``freq < rare``, one for "any listed
-    field rare" and one for all rows. ``by="hist"`` / ``"user_rows"`` (Fig. 6): the row's behaviour
+    field rare" and one for all rows. ``by="values"`` (Table 6 as the paper has it): ``per_field``
+    chosen values of each field of ``fields`` whose train frequency lies in ``freq`` (inclusive; the
+    paper's four had 5-12), those with the most test rows (ties: the lower id), one bucket each: the
+    test rows holding the value. ``by="hist"`` / ``"user_rows"`` (Fig. 6): the row's behaviour
     length / its user's train rows, buckets from ``edges`` or the quintiles. ``bootstrap`` > 0 adds a
     user-cluster bootstrap (test users resampled with replacement) of each bucket's AUC gain and of
     the difference first - last bucket. ``truth`` (synthetic data): scores are expected AUCs under
@@ -299,11 +302,13 @@ class Buckets(Item):
     plot: bool = True
     bootstrap: int = 0
     truth: bool = False
+    freq: tuple[int, int] = (5, 12)
+    per_field: int = 2
 
     def __post_init__(self):
         if self.by not in BUCKETINGS:
             raise ConfigError(f"{self.name}: by must be one of {BUCKETINGS}, got {self.by!r}")
-        if self.bootstrap and self.by == "feature_frequency":
+        if self.bootstrap and self.by in ("feature_frequency", "values"):
             raise ConfigError(f"{self.name}: the bootstrap needs one bucket per row (by=hist or user_rows)")
 
     def runs(self, ctx: Context) -> list[Run]:
@@ -329,6 +334,8 @@ class Buckets(Item):
                      + [(fl, f"rare (train freq < {self.rare})") for fl in fields]
                      + [("any of " + "/".join(fields), f"rare (train freq < {self.rare})"), ("all", "all test rows")])
             return rows, groups, f * nb + f + 2, names
+        if self.by == "values":
+            return self._chosen_values(data)
         length = history_lengths(data, self.by)
         edges = list(self.edges) if self.edges else quantile_edges(length)
         nb = len(edges) + 1
@@ -336,6 +343,27 @@ class Buckets(Item):
         groups = np.concatenate([bucket_index(length, edges), np.full(n, nb)])
         what = "behaviour length" if self.by == "hist" else "user's train rows"
         return rows, groups, nb + 1, [(what, nm) for nm in bucket_names(edges)] + [("all", "all test rows")]
+
+    def _chosen_values(self, data) -> tuple[np.ndarray, np.ndarray, int, list[tuple[str, str]]]:
+        """``by="values"``: the test rows of each chosen value (see the class docstring)."""
+        fields = categorical_fields(data.schema, list(self.fields), "table6")
+        freq = feature_frequencies(data, fields)  # [N, F] train frequency of each test row's value
+        te = data.split("test")
+        lo, hi = self.freq
+        rows, groups, names = [], [], []
+        for j, f in enumerate(fields):  # a handful of fields
+            ids = np.asarray(te[f], dtype=np.int64)
+            ok = (freq[:, j] >= lo) & (freq[:, j] <= hi) & (ids >= 2)  # ids 0 / 1: padding / OOV
+            vals, count = np.unique(ids[ok], return_counts=True)
+            for v in vals[np.lexsort((vals, -count))][:self.per_field]:
+                hit = np.flatnonzero(ids == v)
+                rows.append(hit)
+                groups.append(np.full(hit.size, len(names)))
+                label = value_label(data.vocabs[data.schema[f].table], v)
+                names.append((f, f"{label} (train freq {int(freq[hit[0], j])})"))
+        if not names:
+            raise ConfigError(f"{self.name}: no test value of {fields} has a train frequency in {list(self.freq)}")
+        return np.concatenate(rows), np.concatenate(groups), len(names), names
 
     def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
         from ..runs.scoring import score_test_split
@@ -386,7 +414,7 @@ class Buckets(Item):
         cols = [Column("data set", "dataset")] if len(self.datasets) > 1 else []
         cols += [Column("pair", "pair"), Column("field", "field"), Column("bucket", "bucket"),
                  Column("test rows", cell=lambda r: f"{int(r['n'])}")]
-        if self.by != "feature_frequency":
+        if self.by not in ("feature_frequency", "values"):
             cols.append(Column("users", cell=lambda r: "n/a" if math.isnan(r["users"]) else f"{int(r['users'])}"))
         cols += [Column("pos. rate", cell=lambda r: fmt(r["pos_rate"], 3)),
                  Column("base logloss", "base_logloss"), Column("graph logloss", "graph_logloss"),
@@ -475,7 +503,7 @@ def _bootstrap(y, pb, pg, bucket, names, users, reps, truth, dataset, pair) -> l
 def _bucket_panels(rows: list[dict], pair: str, by: str) -> list[Panel]:
     if not rows:
         return []
-    x = [f"{r['bucket']}\n(n={int(r['n'])})" if by != "feature_frequency" else f"{r['field']}\n{r['bucket']}"
+    x = [f"{r['bucket']}\n(n={int(r['n'])})" if by not in ("feature_frequency", "values") else f"{r['field']}\n{r['bucket']}"
          for r in rows]
     base, graph = pair.split(" → ")
     xl = {"hist": "behaviour length (test row)", "user_rows": "user's train rows"}.get(by, "train frequency")

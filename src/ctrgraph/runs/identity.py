@@ -4,7 +4,7 @@ Two configurations with the same identity are the same run, whoever asked for it
 paper, a figure of another, ``ctrgraph compare``), so they share one run directory
 ``<root>/<run_key>-seed<k>``. The identity is normalised so that equal runs spelled differently
 compare equal: ``model.name: dg-pnn`` and ``model.name: pnn, embedding.provider: dg`` are one run;
-a model preset and the values it sets are one run; recipe, model and provider parameters that equal
+a model or provider preset and the values it sets are one run; recipe, model and provider parameters that equal
 their defaults are dropped (so a new parameter with a default keeps every old key). Left out, as
 properties of the machine or the place rather than of the run: the seed (in the directory name),
 ``train.progress``, ``train.num_threads``, ``train.device``, ``data.data_dir`` and ``data.cache``.
@@ -17,7 +17,15 @@ import json
 from ..config import RunConfig
 from ..data.recipes import parse_params
 from ..errors import ConfigError
-from ..registry import MODELS, PROVIDERS, get_recipe, model_config, provider_defaults, resolve_model_name
+from ..registry import (
+    MODELS,
+    PROVIDERS,
+    get_recipe,
+    model_config,
+    provider_defaults,
+    provider_params,
+    resolve_model_name,
+)
 
 #: config entries that do not change what a run computes (``data.params`` and ``embedding.params``
 #: are compared against the recipe's and the provider's own defaults instead)
@@ -38,11 +46,12 @@ def run_identity(cfg: RunConfig) -> dict:
     if model:
         out["model_params"] = model
     defaults = provider_defaults(prov)
-    unknown = sorted(set(cfg.embedding.params) - set(defaults))
+    params = provider_params(prov, cfg.embedding.params)  # a provider preset and the values it sets are one run
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise ConfigError(f"embedding provider {prov!r}: unknown parameter(s) {unknown} (embedding.params); "
                           f"known: {list(defaults)}")
-    provider = _diff(dict(cfg.embedding.params), defaults)
+    provider = _diff(params, defaults)
     if provider:
         out["provider_params"] = provider
     recipe = get_recipe(cfg.data.name)
