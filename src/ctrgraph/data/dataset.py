@@ -107,7 +107,7 @@ class EncodedDataset:
                 raise DataError(f"{source}: the {k} split's label {self.schema.label!r} has a single class "
                                 f"({classes[0]:g} in all {b - a} rows): AUC and early stopping need both 0 and 1")
 
-    def subsample_train(self, fraction: float, seed: int = 0) -> "EncodedDataset":
+    def subsample_train(self, fraction: float, seed: int = 0) -> EncodedDataset:
         """A copy whose train split is a random ``fraction`` of this one (valid / test unchanged).
 
         Subsets of one permutation are nested (10% is inside 20%...). Vocabularies are kept as they
@@ -133,28 +133,15 @@ class EncodedDataset:
     # ----- persistence --------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write atomically: into a temporary sibling directory, then rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
-        try:
+
+        def arrays(tmp: Path) -> None:
             for k, v in self.arrays.items():
                 np.save(tmp / f"{k}.npy", v, allow_pickle=False)
-            for k, v in self.vocabs.items():
-                if not isinstance(v, HashedVocab):  # a hashed table lives in schema.json (meta.hashed)
-                    v.save(tmp / f"vocab_{k}.npy")
-            (tmp / "schema.json").write_text(self.schema.to_json())
-            meta = dict(self.meta, bounds=self.bounds, format_version=FORMAT_VERSION)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+
+        return write_encoded_dir(path, arrays, self.schema, self.vocabs, self.bounds, self.meta)
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = False) -> "EncodedDataset":
+    def load(cls, path: str | Path, mmap: bool = False) -> EncodedDataset:
         path = Path(path)
         if not (path / "meta.json").exists():
             raise DataError(f"{path}: not an encoded data set (no meta.json)")
@@ -167,6 +154,31 @@ class EncodedDataset:
         vocabs = load_vocabs(schema, lambda t: Vocab.load(t, path / f"vocab_{t}.npy"))
         bounds = {k: tuple(v) for k, v in meta.pop("bounds").items()}
         return cls(schema, arrays, vocabs, bounds, meta)
+
+
+def write_encoded_dir(path: str | Path, write_arrays, schema: Schema, vocabs: dict[str, Vocab],
+                      bounds: dict[str, tuple[int, int]], meta: dict) -> Path:
+    """The on-disk format of an encoded data set, written atomically (a temporary sibling directory,
+    then one rename): ``write_arrays(tmp)`` writes the ``<field>.npy`` columns, then the vocabularies
+    (none for hashed tables: schema.json's ``meta.hashed``), ``schema.json`` and ``meta.json``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
+    try:
+        write_arrays(tmp)
+        for k, v in vocabs.items():
+            if not isinstance(v, HashedVocab):  # a hashed table lives in schema.json (meta.hashed)
+                v.save(tmp / f"vocab_{k}.npy")
+        (tmp / "schema.json").write_text(schema.to_json())
+        (tmp / "meta.json").write_text(json.dumps(dict(meta, bounds=bounds, format_version=FORMAT_VERSION),
+                                                  indent=1, default=str))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
 
 
 def _distinct(col: np.ndarray, chunk: int = 1 << 22) -> int:

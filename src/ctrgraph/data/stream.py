@@ -13,17 +13,13 @@ Peak memory: one chunk of raw values plus its encoded copy, plus the vocabularie
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
-from .dataset import FORMAT_VERSION, EncodedDataset
+from .dataset import EncodedDataset, write_encoded_dir
 from .encode import encode_columns
 from .hashing import HashedVocab, resolve_hash_buckets, table_kind, with_hashed
 from .raw import SPLIT_NAMES, TRAIN, RawDataset
@@ -79,10 +75,6 @@ def _check_same_schema(first: Schema, other: Schema, source: str, i: int) -> Non
                         f"same columns and sequence widths in every part: give each sequence field a max_len)")
 
 
-def files_dtype(name: str, out: dict, arr: np.ndarray) -> np.dtype:
-    return np.dtype(out[name][1] or arr.dtype)
-
-
 def _npy_writer(path: Path, dtype: np.dtype, shape: tuple[int, ...]):
     """An ``.npy`` file of ``shape`` (header written, data zero-filled sparsely) opened for
     positioned writes: (file, header bytes, bytes per row)."""
@@ -135,64 +127,55 @@ def stream_encode(chunks: Callable[[], Iterable[RawDataset]], path: str | Path, 
     del counters
     n = int(counts.sum())
     offsets = {k: int(counts[:k].sum()) for k in (0, 1, 2)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
-    try:
-        out = {}
-        for f in schema.fields:
-            if f.role == Role.LABEL or f.kind == Kind.NUMERIC and f.embed:
-                dtype = np.float32
-            elif f.embed:
-                dtype = np.int32
-            else:
-                dtype = None  # the raw dtype, known from the first chunk
-            shape = (n, f.max_len) if f.is_sequence_like else (n,)
-            out[f.name] = (shape, dtype)
+    out = {}
+    for f in schema.fields:
+        if f.role == Role.LABEL or f.kind == Kind.NUMERIC and f.embed:
+            dtype = np.float32
+        elif f.embed:
+            dtype = np.int32
+        else:
+            dtype = None  # the raw dtype, known from the first chunk
+        out[f.name] = ((n, f.max_len) if f.is_sequence_like else (n,), dtype)
+
+    def write_columns(tmp: Path) -> None:  # pass 2: encode each part and write it at its split's offset
         files: dict[str, tuple[object, int, int]] = {}  # name -> (open file, header bytes, bytes per row)
         pos = dict(offsets)
-        for i, ch in enumerate(chunks()):  # pass 2: encode and write at each split's offset
-            if i > 0:
-                _check_same_schema(schema, ch.schema, source, i)
-            order = np.argsort(ch.split, kind="stable")
-            enc = encode_columns(ch.columns, ch.lengths, schema, vocabs, rows=order)
-            k_counts = np.bincount(ch.split.astype(np.int64), minlength=3)[:3]
-            for name, arr in enc.items():
-                if name not in files:
+        try:
+            for i, ch in enumerate(chunks()):
+                if i > 0:
+                    _check_same_schema(schema, ch.schema, source, i)
+                order = np.argsort(ch.split, kind="stable")
+                enc = encode_columns(ch.columns, ch.lengths, schema, vocabs, rows=order)
+                k_counts = np.bincount(ch.split.astype(np.int64), minlength=3)[:3]
+                for name, arr in enc.items():
                     shape, dtype = out[name]
-                    files[name] = _npy_writer(tmp / f"{name}.npy", np.dtype(dtype or arr.dtype), shape)
-                f, header, row = files[name]
-                arr = np.ascontiguousarray(arr, dtype=files_dtype(name, out, arr))
-                start = 0
+                    dtype = np.dtype(dtype or arr.dtype)
+                    if name not in files:
+                        files[name] = _npy_writer(tmp / f"{name}.npy", dtype, shape)
+                    fh, header, row = files[name]
+                    arr = np.ascontiguousarray(arr, dtype=dtype)
+                    start = 0
+                    for k in (0, 1, 2):
+                        m = int(k_counts[k])
+                        if m:  # plain file writes: the written pages are never mapped into this process
+                            fh.seek(header + pos[k] * row)
+                            fh.write(memoryview(arr[start:start + m].reshape(-1).view(np.uint8)))
+                        start += m
                 for k in (0, 1, 2):
-                    m = int(k_counts[k])
-                    if m:  # plain file writes: the written pages are never mapped into this process
-                        f.seek(header + pos[k] * row)
-                        f.write(memoryview(arr[start:start + m].reshape(-1).view(np.uint8)))
-                    start += m
-            for k in (0, 1, 2):
-                pos[k] += int(k_counts[k])
-            del ch, enc, arr, order  # before the next part is built: one part in memory at a time
-            if progress is not None:
-                progress(f"{source}: pass 2 (encode), chunk {i + 1}, {sum(pos[k] - offsets[k] for k in pos):,}/{n:,} rows")
+                    pos[k] += int(k_counts[k])
+                del ch, enc, arr, order  # before the next part is built: one part in memory at a time
+                if progress is not None:
+                    progress(f"{source}: pass 2 (encode), chunk {i + 1}, "
+                             f"{sum(pos[k] - offsets[k] for k in pos):,}/{n:,} rows")
+        finally:
+            for fh, _, _ in files.values():
+                fh.close()
         if any(pos[k] - offsets[k] != counts[k] for k in (0, 1, 2)):
             raise DataError(f"{source}: the second pass read other rows than the first (did the input change?)")
-        for f, _, _ in files.values():
-            f.close()
-        del files
-        for t, v in vocabs.items():
-            if not isinstance(v, HashedVocab):  # a hashed table lives in schema.json (meta.hashed)
-                v.save(tmp / f"vocab_{t}.npy")
-        (tmp / "schema.json").write_text(schema.to_json())
-        bounds = {SPLIT_NAMES[k]: (offsets[k], offsets[k] + int(counts[k])) for k in (0, 1, 2)}
-        meta.update(instances=n, positives=positives, min_count=min_count, streamed=True)
-        (tmp / "meta.json").write_text(json.dumps(dict(meta, bounds=bounds, format_version=FORMAT_VERSION),
-                                                  indent=1, default=str))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    bounds = {SPLIT_NAMES[k]: (offsets[k], offsets[k] + int(counts[k])) for k in (0, 1, 2)}
+    meta.update(instances=n, positives=positives, min_count=min_count, streamed=True)
+    write_encoded_dir(path, write_columns, schema, vocabs, bounds, meta)
     return EncodedDataset.load(path, mmap=True)
 
 

@@ -566,8 +566,16 @@ class TSNE(Item):
 
 
 # ----- learning curves (Res-embedding Fig. 5) -------------------------------------------------------
+class _OneDataSet:
+    """Runs of an item made of ``variants`` on one ``dataset``, over the item's seeds."""
+
+    def runs(self, ctx: Context) -> list[Run]:
+        return [ctx.resolve(v, self.dataset, s) for v in self.variants if ctx.selected(v.label)
+                for s in self.item_seeds(ctx)]
+
+
 @dataclass
-class Curves(Item):
+class Curves(_OneDataSet, Item):
     """Per-epoch entries of each run's ``metrics.jsonl`` history (``keys``: (entry, label), e.g.
     ``("train_loss", "train")`` and ``("monitor_test_logloss", "test")``, the latter logged with
     ``train.log_test``) against the epoch: one line per (variant, key), the mean over seeds (epochs
@@ -581,10 +589,6 @@ class Curves(Item):
     seeds: tuple[int, ...] = (1,)
     ylabel: str = "logloss"
     caption: str = ""
-
-    def runs(self, ctx: Context) -> list[Run]:
-        return [ctx.resolve(v, self.dataset, s) for v in self.variants if ctx.selected(v.label)
-                for s in self.item_seeds(ctx)]
 
     def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
         rows, series = [], []
@@ -614,7 +618,7 @@ class Curves(Item):
 
 # ----- envelope radius per interest domain (Res-embedding Theorem 1) ---------------------------------
 @dataclass
-class Envelope(Item):
+class Envelope(_OneDataSet, Item):
     """Theorem 1's R_max measured: for each variant (mean ± std over seeds) the envelope radius
     phi (smallest enclosing ball, :func:`~ctrgraph.experiments.analysis.envelope_radii`) of the
     item embeddings of each interest domain (``colour``: the item's first genre / category, the
@@ -629,10 +633,6 @@ class Envelope(Item):
     colour: str | None = None
     seeds: tuple[int, ...] = (1, 2, 3)
     caption: str = ""
-
-    def runs(self, ctx: Context) -> list[Run]:
-        return [ctx.resolve(v, self.dataset, s) for v in self.variants if ctx.selected(v.label)
-                for s in self.item_seeds(ctx)]
 
     def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
         from ..runs.assemble import load_run
@@ -663,7 +663,7 @@ class Envelope(Item):
 
 
 @dataclass
-class CategorySimilarity(Item):
+class CategorySimilarity(_OneDataSet, Item):
     """EGIN Table 5 and Fig. 4: mean cosine of the item embeddings of intra-category and
     inter-category pairs, per variant (mean ± std over seeds; all pairs among the ``max_items``
     most frequent train targets, by their most frequent category), and the cosine matrix of
@@ -679,10 +679,6 @@ class CategorySimilarity(Item):
     pairs: int = 4
     seeds: tuple[int, ...] = (1, 2, 3)
     caption: str = ""
-
-    def runs(self, ctx: Context) -> list[Run]:
-        return [ctx.resolve(v, self.dataset, s) for v in self.variants if ctx.selected(v.label)
-                for s in self.item_seeds(ctx)]
 
     def report(self, ctx: Context, runs: list[Run], stem: Path) -> dict:
         from ..runs.assemble import load_run
