@@ -121,3 +121,19 @@ def check_label(values: pd.Series, path: Path, col: str, first_row: int) -> np.n
         r = int(np.flatnonzero(~ok)[0])
         raise DataError(f"{path}: column {col!r}, row {first_row + r + 1}: label {values.iloc[r]!r} is not 0 or 1")
     return (s.to_numpy() == "1").astype(np.int8)
+
+
+def factorized(fac, values: pd.Series) -> np.ndarray:
+    """Codes of one part's categorical column (values as stripped strings; one Factorizer per field)."""
+    return fac(values.astype(str).str.strip().to_numpy(dtype=object))
+
+
+def labels_split(p: FieldwiseParams, labels: list[np.ndarray], what: str) -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray | None]:
+    """(labels of every part, the GraphFM split, the rows that count values); an error without rows."""
+    if not labels:
+        raise DataError(f"{what} has no rows")
+    label = np.concatenate(labels)
+    split = graphfm_split(p, label)
+    return label, split, count_rows(p, split)
+

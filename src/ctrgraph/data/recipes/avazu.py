@@ -40,8 +40,8 @@ from ._fieldwise import (
     Factorizer,
     FieldwiseParams,
     check_label,
-    count_rows,
-    graphfm_split,
+    factorized,
+    labels_split,
     replace_rare,
 )
 from ._fieldwise import locate as _locate
@@ -104,12 +104,8 @@ def build(p: AvazuParams, data_dir: Path | None) -> RawDataset:
     for ch, start in read_chunks(path, p.max_rows):
         labels.append(check_label(ch["click"], path, "click", start))
         for c in names:
-            codes[c].append(fac[c](ch[c].astype(str).str.strip().to_numpy(dtype=object)))
-    if not labels:
-        raise DataError(f"avazu: {path} has a header but no rows")
-    label = np.concatenate(labels)
-    split = graphfm_split(p, label)
-    rows = count_rows(p, split)
+            codes[c].append(factorized(fac[c], ch[c]))
+    label, split, rows = labels_split(p, labels, f"avazu: {path}")
     cols, kept = {}, {}
     for c in names:
         cols[c], kept[c] = replace_rare(np.concatenate(codes[c]), p.rare_min_count, rows)

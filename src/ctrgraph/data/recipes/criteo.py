@@ -48,8 +48,8 @@ from ._fieldwise import (
     Factorizer,
     FieldwiseParams,
     check_label,
-    count_rows,
-    graphfm_split,
+    factorized,
+    labels_split,
     log2_scale,
     replace_rare,
 )
@@ -148,12 +148,8 @@ def build(p: CriteoParams, data_dir: Path | None) -> RawDataset:
         for c in NUMERIC:
             nums[c].append(_numbers(ch[c], path, c, start))
         for c in CATEGORICAL:
-            cats[c].append(fac[c](ch[c].astype(str).str.strip().to_numpy(dtype=object)))
-    if not labels:
-        raise DataError(f"criteo: {path} has no rows")
-    label = np.concatenate(labels)
-    split = graphfm_split(p, label)
-    rows = count_rows(p, split)
+            cats[c].append(factorized(fac[c], ch[c]))
+    label, split, rows = labels_split(p, labels, f"criteo: {path}")
     cols: dict[str, np.ndarray] = {}
     fields: list[Field] = []
     missing = {}
