@@ -26,6 +26,7 @@ from torch import nn
 from ..data.schema import FeatureSpec, Field, Kind
 from ..errors import ConfigError
 from ..layers.lookup import table_lookup
+from ..layers.pooling import weighted_sum
 
 Step = dict[str, Any]
 
@@ -73,7 +74,7 @@ class EmbeddedBatch:
         if v.dim() == 2:
             return v
         m = self.masks[name].to(v.dtype)
-        s = torch.bmm(m.unsqueeze(1), v).squeeze(1)
+        s = weighted_sum(m, v)
         if pool == "sum":
             return s
         if pool == "mean":

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .mlp import MLP
+from .pooling import weighted_sum
 
 
 class TargetAttention(nn.Module):
@@ -36,4 +37,4 @@ class TargetAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         w = self.scores(q, keys, mask)
-        return torch.bmm(w.unsqueeze(1), keys).squeeze(1)
+        return weighted_sum(w, keys)
