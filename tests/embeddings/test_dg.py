@@ -456,6 +456,38 @@ def test_drop_graph_equals_the_graph_rebuilt_without_the_dropped_pairs():
             torch.testing.assert_close(g.adjacency(ids).to_dense(), want, rtol=0, atol=0)
 
 
+def test_drop_graph_operator_equals_the_normalised_matrix_values_and_gradients():
+    """DropGraph.operator(drop) (scales on the vectors, fixed 0/1 structure, dropped edges subtracted)
+    applies the matrix of DropGraph.adjacency(drop): values and x-gradients, both normalisations,
+    isolated nodes (isolated 1 and 0), random drops with repeats; its to_csr() is that matrix."""
+    from ctrgraph.graphs import spmm
+
+    rng = np.random.default_rng(5)
+    n = 50
+    a = sp.random(n, n, density=0.08, random_state=6, data_rvs=lambda k: rng.integers(1, 3, k)).toarray()
+    a = np.triu(a, 1)
+    a[:3] = 0  # isolated nodes
+    a[:, :3] = 0
+    a = sp.csr_matrix(a + a.T)
+    up = sp.triu(a, 1).tocoo()
+    for norm, iso in (("sym", 1.0), ("gcn", 0.0), ("sym", 0.0)):
+        g = DropGraph(a, norm, iso)
+        for k in (0, 4, 20):
+            pick = rng.integers(0, up.nnz, k)
+            ids = g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None
+            dense = g.adjacency(ids).to_dense().double()
+            op = g.operator(ids)
+            torch.testing.assert_close(op.to_csr().to_dense().double(), dense, rtol=1e-6, atol=1e-7)
+            x = torch.randn(n, 4, dtype=torch.float32, requires_grad=True)
+            up_g = torch.randn(n, 4)
+            y = spmm(op, x)
+            y.backward(up_g)
+            torch.testing.assert_close(y.double(), dense @ x.detach().double(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(x.grad.double(), dense.T @ up_g.double(), rtol=1e-5, atol=1e-6)
+            if k:  # dropping changes the result (the test can fail)
+                assert not torch.allclose(dense, g.adjacency().to_dense().double())
+
+
 # ----- the two modes: the paper's method (preset ``paper``) and the tuned default ----------------
 def _light(n, x, layers):
     """LightGCN (Eq. 11) for ``layers`` layers, then the layer mean (Eq. 13)."""

@@ -376,7 +376,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if "cf1" in st:  # Eqs. 16-18: uu and vv side by side
             keys = st["cf1_keys"]
             xs = [z_u if k == "uu" else z_v for k in keys]
-            hs = self._block_propagate((cf1 or st["cf1"]).adjacency(drop_vv), xs, [self.cf_prop[k] for k in keys],
+            hs = self._block_propagate((cf1 or st["cf1"]).operator(drop_vv), xs, [self.cf_prop[k] for k in keys],
                                        self.layers)
             for k, h in zip(keys, hs):
                 if k == "uu":
@@ -385,7 +385,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     zh_v = h
         p_u, p_v = zh_u, zh_v
         if "uv" in self.graphs:  # Eqs. 19-21
-            a = st["uv"].adjacency(drop_uv)
+            a = st["uv"].operator(drop_uv)
             organized = self.collab == "organized"
             start = torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
             q = self.cf_prop["uv"](a, start, adj_t=a)

@@ -37,7 +37,7 @@ def sparse_rows(adj: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Rows ``rows`` of a torch sparse CSR (or COO) matrix as a ``[len(rows), n]`` sparse CSR (vectorised)."""
     if adj.layout != torch.sparse_csr:
         adj = adj.to_sparse_csr()
-    crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+    crow, col, val = adj.crow_indices().long(), adj.col_indices().long(), adj.values()
     rows = rows.to(crow.device, torch.int64)
     start, stop = crow[rows], crow[rows + 1]
     cnt = stop - start
@@ -51,7 +51,9 @@ def sparse_rows(adj: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def combine_layers(layers: list[torch.Tensor], how: str = "mean") -> torch.Tensor:
     """Eq. 13: ``mean`` (the text's "average", LightGCN's 1/(L+1); research notes 2.2 #1) or ``sum`` (as printed)."""
-    out = torch.stack(layers, 0).sum(0)
+    out = layers[0].clone() if len(layers) == 1 else layers[0]
+    for t in layers[1:]:  # = torch.stack(layers).sum(0) bit for bit (same order), without the [L+1, n, d] copy
+        out = out + t
     if how == "mean":
         return out / len(layers)
     if how == "sum":
@@ -110,10 +112,55 @@ class _RowsSpMM(CSRMatmul):
         return None, gx
 
 
-def spmm(adj: torch.Tensor, x: torch.Tensor, adj_t: torch.Tensor | None = None) -> torch.Tensor:
+class ScaledAdjacency:
+    """``Â = S A S + diag(c)`` as an operator, for a symmetric 0/1 structure ``A`` that stays fixed
+    while a training step drops a few of its edges (DG-ENN's per-step drops, :class:`DropGraph`).
+
+    ``Â x = s * (A (s * x) - D (s * x)) + c * x`` with ``s`` [n] the per-node scale (``1/sqrt(deg)``
+    after the drop, 0 for a node left without neighbours), ``D`` the dropped directed edges
+    (``dead_rows``, ``dead_cols``) and ``c`` [n] the diagonal. Equal to the normalised CSR whose values
+    are ``s_r s_c`` per live edge (:meth:`DropGraph.adjacency`, :meth:`to_csr`) up to float rounding
+    (the scales are applied to the vectors instead of the values), without rebuilding O(edges) values
+    each step. ``A`` is its own transpose, so the backward is one more product with ``A``."""
+
+    def __init__(self, a01: torch.Tensor, s: torch.Tensor, diag: torch.Tensor, dead_rows: torch.Tensor | None = None,
+                 dead_cols: torch.Tensor | None = None):
+        self.a01, self.s, self.diag = a01, s, diag
+        self.has_diag = bool(diag.any())  # LightGCN's sym norm: only isolated nodes have one
+        self.dead_rows, self.dead_cols = dead_rows, dead_cols
+        self.shape = a01.shape
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        """Â x: x [n, d] -> [n, d] (differentiable in x)."""
+        s, c = self.s.to(x.dtype)[:, None], self.diag.to(x.dtype)[:, None]
+        xs = s * x
+        y = _SpMM.apply(self.a01, self.a01, xs) if xs.requires_grad else torch.sparse.mm(self.a01, xs)
+        if self.dead_rows is not None and self.dead_rows.numel():
+            y = y.index_add(0, self.dead_rows, xs.index_select(0, self.dead_cols), alpha=-1)
+        return s * y + c * x if self.has_diag else s * y
+
+    def to_csr(self) -> torch.Tensor:
+        """The normalised matrix as a torch sparse CSR (values ``s_r s_c``, dropped edges 0, diagonal ``c``)."""
+        crow, col = self.a01.crow_indices().long(), self.a01.col_indices().long()
+        row = csr_row_ids(crow, col.numel())
+        val = self.s[row] * self.s[col]
+        if self.dead_rows is not None and self.dead_rows.numel():
+            n = self.shape[0]
+            keys = row * n + col  # CSR entries are sorted by (row, col)
+            val[torch.searchsorted(keys, self.dead_rows * n + self.dead_cols)] = 0.0
+        ar = torch.arange(self.shape[0], device=col.device)
+        coo = torch.sparse_coo_tensor(torch.stack([torch.cat([row, ar]), torch.cat([col, ar])]),
+                                      torch.cat([val, self.diag.to(val.dtype)]), self.shape)
+        return coo.coalesce().to_sparse_csr()
+
+
+def spmm(adj: torch.Tensor | ScaledAdjacency, x: torch.Tensor, adj_t: torch.Tensor | None = None) -> torch.Tensor:
     """``adj @ x``; with ``adj_t`` (the cached transpose, ``adj`` itself for a symmetric graph) the
     backward reuses it. Differentiable in ``x`` only when ``adj_t`` is given; otherwise torch's
-    autograd (also through ``adj``'s values, e.g. attention weights)."""
+    autograd (also through ``adj``'s values, e.g. attention weights). A :class:`ScaledAdjacency`
+    applies itself (symmetric; ``adj_t`` is not needed)."""
+    if isinstance(adj, ScaledAdjacency):
+        return adj.mm(x)
     if adj_t is None or not x.requires_grad:
         return torch.sparse.mm(adj, x)
     return _SpMM.apply(adj, adj_t, x)
@@ -143,7 +190,7 @@ class _Propagator(nn.Module):
         h = x
         for l in range(self.n_layers):
             if rows is not None and l == self.n_layers - 1:
-                sub = sparse_rows(adj, rows)
+                sub = sparse_rows(adj.to_csr() if isinstance(adj, ScaledAdjacency) else adj, rows)
                 agg = _RowsSpMM.apply(sub, h) if h.requires_grad else torch.sparse.mm(sub, h)
                 layers.append(self.layer(l, agg, h[rows]))
                 break

@@ -29,7 +29,7 @@ class Block:
 def sample_neighbors(adj: torch.Tensor, seeds: torch.Tensor, fanout: int,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sampled edges ``(seed position, neighbour id, weight)`` of a torch sparse CSR ``adj``."""
-    crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+    crow, col, val = adj.crow_indices().long(), adj.col_indices().long(), adj.values()
     seeds = seeds.to(torch.int64)
     start = crow[seeds]
     deg = crow[seeds + 1] - start
