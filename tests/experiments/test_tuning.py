@@ -199,6 +199,15 @@ def test_the_papers_grids_are_declared_and_resolve(tmp_path):
         for d in sp.datasets:
             for point in sp.points():
                 ctx.resolve(Variant(sp.base.label, {**sp.base.set, **point}), d, sp.tune_seed).key
+    # DG-ENN's grid point at the paper-mode values is the paper-mode tables' own run (reused, not retrained)
+    from ctrgraph.experiments.studies import dg_enn
+
+    ctx = Context(tmp_path, log=lambda *a: None, defaults=dg_enn.STUDY.defaults)
+    point = {"train.lr": 1e-3, "train.weight_decay": 0.0, "model.dropout": 0.0, "embedding.params.layers": 2}
+    trial = ctx.resolve(Variant("trial", {**dg.base.set, **point}), dg_enn.PAPER, 1)
+    table3 = [r for r in dg_enn.STUDY.item("table3").runs(ctx)
+              if r.label == "DG-PNN · prior bias" and r.dataset == "ml100k-dgenn" and r.seed == 1]
+    assert [r.dir for r in table3] == [trial.dir]
     # joint axes round-trip through Optuna's storage as JSON text
     enc = gfm.encoded_grid()["layers, m"]
     assert gfm.decode({"layers, m": enc[-1]}) == gfm.params["layers, m"][-1]

@@ -383,7 +383,7 @@ def _reports(study: Study, space: Space, results: list[TuneResult], stem: Path) 
         [Column(k, cell=lambda x, k=k: json.dumps(x.get(k)) if isinstance(x.get(k), list) else str(x.get(k, "")))
          for k in keys] + \
         [Column("valid metric", cell=lambda x: f"{x['monitor']} {fmt(x['valid'])}"), Column("chosen", "chosen"),
-         Column("run", "run_status"), Column("run key", "run_key")]
+         Column("run when tried", "run_status"), Column("run key", "run_key")]
     budget = "; ".join(f"{r.dataset}: {len(r.trials)} trials ({r.new_trials} new), study {r.key}" for r in results)
     caption = (space.caption + "\n\n" if space.caption else "") + \
         f"Sampler: {space.resolved_sampler()}" + (f" over a {space.grid_size()}-point grid" if space.grid_size()
