@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 
 import pytest
 
@@ -44,7 +45,8 @@ def test_a_second_call_resumes_the_study_and_trains_nothing_new(tmp_path, monkey
     trained = []
     real = core.run_experiment
     monkeypatch.setattr(core, "run_experiment",
-                        lambda cfg, out, **kw: (trained.append((cfg.train.lr, cfg.train.seed)), real(cfg, out, **kw))[1])
+                        lambda cfg, out, **kw: (trained.append((cfg.train.lr, cfg.train.seed)),
+                                                real(cfg, out, **kw))[1])
     study = _study(_space(seeds=(1, 2)))
     r1 = tune(study, "toy", _ctx(tmp_path), trials=2)[0]
     assert r1.new_trials == 2 and len(r1.trials) == 2
@@ -65,7 +67,8 @@ def test_a_second_call_resumes_the_study_and_trains_nothing_new(tmp_path, monkey
     # a larger budget continues the same study: one more trial (the last grid point), nothing else retrained
     trained.clear()
     monkeypatch.setattr(core, "run_experiment",
-                        lambda cfg, out, **kw: (trained.append((cfg.train.lr, cfg.train.seed)), real(cfg, out, **kw))[1])
+                        lambda cfg, out, **kw: (trained.append((cfg.train.lr, cfg.train.seed)),
+                                                real(cfg, out, **kw))[1])
     r3 = tune(study, "toy", _ctx(tmp_path), trials=5)[0]  # more than the grid: the grid's 3 points
     assert r3.key == r1.key and r3.new_trials == 1 and len(r3.trials) == 3
     assert sorted(t["train.lr"] for t in r3.trials) == [1e-3, 1e-2, 1e-1]
@@ -198,7 +201,7 @@ def test_the_papers_grids_are_declared_and_resolve(tmp_path):
         ctx = Context(tmp_path, log=lambda *a: None, defaults=STUDIES[paper].defaults)
         for d in sp.datasets:
             for point in sp.points():
-                ctx.resolve(Variant(sp.base.label, {**sp.base.set, **point}), d, sp.tune_seed).key
+                ctx.resolve(Variant(sp.base.label, {**sp.base.set, **point}), d, sp.tune_seed)  # computes the run key
     # DG-ENN's grid point at the paper-mode values is the paper-mode tables' own run (reused, not retrained)
     from ctrgraph.experiments.studies import dg_enn
 
@@ -218,3 +221,51 @@ def test_cli_lists_the_spaces(capsys):
     out = capsys.readouterr().out
     assert "dg-enn dg-enn" in out and "960-point grid" in out and "res-embedding din-gcn" in out
     assert main(["tune", "dg-enn", "nope"]) == 2
+
+
+def _fake_metrics(valid_of):
+    """A run_experiment that trains nothing: validation AUC ``valid_of(cfg)``, test AUC 0.5."""
+
+    def fake(cfg, out, **kw):
+        return {"valid": {"auc": valid_of(cfg), "logloss": 0.5}, "test": {"auc": 0.5, "logloss": 0.7},
+                "best_epoch": 1, "seconds_per_epoch": 0.01}
+
+    return fake
+
+
+def test_ranges_are_searched_by_tpe_within_their_bounds(tmp_path, monkeypatch):
+    monkeypatch.setattr(core, "run_experiment", _fake_metrics(lambda cfg: 1 - abs(cfg.train.lr - 0.01)))
+    space = _space({"train.lr": Range(1e-4, 1e-1, log=True), "train.patience": Range(1, 4, integer=True)})
+    assert space.resolved_sampler() == "tpe" and space.budget(None) == 20
+    r = tune(_study(space), "toy", _ctx(tmp_path), trials=6, final=False)[0]
+    assert len(r.trials) == 6 and not r.final
+    assert all(1e-4 <= t["train.lr"] <= 1e-1 and t["train.patience"] in (1, 2, 3, 4) for t in r.trials)
+    assert isinstance(r.trials[0]["train.patience"], int)
+    best = max(r.trials, key=lambda t: t["valid_auc"])
+    assert r.chosen["trial"] == best["trial"]
+
+
+def test_the_timeout_stops_the_search_between_trials(tmp_path, monkeypatch):
+    def slow(cfg):
+        time.sleep(0.3)
+        return 0.7
+
+    monkeypatch.setattr(core, "run_experiment", _fake_metrics(slow))
+    r = tune(_study(_space()), "toy", _ctx(tmp_path), trials=3, timeout_min=0.1 / 60, final=False)[0]
+    assert r.new_trials == 1 and len(r.trials) == 1  # the first trial ran past the deadline: no second one
+
+
+def test_cli_tunes_a_papers_space(tmp_path, monkeypatch, capsys):
+    # GraphFM's grid through the command line, with runs that train nothing (no data set is loaded)
+    monkeypatch.setattr(core.RunStore, "data", lambda self, cfg: None)
+    monkeypatch.setattr(core, "run_experiment", _fake_metrics(lambda cfg: 0.6 + 0.01 * len(cfg.model.params["m"])))
+    args = ["tune", "graphfm", "graphfm", "--trials", "3", "--seeds", "1,2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "trials" in out and "the chosen configuration over the seeds" in out
+    rows = _csv(tmp_path / "graphfm" / "tune-graphfm.csv")
+    assert len(rows) == 3 and all(len(json.loads(r["model.m"])) == int(r["model.layers"]) for r in rows)
+    chosen = _csv(tmp_path / "graphfm" / "tune-graphfm-chosen.csv")[0]
+    assert chosen["seeds"] == "[1, 2]"
+    assert "tune-graphfm" in (tmp_path / "report.html").read_text()
+    assert main(args) == 0 and "nothing to run" in capsys.readouterr().out

@@ -210,7 +210,7 @@ def validation_value(run: Run, monitor: str) -> float:
     return float(valid[monitor])
 
 
-def _optuna():
+def _optuna() -> Any:
     try:
         import optuna
     except ImportError:
@@ -219,7 +219,7 @@ def _optuna():
     return optuna
 
 
-def _sampler(optuna, space: Space):
+def _sampler(optuna: Any, space: Space) -> Any:
     if space.resolved_sampler() == "grid":
         return optuna.samplers.GridSampler(space.encoded_grid(), seed=SAMPLER_SEED)
     return optuna.samplers.TPESampler(seed=SAMPLER_SEED)
@@ -256,7 +256,7 @@ class TuneResult:
         return out
 
 
-def _retry_interrupted(optuna, study) -> int:
+def _retry_interrupted(optuna: Any, study: Any) -> int:
     """Trials left RUNNING by a killed process become FAIL; every failed configuration that no
     finished or queued trial covers is queued again (its run resumes from ``last.pt``). Called
     under the study folder's lock, so no other process is running a trial of this study."""
@@ -291,7 +291,7 @@ def tune_one(space: Space, dataset: DataSet, ctx: Context, trials: int | None = 
     monitor = space.monitor or base.cfg.train.monitor
     for point in space.points():  # a bad key or value fails here, before any training
         try:
-            ctx.resolve(Variant(space.base.label, {**space.base.set, **point}), dataset, space.tune_seed).key
+            ctx.resolve(Variant(space.base.label, {**space.base.set, **point}), dataset, space.tune_seed)  # + run key
         except ConfigError as e:
             raise ConfigError(f"space {space.name!r} ({_describe(point)}): {e}") from None
     key = study_key(base, space, monitor)
@@ -320,7 +320,7 @@ def tune_one(space: Space, dataset: DataSet, ctx: Context, trials: int | None = 
             + (f" ({retried} interrupted one(s) first)" if retried and todo else "")
             + (f", at most {timeout_min:g} min" if timeout_min and todo else "") + f"; selecting on valid {monitor}")
 
-        def objective(trial) -> float:
+        def objective(trial: Any) -> float:
             t0 = time.time()
             over = space.suggest(trial)
             run = ctx.resolve(Variant(f"{space.base.label} #{trial.number}", {**space.base.set, **over}), dataset,
@@ -364,7 +364,7 @@ def tune_one(space: Space, dataset: DataSet, ctx: Context, trials: int | None = 
     return res
 
 
-def _finished(optuna, study) -> bool:
+def _finished(optuna: Any, study: Any) -> bool:
     return any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
 
 
@@ -389,10 +389,11 @@ def _reports(study: Study, space: Space, results: list[TuneResult], stem: Path) 
         f"Sampler: {space.resolved_sampler()}" + (f" over a {space.grid_size()}-point grid" if space.grid_size()
                                                   else "") + \
         f"; every trial at seed {space.tune_seed}; selection on the validation metric only. {budget}."
-    tables = [write_table(stem.with_name(stem.name), rows, cols, f"{space.title}: trials", caption)] if rows else []
+    tables = [write_table(stem, rows, cols, f"{space.title}: trials", caption)] if rows else []
     final = [r.summary() for r in results if r.final]
     if final:
-        fcols = [Column("data set", "dataset"), Column("chosen overrides", cell=lambda x: _describe(x["chosen"]["overrides"])),
+        fcols = [Column("data set", "dataset"),
+                 Column("chosen overrides", cell=lambda x: _describe(x["chosen"]["overrides"])),
                  Column("seeds", cell=lambda x: " ".join(map(str, x["seeds"]))),
                  Column("valid AUC", cell=lambda x: pm(x["valid_auc_mean"], x["valid_auc_std"])),
                  Column("test AUC", cell=lambda x: pm(x["test_auc_mean"], x["test_auc_std"])),
