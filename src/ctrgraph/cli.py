@@ -320,11 +320,51 @@ def cmd_reproduce(a) -> int:
     return 0
 
 
+def _tune_budget(a) -> None:
+    if a.trials is not None and a.trials < 0:
+        raise ConfigError(f"--trials {a.trials}: expected a number >= 0")
+    if a.timeout is not None and a.timeout <= 0:
+        raise ConfigError(f"--timeout {a.timeout}: expected minutes > 0")
+
+
+def _tune_config(a) -> int:
+    """``ctrgraph tune --config FILE --space-file SPACE.yaml``: a search over one's own configuration."""
+    from .experiments.core import Context
+    from .experiments.tuning import tune_config
+
+    if a.paper or a.space:
+        raise ConfigError("tune: give either <paper> <space> or --space-file (with --config / --set), not both")
+    if a.datasets:
+        raise ConfigError("tune --space-file: the data set is the configuration's (--dataset or data.name)")
+    cfg = _config(a)
+    out = Path(a.out or f"runs/tune-{cfg.data.name}-{cfg.model.name}")
+    ctx = Context(out, seeds=_ints(a.seeds, "--seeds"), log=lambda s: print(s, flush=True))
+    command = " ".join(["ctrgraph", "tune"] + [shlex.quote(x) for x in a.argv[1:]])
+    results = tune_config(cfg, a.space_file, ctx, a.trials, a.timeout, not a.no_final, command)
+    _print_tune(out, "config", results[0].space.name, results)
+    return 0
+
+
+def _print_tune(out: Path, paper: str, space: str, results: list) -> None:
+    for name in (f"tune-{space}", f"tune-{space}-chosen"):
+        md = out / paper / f"{name}.md"
+        if md.exists() and any(r.trials for r in results):
+            print()
+            print(md.read_text())
+    print(f"tuning studies under {out / 'tuning'}; run directories under {out / 'runs'}; report: {out / 'report.html'}")
+
+
 def cmd_tune(a) -> int:
     """A paper's tuning grid with a budget (experiments/tuning.py): ``--list`` shows the spaces."""
     from .experiments.core import Context
     from .experiments.studies import STUDIES, get_study
 
+    _tune_budget(a)
+    if a.space_file:
+        return _tune_config(a)
+    if a.config or a.dataset or a.model:
+        raise ConfigError("tune <paper> <space>: --config / --dataset / --model go with --space-file (a paper's space "
+                          "tunes its own row; change it with --set)")
     if a.list or not a.paper or not a.space:
         for st in STUDIES.values():
             for sp in st.spaces:
@@ -336,10 +376,6 @@ def cmd_tune(a) -> int:
             print("\nusage: ctrgraph tune <paper> <space> [--trials N] [--timeout MIN] [--datasets LABEL] [--seeds] "
                   "[--set] [--data-dir] [--out]")
         return 0
-    if a.trials is not None and a.trials < 0:
-        raise ConfigError(f"--trials {a.trials}: expected a number >= 0")
-    if a.timeout is not None and a.timeout <= 0:
-        raise ConfigError(f"--timeout {a.timeout}: expected minutes > 0")
     study = get_study(a.paper)
     study.space(a.space)  # an unknown name fails before any work
     out = Path(a.out or f"runs/reproduce-{a.paper}")
@@ -353,12 +389,7 @@ def cmd_tune(a) -> int:
 
     results = tune(study, a.space, ctx, trials=a.trials, timeout_min=a.timeout, final=not a.no_final,
                    command=command)
-    for name in (f"tune-{a.space}", f"tune-{a.space}-chosen"):
-        md = out / a.paper / f"{name}.md"
-        if md.exists() and any(r.trials for r in results):
-            print()
-            print(md.read_text())
-    print(f"tuning studies under {out / 'tuning'}; run directories under {out / 'runs'}; report: {out / 'report.html'}")
+    _print_tune(out, a.paper, a.space, results)
     return 0
 
 
@@ -493,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "as mean ± std. Needs pip install 'ctrgraph[tune]'. docs/tuning.md")
     s.add_argument("paper", nargs="?", help="dg-enn, graphfm or res-embedding")
     s.add_argument("space", nargs="?", help="the paper's tuning space (`--list`)")
+    s.add_argument("--space-file", metavar="YAML", help="instead of <paper> <space>: a space in a YAML file over your "
+                                                          "own configuration (--config, --dataset, --model, --set; "
+                                                          "docs/tuning.md)")
+    s.add_argument("--config", help="with --space-file: the base configuration (YAML)")
+    s.add_argument("--dataset", help="with --space-file: the recipe")
+    s.add_argument("--model", help="with --space-file: the model")
     s.add_argument("--list", action="store_true", help="list the tuning spaces")
     s.add_argument("--trials", type=int, metavar="N",
                    help="finished trials the study should hold (default: the space's; a resumed study runs only "
@@ -507,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                          "(repeatable)")
     s.add_argument("--data-dir", help="folder holding the data sets (e.g. ../shared/data)")
     s.add_argument("--out", help="output folder (default runs/reproduce-<paper>, shared with `ctrgraph reproduce` so "
-                                 "identical runs are reused)")
+                                 "identical runs are reused; --space-file: runs/tune-<dataset>-<model>)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override of the base configuration (part of the study key; a trial's values win)")
     s.set_defaults(fn=cmd_tune)

@@ -269,3 +269,32 @@ def test_cli_tunes_a_papers_space(tmp_path, monkeypatch, capsys):
     assert chosen["seeds"] == "[1, 2]"
     assert "tune-graphfm" in (tmp_path / "report.html").read_text()
     assert main(args) == 0 and "nothing to run" in capsys.readouterr().out
+
+
+def test_a_yaml_space_over_ones_own_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(core.RunStore, "data", lambda self, cfg: None)
+    seen = []
+
+    def valid(cfg):
+        seen.append((cfg.data.name, cfg.model.name, cfg.embedding.dim, cfg.train.lr))
+        return 0.9 - abs(cfg.train.lr - 0.01) - cfg.model.params.get("dropout", 0.0) / 10
+
+    monkeypatch.setattr(core, "run_experiment", _fake_metrics(valid))
+    (tmp_path / "base.yaml").write_text("data: {name: synthetic}\nmodel: {name: dnn}\nembedding: {dim: 6}\n")
+    (tmp_path / "space.yaml").write_text(
+        "name: lr-dropout\nseeds: [1, 2]\nparams:\n  train.lr: [0.001, 0.01]\n  model.dropout: [0.0, 0.5]\n")
+    out = tmp_path / "out"
+    assert main(["tune", "--config", str(tmp_path / "base.yaml"), "--space-file", str(tmp_path / "space.yaml"),
+                 "--set", "train.epochs=1", "--out", str(out)]) == 0
+    # the 4 grid points, then seeds 1 and 2 (the fake writes no run directory: seed 1 is not reused here)
+    assert {x[:3] for x in seen} == {("synthetic", "dnn", 6)} and len(seen) == 4 + 2
+    chosen = _csv(out / "config" / "tune-lr-dropout-chosen.csv")[0]
+    assert chosen["overrides"] == "train.lr=0.01, model.dropout=0.0" and chosen["seeds"] == "[1, 2]"
+    assert "lr-dropout" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("params:\n  train.lr: {low: 0.1}\n")
+    assert main(["tune", "--space-file", str(tmp_path / "bad.yaml"), "--out", str(out)]) == 2
+    assert "params.train.lr: a range is" in capsys.readouterr().err
+    (tmp_path / "bad2.yaml").write_text("params: {train.lr: [0.1]}\nbudget: 3\n")
+    assert main(["tune", "--space-file", str(tmp_path / "bad2.yaml"), "--out", str(out)]) == 2
+    assert "unknown key(s) ['budget']" in capsys.readouterr().err
+    assert main(["tune", "dg-enn", "dg-enn", "--model", "fm"]) == 2

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..runs.identity import run_identity
 from ..train.run_files import RunLock
@@ -441,3 +442,53 @@ def tune(study: Study, space_name: str, ctx: Context, trials: int | None = None,
         runs = [x for r in done for x in r.final]
         _update_manifest(ctx.out, study, [_entry(study, item, out, runs, ctx.out, command)], runs)
     return results
+
+
+# ----- a space in a YAML file, over one's own configuration ---------------------------------------------
+SPACE_FILE_KEYS = {"name", "title", "params", "sampler", "seeds", "tune_seed", "trials", "monitor", "caption"}
+
+
+def space_from_file(path: str | Path, base: Variant, datasets: list[DataSet]) -> Space:
+    """A :class:`Space` from a YAML file (docs/tuning.md): ``params`` maps dotted config keys to a list
+    of values or to ``{low, high, log, integer}`` (a :class:`Range`); optional ``name`` (default: the
+    file's stem), ``title``, ``sampler``, ``seeds``, ``tune_seed``, ``trials``, ``monitor``, ``caption``."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"space file not found: {p}")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"space file {p}: invalid YAML: {e}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("params"), dict):
+        raise ConfigError(f"space file {p}: expected a mapping with a 'params' mapping (dotted key -> values)")
+    unknown = sorted(set(d) - SPACE_FILE_KEYS)
+    if unknown:
+        raise ConfigError(f"space file {p}: unknown key(s) {unknown}; known: {sorted(SPACE_FILE_KEYS)}")
+    params: dict[str, Values] = {}
+    for k, v in d["params"].items():
+        if isinstance(v, dict):
+            extra = sorted(set(v) - {"low", "high", "log", "integer"})
+            if extra or not {"low", "high"} <= set(v):
+                raise ConfigError(f"space file {p}: params.{k}: a range is {{low, high, log, integer}}, got {v}")
+            params[k] = Range(float(v["low"]), float(v["high"]), bool(v.get("log", False)),
+                              bool(v.get("integer", False)))
+        else:
+            params[k] = v
+    opts = {k: d[k] for k in ("sampler", "tune_seed", "trials", "monitor", "caption") if k in d}
+    if "seeds" in d:
+        opts["seeds"] = tuple(int(x) for x in d["seeds"])
+    name = str(d.get("name", p.stem))
+    return Space(name, str(d.get("title", name)), base, datasets, params, **opts)
+
+
+def tune_config(cfg: RunConfig, space_file: str | Path, ctx: Context, trials: int | None = None,
+                timeout_min: float | None = None, final: bool = True, command: str = "") -> list[TuneResult]:
+    """``ctrgraph tune --config FILE --space-file SPACE.yaml``: a YAML space over one's own resolved
+    configuration (data set, model, training settings), reported under ``OUT/config/``."""
+    label = cfg.model.name
+    space = space_from_file(space_file, Variant(label), [DataSet(cfg.data.name)])
+    study = Study("config", f"Tuning {label} on {cfg.data.name}", "docs/tuning.md", [], spaces=[space])
+    ctx.base = cfg.model_dump(exclude={"compare"})
+    return tune(study, space.name, ctx, trials, timeout_min, final, command)
