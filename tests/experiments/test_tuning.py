@@ -282,12 +282,14 @@ def test_a_yaml_space_over_ones_own_config(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(core, "run_experiment", _fake_metrics(valid))
     (tmp_path / "base.yaml").write_text("data: {name: synthetic}\nmodel: {name: dnn}\nembedding: {dim: 6}\n")
     (tmp_path / "space.yaml").write_text(
-        "name: lr-dropout\nseeds: [1, 2]\nparams:\n  train.lr: [0.001, 0.01]\n  model.dropout: [0.0, 0.5]\n")
+        "name: lr-dropout\nseeds: [1, 2]\nparams:\n  train.lr: [1e-3, 0.01]\n  model.dropout: [0.0, 0.5]\n")
     out = tmp_path / "out"
     assert main(["tune", "--config", str(tmp_path / "base.yaml"), "--space-file", str(tmp_path / "space.yaml"),
                  "--set", "train.epochs=1", "--out", str(out)]) == 0
     # the 4 grid points, then seeds 1 and 2 (the fake writes no run directory: seed 1 is not reused here)
     assert {x[:3] for x in seen} == {("synthetic", "dnn", 6)} and len(seen) == 4 + 2
+    trials = _csv(out / "config" / "tune-lr-dropout.csv")
+    assert {r["train.lr"] for r in trials} == {"0.001", "0.01"}  # YAML's text "1e-3" read as the number
     chosen = _csv(out / "config" / "tune-lr-dropout-chosen.csv")[0]
     assert chosen["overrides"] == "train.lr=0.01, model.dropout=0.0" and chosen["seeds"] == "[1, 2]"
     assert "lr-dropout" in capsys.readouterr().out

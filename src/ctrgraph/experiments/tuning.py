@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -448,6 +449,13 @@ def tune(study: Study, space_name: str, ctx: Context, trials: int | None = None,
 SPACE_FILE_KEYS = {"name", "title", "params", "sampler", "seeds", "tune_seed", "trials", "monitor", "caption"}
 
 
+def _number(x: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as text: a text value that is a number is that number."""
+    if isinstance(x, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", x.strip()):
+        return float(x)
+    return x
+
+
 def space_from_file(path: str | Path, base: Variant, datasets: list[DataSet]) -> Space:
     """A :class:`Space` from a YAML file (docs/tuning.md): ``params`` maps dotted config keys to a list
     of values or to ``{low, high, log, integer}`` (a :class:`Range`); optional ``name`` (default: the
@@ -474,8 +482,10 @@ def space_from_file(path: str | Path, base: Variant, datasets: list[DataSet]) ->
                 raise ConfigError(f"space file {p}: params.{k}: a range is {{low, high, log, integer}}, got {v}")
             params[k] = Range(float(v["low"]), float(v["high"]), bool(v.get("log", False)),
                               bool(v.get("integer", False)))
+        elif isinstance(v, list):
+            params[k] = [_number(x) for x in v]
         else:
-            params[k] = v
+            raise ConfigError(f"space file {p}: params.{k}: expected a list of values or {{low, high, ...}}, got {v!r}")
     opts = {k: d[k] for k in ("sampler", "tune_seed", "trials", "monitor", "caption") if k in d}
     if "seeds" in d:
         opts["seeds"] = tuple(int(x) for x in d["seeds"])
