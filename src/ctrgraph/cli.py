@@ -566,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctrgraph: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ctrgraph: interrupted (train: resume with --resume; reproduce / compare: run the same command "
+        print("ctrgraph: interrupted (train: resume with --resume; reproduce / compare / tune: run the same command "
               "again, finished runs are reused and the interrupted one resumes)", file=sys.stderr)
         return 130
 
