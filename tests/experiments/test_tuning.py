@@ -4,6 +4,7 @@ paper's seeds, the paper grids declared beside their studies, and clear errors."
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import sys
 import time
@@ -17,7 +18,9 @@ from ctrgraph.experiments.core import Context, D, Study, V, Variant
 from ctrgraph.experiments.studies import STUDIES
 from ctrgraph.experiments.tuning import Range, Space, study_key, tune
 
-optuna = pytest.importorskip("optuna")
+#: tests that run a search; the declared spaces, the listing and the missing-Optuna error need no Optuna
+needs_optuna = pytest.mark.skipif(importlib.util.find_spec("optuna") is None,
+                                  reason="optuna not installed (pip install 'ctrgraph[tune]')")
 
 TINY = {"train.epochs": 1, "train.progress": False, "train.num_threads": 1, "embedding.dim": 4}
 SYN = D("synthetic", "syn", {"n_instances": 1200, "n_users": 50, "n_items": 80, "n_categories": 4,
@@ -41,6 +44,7 @@ def _csv(p):
         return list(csv.DictReader(f))
 
 
+@needs_optuna
 def test_a_second_call_resumes_the_study_and_trains_nothing_new(tmp_path, monkeypatch):
     trained = []
     real = core.run_experiment
@@ -82,6 +86,7 @@ def test_a_second_call_resumes_the_study_and_trains_nothing_new(tmp_path, monkey
     assert [e["name"] for e in man["items"]] == ["tune-toy"]
 
 
+@needs_optuna
 def test_an_interrupted_trial_is_tried_again_first(tmp_path, monkeypatch):
     space = _space({"train.lr": [1e-3, 1e-2]}, seeds=(1,))
     study = _study(space)
@@ -118,6 +123,7 @@ class _Sealed(dict):
         return super().get(k, default)
 
 
+@needs_optuna
 def test_selection_reads_validation_only_and_reports_test_after_the_choice(tmp_path, monkeypatch):
     # planted: the best test AUC (lr 1e-1) is not the best validation AUC (lr 1e-2)
     valid = {1e-3: 0.70, 1e-2: 0.80, 1e-1: 0.60}
@@ -175,6 +181,7 @@ def test_tuning_without_optuna_says_how_to_install_it(tmp_path, monkeypatch, cap
     assert "ctrgraph[tune]" in capsys.readouterr().err
 
 
+@needs_optuna
 def test_bad_spaces_fail_with_the_key_before_any_training(tmp_path, monkeypatch):
     monkeypatch.setattr(core, "run_experiment", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ConfigError, match="train.lrr"):
@@ -233,6 +240,7 @@ def _fake_metrics(valid_of):
     return fake
 
 
+@needs_optuna
 def test_ranges_are_searched_by_tpe_within_their_bounds(tmp_path, monkeypatch):
     monkeypatch.setattr(core, "run_experiment", _fake_metrics(lambda cfg: 1 - abs(cfg.train.lr - 0.01)))
     space = _space({"train.lr": Range(1e-4, 1e-1, log=True), "train.patience": Range(1, 4, integer=True)})
@@ -245,6 +253,7 @@ def test_ranges_are_searched_by_tpe_within_their_bounds(tmp_path, monkeypatch):
     assert r.chosen["trial"] == best["trial"]
 
 
+@needs_optuna
 def test_the_timeout_stops_the_search_between_trials(tmp_path, monkeypatch):
     def slow(cfg):
         time.sleep(0.3)
@@ -255,6 +264,7 @@ def test_the_timeout_stops_the_search_between_trials(tmp_path, monkeypatch):
     assert r.new_trials == 1 and len(r.trials) == 1  # the first trial ran past the deadline: no second one
 
 
+@needs_optuna
 def test_cli_tunes_a_papers_space(tmp_path, monkeypatch, capsys):
     # GraphFM's grid through the command line, with runs that train nothing (no data set is loaded)
     monkeypatch.setattr(core.RunStore, "data", lambda self, cfg: None)
@@ -271,6 +281,7 @@ def test_cli_tunes_a_papers_space(tmp_path, monkeypatch, capsys):
     assert main(args) == 0 and "nothing to run" in capsys.readouterr().out
 
 
+@needs_optuna
 def test_a_yaml_space_over_ones_own_config(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(core.RunStore, "data", lambda self, cfg: None)
     seen = []

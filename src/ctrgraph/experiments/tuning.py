@@ -24,6 +24,9 @@ repeats. ``ctrgraph tune <paper> <space>`` (:func:`tune`) then, for each selecte
    ``OUT/<paper>/tune-<space>-chosen.md`` / ``.csv`` (the chosen configuration over the seeds),
    recorded in ``OUT/reproduce.json`` and ``OUT/report.html`` beside the paper's tables.
 
+``ctrgraph tune --space-file SPACE.yaml --config ...`` (:func:`tune_config`) runs a space read from a
+YAML file (:func:`space_from_file`) over one's own configuration, the same way.
+
 Optuna is optional (``pip install 'ctrgraph[tune]'``); only this module imports it, lazily.
 """
 from __future__ import annotations
