@@ -1,6 +1,6 @@
-"""``ctrgraph``: datasets, models, train, evaluate, predict, compare, explain, export, demo, download
-and ``reproduce`` (every table and figure of the implemented papers, declared in
-:mod:`ctrgraph.experiments.studies`)."""
+"""``ctrgraph``: datasets, models, train, evaluate, predict, compare, explain, export, demo, download,
+``reproduce`` (every table and figure of the implemented papers, declared in
+:mod:`ctrgraph.experiments.studies`) and ``tune`` (their tuning grids, :mod:`ctrgraph.experiments.tuning`)."""
 from __future__ import annotations
 
 import argparse
@@ -320,6 +320,79 @@ def cmd_reproduce(a) -> int:
     return 0
 
 
+def _tune_budget(a) -> None:
+    if a.trials is not None and a.trials < 0:
+        raise ConfigError(f"--trials {a.trials}: expected a number >= 0")
+    if a.timeout is not None and a.timeout <= 0:
+        raise ConfigError(f"--timeout {a.timeout}: expected minutes > 0")
+
+
+def _tune_config(a) -> int:
+    """``ctrgraph tune --config FILE --space-file SPACE.yaml``: a search over one's own configuration."""
+    from .experiments.core import Context
+    from .experiments.tuning import tune_config
+
+    if a.paper or a.space:
+        raise ConfigError("tune: give either <paper> <space> or --space-file (with --config / --set), not both")
+    if a.datasets:
+        raise ConfigError("tune --space-file: the data set is the configuration's (--dataset or data.name)")
+    cfg = _config(a)
+    out = Path(a.out or f"runs/tune-{cfg.data.name}-{cfg.model.name}")
+    ctx = Context(out, seeds=_ints(a.seeds, "--seeds"), log=lambda s: print(s, flush=True))
+    command = " ".join(["ctrgraph", "tune"] + [shlex.quote(x) for x in a.argv[1:]])
+    results = tune_config(cfg, a.space_file, ctx, a.trials, a.timeout, not a.no_final, command)
+    _print_tune(out, "config", results[0].space.name, results)
+    return 0
+
+
+def _print_tune(out: Path, paper: str, space: str, results: list) -> None:
+    for name in (f"tune-{space}", f"tune-{space}-chosen"):
+        md = out / paper / f"{name}.md"
+        if md.exists() and any(r.trials for r in results):
+            print()
+            print(md.read_text())
+    print(f"tuning studies under {out / 'tuning'}; run directories under {out / 'runs'}; report: {out / 'report.html'}")
+
+
+def cmd_tune(a) -> int:
+    """A paper's tuning grid with a budget (experiments/tuning.py): ``--list`` shows the spaces."""
+    from .experiments.core import Context
+    from .experiments.studies import STUDIES, get_study
+
+    _tune_budget(a)
+    if a.space_file:
+        return _tune_config(a)
+    if a.config or a.dataset or a.model:
+        raise ConfigError("tune <paper> <space>: --config / --dataset / --model go with --space-file (a paper's space "
+                          "tunes its own row; change it with --set)")
+    if a.list or not a.paper or not a.space:
+        for st in STUDIES.values():
+            for sp in st.spaces:
+                size = f"{sp.grid_size()}-point grid" if sp.grid_size() else "TPE over ranges"
+                print(f"{st.paper + ' ' + sp.name:<28s} {sp.title} [{size}, default budget {sp.budget(None)} trials; "
+                      f"chosen config over seeds {','.join(map(str, sp.seeds))}; data sets "
+                      f"{', '.join(d.label for d in sp.datasets)}]")
+        if not a.list:
+            print("\nusage: ctrgraph tune <paper> <space> [--trials N] [--timeout MIN] [--datasets LABEL] [--seeds] "
+                  "[--set] [--data-dir] [--out]")
+        return 0
+    study = get_study(a.paper)
+    study.space(a.space)  # an unknown name fails before any work
+    out = Path(a.out or f"runs/reproduce-{a.paper}")
+    ctx = Context(out, sets=list(a.set or []), data_dir=a.data_dir, seeds=_ints(a.seeds, "--seeds"),
+                  datasets=a.datasets, log=lambda s: print(s, flush=True))
+    opts = [("--trials", a.trials), ("--timeout", a.timeout), ("--seeds", a.seeds)] + \
+        [("--datasets", x) for x in a.datasets or []] + [("--set", x) for x in a.set or []]
+    command = " ".join(["ctrgraph", "tune", a.paper, a.space] +
+                       [f"{k} {shlex.quote(str(v))}" for k, v in opts if v is not None])
+    from .experiments.tuning import tune
+
+    results = tune(study, a.space, ctx, trials=a.trials, timeout_min=a.timeout, final=not a.no_final,
+                   command=command)
+    _print_tune(out, a.paper, a.space, results)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctrgraph", description="Graph-enhanced CTR prediction: train, compare, serve.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -442,6 +515,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="list the runs (finished, interrupted, to train) and stop")
     s.set_defaults(fn=cmd_reproduce)
 
+    s = sub.add_parser("tune", help="a paper's tuning grid with a budget (Optuna; `ctrgraph tune --list`)",
+                       description="Search a paper's grid (grid sampler) or ranges (TPE) declared beside its study, "
+                                   "selecting on the validation metric only; the Optuna study is keyed by the resolved "
+                                   "base configuration + the space and stored under OUT/tuning/, so the same command "
+                                   "again resumes it (finished trials and finished runs are reused). The chosen "
+                                   "configuration is then re-run over the paper's seeds and its test metrics reported "
+                                   "as mean ± std. Needs pip install 'ctrgraph[tune]'. docs/tuning.md")
+    s.add_argument("paper", nargs="?", help="dg-enn, graphfm or res-embedding")
+    s.add_argument("space", nargs="?", help="the paper's tuning space (`--list`)")
+    s.add_argument("--space-file", metavar="YAML", help="instead of <paper> <space>: a space in a YAML file over your "
+                                                          "own configuration (--config, --dataset, --model, --set; "
+                                                          "docs/tuning.md)")
+    s.add_argument("--config", help="with --space-file: the base configuration (YAML)")
+    s.add_argument("--dataset", help="with --space-file: the recipe")
+    s.add_argument("--model", help="with --space-file: the model")
+    s.add_argument("--list", action="store_true", help="list the tuning spaces")
+    s.add_argument("--trials", type=int, metavar="N",
+                   help="finished trials the study should hold (default: the space's; a resumed study runs only "
+                        "the missing ones)")
+    s.add_argument("--timeout", type=float, metavar="MIN",
+                   help="wall-clock minutes of this call's search (checked before each trial; the chosen "
+                        "configuration's seed runs come after it)")
+    s.add_argument("--seeds", help="seeds of the chosen configuration's runs (default: the space's, the paper's "
+                                   "repeats)")
+    s.add_argument("--no-final", action="store_true", help="stop after the search (no seed re-runs)")
+    s.add_argument("--datasets", action="append", metavar="LABEL", help="only these data sets of the space "
+                                                                         "(repeatable)")
+    s.add_argument("--data-dir", help="folder holding the data sets (e.g. ../shared/data)")
+    s.add_argument("--out", help="output folder (default runs/reproduce-<paper>, shared with `ctrgraph reproduce` so "
+                                 "identical runs are reused; --space-file: runs/tune-<dataset>-<model>)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override of the base configuration (part of the study key; a trial's values win)")
+    s.set_defaults(fn=cmd_tune)
+
     s = sub.add_parser("download", help="download a public data set (needs network)")
     s.add_argument("dataset")
     s.add_argument("--dest")
@@ -459,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctrgraph: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ctrgraph: interrupted (train: resume with --resume; reproduce / compare: run the same command "
+        print("ctrgraph: interrupted (train: resume with --resume; reproduce / compare / tune: run the same command "
               "again, finished runs are reused and the interrupted one resumes)", file=sys.stderr)
         return 130
 

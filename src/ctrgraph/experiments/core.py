@@ -120,12 +120,15 @@ class RunStore:
         """Train runs of ``cfg``'s data configuration on ``data`` (an already encoded data set)."""
         self._data[self._data_key(cfg)] = data
 
-    def ensure(self, run: Run, where: str = "") -> Run:
+    def ensure(self, run: Run, where: str = "", shown: str = "test") -> Run:
+        """Train ``run`` unless finished (then reuse it) or interrupted (then resume it). The progress
+        line shows the AUC of split ``shown`` (a tuning trial shows ``valid``: no test number while
+        choosing)."""
         done = run.dir / "metrics.json"
         if done.exists():
             run.status, run.metrics = "reused", json.loads(RunFiles(run.dir).verify(done.name).read_text())
             self.log(f"{where}{run.label} · {run.dataset} · seed {run.seed}: reused {run.dir.name} "
-                     f"(test AUC {run.metrics['test'].get('auc', float('nan')):.4f})")
+                     f"({shown} AUC {run.metrics[shown].get('auc', float('nan')):.4f})")
             return run
         resume = (run.dir / "last.pt").exists()
         t0 = time.time()
@@ -133,7 +136,7 @@ class RunStore:
         res.pop("_model", None)
         run.status, run.metrics = ("resumed" if resume else "trained"), res
         self.log(f"{where}{run.label} · {run.dataset} · seed {run.seed}: {run.status} {run.dir.name} "
-                 f"(test AUC {res['test'].get('auc', float('nan')):.4f}, {time.time() - t0:.0f} s)")
+                 f"({shown} AUC {res[shown].get('auc', float('nan')):.4f}, {time.time() - t0:.0f} s)")
         return run
 
 
@@ -202,19 +205,29 @@ class Item:
 @dataclass
 class Study:
     """A paper's studies: ``paper`` (the command's handle), ``title``, ``doc`` (its page), the items,
-    and config ``defaults`` shared by all of them."""
+    config ``defaults`` shared by all of them, and the ``spaces`` its grids are tuned over."""
 
     paper: str
     title: str
     doc: str
     items: list[Item]
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: the paper's tuning grids (:class:`~ctrgraph.experiments.tuning.Space`; ``ctrgraph tune``)
+    spaces: list = field(default_factory=list)
 
     def item(self, name: str) -> Item:
         for it in self.items:
             if it.name == name:
                 return it
         raise ConfigError(f"{self.paper} has no table or figure {name!r}; it has: {', '.join(i.name for i in self.items)}")
+
+    def space(self, name: str):
+        """The tuning space ``name`` (a :class:`~ctrgraph.experiments.tuning.Space`)."""
+        for sp in self.spaces:
+            if sp.name == name:
+                return sp
+        raise ConfigError(f"{self.paper} has no tuning space {name!r}; it has: "
+                          f"{', '.join(s.name for s in self.spaces) or 'none'}")
 
 
 def plan(items: list[Item], ctx: Context) -> tuple[dict[str, list[Run]], list[Run]]:

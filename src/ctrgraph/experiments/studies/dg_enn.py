@@ -16,7 +16,8 @@ overrides (:func:`grid`):
   attribute graphs of §4.2; ``embeddings/dg.py``'s ``PAPER``) on ``dg-*`` rows. Mode ``default``:
   the benchmark defaults and the provider's tuned default (linear attribute stage), labelled
   ``· default``. The paper's learning rate, L2 and dropout are grid searches without the chosen
-  values (:data:`PAPER_GRID`, for a tuning harness): both modes keep lr 1e-3, no L2, no dropout.
+  values (:data:`PAPER_GRID`: ``ctrgraph tune dg-enn <space>``, :data:`SPACES`): both modes keep lr
+  1e-3, no L2, no dropout.
 - rule (:data:`RULES`): the prior output bias (``train.prior_bias``, the train log-odds as Eq. 6's
   initial b) is on for every row of a table or off for every row; items where it changes the
   comparison (Table 3) declare both, labelled ``· prior bias`` / ``· zero bias``. A row's own
@@ -30,6 +31,7 @@ from __future__ import annotations
 from ...registry import MODELS, resolve_model_name
 from ..core import D, Study, V, Variant
 from ..items import Buckets, DataStats, Plot, Table
+from ..tuning import Space
 
 ML100K, PAPER, ALIMAMA = D("ml100k"), D("ml100k-dgenn"), D("alimama")
 BAR = Plot("bar", title="test AUC (± std over seeds)")
@@ -38,7 +40,8 @@ BAR = Plot("bar", title="test AUC (± std over seeds)")
 #: layers for all models are {400,400,400,1}" (the MLP only where a model has one: ``model.hidden``)
 PAPER_SETTINGS = {"embedding.dim": 10, "train.batch_size": 2000}
 PAPER_HIDDEN = [400, 400, 400]
-#: §5.1.5's grid, tuned on validation (not run here: a tuning harness's input, issue 17 item 4)
+#: §5.1.5's grid, tuned on validation (:data:`SPACES`; L2 is Adam's weight decay on every parameter;
+#: the GCN layers only for graph models)
 PAPER_GRID = {"train.lr": [1e-1, 1e-2, 1e-3, 1e-4], "train.weight_decay": [0.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
               "model.dropout": [round(0.1 * i, 1) for i in range(10)], "embedding.params.layers": [1, 2, 3, 4]}
 #: "We run each experiments 5 times and report the average results."
@@ -236,4 +239,19 @@ FOLLOW_UPS = [
                     "10 settings x 3 seeds; select with --only 'PNN' --only 'DG-PNN uv' --datasets act01 ..."),
 ]
 
-STUDY = Study("dg-enn", "DG-ENN (Guo et al., KDD 2021)", "docs/dg-enn.md", ITEMS + FOLLOW_UPS)
+# ----- tuning (``ctrgraph tune dg-enn <space>``; docs/tuning.md) -----------------------------------------
+#: §5.1.5: 4 x 6 x 10 x 4 = 960 grid points; the default budget is a random 40 of them (the grid
+#: sampler draws without replacement), ``--trials 960`` runs the whole grid
+TUNE_TRIALS = 40
+TUNE_NOTE = ("§5.1.5's grid (learning rate, L2, dropout; GCN layers for the graph model) in paper mode with the prior "
+             "output bias, each trial at seed 1, chosen on validation AUC; the chosen configuration is run 5 times "
+             "(seeds 1-5) as the paper did. The paper does not publish its chosen values.")
+SPACES = [
+    Space("dg-enn", "DG-ENN (dg-pnn), §5.1.5's grid", grid([V("DG-ENN", "dg-pnn")])[0], [PAPER, ML100K], PAPER_GRID,
+          seeds=PAPER_SEEDS, trials=TUNE_TRIALS, caption=TUNE_NOTE),
+    Space("pnn", "PNN (the base model), §5.1.5's grid without the GCN layers", grid([V("PNN", "pnn")])[0],
+          [PAPER, ML100K], {k: v for k, v in PAPER_GRID.items() if k != "embedding.params.layers"},
+          seeds=PAPER_SEEDS, trials=TUNE_TRIALS, caption=TUNE_NOTE),
+]
+
+STUDY = Study("dg-enn", "DG-ENN (Guo et al., KDD 2021)", "docs/dg-enn.md", ITEMS + FOLLOW_UPS, spaces=SPACES)
