@@ -3,6 +3,12 @@ and test-set inference of the exported tables vs the base model (within 10 %)::
 
     PYTHONPATH=src python benchmarks/dg_cost.py --data-dir ../shared/data/ml-100k --base pnn --epochs 3
 
+At a realistic vocabulary size (issue 19: about 20k users, 12k items, 400k instances), on the
+synthetic generator, both bases in one interleaved run::
+
+    PYTHONPATH=src python benchmarks/dg_cost.py --dataset synthetic --base pnn,din --threads 1 \
+        --set data.params.n_users=20000 --set data.params.n_items=12000 --set data.params.n_instances=400000
+
 Training: the two models live in one process and take turns, one full epoch each (forward, BCE +
 auxiliary losses, backward, Adam), so both see the same background load (``train_throughput.py
 --interleave``). Inference: after training, the test split is scored ``--repeat`` times by (1) the
@@ -36,23 +42,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ml100k")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--base", default="pnn")
+    ap.add_argument("--base", default="pnn", help="base model(s), comma-separated: each runs beside dg-<base>")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every model (e.g. data.params.n_users=20000); repeatable")
     ap.add_argument("--epochs", type=int, default=3, help="interleaved training rounds")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=7, help="timed scorings of the test split per model")
     a = ap.parse_args()
+    bases = a.base.split(",")
+    names = [n for b in bases for n in (b, f"dg-{b}")]
+    res = interleaved(names, a.dataset, a.data_dir, a.epochs, a.threads, a.set)
+    for b in bases[1:]:  # interleaved() prints ratios to the first model; each dg model to its own base
+        for key in ("seconds", "cpu"):
+            print(f"dg-{b} / {b} ({key}): {statistics.median(res[key][f'dg-{b}']) / statistics.median(res[key][b]):.2f}x")
+    for b in bases:
+        _inference(a, b, res)
 
+
+def _inference(a, base_name: str, res: dict) -> None:
     import numpy as np
 
     from ctrgraph.config import load_config
     from ctrgraph.runs.export import plain_model
 
-    dg = f"dg-{a.base}"
-    res = interleaved([a.base, dg], a.dataset, a.data_dir, a.epochs, a.threads)
+    dg = f"dg-{base_name}"
     data, models = res["data"], res["models"]
     test = data.split("test")
-    ov = [f"data.name={a.dataset}", f"model.name={dg}"] + ([f"data.data_dir={a.data_dir}"] if a.data_dir else [])
-    base_t, _ = score_seconds(models[a.base], test, data.schema, a.repeat)
+    ov = [f"data.name={a.dataset}", f"model.name={dg}"] + ([f"data.data_dir={a.data_dir}"] if a.data_dir else []) + a.set
+    base_t, _ = score_seconds(models[base_name], test, data.schema, a.repeat)
     m_dg = models[dg]
     m_dg.eval()
     first_t, _ = score_seconds(m_dg, test, data.schema, 1)  # computes and caches the enhanced tables
@@ -62,10 +79,10 @@ def main() -> None:
     base = statistics.median(base_t)
     n = len(test[data.schema.label])
     print(f"# test-set inference ({n:,} rows, batch 8192, median of {a.repeat})")
-    print(f"{a.base:>22s} {base * 1e3:8.1f} ms  1.00x")
+    print(f"{base_name:>22s} {base * 1e3:8.1f} ms  1.00x")
     print(f"{dg + ' (cached tables)':>22s} {statistics.median(dg_t) * 1e3:8.1f} ms  {statistics.median(dg_t) / base:.2f}x"
           f"   (first call, computing the tables: {first_t[0] * 1e3:.1f} ms)")
-    print(f"{'exported ' + a.base:>22s} {statistics.median(exp_t) * 1e3:8.1f} ms  {statistics.median(exp_t) / base:.2f}x"
+    print(f"{'exported ' + base_name:>22s} {statistics.median(exp_t) * 1e3:8.1f} ms  {statistics.median(exp_t) / base:.2f}x"
           f"   (max |logit - dg logit| {float(np.max(np.abs(exp_logits - dg_logits))):.2e})")
 
 
