@@ -103,6 +103,19 @@ def test_two_processes_hold_the_parameters_of_one(runs):
     assert h2 == pytest.approx(h1, rel=1e-5)
 
 
+def test_sparse_embeddings_under_ddp_hold_the_parameters_of_one_process(tmp_path):
+    """``embedding.sparse`` (sparse gradients, SparseAdam on the tables) under DDP: 2 processes end
+    where one process ends with the same global batch (DDP all-reduces the sparse gradients)."""
+    sparse = [*PLAIN, "--set", "embedding.sparse=true", "--set", "train.epochs=1"]
+    _ctrgraph("train", *sparse, "--out", str(tmp_path / "one"))
+    _ctrgraph("train", *sparse, "--out", str(tmp_path / "two"), "--nproc", "2")
+    one, two = load_torch(tmp_path / "one" / "last.pt"), load_torch(tmp_path / "two" / "last.pt")
+    tables = [k for k in one["model"] if ".tables." in k]
+    assert tables
+    for k, a in one["model"].items():
+        torch.testing.assert_close(two["model"][k], a, rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_gathered_test_auc_is_one_processs_auc_on_the_same_model(runs):
     got = json.loads((runs / "two" / "metrics.json").read_text())
     assert got["processes"] == 2
