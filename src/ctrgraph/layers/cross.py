@@ -99,6 +99,13 @@ class CIN(nn.Module):
     feature maps to the output and the other half to the next layer (layer sizes must be even).
     ``act``: an element-wise activation on X^k (the paper's Eq. 6 has none; identity is the
     default).
+
+    Evaluation (the same sums as the 1x1 convolution over the [B, H_{k-1} m, D] outer product, the
+    weights kept in ``convs`` as [H_k, H_{k-1} m, 1]): the embedding axis D is moved into the batch,
+    the outer product of every (b, d) is one batched matmul [B D, H_{k-1}, 1] @ [B D, 1, m] (so its
+    backward is two batched matmuls, not broadcast products summed over an axis) and the
+    compression is one matmul [B D, H_{k-1} m] @ [H_{k-1} m, H_k]; the feature maps stay
+    [B D, H_k] between layers.
     """
 
     def __init__(self, n_fields: int, layer_sizes: list[int], split_half: bool = False, act: str = "none"):
@@ -122,15 +129,21 @@ class CIN(nn.Module):
     def forward(self, X0: torch.Tensor) -> torch.Tensor:
         """X0 [B, m, D] -> p+ [B, out_dim]."""
         B, m, D = X0.shape
-        X, pooled = X0, []
+        x0 = X0.transpose(1, 2).reshape(B * D, 1, m)                   # [B D, 1, m]
+        x, pooled = x0.transpose(1, 2), []                              # X^0 as [B D, m, 1]
+        last = len(self.convs) - 1
         for k, (conv, act) in enumerate(zip(self.convs, self.acts)):
-            Z = (X.unsqueeze(2) * X0.unsqueeze(1)).reshape(B, -1, D)    # [B, H_{k-1} m, D]
-            Xk = act(conv(Z))                                           # [B, H_k, D]
-            if self.split_half and k < len(self.convs) - 1:
-                X, direct = torch.split(Xk, Xk.shape[1] // 2, dim=1)
+            Z = torch.matmul(x, x0).view(B * D, -1)                     # [B D, H_{k-1} m], channel i m + j
+            Xk = Z @ conv.weight.view(conv.weight.shape[0], -1).t()     # [B D, H_k] (Eq. 6)
+            if not isinstance(act, nn.Identity):  # channel-wise activations (PReLU, Dice) see [B, H_k, D]
+                Xk = act(Xk.view(B, D, -1).transpose(1, 2)).transpose(1, 2).reshape(B * D, -1)
+            if self.split_half and k < last:
+                nxt, direct = torch.split(Xk, Xk.shape[1] // 2, dim=1)
             else:
-                X, direct = Xk, Xk
-            pooled.append(direct.sum(dim=2))
+                nxt, direct = Xk, Xk
+            pooled.append(direct.view(B, D, -1).sum(dim=1))             # Eq. 7: sum over D
+            if k < last:
+                x = nxt.unsqueeze(-1)                                   # [B D, H_k (or H_k / 2), 1]
         return torch.cat(pooled, dim=1)
 
 
