@@ -58,3 +58,43 @@ def test_cin_matches_the_convolution_over_materialised_outer_products(sizes, spl
     X0 = torch.randn(7, 5, 3, dtype=torch.float64)
     params = list(cin.parameters())
     _check(cin, lambda x: _cin_reference(cin, x), [X0], params, params)
+
+
+def _augru_reference(rnn, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The earlier AttentionalGRU loop: three gate splits and torch.where on the mask per step."""
+    B, L, _ = x.shape
+    H = rnn.hidden_size
+    gx = rnn.x2h(x).unbind(1)
+    att_t = att.unsqueeze(-1).unbind(1)
+    mask_t = mask.unsqueeze(-1).unbind(1)
+    h = x.new_zeros(B, H)
+    out = []
+    for t in range(L):
+        xu, xr, xh = gx[t].split(H, dim=-1)
+        hu, hr, hh = rnn.h2h(h).split(H, dim=-1)
+        r = torch.sigmoid(xr + hr)
+        cand = torch.tanh(xh + r * hh)
+        a = att_t[t]
+        u = a * torch.sigmoid(xu + hu) if rnn.gru_type == "augru" else a
+        h = torch.where(mask_t[t], h + u * (cand - h), h)
+        out.append(h)
+    return torch.stack(out, dim=1)
+
+
+@pytest.mark.parametrize("gru_type", ["augru", "agru"])
+def test_attentional_gru_matches_the_masked_loop(gru_type):
+    from ctrgraph.layers.recurrent import InterestEvolution, last_valid
+
+    torch.manual_seed(0)
+    B, L, I, H = 6, 7, 5, 4
+    lens = torch.tensor([0, 1, 3, 7, 7, 2])
+    mask = torch.arange(L) < lens.unsqueeze(1)  # post-padded, one empty row
+    scores = torch.randn(B, L, dtype=torch.float64).masked_fill(~mask, float("-inf"))
+    att = torch.nan_to_num(torch.softmax(scores, dim=1), nan=0.0)  # 0 on padding, as DIEN's masked_softmax
+    x = torch.randn(B, L, I, dtype=torch.float64)
+    evo = InterestEvolution(I, H, gru_type).double()
+    params = list(evo.parameters())
+    _check(lambda x, a: evo(x, a, mask), lambda x, a: last_valid(_augru_reference(evo.rnn, x, a, mask), mask),
+           [x, att], params, params)
+    _check(lambda x, a: evo.rnn(x, a, mask), lambda x, a: _augru_reference(evo.rnn, x, a, mask),
+           [x, att], params, params)

@@ -40,7 +40,9 @@ class AttentionalGRU(nn.Module):
     """One GRU layer driven by per-step attention scores (``augru`` or ``agru``).
 
     The input projections W i_t of all steps are one batched matmul; the loop runs over time steps
-    only, each step batched over the whole batch ([B, H] x [H, 3H]).
+    only, each step batched over the whole batch ([B, H] x [H, 3H]); the update and reset gates
+    share one add and one sigmoid over [B, 2H]. :meth:`final` returns the last state only
+    (what DIEN reads), :meth:`forward` all states.
     """
 
     def __init__(self, input_size: int, hidden_size: int, gru_type: str = "augru"):
@@ -57,24 +59,37 @@ class AttentionalGRU(nn.Module):
 
     def forward(self, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x [B, L, I], att [B, L] (0 on padding), mask [B, L] -> states [B, L, H]."""
+        return torch.stack(self._run(x, att, mask, keep=True), dim=1)
+
+    def final(self, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The state after the last step [B, H]: h is kept on padded steps, so for post-padded
+        sequences this is the state at the last valid step (0 for an empty sequence), what
+        ``last_valid(self(x, att, mask), mask)`` reads, without stacking the L states."""
+        return self._run(x, att, mask, keep=False)[-1]
+
+    def _run(self, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor, keep: bool) -> list[torch.Tensor]:
         B, L, _ = x.shape
         H = self.hidden_size
         # unbind once: per-step slicing would make autograd zero-fill a [B, L, 3H] gradient per step
         gx = self.x2h(x).unbind(1)  # L x [B, 3H]
-        att_t = att.unsqueeze(-1).unbind(1)
-        mask_t = mask.unsqueeze(-1).unbind(1)
+        # the update u = a * sigmoid(.) (augru) or a (agru) is exactly 0 where a is, and then
+        # h + u (h~ - h) = h: with a zeroed on padded steps no torch.where is needed per step
+        # (a * 1 = a on valid steps: the same numbers as masking h with torch.where)
+        att_t = (att * mask.to(att.dtype)).unsqueeze(-1).unbind(1)
+        w = self.h2h.weight.t()  # [H, 3H]: U^u, U^r, U^h side by side
+        augru = self.gru_type == "augru"
         h = x.new_zeros(B, H)
         out = []
         for t in range(L):
-            xu, xr, xh = gx[t].split(H, dim=-1)
-            hu, hr, hh = self.h2h(h).split(H, dim=-1)
-            r = torch.sigmoid(xr + hr)
-            cand = torch.tanh(xh + r * hh)
-            a = att_t[t]
-            u = a * torch.sigmoid(xu + hu) if self.gru_type == "augru" else a
-            h = torch.where(mask_t[t], h + u * (cand - h), h)  # h + u (h~ - h) = (1 - u) h + u h~
-            out.append(h)
-        return torch.stack(out, dim=1)
+            gh = h @ w
+            ur = torch.sigmoid(gx[t][:, :2 * H] + gh[:, :2 * H])  # update and reset gates in one op
+            r = ur[:, H:]
+            cand = torch.tanh(gx[t][:, 2 * H:] + r * gh[:, 2 * H:])
+            u = att_t[t] * ur[:, :H] if augru else att_t[t]
+            h = h + u * (cand - h)  # (1 - u) h + u h~
+            if keep or t == L - 1:
+                out.append(h)
+        return out if out else [h]
 
 
 class InterestEvolution(nn.Module):
@@ -97,6 +112,5 @@ class InterestEvolution(nn.Module):
             if self.gru_type == "aigru":
                 x = x * att.unsqueeze(-1)
             states, _ = self.rnn(x)
-        else:
-            states = self.rnn(x, att, mask)
-        return last_valid(states, mask)
+            return last_valid(states, mask)
+        return self.rnn.final(x, att, mask)
