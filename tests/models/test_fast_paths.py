@@ -98,3 +98,17 @@ def test_attentional_gru_matches_the_masked_loop(gru_type):
            [x, att], params, params)
     _check(lambda x, a: evo.rnn(x, a, mask), lambda x, a: _augru_reference(evo.rnn, x, a, mask),
            [x, att], params, params)
+
+
+@pytest.mark.parametrize("gru_type", ["gru", "aigru"])
+def test_interest_evolution_without_attention_cells_matches_torch_gru(gru_type):
+    from ctrgraph.layers.recurrent import InterestEvolution, last_valid
+
+    torch.manual_seed(0)
+    B, L = 5, 6
+    mask = torch.arange(L) < torch.tensor([1, 6, 3, 2, 6]).unsqueeze(1)
+    att = torch.rand(B, L, dtype=torch.float64) * mask
+    evo = InterestEvolution(4, 3, gru_type).double()
+    ref = lambda x, a: last_valid(evo.rnn(x * a.unsqueeze(-1) if gru_type == "aigru" else x)[0], mask)  # noqa: E731
+    params = list(evo.parameters())
+    _check(lambda x, a: evo(x, a, mask), ref, [torch.randn(B, L, 4, dtype=torch.float64), att], params, params)
