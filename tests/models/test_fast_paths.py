@@ -112,3 +112,39 @@ def test_interest_evolution_without_attention_cells_matches_torch_gru(gru_type):
     ref = lambda x, a: last_valid(evo.rnn(x * a.unsqueeze(-1) if gru_type == "aigru" else x)[0], mask)  # noqa: E731
     params = list(evo.parameters())
     _check(lambda x, a: evo(x, a, mask), ref, [torch.randn(B, L, 4, dtype=torch.float64), att], params, params)
+
+
+def test_dien_aux_loss_matches_the_concatenated_pairs():
+    """DIEN's auxiliary loss: flat-index gather + split first layer vs boolean-mask pairs through
+    the aux net on [h_t, e_{t+1}] and [h_t, neg] (same negatives: the same random stream)."""
+    from ctrgraph.layers.mlp import MLP
+    from ctrgraph.models.dien import DIEN
+
+    torch.manual_seed(0)
+    H, E, B, L = 4, 6, 5, 7
+    cfg = DIEN.Config()
+    net = MLP(H + E, cfg.aux_hidden, cfg.aux_activation).double()
+    unit = type("U", (), {"aux_net": net})()
+    mask = torch.arange(L) < torch.tensor([0, 1, 3, 7, 5]).unsqueeze(1)
+    table = torch.randn(20, E, dtype=torch.float64, requires_grad=True)
+    eb = type("EB", (), {"lookup": lambda self, t, ids: table[ids]})()
+    members = [type("M", (), {"table": "item", "name": "hist"})()]
+    model = type("D", (), {"spec": type("S", (), {"vocab_sizes": {"item": 20}})()})()
+
+    def new(h, e):
+        torch.manual_seed(5)
+        return DIEN._aux_loss(model, unit, h, e, mask, members, [None], eb)
+
+    def ref(h, e):
+        torch.manual_seed(5)
+        pair = mask[:, 1:]
+        hs, pos = h[:, :-1][pair], e[:, 1:][pair]
+        n = hs.shape[0]
+        neg = table[torch.randint(2, 20, (n,))]
+        logits = net(torch.cat([torch.cat([hs, pos], -1), torch.cat([hs, neg], -1)], 0)).squeeze(-1)
+        f = nn.functional.softplus
+        return (f(-logits[:n]) + f(logits[n:])).mean()
+
+    params = list(net.parameters()) + [table]
+    _check(new, ref, [torch.randn(B, L, H, dtype=torch.float64), torch.randn(B, L, E, dtype=torch.float64)],
+           params, params)
