@@ -148,3 +148,21 @@ def test_dien_aux_loss_matches_the_concatenated_pairs():
     params = list(net.parameters()) + [table]
     _check(new, ref, [torch.randn(B, L, H, dtype=torch.float64), torch.randn(B, L, E, dtype=torch.float64)],
            params, params)
+
+
+def test_afm_pairs_match_advanced_indexing():
+    from ctrgraph.layers.cross import PairwiseAttention
+    from ctrgraph.layers.interaction import upper_pairs
+
+    torch.manual_seed(0)
+    att = PairwiseAttention(3, 4).double()
+    E = torch.randn(5, 6, 3, dtype=torch.float64)
+    iu = upper_pairs(6)
+
+    def ref(E):
+        P = E[:, iu[0]] * E[:, iu[1]]
+        a = torch.softmax(att.h(torch.relu(att.W(P))).squeeze(-1), dim=1)
+        return torch.einsum("bp,bpd->bd", a, P)
+
+    params = list(att.parameters())
+    _check(att, ref, [E], params, params)
