@@ -166,3 +166,30 @@ def test_afm_pairs_match_advanced_indexing():
 
     params = list(att.parameters())
     _check(att, ref, [E], params, params)
+
+
+def test_cross_networks_match_their_earlier_formulations():
+    from ctrgraph.layers.cross import CrossNet, CrossNetV2
+
+    torch.manual_seed(0)
+    x0 = torch.randn(5, 8, dtype=torch.float64)
+    v1 = CrossNet(8, 3).double()
+    with torch.no_grad():
+        v1.b.normal_()
+
+    def ref1(x0):
+        x = x0
+        for l in range(v1.n_layers):
+            x = x0 * (x @ v1.w[l]).unsqueeze(-1) + v1.b[l] + x
+        return x
+
+    _check(v1, ref1, [x0], list(v1.parameters()), list(v1.parameters()))
+    v2 = CrossNetV2(8, 3).double()
+
+    def ref2(x0):
+        x = x0
+        for lin in v2.layers:
+            x = x0 * lin(x) + x
+        return x
+
+    _check(v2, ref2, [x0], list(v2.parameters()), list(v2.parameters()))
