@@ -51,7 +51,7 @@ def _cin_reference(cin: CIN, X0: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("sizes,split,act", [([6, 4], False, "none"), ([6, 4, 2], True, "none"),
-                                             ([4, 4], False, "prelu"), ([4, 6], False, "relu")])
+                                             ([4, 4], False, "prelu"), ([4, 6], False, "relu"), ([5], False, "none")])
 def test_cin_matches_the_convolution_over_materialised_outer_products(sizes, split, act):
     torch.manual_seed(0)
     cin = CIN(5, sizes, split, act).double()

@@ -106,7 +106,11 @@ class CIN(nn.Module):
     the outer product of every (b, d) is one batched matmul [B D, H_{k-1}, 1] @ [B D, 1, m] (so its
     backward is two batched matmuls, not broadcast products summed over an axis) and the
     compression is one matmul [B D, H_{k-1} m] @ [H_{k-1} m, H_k]; the feature maps stay
-    [B D, H_k] between layers.
+    [B D, H_k] between layers. The last layer's maps are only summed over D (Eq. 7), and with the
+    identity activation p^k_h = sum_ij W^{k,h}_ij sum_d X^{k-1}_{i,d} X^0_{j,d}: the per-row
+    Gram matrix X^{k-1} X^0^T [B, H_{k-1}, m] (a batched matmul over D) times W, [B, H_{k-1} m] @
+    [H_{k-1} m, H_k] -- B rows instead of B D (the same sums in another order; the last layer of
+    the default [100, 100] is the largest one).
     """
 
     def __init__(self, n_fields: int, layer_sizes: list[int], split_half: bool = False, act: str = "none"):
@@ -134,8 +138,15 @@ class CIN(nn.Module):
         x, pooled = x0.transpose(1, 2), []                              # X^0 as [B D, m, 1]
         last = len(self.convs) - 1
         for k, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            W = conv.weight.view(conv.weight.shape[0], -1)              # [H_k, H_{k-1} m]
+            if k == last and isinstance(act, nn.Identity):
+                # the last maps only feed p^k = sum_D X^k: sum_d sum_ij W_hij X_id X0_jd
+                # = sum_ij W_hij G_ij with G = X X0^T over D (per row) -- D times fewer products
+                G = torch.matmul(x.view(B, D, -1).transpose(1, 2), x0.view(B, D, m))   # [B, H_{k-1}, m]
+                pooled.append(G.reshape(B, -1) @ W.t())                  # [B, H_k] (Eq. 6-7)
+                break
             Z = torch.matmul(x, x0).view(B * D, -1)                     # [B D, H_{k-1} m], channel i m + j
-            Xk = Z @ conv.weight.view(conv.weight.shape[0], -1).t()     # [B D, H_k] (Eq. 6)
+            Xk = Z @ W.t()                                              # [B D, H_k] (Eq. 6)
             if not isinstance(act, nn.Identity):  # channel-wise activations (PReLU, Dice) see [B, H_k, D]
                 Xk = act(Xk.view(B, D, -1).transpose(1, 2)).transpose(1, 2).reshape(B * D, -1)
             if self.split_half and k < last:
