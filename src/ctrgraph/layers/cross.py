@@ -7,6 +7,7 @@ All operators are vectorised over the batch, fields and experts; loops run over 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,6 +90,27 @@ class CrossNetMix(nn.Module):
         return x
 
 
+def _symmetric_products(x: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The products x_i x_j, i <= j, of x [N, m] and the matching weights of W [H, m m] (channel
+    i m + j): W_ij + W_ji for i < j, W_ii on the diagonal, so Z' W'^T = (x (x) x) W^T.
+
+    The pairs are picked by one-hot selection matrices (matmuls, whose gradients are matmuls too;
+    built from numpy so a traced or exported model holds them as constants)."""
+    m = x.shape[1]
+    iu = np.triu_indices(m)
+    P = len(iu[0])
+    sel = np.zeros((2, P, m), dtype=np.float32)
+    sel[0, np.arange(P), iu[0]] = 1.0
+    sel[1, np.arange(P), iu[1]] = 1.0
+    sel = torch.from_numpy(sel).to(device=x.device, dtype=x.dtype)
+    Z = (x @ sel[0].t()) * (x @ sel[1].t())                             # [N, P]
+    W3 = W.view(W.shape[0], m, m)
+    scale = torch.from_numpy(np.where(iu[0] == iu[1], 0.5, 1.0)).to(device=W.device, dtype=W.dtype)
+    i0, i1 = torch.from_numpy(iu[0]).to(W.device), torch.from_numpy(iu[1]).to(W.device)
+    Ws = (W3 + W3.transpose(1, 2))[:, i0, i1] * scale                  # [H, P]: 2 W_ii * 0.5 = W_ii exactly
+    return Z, Ws
+
+
 class CIN(nn.Module):
     """Compressed Interaction Network (Lian et al., KDD 2018, Eq. 6-7, Fig. 4-5).
 
@@ -106,7 +128,9 @@ class CIN(nn.Module):
     the outer product of every (b, d) is one batched matmul [B D, H_{k-1}, 1] @ [B D, 1, m] (so its
     backward is two batched matmuls, not broadcast products summed over an axis) and the
     compression is one matmul [B D, H_{k-1} m] @ [H_{k-1} m, H_k]; the feature maps stay
-    [B D, H_k] between layers. The last layer's maps are only summed over D (Eq. 7), and with the
+    [B D, H_k] between layers. The first layer's outer product X^0 (x) X^0 is symmetric, so it
+    uses the m (m + 1) / 2 products i <= j with the weights W_ij + W_ji (78 instead of 144 channels
+    at m = 12). The last layer's maps are only summed over D (Eq. 7), and with the
     identity activation p^k_h = sum_ij W^{k,h}_ij sum_d X^{k-1}_{i,d} X^0_{j,d}: the per-row
     Gram matrix X^{k-1} X^0^T [B, H_{k-1}, m] (a batched matmul over D) times W, [B, H_{k-1} m] @
     [H_{k-1} m, H_k] -- B rows instead of B D (the same sums in another order; the last layer of
@@ -145,7 +169,10 @@ class CIN(nn.Module):
                 G = torch.matmul(x.view(B, D, -1).transpose(1, 2), x0.view(B, D, m))   # [B, H_{k-1}, m]
                 pooled.append(G.reshape(B, -1) @ W.t())                  # [B, H_k] (Eq. 6-7)
                 break
-            Z = torch.matmul(x, x0).view(B * D, -1)                     # [B D, H_{k-1} m], channel i m + j
+            if k == 0:  # X^0 (x) X^0 is symmetric: the m (m + 1) / 2 products i <= j with W_ij + W_ji
+                Z, W = _symmetric_products(x0.view(B * D, m), W)        # [B D, m (m + 1) / 2], [H_1, same]
+            else:
+                Z = torch.matmul(x, x0).view(B * D, -1)                 # [B D, H_{k-1} m], channel i m + j
             Xk = Z @ W.t()                                              # [B D, H_k] (Eq. 6)
             if not isinstance(act, nn.Identity):  # channel-wise activations (PReLU, Dice) see [B, H_k, D]
                 Xk = act(Xk.view(B, D, -1).transpose(1, 2)).transpose(1, 2).reshape(B * D, -1)
