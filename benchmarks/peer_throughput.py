@@ -45,8 +45,12 @@ Where the peers' setups depart from ours (the price of using each tool as shippe
   ``hist_genre`` into the DNN; ours and FuxiCTR attend with [item_id, genres] over
   [hist_item_id, hist_genre]. Attention MLP [64] with Dice, no softmax, everywhere.
 - DIEN (DeepCTR-Torch only): AUGRU with its MLP attention (ours: the paper's bilinear form), query
-  ``item_id`` only, ``genres``/``hist_genre`` not used by its DNN, auxiliary-loss negatives drawn
-  once before training (ours: every batch).
+  ``item_id`` only and behaviours ``hist_item_id`` only: ours runs with
+  ``model.behavior_attributes=false`` here (``SETTINGS["ours_overrides"]``), so both sides' extractor
+  GRU, AUGRU and aux net are 16 wide (before 2026-12-07 ours also fed ``hist_genre``: 32 wide);
+  ``genres`` not used by its DNN (ours: a field of the DNN), its aux net evaluated on every padded
+  position and then masked (ours: the valid pairs only), auxiliary-loss negatives drawn once before
+  training (ours: every batch).
 - AutoInt: DeepCTR-Torch keeps the embedding size through its layers (2 heads of 8); ours runs with
   ``model.attention_dim=8`` here (``SETTINGS["ours_overrides"]``) so both compute the same network
   (3 layers, 2 heads of 8, residual, ReLU, no scaling, linear Q/K/V without bias); ours defaults to
@@ -85,7 +89,9 @@ SETTINGS = {"embedding_dim": 16, "batch_size": 1024, "lr": 1e-3, "hidden": [256,
             "score_batch": 1024, "score_reps": 5, "fuxictr_workers": 1,
             # our settings that give the peers' network (see the docstring): DeepCTR-Torch's AutoInt splits the
             # embedding size over its heads (2 heads of 8 at embedding 16), ours defaults to the paper's d' = 32
-            "ours_overrides": {"autoint": ["model.attention_dim=8"]}}
+            "ours_overrides": {"autoint": ["model.attention_dim=8"],
+                               # DeepCTR-Torch's DIEN sees hist_item_id only: GRUs and aux net 16 wide, not 32
+                               "dien": ["model.behavior_attributes=false"]}}
 
 
 def setup_venv(venv: Path) -> tuple[Path, dict]:

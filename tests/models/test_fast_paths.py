@@ -168,28 +168,24 @@ def test_afm_pairs_match_advanced_indexing():
     _check(att, ref, [E], params, params)
 
 
-def test_cross_networks_match_their_earlier_formulations():
-    from ctrgraph.layers.cross import CrossNet, CrossNetV2
+@pytest.mark.parametrize("projection", ["linear", "relu"])
+def test_self_attention_projections_match_the_fused_permuted_layout(projection):
+    from torch.nn import functional as Fn
+
+    from ctrgraph.layers.self_attention import MultiHeadSelfAttention
 
     torch.manual_seed(0)
-    x0 = torch.randn(5, 8, dtype=torch.float64)
-    v1 = CrossNet(8, 3).double()
-    with torch.no_grad():
-        v1.b.normal_()
+    layer = MultiHeadSelfAttention(6, 4, 2, projection=projection).double()
+    x = torch.randn(5, 7, 6, dtype=torch.float64)
 
-    def ref1(x0):
-        x = x0
-        for l in range(v1.n_layers):
-            x = x0 * (x @ v1.w[l]).unsqueeze(-1) + v1.b[l] + x
-        return x
+    def ref(x):
+        B, F, _ = x.shape
+        qkv = layer.qkv(x)
+        if projection == "relu":
+            qkv = torch.relu(qkv)
+        q, k, v = qkv.view(B, F, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        out = Fn.scaled_dot_product_attention(q, k, v, scale=1.0).transpose(1, 2).reshape(B, F, 8)
+        return torch.relu(out + layer.res(x))
 
-    _check(v1, ref1, [x0], list(v1.parameters()), list(v1.parameters()))
-    v2 = CrossNetV2(8, 3).double()
-
-    def ref2(x0):
-        x = x0
-        for lin in v2.layers:
-            x = x0 * lin(x) + x
-        return x
-
-    _check(v2, ref2, [x0], list(v2.parameters()), list(v2.parameters()))
+    params = list(layer.parameters())
+    _check(layer, ref, [x], params, params)

@@ -18,8 +18,7 @@ from .interaction import upper_pairs
 class CrossNet(nn.Module):
     """DCN cross network (Wang et al., ADKDD 2017, Eq. 3): x_{l+1} = x0 x_l^T w_l + b_l + x_l.
 
-    x0 x_l^T w_l is computed as x0 * <x_l, w_l> (a rank-one product, O(D) per layer), added to
-    x_l + b_l with one ``addcmul`` (two element-wise passes per layer instead of three).
+    x0 x_l^T w_l is computed as x0 * <x_l, w_l> (a rank-one product, O(D) per layer).
     Weights start Xavier-normal, biases at 0 (the paper does not say).
     """
 
@@ -32,14 +31,14 @@ class CrossNet(nn.Module):
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
-        for w, b in zip(self.w.unbind(0), self.b.unbind(0)):  # unbind: one gradient stack, no zero-filled selects
-            x = torch.addcmul(x + b, x0, (x @ w).unsqueeze(-1))
+        for l in range(self.n_layers):
+            x = x0 * (x @ self.w[l]).unsqueeze(-1) + self.b[l] + x
         return x
 
 
 class CrossNetV2(nn.Module):
     """DCN-V2 cross layer (Wang et al., WWW 2021, Eq. 1): x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l,
-    with a full D x D matrix W_l per layer (the product and the residual in one ``addcmul``)."""
+    with a full D x D matrix W_l per layer."""
 
     def __init__(self, dim: int, n_layers: int):
         super().__init__()
@@ -48,7 +47,7 @@ class CrossNetV2(nn.Module):
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
         for lin in self.layers:
-            x = torch.addcmul(x, x0, lin(x))
+            x = x0 * lin(x) + x
         return x
 
 

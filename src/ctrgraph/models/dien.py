@@ -60,6 +60,9 @@ class DIENConfig(TowerConfig):
     seq_pool: str = "sum"  # pooling of the history fed to the MLP (authors' code: sum)
     target_product: bool = False  # authors' code: also feed e_a * (pooled history)
     pooled_history: bool = True  # False: the evolved interest replaces the pooled history (FuxiCTR's layout)
+    # False: each behaviour group keeps its main sequence only (hist_item_id without hist_genre) and its
+    # target (item_id): DeepCTR-Torch's DIEN layout, whose GRUs and aux net are then as wide as ours
+    behavior_attributes: bool = True
 
 
 def masked_softmax(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -107,6 +110,8 @@ class DIEN(CTRModel):
         d = embedding.dim
         self.groups = []  # (members, targets of the members that have one)
         for members in spec.behavior_groups():
+            if not cfg.behavior_attributes:
+                members = members[:1]  # the group's main sequence
             targets = [spec.schema[m.target] for m in members if m.target is not None]
             if targets:
                 self.groups.append((members, targets))
