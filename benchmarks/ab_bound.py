@@ -1,8 +1,9 @@
 """Before/after CPU time of the same models' compute (issue 20): two source trees, side by side.
 
-    PYTHONPATH=src python benchmarks/ab_bound.py --base main --models xdeepfm,dien --rounds 4 --threads 1
+    PYTHONPATH=src python benchmarks/ab_bound.py --base $(git merge-base main HEAD) --models xdeepfm,dien \
+        --rounds 4 --threads 1 [--set autoint:model.attention_dim=8]
 
-``--base`` (a git revision) is written to a temporary directory with ``git archive``; for every
+``--base`` (a git revision: the branch point, not a ``main`` that has moved on) is written to a temporary directory with ``git archive``; for every
 model, one worker process per tree (``benchmarks/peers/worker.py --tool bound``: the model built
 with seed 1, the ml100k-ctr training batches built once before timing, then forward + loss +
 auxiliary losses + backward + Adam per batch, no loader) and the two take turns one full epoch at
@@ -49,9 +50,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data" / "ml-100k"))
+    ap.add_argument("--set", action="append", default=[], metavar="MODEL:KEY=VALUE",
+                    help="a config override for one model in both trees, e.g. autoint:model.attention_dim=8")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    settings = dict(SETTINGS, data_dir=a.data_dir, threads=a.threads)
+    overrides: dict[str, list[str]] = {}
+    for item in a.set:
+        model, kv = item.split(":", 1)
+        overrides.setdefault(model, []).append(kv)
+    # the peer harness's own overrides are not applied: both trees must accept every key
+    settings = dict(SETTINGS, data_dir=a.data_dir, threads=a.threads, ours_overrides=overrides)
     load0 = os.getloadavg()[0]
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +72,7 @@ def main() -> None:
         export(Path(a.data_dir), npz)
         trees = {"base": base / "src", "new": REPO / "src"}
         print(f"# base {a.base} vs working tree; threads {a.threads}; 1 warm-up + {a.rounds} rounds; "
-              f"load average {load0:.2f}", flush=True)
+              f"overrides {overrides or 'none'}; load average {load0:.2f}", flush=True)
         print("| model | base CPU s/epoch | new CPU s/epoch | base / new | last-batch loss base | new |")
         print("| --- | ---: | ---: | ---: | --- | --- |", flush=True)
         for model in a.models.split(","):
