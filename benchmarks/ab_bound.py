@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from peer_throughput import SETTINGS, Worker, export  # noqa: E402
+from peer_throughput import SETTINGS, Worker, export
 
 
 class TreeWorker(Worker):
@@ -92,7 +92,7 @@ def main() -> None:
                     w.close()
             med = {k: statistics.median(v) for k, v in cpu.items()}
             out[model] = {"cpu": cpu, "median": med, "loss": loss}
-            fmt = lambda v: " ".join(f"{x:.6f}" for x in v)  # noqa: E731
+            fmt = lambda v: " ".join(f"{x:.6f}" for x in v)
             print(f"| {model} | {med['base']:.2f} | {med['new']:.2f} | {med['base'] / med['new']:.2f}x | "
                   f"{fmt(loss['base'])} | {fmt(loss['new'])} |", flush=True)
     print(f"# load average {load0:.2f} -> {os.getloadavg()[0]:.2f}")

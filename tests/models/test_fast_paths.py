@@ -37,7 +37,7 @@ def _check(new_fn, ref_fn, inputs: list[torch.Tensor], params_new: list[torch.Te
 
 def _cin_reference(cin: CIN, X0: torch.Tensor) -> torch.Tensor:
     """The earlier CIN: outer products materialised as [B, H_{k-1} m, D], then the 1x1 convolution."""
-    B, m, D = X0.shape
+    B, _, D = X0.shape
     X, pooled = X0, []
     for k, (conv, act) in enumerate(zip(cin.convs, cin.acts)):
         Z = (X.unsqueeze(2) * X0.unsqueeze(1)).reshape(B, -1, D)
@@ -109,7 +109,7 @@ def test_interest_evolution_without_attention_cells_matches_torch_gru(gru_type):
     mask = torch.arange(L) < torch.tensor([1, 6, 3, 2, 6]).unsqueeze(1)
     att = torch.rand(B, L, dtype=torch.float64) * mask
     evo = InterestEvolution(4, 3, gru_type).double()
-    ref = lambda x, a: last_valid(evo.rnn(x * a.unsqueeze(-1) if gru_type == "aigru" else x)[0], mask)  # noqa: E731
+    ref = lambda x, a: last_valid(evo.rnn(x * a.unsqueeze(-1) if gru_type == "aigru" else x)[0], mask)
     params = list(evo.parameters())
     _check(lambda x, a: evo(x, a, mask), ref, [torch.randn(B, L, 4, dtype=torch.float64), att], params, params)
 
