@@ -45,10 +45,17 @@ Where the peers' setups depart from ours (the price of using each tool as shippe
   ``hist_genre`` into the DNN; ours and FuxiCTR attend with [item_id, genres] over
   [hist_item_id, hist_genre]. Attention MLP [64] with Dice, no softmax, everywhere.
 - DIEN (DeepCTR-Torch only): AUGRU with its MLP attention (ours: the paper's bilinear form), query
-  ``item_id`` only, ``genres``/``hist_genre`` not used by its DNN, auxiliary-loss negatives drawn
-  once before training (ours: every batch).
-- AutoInt: DeepCTR-Torch keeps the embedding size through its layers (2 heads of 8); ours uses
-  d' = 32 per head (the paper's). LR/FM/DeepFM/xDeepFM/NFM/AFM/Wide&Deep have a first-order term on
+  ``item_id`` only and behaviours ``hist_item_id`` only: ours runs with
+  ``model.behavior_attributes=false`` here (``SETTINGS["ours_overrides"]``), so both sides' extractor
+  GRU, AUGRU and aux net are 16 wide (before 2026-12-07 ours also fed ``hist_genre``: 32 wide);
+  ``genres`` not used by its DNN (ours: a field of the DNN), its aux net evaluated on every padded
+  position and then masked (ours: the valid pairs only), auxiliary-loss negatives drawn once before
+  training (ours: every batch).
+- AutoInt: DeepCTR-Torch keeps the embedding size through its layers (2 heads of 8); ours runs with
+  ``model.attention_dim=8`` here (``SETTINGS["ours_overrides"]``) so both compute the same network
+  (3 layers, 2 heads of 8, residual, ReLU, no scaling, linear Q/K/V without bias); ours defaults to
+  the paper's d' = 32 per head elsewhere (before 2026-12-07 the harness ran that, 4x the attention
+  width of the peer's). LR/FM/DeepFM/xDeepFM/NFM/AFM/Wide&Deep have a first-order term on
   every side; FuxiCTR's sum-pools sequences in it, ours and DeepCTR-Torch's mean-pool. FuxiCTR's
   first-order ``LogisticRegression`` does not share tables and leaves the history fields' own
   1-d tables at PyTorch's N(0, 1) init (its initialiser skips ``share_embedding`` fields): its
@@ -79,7 +86,12 @@ MODELS = ("lr", "fm", "deepfm", "pnn", "dcnv2", "autoint", "fignn", "din", "dien
 PEERS = {"deepctr": "DeepCTR-Torch", "fuxictr": "FuxiCTR"}
 PINS = ["torch==2.13.0", "deepctr-torch==0.3.0", "fuxictr==2.3.10"]
 SETTINGS = {"embedding_dim": 16, "batch_size": 1024, "lr": 1e-3, "hidden": [256, 128], "seed": 1,
-            "score_batch": 1024, "score_reps": 5, "fuxictr_workers": 1}
+            "score_batch": 1024, "score_reps": 5, "fuxictr_workers": 1,
+            # our settings that give the peers' network (see the docstring): DeepCTR-Torch's AutoInt splits the
+            # embedding size over its heads (2 heads of 8 at embedding 16), ours defaults to the paper's d' = 32
+            "ours_overrides": {"autoint": ["model.attention_dim=8"],
+                               # DeepCTR-Torch's DIEN sees hist_item_id only: GRUs and aux net 16 wide, not 32
+                               "dien": ["model.behavior_attributes=false"]}}
 
 
 def setup_venv(venv: Path) -> tuple[Path, dict]:

@@ -42,7 +42,7 @@ class OursSide:
 
         ov = ["data.name=ml100k", f"data.data_dir={settings['data_dir']}", f"model.name={model}",
               f"embedding.dim={settings['embedding_dim']}", f"train.batch_size={settings['batch_size']}",
-              f"train.lr={settings['lr']}"]
+              f"train.lr={settings['lr']}"] + list(settings.get("ours_overrides", {}).get(model, []))
         cfg = load_config(None, ov)
         self.data = data = dataset_for(cfg)
         exported, _ = load_npz(npz)  # the peers' arrays must be ours, bit for bit

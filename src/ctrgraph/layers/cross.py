@@ -7,6 +7,7 @@ All operators are vectorised over the batch, fields and experts; loops run over 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,6 +89,27 @@ class CrossNetMix(nn.Module):
         return x
 
 
+def _symmetric_products(x: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The products x_i x_j, i <= j, of x [N, m] and the matching weights of W [H, m m] (channel
+    i m + j): W_ij + W_ji for i < j, W_ii on the diagonal, so Z' W'^T = (x (x) x) W^T.
+
+    The pairs are picked by one-hot selection matrices (matmuls, whose gradients are matmuls too;
+    built from numpy so a traced or exported model holds them as constants)."""
+    m = x.shape[1]
+    iu = np.triu_indices(m)
+    P = len(iu[0])
+    sel = np.zeros((2, P, m), dtype=np.float32)
+    sel[0, np.arange(P), iu[0]] = 1.0
+    sel[1, np.arange(P), iu[1]] = 1.0
+    sel = torch.from_numpy(sel).to(device=x.device, dtype=x.dtype)
+    Z = (x @ sel[0].t()) * (x @ sel[1].t())                             # [N, P]
+    W3 = W.view(W.shape[0], m, m)
+    scale = torch.from_numpy(np.where(iu[0] == iu[1], 0.5, 1.0)).to(device=W.device, dtype=W.dtype)
+    i0, i1 = torch.from_numpy(iu[0]).to(W.device), torch.from_numpy(iu[1]).to(W.device)
+    Ws = (W3 + W3.transpose(1, 2))[:, i0, i1] * scale                  # [H, P]: 2 W_ii * 0.5 = W_ii exactly
+    return Z, Ws
+
+
 class CIN(nn.Module):
     """Compressed Interaction Network (Lian et al., KDD 2018, Eq. 6-7, Fig. 4-5).
 
@@ -99,6 +121,19 @@ class CIN(nn.Module):
     feature maps to the output and the other half to the next layer (layer sizes must be even).
     ``act``: an element-wise activation on X^k (the paper's Eq. 6 has none; identity is the
     default).
+
+    Evaluation (the same sums as the 1x1 convolution over the [B, H_{k-1} m, D] outer product, the
+    weights kept in ``convs`` as [H_k, H_{k-1} m, 1]): the embedding axis D is moved into the batch,
+    the outer product of every (b, d) is one batched matmul [B D, H_{k-1}, 1] @ [B D, 1, m] (so its
+    backward is two batched matmuls, not broadcast products summed over an axis) and the
+    compression is one matmul [B D, H_{k-1} m] @ [H_{k-1} m, H_k]; the feature maps stay
+    [B D, H_k] between layers. The first layer's outer product X^0 (x) X^0 is symmetric, so it
+    uses the m (m + 1) / 2 products i <= j with the weights W_ij + W_ji (78 instead of 144 channels
+    at m = 12). The last layer's maps are only summed over D (Eq. 7), and with the
+    identity activation p^k_h = sum_ij W^{k,h}_ij sum_d X^{k-1}_{i,d} X^0_{j,d}: the per-row
+    Gram matrix X^{k-1} X^0^T [B, H_{k-1}, m] (a batched matmul over D) times W, [B, H_{k-1} m] @
+    [H_{k-1} m, H_k] -- B rows instead of B D (the same sums in another order; the last layer of
+    the default [100, 100] is the largest one).
     """
 
     def __init__(self, n_fields: int, layer_sizes: list[int], split_half: bool = False, act: str = "none"):
@@ -122,15 +157,31 @@ class CIN(nn.Module):
     def forward(self, X0: torch.Tensor) -> torch.Tensor:
         """X0 [B, m, D] -> p+ [B, out_dim]."""
         B, m, D = X0.shape
-        X, pooled = X0, []
+        x0 = X0.transpose(1, 2).reshape(B * D, 1, m)                   # [B D, 1, m]
+        x, pooled = x0.transpose(1, 2), []                              # X^0 as [B D, m, 1]
+        last = len(self.convs) - 1
         for k, (conv, act) in enumerate(zip(self.convs, self.acts)):
-            Z = (X.unsqueeze(2) * X0.unsqueeze(1)).reshape(B, -1, D)    # [B, H_{k-1} m, D]
-            Xk = act(conv(Z))                                           # [B, H_k, D]
-            if self.split_half and k < len(self.convs) - 1:
-                X, direct = torch.split(Xk, Xk.shape[1] // 2, dim=1)
+            W = conv.weight.view(conv.weight.shape[0], -1)              # [H_k, H_{k-1} m]
+            if k == last and isinstance(act, nn.Identity):
+                # the last maps only feed p^k = sum_D X^k: sum_d sum_ij W_hij X_id X0_jd
+                # = sum_ij W_hij G_ij with G = X X0^T over D (per row) -- D times fewer products
+                G = torch.matmul(x.view(B, D, -1).transpose(1, 2), x0.view(B, D, m))   # [B, H_{k-1}, m]
+                pooled.append(G.reshape(B, -1) @ W.t())                  # [B, H_k] (Eq. 6-7)
+                break
+            if k == 0:  # X^0 (x) X^0 is symmetric: the m (m + 1) / 2 products i <= j with W_ij + W_ji
+                Z, W = _symmetric_products(x0.view(B * D, m), W)        # [B D, m (m + 1) / 2], [H_1, same]
             else:
-                X, direct = Xk, Xk
-            pooled.append(direct.sum(dim=2))
+                Z = torch.matmul(x, x0).view(B * D, -1)                 # [B D, H_{k-1} m], channel i m + j
+            Xk = Z @ W.t()                                              # [B D, H_k] (Eq. 6)
+            if not isinstance(act, nn.Identity):  # channel-wise activations (PReLU, Dice) see [B, H_k, D]
+                Xk = act(Xk.view(B, D, -1).transpose(1, 2)).transpose(1, 2).reshape(B * D, -1)
+            if self.split_half and k < last:
+                nxt, direct = torch.split(Xk, Xk.shape[1] // 2, dim=1)
+            else:
+                nxt, direct = Xk, Xk
+            pooled.append(direct.view(B, D, -1).sum(dim=1))             # Eq. 7: sum over D
+            if k < last:
+                x = nxt.unsqueeze(-1)                                   # [B D, H_k (or H_k / 2), 1]
         return torch.cat(pooled, dim=1)
 
 
@@ -158,7 +209,9 @@ class PairwiseAttention(nn.Module):
     def pairs(self, E: torch.Tensor) -> torch.Tensor:
         F = E.shape[1]
         iu = upper_pairs(F, E.device)
-        return E[:, iu[0]] * E[:, iu[1]]                                # [B, P, d]
+        # index_select: its gradient is an index_add, where advanced indexing's is an index_put
+        # with accumulation (measured 6.7 vs 9.9 ms forward + backward at B 1024, F 12, d 16)
+        return E.index_select(1, iu[0]) * E.index_select(1, iu[1])      # [B, P, d]
 
     def weights(self, P: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.h(torch.relu(self.W(P))).squeeze(-1), dim=1)   # [B, P]

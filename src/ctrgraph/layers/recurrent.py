@@ -36,11 +36,40 @@ def last_valid(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return h * (lens > 0).unsqueeze(-1).to(h.dtype)
 
 
+def _attentional_loop(gx: torch.Tensor, w: torch.Tensor, att: torch.Tensor, kind: str, keep: bool) -> torch.Tensor:
+    """The ``augru`` / ``agru`` recurrence over gx [B, L, 3H] (input projections W i_t + b of all
+    steps, gates u, r, h~), w [H, 3H] (U^u, U^r, U^h transposed) and att [B, L, 1] (0 on padding):
+    h' = h + u' (h~ - h) with u' = a * u (augru) or a (agru). Returns all states [B, L, H]
+    (``keep``) or the last one [B, H].
+
+    Gates are taken apart with ``split`` (whose gradient is one cat) rather than by slicing (each
+    slice's gradient is a zero-filled [B, 3H] tensor plus a copy, 4 per step); the update and reset
+    gates share one add and one sigmoid over [B, 2H].
+    """
+    B, L, _ = gx.shape
+    H = w.shape[0]
+    h = gx.new_zeros(B, H)
+    out = []
+    gxs = gx.unbind(1)  # one UnbindBackward (a stack) for all steps, not L zero-filled slice gradients
+    atts = att.unbind(1)
+    for t in range(L):
+        gs, gn = gxs[t].split((2 * H, H), dim=1)
+        ghs, ghn = torch.mm(h, w).split((2 * H, H), dim=1)
+        u, r = torch.sigmoid(gs + ghs).split((H, H), dim=1)
+        cand = torch.tanh(gn + r * ghn)
+        u = atts[t] * u if kind == "augru" else atts[t]
+        h = h + u * (cand - h)  # (1 - u) h + u h~
+        if keep:
+            out.append(h)
+    return torch.stack(out, dim=1) if keep else h
+
+
 class AttentionalGRU(nn.Module):
     """One GRU layer driven by per-step attention scores (``augru`` or ``agru``).
 
     The input projections W i_t of all steps are one batched matmul; the loop runs over time steps
-    only, each step batched over the whole batch ([B, H] x [H, 3H]).
+    only, each step batched over the whole batch ([B, H] x [H, 3H], :func:`_attentional_loop`).
+    :meth:`final` returns the last state only (what DIEN reads), :meth:`forward` all states.
     """
 
     def __init__(self, input_size: int, hidden_size: int, gru_type: str = "augru"):
@@ -57,24 +86,20 @@ class AttentionalGRU(nn.Module):
 
     def forward(self, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x [B, L, I], att [B, L] (0 on padding), mask [B, L] -> states [B, L, H]."""
-        B, L, _ = x.shape
-        H = self.hidden_size
-        # unbind once: per-step slicing would make autograd zero-fill a [B, L, 3H] gradient per step
-        gx = self.x2h(x).unbind(1)  # L x [B, 3H]
-        att_t = att.unsqueeze(-1).unbind(1)
-        mask_t = mask.unsqueeze(-1).unbind(1)
-        h = x.new_zeros(B, H)
-        out = []
-        for t in range(L):
-            xu, xr, xh = gx[t].split(H, dim=-1)
-            hu, hr, hh = self.h2h(h).split(H, dim=-1)
-            r = torch.sigmoid(xr + hr)
-            cand = torch.tanh(xh + r * hh)
-            a = att_t[t]
-            u = a * torch.sigmoid(xu + hu) if self.gru_type == "augru" else a
-            h = torch.where(mask_t[t], h + u * (cand - h), h)  # h + u (h~ - h) = (1 - u) h + u h~
-            out.append(h)
-        return torch.stack(out, dim=1)
+        return self._run(x, att, mask, keep=True)
+
+    def final(self, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The state after the last step [B, H]: h is kept on padded steps, so for post-padded
+        sequences this is the state at the last valid step (0 for an empty sequence), what
+        ``last_valid(self(x, att, mask), mask)`` reads, without stacking the L states."""
+        return self._run(x, att, mask, keep=False)
+
+    def _run(self, x: torch.Tensor, att: torch.Tensor, mask: torch.Tensor, keep: bool) -> torch.Tensor:
+        # the update u = a * sigmoid(.) (augru) or a (agru) is exactly 0 where a is, and then
+        # h + u (h~ - h) = h: with a zeroed on padded steps no torch.where is needed per step
+        # (a * 1 = a on valid steps: the same numbers as masking h with torch.where)
+        a = (att * mask.to(att.dtype)).unsqueeze(-1)
+        return _attentional_loop(self.x2h(x), self.h2h.weight.t(), a, self.gru_type, keep)
 
 
 class InterestEvolution(nn.Module):
@@ -97,6 +122,5 @@ class InterestEvolution(nn.Module):
             if self.gru_type == "aigru":
                 x = x * att.unsqueeze(-1)
             states, _ = self.rnn(x)
-        else:
-            states = self.rnn(x, att, mask)
-        return last_valid(states, mask)
+            return last_valid(states, mask)
+        return self.rnn.final(x, att, mask)

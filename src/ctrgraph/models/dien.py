@@ -60,6 +60,9 @@ class DIENConfig(TowerConfig):
     seq_pool: str = "sum"  # pooling of the history fed to the MLP (authors' code: sum)
     target_product: bool = False  # authors' code: also feed e_a * (pooled history)
     pooled_history: bool = True  # False: the evolved interest replaces the pooled history (FuxiCTR's layout)
+    # False: each behaviour group keeps its main sequence only (hist_item_id without hist_genre) and its
+    # target (item_id): DeepCTR-Torch's DIEN layout, whose GRUs and aux net are then as wide as ours
+    behavior_attributes: bool = True
 
 
 def masked_softmax(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -107,6 +110,8 @@ class DIEN(CTRModel):
         d = embedding.dim
         self.groups = []  # (members, targets of the members that have one)
         for members in spec.behavior_groups():
+            if not cfg.behavior_attributes:
+                members = members[:1]  # the group's main sequence
             targets = [spec.schema[m.target] for m in members if m.target is not None]
             if targets:
                 self.groups.append((members, targets))
@@ -151,18 +156,29 @@ class DIEN(CTRModel):
 
     def _aux_loss(self, unit: _InterestGroup, h: torch.Tensor, e: torch.Tensor, mask: torch.Tensor,
                   members, names, eb) -> torch.Tensor:
-        """Eq. (1) on pairs (h_t, e_{t+1}) with t+1 valid, one uniform negative per pair."""
-        pair = mask[:, 1:]
-        hs = h[:, :-1][pair]  # [n, H]
-        pos = e[:, 1:][pair]  # [n, E]
-        n = hs.shape[0]
+        """Eq. (1) on pairs (h_t, e_{t+1}) with t+1 valid, one uniform negative per pair.
+
+        Evaluation: the pairs are gathered by flat row index (``index_select``: its gradient is one
+        index_add, no boolean-mask index_put into a zero-filled [B, L-1, .] slice gradient), and the
+        aux net's first layer W [h; e] + b is split as (W_h h + b) + W_e e: W_h h is computed once
+        for the positive and the negative of a pair (the same sums as the concatenated input)."""
+        B, L, H = h.shape
+        rows = mask[:, 1:].reshape(-1).nonzero().squeeze(1)  # pairs (b, t), as b (L-1) + t, row-major
+        n = rows.shape[0]
         if n == 0:
             return h.sum() * 0.0
+        t_rows = rows + rows // (L - 1)  # b L + t: the flat row of h_t in [B L, .]
+        hs = h.reshape(B * L, H).index_select(0, t_rows)  # [n, H]
+        pos = e.reshape(B * L, -1).index_select(0, t_rows + 1)  # [n, E]: e_{t+1}
         key = members[0].table
         ids = torch.randint(2, self.spec.vocab_sizes[key], (n,), device=h.device)
         neg = torch.cat([eb.lookup(m.table, ids if name is None else getattr(self, name)[ids])
                          for m, name in zip(members, names)], dim=-1)
-        logits = unit.aux_net(torch.cat([torch.cat([hs, pos], -1), torch.cat([hs, neg], -1)], 0)).squeeze(-1)
+        first, rest = unit.aux_net.net[0], unit.aux_net.net[1:]
+        w_h, w_e = first.weight.split((H, first.weight.shape[1] - H), dim=1)
+        z = nn.functional.linear(torch.cat([pos, neg], 0), w_e).view(2, n, -1) + \
+            nn.functional.linear(hs, w_h, first.bias)  # [2, n, hidden]: rows [h_t, e_{t+1}] then [h_t, neg]
+        logits = rest(z.view(2 * n, -1)).squeeze(-1)
         pos_l, neg_l = logits[:n], logits[n:]
         f = nn.functional.softplus  # -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x)
         return (f(-pos_l) + f(neg_l)).mean()
