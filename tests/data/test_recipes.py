@@ -49,6 +49,27 @@ def test_ml1m_graphfm_protocol(ml1m):
     raw.validate()
 
 
+def test_ml1m_subsample(tmp_path):
+    """max_rows: a uniform random subsample of the protocol's instances (rating 3 dropped first), seeded,
+    then the same 8:1:1 split; its rows are rows of the full set."""
+    d = shared("ml-1m")
+    (tmp_path / "ml-1m").mkdir()
+    pd.read_csv(d / "ratings.csv.gz", nrows=4000).to_csv(tmp_path / "ml-1m" / "ratings.csv", index=False)
+    for f in ("users.dat", "movies.dat"):
+        shutil.copy(d / f, tmp_path / "ml-1m" / f)
+    full = build_raw("ml1m", data_dir=tmp_path)
+    a = build_raw("ml1m", {"max_rows": 1000}, data_dir=tmp_path)
+    b = build_raw("ml1m", {"max_rows": 1000}, data_dir=tmp_path)
+    c = build_raw("ml1m", {"max_rows": 1000, "sample_seed": 1}, data_dir=tmp_path)
+    assert len(a) == 1000 and a.meta["subsample"] == 1000 and full.meta["subsample"] is None
+    assert a.counts() == {"train": 800, "valid": 100, "test": 100}
+    np.testing.assert_array_equal(a.columns["zipcode"], b.columns["zipcode"])  # seeded
+    assert not np.array_equal(a.columns["zipcode"], c.columns["zipcode"])
+    rows = set(zip(full.columns["zipcode"].tolist(), full.columns["release_year"].tolist(), full.columns["label"].tolist()))
+    assert set(zip(a.columns["zipcode"].tolist(), a.columns["release_year"].tolist(), a.columns["label"].tolist())) <= rows
+    assert len(build_raw("ml1m", {"max_rows": 10 ** 6}, data_dir=tmp_path)) == len(full)  # more than there are: all
+
+
 def test_ml1m_official_layout(tmp_path):
     d = shared("ml-1m")
     r = pd.read_csv(d / "ratings.csv.gz", nrows=3000).dropna()

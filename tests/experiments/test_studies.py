@@ -143,3 +143,36 @@ def test_paper_config_file_is_the_studys_paper_mode(tmp_path):
     yaml = Path(__file__).resolve().parents[2] / "configs" / "dg-enn-paper.yaml"
     cfg = load_config(yaml, ["data.name=ml100k"])
     assert run_key(cfg) == run_key(_cfgs("table3", tmp_path)[("DG-PNN · prior bias", "ml100k")])
+
+
+def test_graphfm_modes_rows_and_rule(tmp_path):
+    """Table 2 on Criteo, Avazu, ML-1M and ml100k: the paper's 14 baselines and GraphFM in paper mode and
+    default mode ('· default'), seeds 1-3; paper-mode GraphFM is the paper's model with §5.1.2's m, the
+    default row is the official code's aggregation and keeps the earlier default run's key; one rule
+    (output bias 0) for every row; the ablations and figures run in paper mode."""
+    from ctrgraph.experiments.studies.graphfm import PAPER_M
+
+    rows = ["LR", "FM", "AFM", "AFN", "FmFM", "NFM", "HOFM", "DeepCrossing", "CrossNet", "xDeepFM", "DCNV2",
+            "AutoInt", "Fi-GNN", "InterHAt", "GraphFM"]
+    study = STUDIES["graphfm"]
+    for item, data in (("table2", ["ml100k"]), ("table2-criteo", ["criteo-sample"]), ("table2-avazu", ["avazu"]),
+                       ("table2-ml1m", ["ml1m", "ml1m-100k"])):
+        ctx = Context(tmp_path, log=lambda *a: None)
+        runs = {(r.label, r.dataset, r.seed): r for r in study.item(item).runs(ctx)}
+        assert {k[2] for k in runs} == {1, 2, 3} and sorted({k[1] for k in runs}) == sorted(data)
+        assert [k[0] for k in runs if k[1:] == (data[0], 1)] == rows + [r + " · default" for r in rows]
+        for (label, ds, _), r in runs.items():
+            assert r.cfg.train.prior_bias is False, (item, label)  # the one rule
+            assert r.cfg.embedding.dim == 16
+        paper, default = runs[("GraphFM", data[0], 1)].cfg.model.params, runs[("GraphFM · default", data[0], 1)].cfg.model.params
+        assert "preset" not in paper and paper.get("m") == PAPER_M.get(data[0])
+        assert default == {"preset": "official"}
+        assert runs[("AutoInt", data[0], 1)].dir == runs[("AutoInt · default", data[0], 1)].dir  # same settings
+        assert runs[("GraphFM", data[0], 1)].dir != runs[("GraphFM · default", data[0], 1)].dir
+    t2 = _dirs("graphfm", "table2", tmp_path)
+    assert t2[("GraphFM · default", "ml100k", 1)].name == "graphfm-19c93e8c-seed1"  # the earlier default run
+    assert t2[("GraphFM", "ml100k", 1)].name == "graphfm-101c83eb-seed1"  # the earlier preset=paper run
+    abl, sel = _dirs("graphfm", "ablation", tmp_path), _dirs("graphfm", "selection", tmp_path)
+    assert abl[("GraphFM", "ml100k", 1)] == t2[("GraphFM", "ml100k", 1)] == sel[("top-m (Eq. 8)", "ml100k", 1)]
+    assert abl[("GraphFM · default", "ml100k", 1)] == t2[("GraphFM · default", "ml100k", 1)]
+    assert len({d for d in sel.values()}) == 4 * 3

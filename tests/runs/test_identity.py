@@ -70,3 +70,13 @@ def test_large_vocabulary_options_keep_default_keys_and_change_their_own():
     keys = {run_key(cfg(**sets)) for sets in ({}, {"data.hash_buckets": {"item_id": 1000}},
                                               {"data.hash_buckets": {"item_id": 2000}}, {"embedding.sparse": True})}
     assert len(keys) == 4
+
+
+def test_graphfm_keys_are_pinned_across_the_change_of_default():
+    """GraphFM's default became the paper (issue 17); ``identity_base`` keeps every earlier key: the
+    ``official`` preset is the earlier default run, the default the earlier ``preset=paper`` run."""
+    gfm = {"model.name": "graphfm"}
+    assert run_key(cfg(**gfm, **{"model.preset": "official"})) == "graphfm-19c93e8c"
+    assert run_key(cfg(**gfm)) == run_key(cfg(**gfm, **{"model.preset": "paper"})) == "graphfm-101c83eb"
+    assert run_key(cfg(**gfm, **{"model.preset": "reference"})) == "graphfm-4a1beffd"
+    assert run_key(cfg(**gfm, **{"model.select": "threshold"})) != run_key(cfg(**gfm))

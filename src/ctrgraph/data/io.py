@@ -20,6 +20,8 @@ def read_table(path: str | Path, what: str = "table", **kw) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
+        elif kw.get("header", "infer") is None:  # no header row: nothing to check (ML-1M's ``::`` files)
+            df = pd.read_csv(path, **kw)
         else:
             head = [str(c) for c in pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
                                                   **{k: v for k, v in kw.items() if k in ("sep", "compression")}

@@ -1,18 +1,26 @@
 """GraphFM (Wu, Li, Su, Cui, Zhang, Wang, Graph Factorization Machines for Feature Interaction
-Modeling), the paper's model by default and the official GraphCTR code's behaviour as switches.
+Modeling): the paper's model by default; the official GraphCTR code's aggregation is the preset
+``official`` (a second, labelled configuration), each of its departures a switch.
 
 Nodes are the n fields (Eq. 1-4: categorical e_i = V_i x_i, numeric e_j = v_j x_j, multi-valued
 fields and behaviour sequences mean-pooled over valid positions). Each layer k = 1..K, on the
 states h [B, n, d_in] (h = e for k = 1), for all fields at once:
 
-- Interaction selection (Sec. 4.2): p_ij = sigmoid(W2 ReLU(W1 (h_i ⊙ h_j) + b1) + b2) (Eq. 7, one
-  metric MLP per layer shared by all fields, hidden ``metric_hidden``); each row keeps exactly
-  m_k entries (Eq. 8-9): a stable descending sort, so ties go to the lower field index.
-- Interaction aggregation (Sec. 4.3): c^h_ij = LeakyReLU(a_h^T (h_i ⊙ h_j)) (Eq. 10), softmax over
-  the selected neighbours only (Eq. 11), e'_i = σ(Σ_j α^h_ij p_ij W^h_a (h_i ⊙ h_j)) (Eq. 12), H
-  heads concatenated (Eq. 13, each head d_out / H wide) or averaged (Eq. 14, each d_out wide).
-  Because W_a is linear, Σ_j w_ij W_a(h_i ⊙ h_j) = W_a(h_i ⊙ Σ_j w_ij h_j): the [B, n, n, d]
-  message tensor is never formed (only the pair products feeding Eq. 7 and Eq. 10 are).
+- Interaction selection (Sec. 4.2). Metric (``metric``): ``nmf`` (Eq. 7) p_ij = sigmoid(W2 ReLU(W1
+  (h_i ⊙ h_j) + b1) + b2), one MLP per layer shared by all fields, hidden ``metric_hidden``, P [B, n, n];
+  or ``euclidean`` (§4.2.1: "one can also choose the Euclidean distance [51]"; the form of [51], DGM):
+  p_ij = exp(-t ||W_s h_i - W_s h_j||^2), W_s [d_in, metric_hidden], t = exp(log_t) a learned scalar
+  per layer (p_ii = 1, so the self pair is always the nearest). Sampling (``select``): ``top_m``
+  (Eq. 8-9) keeps exactly m_k entries per row, a stable descending sort, so ties go to the lower
+  field index; or ``threshold`` (§4.2.2: "we also tried to set a threshold ... a minimum value for
+  the edge probability"): N_i = {j : p_ij >= ``threshold``}, so degrees vary per node and a node
+  may keep no neighbour (it then receives no message: its layer output is σ(0)).
+- Interaction aggregation (Sec. 4.3): c^h_ij = LeakyReLU(a_h^T (h_i ⊙ h_j)) (Eq. 10, [B, H, n, n]),
+  softmax over the selected neighbours only (Eq. 11), e'_i = σ(Σ_j α^h_ij p_ij W^h_a (h_i ⊙ h_j))
+  (Eq. 12), H heads concatenated (Eq. 13, each head d_out / H wide) or averaged (Eq. 14, each d_out
+  wide); output [B, n, d_out]. Because W_a is linear, Σ_j w_ij W_a(h_i ⊙ h_j) = W_a(h_i ⊙ Σ_j w_ij
+  h_j): the [B, n, n, d] message tensor is never formed (only the pair products feeding Eq. 7 and
+  Eq. 10 are, fused in chunks).
 - Readout: e*_i = e^(1)_i ‖ ... (Eq. 15, ``readout`` lists the layers, 0 = the input embedding
   e^(1) = e), mean over fields (Eq. 16), ŷ = p^T e* + b (Eq. 17; the bias is ours: it carries the
   base rate).
@@ -21,20 +29,24 @@ Choices the paper leaves open (seed-implementations.md §1.3, 1.6): layer width 
 hidden 16 (the published runs), σ = ReLU (the code's activation; the paper names none), the self
 pair h_i ⊙ h_i is a candidate neighbour (as in the code and the paper's heat maps), LeakyReLU slope
 0.2 (GAT's), ``m`` defaults to [n, ceil(n/2), ceil(n/4)] (the paper's three settings keep m_1 = n
-and shrink m_2, m_3 to about 1/2 and 1/4 of n; ml1m uses the paper's [7, 4, 2]). With K layers
-and the input layer read out, e* holds orders 1..K+1.
+and shrink m_2, m_3 to about 1/2 and 1/4 of n; ml1m uses the paper's [7, 4, 2]), ``threshold``
+0.5 (the paper gives no value) and it is compared with >= ("a minimum value"). With K layers and
+the input layer read out, e* holds orders 1..K+1.
 
 Each departure of the official code (§1.5) is a switch: ``p_on="logit"`` (p_ij multiplies the
 attention logit, not the message), ``softmax_over="all"`` (unselected fields keep logit 0 in the
 softmax), ``score_activation="relu"`` with ``score_bias``, ``field_specific`` W_a (and residual
 projection), ``residual_layernorm`` (h' = LayerNorm(ReLU(msg + ReLU(W_r h)))), readout of the K
-layer outputs only (``readout=[1..K]``). Preset ``paper`` sets every switch to the paper, preset
-``reference`` to the official code. The DEFAULT is the official code's aggregation with the
-paper's readout (Eq. 15, input layer included): on ml100k-ctr the literal paper trains poorly (the
-state scale is squared at every layer without the residual LayerNorm) and this combination
-measured best (docs/graphfm.md has the figures). Ablations (Sec. 5.3): ``selection=False`` (-S:
-every pair, no p), ``aggregate="feature"`` (-I: W_a Σ_j w_ij h_j), ``heads=1`` (-M),
-``readout=[i]`` (-K_i).
+layer outputs only (``readout=[1..K]``). Presets: ``paper`` = the defaults spelled out;
+``official`` = the official code's aggregation with the paper's readout (Eq. 15, input layer
+included): the library's default before issue 17, measured best on ml100k-ctr (the literal paper
+trains less well there: the state scale is squared at every layer without the residual LayerNorm;
+docs/graphfm.md has the figures); ``reference`` = the official code throughout (its readout);
+``ml1m`` / ``official_ml1m`` / ``reference_ml1m`` add the paper's m = [7, 4, 2] (and the ML-1M
+run's dropout for the last). ``GraphFM.identity_base`` pins the earlier defaults for run keys, so
+runs made before the change keep their keys. Ablations (Sec. 5.3): ``selection=False`` (-S: every
+pair, no p), ``aggregate="feature"`` (-I: W_a Σ_j w_ij h_j), ``heads=1`` (-M), ``readout=[i]``
+(-K_i).
 """
 from __future__ import annotations
 
@@ -60,18 +72,21 @@ class GraphFMConfig(ModelConfig):
     dims: list[int] = [64]  # layer widths d_out (one value = every layer)
     head_merge: Literal["concat", "mean"] = "concat"  # Eq. 13 | Eq. 14
     selection: bool = True  # False: ablation -S
+    select: Literal["top_m", "threshold"] = "top_m"  # Eq. 8 (m_k per row) | §4.2.2's threshold on p_ij
+    threshold: float = 0.5  # select="threshold": keep the edges with p_ij >= threshold
+    metric: Literal["nmf", "euclidean"] = "nmf"  # Eq. 7 | §4.2.1's Euclidean distance (DGM [51]'s form)
     aggregate: Literal["interaction", "feature"] = "interaction"  # "feature": ablation -I
     readout: list[int] | None = None  # layers read out, 0 = input embedding; None: all (Eq. 15)
     metric_hidden: int = 16
     activation: str = "relu"  # σ of Eq. 12-14
     self_interaction: bool = True
-    # defaults: the official code's aggregation (measured best on ml100k-ctr; docs/graphfm.md)
-    p_on: Literal["message", "logit"] = "logit"
-    softmax_over: Literal["selected", "all"] = "all"
-    score_activation: Literal["leaky_relu", "relu"] = "relu"
-    score_bias: bool = True
-    field_specific: bool = True
-    residual_layernorm: bool = True
+    # defaults: the paper (Eq. 10-12); preset ``official``: the GraphCTR code's aggregation
+    p_on: Literal["message", "logit"] = "message"
+    softmax_over: Literal["selected", "all"] = "selected"
+    score_activation: Literal["leaky_relu", "relu"] = "leaky_relu"
+    score_bias: bool = False
+    field_specific: bool = False
+    residual_layernorm: bool = False
     attention_dropout: float = 0.0
     embedding_dropout: float = 0.0
     seq_pool: str = "mean"
@@ -88,13 +103,21 @@ class GraphFMConfig(ModelConfig):
             raise ValueError(f"with head_merge=concat every width in dims must be divisible by heads={self.heads}")
         if self.readout is not None and (not self.readout or min(self.readout) < 0 or max(self.readout) > self.layers):
             raise ValueError(f"readout lists layers in 0..{self.layers} (0 = input embedding), got {self.readout}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1) (p_ij is a probability), got {self.threshold}")
+        if self.select == "threshold" and self.m is not None:
+            raise ValueError("m (neighbours per row) has no effect with select=threshold: leave m unset")
         return self
 
 
 _PAPER = {"p_on": "message", "softmax_over": "selected", "score_activation": "leaky_relu", "score_bias": False,
           "field_specific": False, "residual_layernorm": False}
-_REFERENCE = {"p_on": "logit", "softmax_over": "all", "score_activation": "relu", "score_bias": True,
-              "field_specific": True, "residual_layernorm": True, "readout": [1, 2, 3]}
+#: the official GraphCTR code's aggregation with the paper's readout (Eq. 15, input layer included): the
+#: library's default before issue 17 (measured best on ml100k-ctr; docs/graphfm.md)
+_OFFICIAL = {"p_on": "logit", "softmax_over": "all", "score_activation": "relu", "score_bias": True,
+             "field_specific": True, "residual_layernorm": True}
+#: the official code throughout (its readout: the K layer outputs only)
+_REFERENCE = {**_OFFICIAL, "readout": [1, 2, 3]}
 
 
 class GraphFMLayer(nn.Module):
@@ -105,7 +128,11 @@ class GraphFMLayer(nn.Module):
         self.cfg, self.n, self.m = cfg, n, m
         H = cfg.heads
         self.d_head = d_out // H if cfg.head_merge == "concat" else d_out
-        self.metric = nn.Sequential(nn.Linear(d_in, cfg.metric_hidden), nn.ReLU(), nn.Linear(cfg.metric_hidden, 1))
+        if cfg.metric == "nmf":  # Eq. 7: W1, b1 (hidden metric_hidden), ReLU, W2, b2
+            self.metric = nn.Sequential(nn.Linear(d_in, cfg.metric_hidden), nn.ReLU(), nn.Linear(cfg.metric_hidden, 1))
+        else:  # §4.2.1's Euclidean distance, DGM's form: p_ij = exp(-t ||W_s h_i - W_s h_j||^2), t = exp(log_t)
+            self.metric_proj = nn.Linear(d_in, cfg.metric_hidden, bias=False)  # W_s
+            self.log_t = nn.Parameter(torch.zeros(()))
         self.score = nn.Linear(d_in, H, bias=cfg.score_bias)  # a_h of Eq. 10, one per head
         # the n(n+1)/2 unordered pairs in the order of the fused pair products of Eq. 7 / 10, and a 0/1
         # matrix that mirrors the T pair values onto the n x n grid (its backward is a matmul, not a scatter)
@@ -127,6 +154,14 @@ class GraphFMLayer(nn.Module):
             self.ln_gain = nn.Parameter(torch.ones(n, d_out))
             self.ln_bias = nn.Parameter(torch.zeros(n, d_out))
 
+    def euclidean(self, h: torch.Tensor) -> torch.Tensor:
+        """P [B, n, n] of the Euclidean metric: p_ij = exp(-t ||z_i - z_j||^2), z = W_s h [B, n, q],
+        the squared distance as ||z_i||^2 + ||z_j||^2 - 2 z_i.z_j (clamped at 0; p_ii = 1)."""
+        z = self.metric_proj(h)
+        sq = (z * z).sum(-1)
+        d2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * (z @ z.transpose(-1, -2))).clamp_min(0.0)
+        return torch.exp(-self.log_t.exp() * d2)
+
     def edges(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Eq. 7-11 -> (scores P [B, n, n], P masked to the selected edges, mask, edge weights
         w^h_ij [B, H, n, n] that multiply the messages)."""
@@ -134,7 +169,7 @@ class GraphFMLayer(nn.Module):
         B = h.shape[0]
         eye = torch.eye(n, dtype=torch.bool, device=h.device)
         H = cfg.heads
-        if cfg.selection:
+        if cfg.selection and cfg.metric == "nmf":
             # f_s and a_h^T (h_i ⊙ h_j) are symmetric (Eq. 7, 10): the n(n+1)/2 unordered pairs are formed
             # once, the metric's first layer and the attention scores share one fused map of the pair
             # products h_i ⊙ h_j (layers/pair_linear.py: the [T, B, d_in] tensor is never kept), mirrored
@@ -145,29 +180,39 @@ class GraphFMLayer(nn.Module):
             su = self.metric[2](self.metric[1](hidden))  # [T, B, 1]
             both = (torch.cat([su, cu], dim=-1).permute(1, 2, 0).reshape(B * (1 + H), -1) @ self.mirror).view(B, 1 + H, n, n)
             P, c = torch.sigmoid(both[:, 0]), both[:, 1:]  # Eq. 7; a_h^T (h_i ⊙ h_j) + bias, [B, H, n, n]
-            if self.m >= n - (not cfg.self_interaction):  # every candidate is kept (e.g. m_1 = n): no sort
-                mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
-            else:
-                cand = P if cfg.self_interaction else P.masked_fill(eye, -1.0)
-                if torch.onnx.is_in_onnx_export():  # ONNX TopK breaks ties by the lower index: the same order
-                    idx = torch.topk(cand, self.m, dim=-1).indices
-                else:
-                    idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
-                mask = torch.zeros_like(P, dtype=torch.bool).scatter(-1, idx, torch.ones_like(idx, dtype=torch.bool))  # Eq. 9
-        else:  # -S: the fully connected graph, no p weighting
-            P = h.new_ones(B, n, n)
-            mask = (~eye).expand_as(P) if not cfg.self_interaction else torch.ones_like(P, dtype=torch.bool)
+        else:
             # a_h^T (h_i ⊙ h_j) = (h ⊙ a_h) h^T, [B, H, n, n], without forming the pair tensor
             c = (h.unsqueeze(1) * self.score.weight[None, :, None, :]) @ h.unsqueeze(1).transpose(-1, -2)
             if self.score.bias is not None:
                 c = c + self.score.bias.view(1, -1, 1, 1)
+            # -S: the fully connected graph, no p weighting; else the Euclidean metric
+            P = self.euclidean(h) if cfg.selection else h.new_ones(B, n, n)
+        candidates = torch.ones_like(P, dtype=torch.bool) if cfg.self_interaction else (~eye).expand_as(P)
+        if not cfg.selection:
+            mask = candidates
+        elif cfg.select == "threshold":  # §4.2.2: "a minimum value for the edge probability"
+            mask = candidates & (P >= cfg.threshold)
+        elif self.m >= n - (not cfg.self_interaction):  # every candidate is kept (e.g. m_1 = n): no sort
+            mask = candidates
+        else:
+            cand = P if cfg.self_interaction else P.masked_fill(eye, -1.0)
+            if torch.onnx.is_in_onnx_export():  # ONNX TopK breaks ties by the lower index: the same order
+                idx = torch.topk(cand, self.m, dim=-1).indices
+            else:
+                idx = torch.sort(cand, dim=-1, descending=True, stable=True).indices[..., : self.m]  # Eq. 8
+            mask = torch.zeros_like(P, dtype=torch.bool).scatter(-1, idx, torch.ones_like(idx, dtype=torch.bool))  # Eq. 9
         p = P * mask
         c = F.leaky_relu(c, 0.2) if cfg.score_activation == "leaky_relu" else F.relu(c)  # Eq. 10
         if cfg.p_on == "logit":  # official code: p scales the logit, not the message
             c = c * p.unsqueeze(1)
+        empty = cfg.select == "threshold" and cfg.softmax_over == "selected"  # a row may keep no edge at all
         if cfg.softmax_over == "selected":
-            c = c.masked_fill(~mask.unsqueeze(1), float("-inf"))
+            # -inf outside N_i (Eq. 11); with a threshold, the lowest finite value, so that an empty row gives
+            # finite (uniform) weights that the mask below sets to 0 (its node receives no message)
+            c = c.masked_fill(~mask.unsqueeze(1), torch.finfo(c.dtype).min if empty else float("-inf"))
         alpha = self.drop(softmax_last(c))  # Eq. 11
+        if empty:
+            alpha = alpha * mask.unsqueeze(1)
         w = alpha * p.unsqueeze(1) if cfg.p_on == "message" else alpha
         return P, p, mask, w
 
@@ -199,10 +244,16 @@ class GraphFM(CTRModel):
     Config = GraphFMConfig
     presets = {
         "paper": _PAPER,
+        "official": _OFFICIAL,
         "reference": _REFERENCE,
         "reference_ml1m": {**_REFERENCE, "m": [7, 4, 2], "attention_dropout": 0.4, "embedding_dropout": 0.1},
         "ml1m": {"m": [7, 4, 2]},
+        "official_ml1m": {**_OFFICIAL, "m": [7, 4, 2]},
     }
+    #: the run identity lists the model parameters that differ from these values (runs/identity.py): the
+    #: defaults before the paper became the default (issue 17), so every earlier run keeps its key (an
+    #: ``official`` run is the earlier default run, a default run the earlier ``preset=paper`` run)
+    identity_base = _OFFICIAL
     paper = "Wu et al., GraphFM: Graph Factorization Machines for Feature Interaction Modeling"
 
     def __init__(self, spec, cfg, embedding):

@@ -5,7 +5,8 @@ paper, a figure of another, ``ctrgraph compare``), so they share one run directo
 ``<root>/<run_key>-seed<k>``. The identity is normalised so that equal runs spelled differently
 compare equal: ``model.name: dg-pnn`` and ``model.name: pnn, embedding.provider: dg`` are one run;
 a model or provider preset and the values it sets are one run; recipe, model and provider parameters that equal
-their defaults are dropped (so a new parameter with a default keeps every old key). Left out, as
+their defaults are dropped (so a new parameter with a default keeps every old key); a model whose defaults
+changed pins the old ones as ``identity_base`` (GraphFM), so its earlier runs keep their keys. Left out, as
 properties of the machine or the place rather than of the run: the seed (in the directory name),
 ``train.progress``, ``train.num_threads``, ``train.device``, ``data.data_dir`` and ``data.cache``.
 """
@@ -42,7 +43,10 @@ def run_identity(cfg: RunConfig) -> dict:
     """The normalised identity of a run (a JSON-able dict; see the module docstring)."""
     prov, base = resolve_model_name(cfg.model.name, cfg.embedding.provider)
     out: dict = {"model": base, "provider": prov}
-    model = _diff(model_config(base, cfg.model.params).model_dump(), MODELS[base].Config().model_dump())
+    # against the model's defaults, or the historical ones it pins (``identity_base``: a changed default
+    # leaves every earlier run's key as it was)
+    ref_model = MODELS[base].Config(**getattr(MODELS[base], "identity_base", {})).model_dump()
+    model = _diff(model_config(base, cfg.model.params).model_dump(), ref_model)
     if model:
         out["model_params"] = model
     defaults = provider_defaults(prov)
