@@ -55,13 +55,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field as PField, model_validator
 
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ..io import numeric_column, read_table
 from ..raw import TEST, TRAIN, VALID, RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..sequences import gather, history_index, rank_in_group, sort_events
-from ..split import time_quantile_split
 from .base import Recipe
+from ..negatives import keyed_negatives
 from .custom import interleave, sample_valid_negatives
 
 COLUMNS = ["user_id", "item_id", "category_id", "behavior_type", "timestamp"]
@@ -110,6 +110,13 @@ class TaobaoParams(SequenceParams):
     history_btag: bool = PField(False, description="histories of all behaviour types plus a hist_btag sequence")
     window: tuple[int, int] | None = PField(None, description="keep events with start <= timestamp < end")
     max_users: int | None = PField(None, ge=1, description="keep a random subset of this many users (seed)")
+    negative_sampler: Literal["keyed", "global"] = PField(
+        "keyed", description="keyed: each draw a hash of (seed, user, the positive's index among the user's "
+                             "positives, draw, redraw round), the same in memory and streamed; global: one random "
+                             "stream over all positives (the sampler before the streamed path; in memory only)")
+    stream: bool | None = PField(None, description="encode out of core, the file read in chunks (None: when the "
+                                                   "file is over 64 MiB, 16 MiB gzipped)")
+    chunk_rows: int = PField(250_000, ge=1, description="streamed path: events per part (whole users)")
 
     @model_validator(mode="after")
     def _check(self) -> "TaobaoParams":
@@ -175,25 +182,40 @@ def read_events(path: Path) -> pd.DataFrame:
 
 def _compact(a: np.ndarray) -> np.ndarray:
     """int32 when the values fit (halves the [N, max_len] history arrays); other dtypes unchanged."""
+    if a.dtype == np.int32:
+        return a
     if a.dtype.kind in "iu" and a.size and a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max:
         return a.astype(np.int32)
     return a
 
 
-def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique items, the most frequent category of each; ties -> smallest category)."""
+def pair_counts(item: np.ndarray, cat: np.ndarray, weights: tuple[np.ndarray, ...] = ()
+                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Distinct (item, category) pairs sorted by (item, category), and per pair the sum of each array
+    in ``weights`` (counts: pass ones)."""
     order = np.lexsort((cat, item))
     si, sc = item[order], cat[order]
     new = np.ones(si.size, dtype=bool)
     new[1:] = (si[1:] != si[:-1]) | (sc[1:] != sc[:-1])
     starts = np.flatnonzero(new)
-    cnt = np.diff(np.append(starts, si.size))
-    pi, pc = si[starts], sc[starts]
+    sums = [np.add.reduceat(np.asarray(w)[order], starts) if starts.size else np.zeros(0, np.int64) for w in weights]
+    return si[starts], sc[starts], sums
+
+
+def best_category(pi: np.ndarray, pc: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From distinct (item, category) pairs with their counts: (sorted unique items, the most frequent
+    category of each; ties -> smallest category)."""
     best = np.lexsort((pc, -cnt, pi))  # per item: most frequent first, then the smallest category
     pi, pc = pi[best], pc[best]
     first = np.ones(pi.size, dtype=bool)
     first[1:] = pi[1:] != pi[:-1]
     return pi[first], pc[first]
+
+
+def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique items, the most frequent category of each; ties -> smallest category)."""
+    pi, pc, (cnt,) = pair_counts(item, cat, (np.ones(item.size, dtype=np.int64),))
+    return best_category(pi, pc, cnt)
 
 
 def active_users(user: np.ndarray, is_click: np.ndarray, threshold: int) -> np.ndarray:
@@ -216,8 +238,40 @@ def run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
     return np.repeat(first, np.diff(np.append(first, n)))
 
 
-def split_instances(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The split of the instances (positives) and its provenance.
+def split_points(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray) -> dict:
+    """The time points of :func:`split_instances` (``np.quantile`` of the instances' or the clicks'
+    times); the streamed taobao path computes the same points from counts of distinct times."""
+    if p.protocol == "default":
+        out = {"test_from_ts": float(np.quantile(inst_ts, p.test_quantile))}
+        if p.valid_quantile is not None:
+            out["valid_from_ts"] = float(np.quantile(inst_ts, p.valid_quantile))
+        return out
+    out = {"split_point": float(np.quantile(click_ts, p.test_quantile))}
+    if p.valid_quantile is not None:
+        out["valid_point"] = float(np.quantile(click_ts, p.valid_quantile))
+    return out
+
+
+def apply_split(p: SequenceParams, inst_ts: np.ndarray, points: dict) -> np.ndarray:
+    """The split of instances at ``inst_ts`` given :func:`split_points` (rules: :func:`split_instances`)."""
+    split = np.full(inst_ts.size, TRAIN, dtype=np.int8)
+    if p.protocol == "default":  # as time_quantile_split: test >= point, valid in [valid point, point)
+        t_test = points["test_from_ts"]
+        split[inst_ts >= t_test] = TEST
+        if "valid_from_ts" in points:
+            split[(inst_ts >= points["valid_from_ts"]) & (inst_ts < t_test)] = VALID
+        return split
+    t_test = points["split_point"]
+    split[inst_ts > t_test] = TEST
+    if "valid_point" in points:
+        split[(inst_ts > points["valid_point"]) & (inst_ts <= t_test)] = VALID
+    return split
+
+
+def split_instances(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray,
+                    points: dict | None = None) -> tuple[np.ndarray, dict]:
+    """The split of the instances (positives) and its provenance (``points``: precomputed
+    :func:`split_points`, e.g. global ones for one part of a streamed data set).
 
     ``default``: :func:`time_quantile_split` over the instances' times (test >= the
     ``test_quantile`` point, valid in [``valid_quantile``, ``test_quantile``)). ``deminet``: the
@@ -225,24 +279,17 @@ def split_instances(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray
     "80% time splitting point"), train <= point < test; valid = the instances in
     (``valid_quantile`` point, split point], so train <= valid point < valid <= split point < test.
     """
-    if p.protocol == "default":
-        return (time_quantile_split(inst_ts, p.test_quantile, p.valid_quantile),
-                {"test_from_ts": float(np.quantile(inst_ts, p.test_quantile))})
-    t_test = float(np.quantile(click_ts, p.test_quantile))
-    split = np.full(inst_ts.size, TRAIN, dtype=np.int8)
-    split[inst_ts > t_test] = TEST
-    info = {"split_point": t_test}
-    if p.valid_quantile is not None:
-        t_val = float(np.quantile(click_ts, p.valid_quantile))
-        split[(inst_ts > t_val) & (inst_ts <= t_test)] = VALID
-        info["valid_point"] = t_val
-    return split, info
+    if points is None:
+        points = split_points(p, inst_ts, click_ts)
+    info = {k: v for k, v in points.items() if k != "valid_from_ts"}
+    return apply_split(p, inst_ts, points), info
 
 
 def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, ts: np.ndarray, items: np.ndarray,
                        item_cat: np.ndarray, *, is_click: np.ndarray | None = None, order_keys: tuple = (),
                        event_cat: np.ndarray | None = None, neg_cat=None, extra_hist: dict | None = None,
-                       cat_field: str = "category_id", what: str = "data"
+                       cat_field: str = "category_id", what: str = "data", sampler: str = "global",
+                       neg_probs: np.ndarray | None = None, points: dict | None = None
                        ) -> tuple[dict, dict, list[Field], np.ndarray, dict]:
     """Click instances with DIN-style histories and negatives (shared by the sequence recipes).
 
@@ -256,6 +303,12 @@ def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, t
         neg_cat: ``f(neg_codes [P, k], pos_times [P]) -> [P, k]`` categories of the negatives
             (default ``item_cat[neg_codes]``).
         extra_hist: name -> ([E] values, vocab): further sequences parallel to the history.
+        sampler: ``global``: the negatives from one random stream (``seed``) over all positives;
+            ``keyed``: :func:`~ctrgraph.data.negatives.keyed_negatives` keyed by (raw user id, the
+            positive's index among its user's positives): a user's draws do not depend on the other
+            users, so that a data set built in parts of whole users equals the one built at once.
+        neg_probs: [items] popularity distribution (default: from the clicks given here).
+        points: precomputed :func:`split_points` (default: from the times given here).
 
     Returns (columns, lengths, fields, split, meta) of a RawDataset.
     """
@@ -281,10 +334,18 @@ def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, t
     clicked_u, clicked_i = ucode[is_click], icode[is_click]
     probs = None
     if p.negative_dist == "popularity":
-        c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
-        probs = c / c.sum()
-    rng = np.random.default_rng(p.seed)
-    neg, ok = sample_valid_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i, probs=probs)
+        if neg_probs is not None:
+            probs = neg_probs
+        else:
+            c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
+            probs = c / c.sum()
+    if sampler == "keyed":
+        neg, ok = keyed_negatives(p.seed, user[pos], rank_in_group(user[pos]), ucode[pos], items.size, p.negatives,
+                                  clicked_u, clicked_i, probs=probs)
+    else:
+        rng = np.random.default_rng(p.seed)
+        neg, ok = sample_valid_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i,
+                                         probs=probs)
     rep, which, label = interleave(pos.size, p.negatives, ok)
     cand = np.concatenate([icode[pos][:, None], neg], axis=1)[rep, which]
     ncat = item_cat[neg] if neg_cat is None else neg_cat(neg, ts[pos])
@@ -319,25 +380,30 @@ def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, t
         Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
         Field("label", Kind.NUMERIC, Role.LABEL),
     ]
-    split, info = split_instances(p, ts[pos], ts[is_click])
+    split, info = split_instances(p, ts[pos], ts[is_click], points)
     meta = {"events_used": int(n), "positives": int(pos.size), "instances": int(rep.size),
             "users": int(np.count_nonzero(user[pos][1:] != user[pos][:-1]) + 1), "items": int(items.size),
             "negatives_dropped": int((~ok).sum()), **info}
     return cols, lengths, fields, split[rep], meta
 
 
-def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
-    path = locate(p, data_dir)
-    ev = read_events(path)
-    n_read = len(ev)
+def chosen_users(users: np.ndarray, p: TaobaoParams) -> np.ndarray | None:
+    """``max_users`` of the sorted distinct ``users`` (seeded), or None when all are kept."""
+    if p.max_users is None or users.size <= p.max_users:
+        return None
+    return np.random.default_rng(p.seed).choice(users, p.max_users, replace=False)
+
+
+def filter_events(ev: pd.DataFrame, p: TaobaoParams, keep: np.ndarray | None
+                  ) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """Duplicates, window, the kept users, the ``user_threshold``: (events, is_click, users removed).
+    Every rule acts on whole users (or single rows), so a part of the file that holds whole users
+    gives the rows the whole file would give for them."""
     ev = ev.drop_duplicates()
     if p.window is not None:
         ev = ev[(ev["timestamp"] >= p.window[0]) & (ev["timestamp"] < p.window[1])]
-    if p.max_users is not None:
-        users = np.unique(ev["user_id"].to_numpy())
-        if users.size > p.max_users:
-            keep = np.random.default_rng(p.seed).choice(users, p.max_users, replace=False)
-            ev = ev[np.isin(ev["user_id"].to_numpy(), keep)]
+    if keep is not None:
+        ev = ev[np.isin(ev["user_id"].to_numpy(), keep)]
     click_codes = [BEHAVIORS.index(b) for b in p.click_behaviors]
     is_click = np.isin(ev["btag"].to_numpy(), click_codes)
     active = active_users(ev["user_id"].to_numpy(), is_click, p.user_threshold())
@@ -345,27 +411,80 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
     if not active.all():
         n_removed = int(np.unique(ev["user_id"].to_numpy()[~active]).size)
         ev, is_click = ev[active], is_click[active]
-    if not is_click.any():
-        raise DataError(f"taobao: {path} has no {p.click_behaviors} events (after the window and user filters)")
+    return ev, is_click, n_removed
 
-    items, cats = item_categories(ev["item_id"].to_numpy(), ev["category_id"].to_numpy())
+
+def instance_events(ev: pd.DataFrame, is_click: np.ndarray, p: TaobaoParams) -> tuple[np.ndarray, ...]:
+    """(user, item, timestamp, btag, is_click) of the events that enter histories (only the clicks
+    unless ``history_btag``)."""
     if not p.history_btag:
         ev = ev[is_click]
         is_click = np.ones(len(ev), dtype=bool)
-    user, item, ts, btag = (ev[c].to_numpy() for c in ("user_id", "item_id", "timestamp", "btag"))
-    icode = np.searchsorted(items, item)  # every item is in the table
-    cols, lengths, fields, split, info = sequence_instances(
-        p, user, icode, ts, items, cats, is_click=is_click, order_keys=(btag,),
-        extra_hist={"hist_btag": (btag, "btag")} if p.history_btag else None, what=f"taobao: {path}")
-    meta = {"source": str(path), "events_read": n_read, **info, "btag_codes": list(BEHAVIORS),
+    return (*(ev[c].to_numpy() for c in ("user_id", "item_id", "timestamp", "btag")), is_click)
+
+
+def protocol_meta(p: TaobaoParams) -> dict:
+    return {"btag_codes": list(BEHAVIORS),
             "protocol": ("taobao clicks, DIN-style negatives, global time split" if p.protocol == "default" else
                          f"DemiNet: users with < {p.user_threshold()} clicks removed, global time split at the "
                          f"{p.test_quantile:g} quantile of the click times; DIN-style negatives")}
+
+
+def block_instances(p: TaobaoParams, user, item, ts, btag, is_click, items, cats, what: str, **kw):
+    """:func:`sequence_instances` with the taobao settings (items coded in the sorted ``items``)."""
+    icode = np.searchsorted(items, item)  # every item is in the table
+    return sequence_instances(
+        p, user, icode, ts, items, cats, is_click=is_click, order_keys=(btag,),
+        extra_hist={"hist_btag": (btag, "btag")} if p.history_btag else None, what=what,
+        sampler=p.negative_sampler, **kw)
+
+
+def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
+    path = locate(p, data_dir)
+    ev = read_events(path)
+    n_read = len(ev)
+    keep = None
+    if p.max_users is not None:
+        w = ev.drop_duplicates()
+        if p.window is not None:
+            w = w[(w["timestamp"] >= p.window[0]) & (w["timestamp"] < p.window[1])]
+        keep = chosen_users(np.unique(w["user_id"].to_numpy()), p)
+        del w
+    ev, is_click, n_removed = filter_events(ev, p, keep)
+    if not is_click.any():
+        raise DataError(f"taobao: {path} has no {p.click_behaviors} events (after the window and user filters)")
+    items, cats = item_categories(ev["item_id"].to_numpy(), ev["category_id"].to_numpy())
+    user, item, ts, btag, is_click = instance_events(ev, is_click, p)
+    del ev
+    cols, lengths, fields, split, info = block_instances(p, user, item, ts, btag, is_click, items, cats,
+                                                         what=f"taobao: {path}")
+    meta = {"source": str(path), "events_read": n_read, **info, **protocol_meta(p)}
     if p.user_threshold() > 1:
         meta["users_removed"] = n_removed
     return RawDataset(Schema(tuple(fields), label="label", description="Taobao UserBehavior"), cols, lengths, split,
                       meta=meta)
 
 
+STREAM_AUTO_BYTES = 64 << 20  # an uncompressed file above this is streamed when ``stream`` is None (gzip: / 4)
+
+
+def chunks(p: TaobaoParams, data_dir: Path | None):
+    """The streamed path (:mod:`.taobao_stream`) when ``stream`` is true, or None (automatic) and the
+    file is large; None otherwise (the in-memory :func:`build`)."""
+    if p.stream is False:
+        return None
+    path = locate(p, data_dir)
+    if p.stream is None:
+        size = path.stat().st_size * (4 if path.suffix == ".gz" else 1)
+        if size <= STREAM_AUTO_BYTES or p.negative_sampler != "keyed":
+            return None
+    elif p.negative_sampler != "keyed":
+        raise ConfigError("taobao: stream=true needs negative_sampler=keyed (the global sampler draws all "
+                          "negatives from one random stream over the whole file)")
+    from .taobao_stream import TaobaoStream
+
+    return TaobaoStream(p, path)
+
+
 RECIPE = Recipe("taobao", ("Taobao UserBehavior clicks with DIN-style sampled negatives, "
-           "global time split"), TaobaoParams, build, sources)
+           "global time split"), TaobaoParams, build, sources, chunks=chunks)
