@@ -16,7 +16,7 @@ item's, pv / fav / cart / buy 89.5 / 2.9 / 5.5 / 2.1 %, a 9-day window with 0.03
 outside it) is written with numpy + pyarrow, then encoded by the ``taobao`` recipe (max_len 50, one
 negative) out of core (``stream=true``) and, for N up to ``--taobao-memory-max``, in memory
 (``stream=false``) for comparison; no training stage (--train adds one DeepFM epoch on the streamed
-encoding)::
+encoding). The encoded columns take about 1.46 GB per million events on disk (max_len 50)::
 
     PYTHONPATH=src python benchmarks/out_of_core.py --source taobao --sizes 5000000,20000000 --out /tmp/ooc
 
@@ -30,6 +30,7 @@ instances, peak RSS of each stage, and the epoch's test AUC (planted labels: a s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -114,7 +115,7 @@ def write_taobao(n: int, path: Path, seed: int = 0) -> dict:
     schema = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("category_id", pa.int64()),
                         ("behavior_type", pa.string()), ("timestamp", pa.int64())])
     with pcsv.CSVWriter(str(path), schema, write_options=pcsv.WriteOptions(include_header=False)) as out:
-        for b, (a, z) in enumerate(zip(edges[:-1], edges[1:])):
+        for b, (a, z) in enumerate(itertools.pairwise(edges)):
             r = np.random.default_rng([seed, 1, b])
             user = np.repeat(users[a:z], counts[a:z])
             m = user.size
@@ -233,12 +234,10 @@ def taobao(a) -> None:
             e = stage("encode", "--arg", str(csv), "--source", "taobao")
             t = stage("train", "--arg", str(csv), "--source", "taobao", "--threads", str(a.threads)) \
                 if a.train and stream == "1" else None
-            print(f"| {n:,} | {w['bytes'] / 1e6:.0f} | {w['seconds']:.1f} | {'streamed' if stream == '1' else 'in memory'}"
-                  f" | {e['seconds']:.1f} | {e['seconds'] / (n / 1e6):.2f} | {e['peak_gib']:.2f} | {e['rows']:,} | "
-                  f"{t['epoch_seconds']:.1f} | {t['peak_gib']:.2f} |" if t else
-                  f"| {n:,} | {w['bytes'] / 1e6:.0f} | {w['seconds']:.1f} | {'streamed' if stream == '1' else 'in memory'}"
-                  f" | {e['seconds']:.1f} | {e['seconds'] / (n / 1e6):.2f} | {e['peak_gib']:.2f} | {e['rows']:,} | - | - |",
-                  flush=True)
+            path = "streamed" if stream == "1" else "in memory"
+            epoch = f"{t['epoch_seconds']:.1f} | {t['peak_gib']:.2f}" if t else "- | -"
+            print(f"| {n:,} | {w['bytes'] / 1e6:.0f} | {w['seconds']:.1f} | {path} | {e['seconds']:.1f} | "
+                  f"{e['seconds'] / (n / 1e6):.2f} | {e['peak_gib']:.2f} | {e['rows']:,} | {epoch} |", flush=True)
             shutil.rmtree(root / f"cache{stream}", ignore_errors=True)
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)

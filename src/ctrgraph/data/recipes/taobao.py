@@ -634,9 +634,9 @@ def quantile_from_counts(values: np.ndarray, counts: np.ndarray, q: float) -> fl
 
 
 class TaobaoStream:
-    """Re-iterable parts of the streamed ``taobao`` data set (see the module doc): the first iteration
-    reads the file (users, spill, statistics); every iteration yields the parts' raw data sets in
-    order. :meth:`close` removes the spill."""
+    """Re-iterable parts of the streamed ``taobao`` data set (the "out of core" comment above): the
+    first iteration reads the file (users, spill, statistics); every iteration yields the parts' raw
+    data sets in order. :meth:`close` removes the spill."""
 
     def __init__(self, p: TaobaoParams, path: Path, block_bytes: int | None = None):
         self.p, self.path, self.block_bytes = p, Path(path), block_bytes
