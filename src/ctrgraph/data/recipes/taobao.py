@@ -32,9 +32,10 @@ Protocol (DIN/DIEN convention; EGIN and DemiNet leave the negatives unstated):
   A draw that still hits a clicked item after the redraw rounds (a user who clicked nearly
   every item) is dropped, never emitted as a false negative (``meta["negatives_dropped"]``).
 - memory: in memory, the output holds three [instances, max_len] arrays (ids as int32 when they
-  fit), about 2 GiB per million events at max_len 50. ``stream=true`` (automatic above 64 MiB of
-  CSV) encodes out of core into memory-mapped columns, part by part (``chunk_rows`` events of whole
-  users): peak memory about 1.6 GiB whatever the file size, plus O(items + users); the result
+  fit), about 2.4 GiB per million events at max_len 50 (11.8 GiB measured at 5M). ``stream=true``
+  (automatic above 64 MiB of CSV) encodes out of core into memory-mapped columns, part by part
+  (``chunk_rows`` events of whole users): peak memory 1.5-1.8 GiB measured from 1M to 10M events,
+  plus O(items + users); the result
   equals the in-memory encoding (see "out of core" below and docs/data.md).
 - split: global time split on the instance timestamp (``time_quantile_split`` over the
   positives' timestamps: test >= the ``test_quantile`` quantile, valid in
