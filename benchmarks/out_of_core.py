@@ -9,6 +9,17 @@ memory-mapped data (block-wise shuffling, data/loader.py).
 writes (``day=k/`` sub-folders, ``hist`` a list<int32> column of up to 50 of 1M item ids) is written,
 then encoded by the ``table`` recipe out of core, then trained on the same way.
 
+``--source taobao``: a headerless ``UserBehavior.csv`` of N events in the official layout and the real
+file's proportions (N / 100 users, grouped by user in string order of the id as the original; 4.16 %
+of N items (4.16M per 100M), 9,439 categories, 1 % of the rows with another category than their
+item's, pv / fav / cart / buy 89.5 / 2.9 / 5.5 / 2.1 %, a 9-day window with 0.035 % of the times
+outside it) is written with numpy + pyarrow, then encoded by the ``taobao`` recipe (max_len 50, one
+negative) out of core (``stream=true``) and, for N up to ``--taobao-memory-max``, in memory
+(``stream=false``) for comparison; no training stage (--train adds one DeepFM epoch on the streamed
+encoding). The encoded columns take about 1.46 GB per million events on disk (max_len 50)::
+
+    PYTHONPATH=src python benchmarks/out_of_core.py --source taobao --sizes 5000000,20000000 --out /tmp/ooc
+
 Each stage runs in its own process so its peak RSS is its own::
 
     PYTHONPATH=src python benchmarks/out_of_core.py --sizes 1000000,10000000,50000000 --out /tmp/ooc
@@ -19,6 +30,7 @@ instances, peak RSS of each stage, and the epoch's test AUC (planted labels: a s
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -80,9 +92,50 @@ def write(n: int, out: Path, seed: int = 0) -> dict:
     return {"seconds": time.perf_counter() - t0, "peak_gib": peak_gib()}
 
 
+def write_taobao(n: int, path: Path, seed: int = 0) -> dict:
+    """The headerless UserBehavior layout (see the module doc), written user block by user block."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, 0])
+    n_users, n_items, n_cat = max(1, n // 100), max(1000, round(n * 0.0416)), 9439
+    users = rng.choice(np.arange(1, int(n_users * 1.03) + 2), n_users, replace=False)
+    users = users[np.argsort(users.astype(str), kind="stable")]  # string order, as the original file
+    counts = rng.multinomial(n, (w := rng.lognormal(0.0, 0.8, n_users)) / w.sum())
+    item_ids = rng.choice(5_163_070, n_items, replace=False) + 1
+    cat_ids = rng.choice(5_162_429, n_cat, replace=False) + 1
+    item_cat = cat_ids[rng.integers(0, n_cat, n_items)]
+    btags = pa.array(["pv", "fav", "cart", "buy"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cum = np.cumsum(counts)
+    edges = np.unique(np.concatenate([[0], np.searchsorted(cum, np.arange(2_000_000, n, 2_000_000)) + 1,
+                                      [n_users]]))
+    schema = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("category_id", pa.int64()),
+                        ("behavior_type", pa.string()), ("timestamp", pa.int64())])
+    with pcsv.CSVWriter(str(path), schema, write_options=pcsv.WriteOptions(include_header=False)) as out:
+        for b, (a, z) in enumerate(itertools.pairwise(edges)):
+            r = np.random.default_rng([seed, 1, b])
+            user = np.repeat(users[a:z], counts[a:z])
+            m = user.size
+            item = np.minimum((n_items * r.random(m) ** 2.5).astype(np.int64), n_items - 1)  # long tail
+            cat = np.where(r.random(m) < 0.01, cat_ids[r.integers(0, n_cat, m)], item_cat[item])
+            bt = r.choice(4, m, p=[0.895, 0.029, 0.055, 0.021])
+            ts = 1511539200 + r.integers(0, 9 * 86400, m)
+            out_ = r.random(m) < 0.00035
+            ts[out_] -= r.integers(86400 * 9, 86400 * 90, int(out_.sum()))
+            out.write_table(pa.table({"user_id": user, "item_id": item_ids[item], "category_id": cat,
+                                      "behavior_type": btags.take(pa.array(bt)), "timestamp": ts}, schema=schema))
+    return {"seconds": time.perf_counter() - t0, "peak_gib": peak_gib(), "bytes": path.stat().st_size}
+
+
 def dataset(source: str, folder: Path):
     from ctrgraph.registry import load_dataset
 
+    if source == "taobao":
+        return load_dataset("taobao", {"path": str(folder), "stream": os.environ["OOC_TAOBAO_STREAM"] == "1"},
+                            cache=True)
     if source == "synthetic":
         n = int(os.environ["OOC_N"])
         return load_dataset("synthetic", {"n_instances": n, "n_users": max(1000, n // 100), "n_items": 100_000,
@@ -128,7 +181,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--out", default="/tmp/ctrgraph_ooc")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--source", choices=["synthetic", "parquet"], default="synthetic")
+    ap.add_argument("--source", choices=["synthetic", "parquet", "taobao"], default="synthetic")
+    ap.add_argument("--taobao-memory-max", type=int, default=5_000_000,
+                    help="taobao: also encode in memory up to this many events")
+    ap.add_argument("--train", action="store_true", help="taobao: also one DeepFM epoch on the streamed encoding")
     ap.add_argument("--keep", action="store_true", help="keep the parquet folders and the cache")
     ap.add_argument("--models", default="deepfm", help="models trained one epoch each (e.g. deepfm,dg-din,res-din: "
                                                        "the graph models build their graphs from the mapped train split)")
@@ -137,9 +193,13 @@ def main() -> None:
     a = ap.parse_args()
     if a.stage:
         folder = Path(a.arg)
-        r = (write(int(os.environ["OOC_N"]), folder) if a.stage == "write" else encode(a.source, folder)
-             if a.stage == "encode" else train(a.source, folder, a.threads, a.models))
+        r = (write(int(os.environ["OOC_N"]), folder) if a.stage == "write" else
+             write_taobao(int(os.environ["OOC_N"]), folder) if a.stage == "write-taobao" else
+             encode(a.source, folder) if a.stage == "encode" else train(a.source, folder, a.threads, a.models))
         print(json.dumps(r))
+        return
+    if a.source == "taobao":
+        taobao(a)
         return
     print("| instances | model | write s | encode s | encode s / M | epoch s | epoch s / M | peak GiB write / encode / train | test AUC |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -156,6 +216,34 @@ def main() -> None:
             print(f"| {n:,} | {model_name} | {w['seconds']:.1f} | {e['seconds']:.1f} | {e['seconds'] / m:.2f} | "
                   f"{t['epoch_seconds']:.1f} | {t['epoch_seconds'] / m:.2f} | {w['peak_gib']:.2f} / {e['peak_gib']:.2f} / "
                   f"{t['peak_gib']:.2f} | {t['test_auc']:.4f} |", flush=True)
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def taobao(a) -> None:
+    load = os.getloadavg()
+    print(f"machine: {os.cpu_count()} CPUs, load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+    print("| events | file MB | write s | path | encode s | encode s / M events | peak RSS GiB | rows | epoch s | "
+          "epoch peak GiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in (int(x) for x in a.sizes.split(",")):
+        root = Path(a.out) / f"taobao{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        csv = root / "UserBehavior.csv"
+        os.environ.update(OOC_N=str(n), TMPDIR=str(root))
+        w = stage("write-taobao", "--arg", str(csv))
+        for stream in ("1", "0"):
+            if stream == "0" and n > a.taobao_memory_max:
+                continue
+            os.environ.update(OOC_TAOBAO_STREAM=stream, CTRGRAPH_CACHE=str(root / f"cache{stream}"))
+            e = stage("encode", "--arg", str(csv), "--source", "taobao")
+            t = stage("train", "--arg", str(csv), "--source", "taobao", "--threads", str(a.threads)) \
+                if a.train and stream == "1" else None
+            path = "streamed" if stream == "1" else "in memory"
+            epoch = f"{t['epoch_seconds']:.1f} | {t['peak_gib']:.2f}" if t else "- | -"
+            print(f"| {n:,} | {w['bytes'] / 1e6:.0f} | {w['seconds']:.1f} | {path} | {e['seconds']:.1f} | "
+                  f"{e['seconds'] / (n / 1e6):.2f} | {e['peak_gib']:.2f} | {e['rows']:,} | {epoch} |", flush=True)
+            shutil.rmtree(root / f"cache{stream}", ignore_errors=True)
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,7 +27,10 @@ class Recipe:
     """``build(params, data_dir) -> RawDataset``; ``sources(params, data_dir)`` lists the files the
     cache key fingerprints; ``download(dest) -> folder`` fetches the official files (online users);
     ``chunks(params, data_dir)``, when given and not None for these parameters, yields the raw data set
-    part by part, and :func:`load_encoded` then encodes it out of core (data/stream.py)."""
+    part by part, and :func:`load_encoded` then encodes it out of core (data/stream.py). ``chunks`` may
+    return a one-pass iterator (called again for each pass) or a re-iterable object (each ``iter()`` a
+    fresh pass over the same parts; its ``close()``, if any, is called when the encoding ends: the
+    ``taobao`` recipe prepares a spill once for both passes)."""
 
     name: str
     description: str
@@ -73,7 +76,8 @@ def load_encoded(recipe: Recipe, params: dict | None = None, data_dir: str | Pat
         keyed["hash_buckets"] = dict(sorted(hash_buckets.items()))
     key = cache_key(recipe.name, keyed, fp)
     path = cache_root() / "datasets" / key
-    streamed = recipe.chunks is not None and recipe.chunks(p, ddir) is not None
+    parts = recipe.chunks(p, ddir) if recipe.chunks is not None else None
+    streamed = parts is not None
     if cache and (path / "meta.json").exists() and os.environ.get("CTRGRAPH_NO_CACHE") != "1":
         return EncodedDataset.load(path, mmap=streamed)
     if streamed:  # out of core: encoded straight into memory-mapped files (the cache, or a temporary folder)
@@ -81,8 +85,15 @@ def load_encoded(recipe: Recipe, params: dict | None = None, data_dir: str | Pat
 
         if not cache:
             path = Path(tempfile.mkdtemp(prefix=f"ctrgraph-{recipe.name}-"))
-        return stream_encode(lambda: recipe.chunks(p, ddir), path, min_count, f"dataset {recipe.name!r}",
-                             hash_buckets=hash_buckets)
+        if isinstance(parts, Iterator):  # one pass each: ask the recipe again for each pass
+            return stream_encode(lambda: recipe.chunks(p, ddir), path, min_count, f"dataset {recipe.name!r}",
+                                 hash_buckets=hash_buckets)
+        try:
+            return stream_encode(lambda: iter(parts), path, min_count, f"dataset {recipe.name!r}",
+                                 hash_buckets=hash_buckets)
+        finally:
+            if callable(getattr(parts, "close", None)):
+                parts.close()
     ds = encode(_build(recipe, p, ddir), min_count=min_count, source=f"dataset {recipe.name!r}", consume=True,
                 hash_buckets=hash_buckets)
     if cache:

@@ -24,11 +24,19 @@ Protocol (DIN/DIEN convention; EGIN and DemiNet leave the negatives unstated):
 - ``negatives`` negatives per positive: a random item of the file (uniform, or by click count with
   ``negative_dist="popularity"``) that the user never clicked, with its category, sharing the
   positive's user, timestamp and history. Rows are interleaved: positive, its negatives, ...
+  The draws (``negative_sampler="keyed"``, the default) are a hash of (``seed``, user id, the
+  positive's index among the user's positives, draw, redraw round)
+  (:func:`~ctrgraph.data.negatives.keyed_negatives`): the same whether the file is encoded at once
+  or streamed in parts. ``negative_sampler="global"`` is the sampler of the earlier versions (one
+  random stream over all positives, same distribution, other draws), in memory only.
   A draw that still hits a clicked item after the redraw rounds (a user who clicked nearly
   every item) is dropped, never emitted as a false negative (``meta["negatives_dropped"]``).
-- memory: the output holds three [instances, max_len] arrays (ids as int32 when they fit); the
-  full 100M-row file at max_len 50 needs far more than 100 GiB: use ``max_users`` or a smaller
-  ``max_len`` there.
+- memory: in memory, the output holds three [instances, max_len] arrays (ids as int32 when they
+  fit), about 2.4 GiB per million events at max_len 50 (11.8 GiB measured at 5M). ``stream=true``
+  (automatic above 64 MiB of CSV) encodes out of core into memory-mapped columns, part by part
+  (``chunk_rows`` events of whole users): peak memory 1.5-1.8 GiB measured from 1M to 10M events,
+  plus O(items + users); the result
+  equals the in-memory encoding (see "out of core" below and docs/data.md).
 - split: global time split on the instance timestamp (``time_quantile_split`` over the
   positives' timestamps: test >= the ``test_quantile`` quantile, valid in
   [``valid_quantile``, ``test_quantile``)); negatives follow their positive.
@@ -48,6 +56,8 @@ The shared machinery (:class:`SequenceParams`, :func:`sequence_instances`,
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -55,12 +65,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field as PField, model_validator
 
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ..io import numeric_column, read_table
+from ..negatives import keyed_negatives
 from ..raw import TEST, TRAIN, VALID, RawDataset
 from ..schema import Field, Kind, Role, Schema
 from ..sequences import gather, history_index, rank_in_group, sort_events
-from ..split import time_quantile_split
 from .base import Recipe
 from .custom import interleave, sample_valid_negatives
 
@@ -110,6 +120,13 @@ class TaobaoParams(SequenceParams):
     history_btag: bool = PField(False, description="histories of all behaviour types plus a hist_btag sequence")
     window: tuple[int, int] | None = PField(None, description="keep events with start <= timestamp < end")
     max_users: int | None = PField(None, ge=1, description="keep a random subset of this many users (seed)")
+    negative_sampler: Literal["keyed", "global"] = PField(
+        "keyed", description="keyed: each draw a hash of (seed, user, the positive's index among the user's "
+                             "positives, draw, redraw round), the same in memory and streamed; global: one random "
+                             "stream over all positives (the sampler before the streamed path; in memory only)")
+    stream: bool | None = PField(None, description="encode out of core, the file read in chunks (None: when the "
+                                                   "file is over 64 MiB, 16 MiB gzipped)")
+    chunk_rows: int = PField(250_000, ge=1, description="streamed path: events per part (whole users)")
 
     @model_validator(mode="after")
     def _check(self) -> "TaobaoParams":
@@ -175,25 +192,40 @@ def read_events(path: Path) -> pd.DataFrame:
 
 def _compact(a: np.ndarray) -> np.ndarray:
     """int32 when the values fit (halves the [N, max_len] history arrays); other dtypes unchanged."""
+    if a.dtype == np.int32:
+        return a
     if a.dtype.kind in "iu" and a.size and a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max:
         return a.astype(np.int32)
     return a
 
 
-def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sorted unique items, the most frequent category of each; ties -> smallest category)."""
+def pair_counts(item: np.ndarray, cat: np.ndarray, weights: tuple[np.ndarray, ...] = ()
+                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Distinct (item, category) pairs sorted by (item, category), and per pair the sum of each array
+    in ``weights`` (counts: pass ones)."""
     order = np.lexsort((cat, item))
     si, sc = item[order], cat[order]
     new = np.ones(si.size, dtype=bool)
     new[1:] = (si[1:] != si[:-1]) | (sc[1:] != sc[:-1])
     starts = np.flatnonzero(new)
-    cnt = np.diff(np.append(starts, si.size))
-    pi, pc = si[starts], sc[starts]
+    sums = [np.add.reduceat(np.asarray(w)[order], starts) if starts.size else np.zeros(0, np.int64) for w in weights]
+    return si[starts], sc[starts], sums
+
+
+def best_category(pi: np.ndarray, pc: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """From distinct (item, category) pairs with their counts: (sorted unique items, the most frequent
+    category of each; ties -> smallest category)."""
     best = np.lexsort((pc, -cnt, pi))  # per item: most frequent first, then the smallest category
     pi, pc = pi[best], pc[best]
     first = np.ones(pi.size, dtype=bool)
     first[1:] = pi[1:] != pi[:-1]
     return pi[first], pc[first]
+
+
+def item_categories(item: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique items, the most frequent category of each; ties -> smallest category)."""
+    pi, pc, (cnt,) = pair_counts(item, cat, (np.ones(item.size, dtype=np.int64),))
+    return best_category(pi, pc, cnt)
 
 
 def active_users(user: np.ndarray, is_click: np.ndarray, threshold: int) -> np.ndarray:
@@ -216,8 +248,40 @@ def run_starts(*sorted_keys: np.ndarray) -> np.ndarray:
     return np.repeat(first, np.diff(np.append(first, n)))
 
 
-def split_instances(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray) -> tuple[np.ndarray, dict]:
-    """The split of the instances (positives) and its provenance.
+def split_points(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray) -> dict:
+    """The time points of :func:`split_instances` (``np.quantile`` of the instances' or the clicks'
+    times); the streamed taobao path computes the same points from counts of distinct times."""
+    if p.protocol == "default":
+        out = {"test_from_ts": float(np.quantile(inst_ts, p.test_quantile))}
+        if p.valid_quantile is not None:
+            out["valid_from_ts"] = float(np.quantile(inst_ts, p.valid_quantile))
+        return out
+    out = {"split_point": float(np.quantile(click_ts, p.test_quantile))}
+    if p.valid_quantile is not None:
+        out["valid_point"] = float(np.quantile(click_ts, p.valid_quantile))
+    return out
+
+
+def apply_split(p: SequenceParams, inst_ts: np.ndarray, points: dict) -> np.ndarray:
+    """The split of instances at ``inst_ts`` given :func:`split_points` (rules: :func:`split_instances`)."""
+    split = np.full(inst_ts.size, TRAIN, dtype=np.int8)
+    if p.protocol == "default":  # as time_quantile_split: test >= point, valid in [valid point, point)
+        t_test = points["test_from_ts"]
+        split[inst_ts >= t_test] = TEST
+        if "valid_from_ts" in points:
+            split[(inst_ts >= points["valid_from_ts"]) & (inst_ts < t_test)] = VALID
+        return split
+    t_test = points["split_point"]
+    split[inst_ts > t_test] = TEST
+    if "valid_point" in points:
+        split[(inst_ts > points["valid_point"]) & (inst_ts <= t_test)] = VALID
+    return split
+
+
+def split_instances(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray,
+                    points: dict | None = None) -> tuple[np.ndarray, dict]:
+    """The split of the instances (positives) and its provenance (``points``: precomputed
+    :func:`split_points`, e.g. global ones for one part of a streamed data set).
 
     ``default``: :func:`time_quantile_split` over the instances' times (test >= the
     ``test_quantile`` point, valid in [``valid_quantile``, ``test_quantile``)). ``deminet``: the
@@ -225,24 +289,17 @@ def split_instances(p: SequenceParams, inst_ts: np.ndarray, click_ts: np.ndarray
     "80% time splitting point"), train <= point < test; valid = the instances in
     (``valid_quantile`` point, split point], so train <= valid point < valid <= split point < test.
     """
-    if p.protocol == "default":
-        return (time_quantile_split(inst_ts, p.test_quantile, p.valid_quantile),
-                {"test_from_ts": float(np.quantile(inst_ts, p.test_quantile))})
-    t_test = float(np.quantile(click_ts, p.test_quantile))
-    split = np.full(inst_ts.size, TRAIN, dtype=np.int8)
-    split[inst_ts > t_test] = TEST
-    info = {"split_point": t_test}
-    if p.valid_quantile is not None:
-        t_val = float(np.quantile(click_ts, p.valid_quantile))
-        split[(inst_ts > t_val) & (inst_ts <= t_test)] = VALID
-        info["valid_point"] = t_val
-    return split, info
+    if points is None:
+        points = split_points(p, inst_ts, click_ts)
+    info = {k: v for k, v in points.items() if k != "valid_from_ts"}
+    return apply_split(p, inst_ts, points), info
 
 
 def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, ts: np.ndarray, items: np.ndarray,
                        item_cat: np.ndarray, *, is_click: np.ndarray | None = None, order_keys: tuple = (),
                        event_cat: np.ndarray | None = None, neg_cat=None, extra_hist: dict | None = None,
-                       cat_field: str = "category_id", what: str = "data"
+                       cat_field: str = "category_id", what: str = "data", sampler: str = "global",
+                       neg_probs: np.ndarray | None = None, points: dict | None = None
                        ) -> tuple[dict, dict, list[Field], np.ndarray, dict]:
     """Click instances with DIN-style histories and negatives (shared by the sequence recipes).
 
@@ -256,6 +313,12 @@ def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, t
         neg_cat: ``f(neg_codes [P, k], pos_times [P]) -> [P, k]`` categories of the negatives
             (default ``item_cat[neg_codes]``).
         extra_hist: name -> ([E] values, vocab): further sequences parallel to the history.
+        sampler: ``global``: the negatives from one random stream (``seed``) over all positives;
+            ``keyed``: :func:`~ctrgraph.data.negatives.keyed_negatives` keyed by (raw user id, the
+            positive's index among its user's positives): a user's draws do not depend on the other
+            users, so that a data set built in parts of whole users equals the one built at once.
+        neg_probs: [items] popularity distribution (default: from the clicks given here).
+        points: precomputed :func:`split_points` (default: from the times given here).
 
     Returns (columns, lengths, fields, split, meta) of a RawDataset.
     """
@@ -281,10 +344,18 @@ def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, t
     clicked_u, clicked_i = ucode[is_click], icode[is_click]
     probs = None
     if p.negative_dist == "popularity":
-        c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
-        probs = c / c.sum()
-    rng = np.random.default_rng(p.seed)
-    neg, ok = sample_valid_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i, probs=probs)
+        if neg_probs is not None:
+            probs = neg_probs
+        else:
+            c = np.bincount(clicked_i, minlength=items.size).astype(np.float64)
+            probs = c / c.sum()
+    if sampler == "keyed":
+        neg, ok = keyed_negatives(p.seed, user[pos], rank_in_group(user[pos]), ucode[pos], items.size, p.negatives,
+                                  clicked_u, clicked_i, probs=probs)
+    else:
+        rng = np.random.default_rng(p.seed)
+        neg, ok = sample_valid_negatives(rng, ucode[pos], items.size, p.negatives, clicked_u, clicked_i,
+                                         probs=probs)
     rep, which, label = interleave(pos.size, p.negatives, ok)
     cand = np.concatenate([icode[pos][:, None], neg], axis=1)[rep, which]
     ncat = item_cat[neg] if neg_cat is None else neg_cat(neg, ts[pos])
@@ -319,25 +390,30 @@ def sequence_instances(p: SequenceParams, user: np.ndarray, icode: np.ndarray, t
         Field("timestamp", Kind.NUMERIC, Role.CONTEXT, embed=False),
         Field("label", Kind.NUMERIC, Role.LABEL),
     ]
-    split, info = split_instances(p, ts[pos], ts[is_click])
+    split, info = split_instances(p, ts[pos], ts[is_click], points)
     meta = {"events_used": int(n), "positives": int(pos.size), "instances": int(rep.size),
             "users": int(np.count_nonzero(user[pos][1:] != user[pos][:-1]) + 1), "items": int(items.size),
             "negatives_dropped": int((~ok).sum()), **info}
     return cols, lengths, fields, split[rep], meta
 
 
-def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
-    path = locate(p, data_dir)
-    ev = read_events(path)
-    n_read = len(ev)
+def chosen_users(users: np.ndarray, p: TaobaoParams) -> np.ndarray | None:
+    """``max_users`` of the sorted distinct ``users`` (seeded), or None when all are kept."""
+    if p.max_users is None or users.size <= p.max_users:
+        return None
+    return np.random.default_rng(p.seed).choice(users, p.max_users, replace=False)
+
+
+def filter_events(ev: pd.DataFrame, p: TaobaoParams, keep: np.ndarray | None
+                  ) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """Duplicates, window, the kept users, the ``user_threshold``: (events, is_click, users removed).
+    Every rule acts on whole users (or single rows), so a part of the file that holds whole users
+    gives the rows the whole file would give for them."""
     ev = ev.drop_duplicates()
     if p.window is not None:
         ev = ev[(ev["timestamp"] >= p.window[0]) & (ev["timestamp"] < p.window[1])]
-    if p.max_users is not None:
-        users = np.unique(ev["user_id"].to_numpy())
-        if users.size > p.max_users:
-            keep = np.random.default_rng(p.seed).choice(users, p.max_users, replace=False)
-            ev = ev[np.isin(ev["user_id"].to_numpy(), keep)]
+    if keep is not None:
+        ev = ev[np.isin(ev["user_id"].to_numpy(), keep)]
     click_codes = [BEHAVIORS.index(b) for b in p.click_behaviors]
     is_click = np.isin(ev["btag"].to_numpy(), click_codes)
     active = active_users(ev["user_id"].to_numpy(), is_click, p.user_threshold())
@@ -345,27 +421,418 @@ def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
     if not active.all():
         n_removed = int(np.unique(ev["user_id"].to_numpy()[~active]).size)
         ev, is_click = ev[active], is_click[active]
-    if not is_click.any():
-        raise DataError(f"taobao: {path} has no {p.click_behaviors} events (after the window and user filters)")
+    return ev, is_click, n_removed
 
-    items, cats = item_categories(ev["item_id"].to_numpy(), ev["category_id"].to_numpy())
+
+def instance_events(ev: pd.DataFrame, is_click: np.ndarray, p: TaobaoParams) -> tuple[np.ndarray, ...]:
+    """(user, item, timestamp, btag, is_click) of the events that enter histories (only the clicks
+    unless ``history_btag``)."""
     if not p.history_btag:
         ev = ev[is_click]
         is_click = np.ones(len(ev), dtype=bool)
-    user, item, ts, btag = (ev[c].to_numpy() for c in ("user_id", "item_id", "timestamp", "btag"))
-    icode = np.searchsorted(items, item)  # every item is in the table
-    cols, lengths, fields, split, info = sequence_instances(
-        p, user, icode, ts, items, cats, is_click=is_click, order_keys=(btag,),
-        extra_hist={"hist_btag": (btag, "btag")} if p.history_btag else None, what=f"taobao: {path}")
-    meta = {"source": str(path), "events_read": n_read, **info, "btag_codes": list(BEHAVIORS),
+    return (*(ev[c].to_numpy() for c in ("user_id", "item_id", "timestamp", "btag")), is_click)
+
+
+def protocol_meta(p: TaobaoParams) -> dict:
+    return {"btag_codes": list(BEHAVIORS),
             "protocol": ("taobao clicks, DIN-style negatives, global time split" if p.protocol == "default" else
                          f"DemiNet: users with < {p.user_threshold()} clicks removed, global time split at the "
                          f"{p.test_quantile:g} quantile of the click times; DIN-style negatives")}
+
+
+def block_instances(p: TaobaoParams, user, item, ts, btag, is_click, items, cats, what: str, **kw):
+    """:func:`sequence_instances` with the taobao settings (items coded in the sorted ``items``)."""
+    icode = np.searchsorted(items, item)  # every item is in the table
+    return sequence_instances(
+        p, user, icode, ts, items, cats, is_click=is_click, order_keys=(btag,),
+        extra_hist={"hist_btag": (btag, "btag")} if p.history_btag else None, what=what,
+        sampler=p.negative_sampler, **kw)
+
+
+def build(p: TaobaoParams, data_dir: Path | None) -> RawDataset:
+    path = locate(p, data_dir)
+    ev = read_events(path)
+    n_read = len(ev)
+    keep = None
+    if p.max_users is not None:
+        w = ev.drop_duplicates()
+        if p.window is not None:
+            w = w[(w["timestamp"] >= p.window[0]) & (w["timestamp"] < p.window[1])]
+        keep = chosen_users(np.unique(w["user_id"].to_numpy()), p)
+        del w
+    ev, is_click, n_removed = filter_events(ev, p, keep)
+    if not is_click.any():
+        raise DataError(f"taobao: {path} has no {p.click_behaviors} events (after the window and user filters)")
+    items, cats = item_categories(ev["item_id"].to_numpy(), ev["category_id"].to_numpy())
+    user, item, ts, btag, is_click = instance_events(ev, is_click, p)
+    del ev
+    cols, lengths, fields, split, info = block_instances(p, user, item, ts, btag, is_click, items, cats,
+                                                         what=f"taobao: {path}")
+    meta = {"source": str(path), "events_read": n_read, **info, **protocol_meta(p)}
     if p.user_threshold() > 1:
         meta["users_removed"] = n_removed
     return RawDataset(Schema(tuple(fields), label="label", description="Taobao UserBehavior"), cols, lengths, split,
                       meta=meta)
 
 
+# ---------------------------------------------------------------------------------- out of core
+# The ``taobao`` recipe out of core: the full UserBehavior file (100M events) with bounded memory.
+#
+# The protocol (module doc) needs global state before any user's instances: the item -> category
+# table (most frequent category over the file), the popularity of the items (``negative_dist:
+# popularity``), the item table the negatives are drawn from, and the time quantile(s) of the split. So:
+#
+# 0. **users** (pyarrow's streaming CSV reader, only ``user_id`` and ``timestamp``): the distinct users
+#    with their event counts (and the ``max_users`` draw over the users inside the ``window``, as
+#    :func:`build` does).
+# 1. **spill**: every row once more, parsed and checked; rows outside the window or of users not drawn
+#    are dropped; the rest is appended to one binary file per *part*: parts are ranges of user ids of
+#    about ``chunk_rows`` events, so a part holds whole users and the parts in order hold the users in
+#    ascending id order, the order of the in-memory path. The input needs no order at all (the
+#    official file is grouped by user in string order of the id; the time-slice sample is ordered by
+#    time).
+# 2. **statistics** (part by part, the same per-user filters as in memory: duplicates, the
+#    ``user_threshold``): counts of (item, category) pairs and of clicks per pair, counts of the
+#    distinct timestamps of the positives (and of all clicks, protocol ``deminet``); from them the
+#    item table, each item's category, the popularity distribution and the exact ``np.quantile``
+#    split points (:func:`quantile_from_counts`).
+# 3. **instances**: part by part, :func:`block_instances` with those global tables, the global
+#    split points and the keyed negative sampler (a draw depends on the user and the positive, not on
+#    the other users in the part); :func:`~ctrgraph.data.stream.stream_encode` reads the parts twice
+#    (vocabularies, then positioned writes into memory-mapped columns).
+#
+# The result equals the in-memory encoding (same rows in the same order, vocabularies, negatives).
+# Memory: one part of raw events and its instances, plus O(users) (the user counts), O(items) (the
+# item table, categories, popularity) and O(distinct timestamps). Disk: the spill, 33 bytes per kept
+# event, in a temporary folder (``TMPDIR``) removed when the encoding ends.
+
+REC = np.dtype([("user_id", "<i8"), ("item_id", "<i8"), ("category_id", "<i8"), ("timestamp", "<i8"),
+                ("btag", "i1")])
+NUMERIC = ["user_id", "item_id", "category_id", "timestamp"]
+CSV_BLOCK_BYTES = 32 << 20  # bytes of CSV text per parsed batch
+
+
+def _find_bad_row(path: Path, reason: str) -> DataError:
+    """The first malformed row of ``path`` (pandas, chunk by chunk: only on the error path)."""
+    start = 0
+    try:
+        for df in pd.read_csv(path, header=None, dtype=str, chunksize=1_000_000, keep_default_na=False,
+                              na_values=[""]):
+            if df.shape[1] != len(COLUMNS):
+                return DataError(f"{path}: rows {start + 1}..{start + len(df)} have {df.shape[1]} columns, expected "
+                                 f"{len(COLUMNS)} ({','.join(COLUMNS)})")
+            df.columns = COLUMNS
+            for c in NUMERIC:
+                miss = df[c].isna().to_numpy()
+                if miss.any():
+                    return DataError(f"{path}: column {c!r}, row {start + int(np.flatnonzero(miss)[0]) + 1}: "
+                                     f"missing value")
+                numeric_column(df, c, path, first_row=start)
+            b = df["behavior_type"].astype(str).str.strip()
+            code = pd.Index(BEHAVIORS).get_indexer(b)
+            if (code < 0).any():
+                r = int(np.flatnonzero(code < 0)[0])
+                return DataError(f"{path}: column 'behavior_type', row {start + r + 1}: {df['behavior_type'].iloc[r]!r}"
+                                 f" is not one of {BEHAVIORS}")
+            start += len(df)
+    except pd.errors.ParserError as e:
+        return DataError(f"{path}: malformed CSV ({str(e).strip()}); expected {len(COLUMNS)} columns "
+                         f"{','.join(COLUMNS)}")
+    except DataError as e:
+        return e
+    return DataError(f"{path}: {reason}")
+
+
+def csv_batches(path: Path, columns: list[str] | None = None, block_bytes: int | None = None):
+    """(first row number, {column: numpy array}) per parsed block of the headerless file; ``btag``
+    (behaviour code) instead of ``behavior_type``. Errors name the file and the row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
+    cols = columns or COLUMNS
+    types = {c: pa.int64() for c in NUMERIC} | {"behavior_type": pa.string()}
+    ropt = pcsv.ReadOptions(column_names=COLUMNS, block_size=block_bytes or CSV_BLOCK_BYTES)
+    copt = pcsv.ConvertOptions(column_types={c: types[c] for c in cols}, include_columns=cols)
+    first, k = 0, 0
+    try:
+        reader = pcsv.open_csv(str(path), read_options=ropt, convert_options=copt)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            out = {}
+            for c in cols:
+                a = batch.column(c)
+                if a.null_count:
+                    raise _find_bad_row(path, f"chunk {k} (rows from {first + 1}): missing value in column {c!r}")
+                if c == "behavior_type":
+                    d = pc.dictionary_encode(a)
+                    lut = pd.Index(BEHAVIORS).get_indexer(
+                        pd.Series(d.dictionary.to_numpy(zero_copy_only=False)).astype(str).str.strip())
+                    code = lut[d.indices.to_numpy()]
+                    if (code < 0).any():
+                        r = int(np.flatnonzero(code < 0)[0])
+                        raise DataError(f"{path}: column 'behavior_type', row {first + r + 1}: "
+                                        f"{a[r].as_py()!r} is not one of {BEHAVIORS}")
+                    out["btag"] = code.astype(np.int8)
+                else:
+                    out[c] = a.to_numpy()
+            yield first, out
+            first += batch.num_rows
+            k += 1
+    except pa.ArrowInvalid as e:
+        raise _find_bad_row(path, f"chunk {k} (rows from {first + 1}): {str(e).strip()}") from None
+
+
+class _Sums:
+    """Sums of weights per distinct key tuple, merged lazily (buffered parts reduced when they outgrow
+    the reduced table), so that adding many small parts costs O(total log total)."""
+
+    def __init__(self, n_keys: int, n_weights: int):
+        self.keys = [np.zeros(0, np.int64) for _ in range(n_keys)]
+        self.w = [np.zeros(0, np.int64) for _ in range(n_weights)]
+        self.buf: list[tuple[list, list]] = []
+        self.buffered = 0
+
+    def add(self, keys: list[np.ndarray], weights: list[np.ndarray]) -> None:
+        self.buf.append(([np.asarray(k, np.int64) for k in keys], [np.asarray(w, np.int64) for w in weights]))
+        self.buffered += keys[0].size
+        if self.buffered > max(4_000_000, 2 * self.keys[0].size):
+            self.reduce()
+
+    def reduce(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        if self.buf:
+            keys = [np.concatenate([k] + [b[0][j] for b in self.buf]) for j, k in enumerate(self.keys)]
+            w = [np.concatenate([x] + [b[1][j] for b in self.buf]) for j, x in enumerate(self.w)]
+            self.buf, self.buffered = [], 0
+            order = np.lexsort(tuple(reversed(keys)))
+            keys = [k[order] for k in keys]
+            new = np.ones(order.size, dtype=bool)
+            new[1:] = False
+            for k in keys:
+                new[1:] |= k[1:] != k[:-1]
+            starts = np.flatnonzero(new)
+            self.keys = [k[starts] for k in keys]
+            self.w = [np.add.reduceat(x[order], starts) if starts.size else x[:0] for x in w]
+        return self.keys, self.w
+
+
+def quantile_from_counts(values: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """``np.quantile(np.repeat(values, counts), q)`` (method linear) without the repeat: ``values``
+    sorted and distinct; the same interpolation (numpy's own, on the two neighbours), hence bitwise
+    the same float."""
+    n = int(counts.sum())
+    cum = np.cumsum(counts)
+    virtual = (n - 1) * np.float64(q)
+    lo = int(np.floor(virtual))
+    at = lambda i: values[int(np.searchsorted(cum, i, side="right"))]
+    if lo >= n - 1:
+        return float(at(n - 1))
+    gamma = virtual - lo
+    return float(np.quantile(np.array([at(lo), at(lo + 1)]), gamma))
+
+
+class TaobaoStream:
+    """Re-iterable parts of the streamed ``taobao`` data set (the "out of core" comment above): the
+    first iteration reads the file (users, spill, statistics); every iteration yields the parts' raw
+    data sets in order. :meth:`close` removes the spill."""
+
+    def __init__(self, p: TaobaoParams, path: Path, block_bytes: int | None = None):
+        self.p, self.path, self.block_bytes = p, Path(path), block_bytes
+        self.dir: Path | None = None
+        self.ready = False
+        self.stats: dict = {}
+
+    # ---------------------------------------------------------------- pass 0: users, part bounds
+    def _users(self) -> tuple[np.ndarray, np.ndarray | None, int]:
+        p = self.p
+        users = _Sums(1, 1)
+        in_window = _Sums(1, 0)
+        n = 0
+        for _, b in csv_batches(self.path, ["user_id", "timestamp"], self.block_bytes):
+            u = b["user_id"]
+            n += u.size
+            vu, vc = np.unique(u, return_counts=True)
+            users.add([vu], [vc])
+            if p.window is not None and p.max_users is not None:
+                t = b["timestamp"]
+                in_window.add([np.unique(u[(t >= p.window[0]) & (t < p.window[1])])], [])
+        if n == 0:
+            raise DataError(f"taobao: {self.path} is empty")
+        (u_all,), (c_all,) = users.reduce()
+        keep = None
+        if p.max_users is not None:
+            keep = chosen_users(in_window.reduce()[0][0] if p.window is not None else u_all, p)
+            if keep is not None:
+                keep = np.sort(keep)
+        # part bounds: consecutive user ranges of about chunk_rows events (kept users only)
+        c = c_all if keep is None else np.where(np.isin(u_all, keep), c_all, 0)
+        cum = np.cumsum(c)
+        cuts = np.searchsorted(cum, np.arange(p.chunk_rows, int(cum[-1]), p.chunk_rows), side="left") + 1
+        edges = np.unique(np.concatenate([[0], cuts[cuts < u_all.size]]))
+        return u_all[edges], keep, n
+
+    # ---------------------------------------------------------------- pass 1: spill into user-range parts
+    def _spill(self, bounds: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+        p = self.p
+        sizes = np.zeros(bounds.size, dtype=np.int64)
+        for _, b in csv_batches(self.path, None, self.block_bytes):
+            m = np.ones(b["user_id"].size, dtype=bool)
+            if p.window is not None:
+                m &= (b["timestamp"] >= p.window[0]) & (b["timestamp"] < p.window[1])
+            if keep is not None:
+                m &= np.isin(b["user_id"], keep)
+            part = np.searchsorted(bounds, b["user_id"][m], side="right") - 1
+            order = np.argsort(part, kind="stable")  # file order kept inside a part
+            rec = np.empty(order.size, dtype=REC)
+            for c in REC.names:
+                rec[c] = b[c][m][order]
+            cnt = np.bincount(part, minlength=bounds.size)
+            at = 0
+            for k in np.flatnonzero(cnt):
+                with open(self.dir / f"part-{k:06d}.bin", "ab") as fh:
+                    fh.write(memoryview(rec[at:at + cnt[k]]).cast("B"))
+                at += int(cnt[k])
+            sizes += cnt
+            del rec, order, part, b, m
+        return sizes
+
+    def _events(self, k: int) -> pd.DataFrame:
+        rec = np.fromfile(self.dir / f"part-{k:06d}.bin", dtype=REC)
+        return pd.DataFrame({c: rec[c] for c in REC.names})
+
+    # ---------------------------------------------------------------- pass 2: global statistics
+    def _statistics(self, sizes: np.ndarray) -> None:
+        p = self.p
+        pairs, inst_ts, click_ts = _Sums(2, 2), _Sums(1, 1), _Sums(1, 1)
+        has_pos = np.zeros(sizes.size, dtype=bool)
+        used = positives = users = removed = clicks = 0
+        for k in np.flatnonzero(sizes):
+            ev, is_click, n_removed = filter_events(self._events(int(k)), p, None)
+            removed += n_removed
+            pi, pc, (cnt, clk) = pair_counts(ev["item_id"].to_numpy(), ev["category_id"].to_numpy(),
+                                                (np.ones(len(ev), dtype=np.int64), is_click.astype(np.int64)))
+            pairs.add([pi, pc], [cnt, clk])
+            user, item, ts, btag, is_click = instance_events(ev, is_click, p)
+            del ev
+            used += user.size
+            clicks += int(is_click.sum())
+            order = sort_events(user, ts, item, btag)  # raw item ids sort as their codes do
+            u, t, c = user[order], ts[order], is_click[order]
+            rank = rank_in_group(u)
+            if p.history_ties == "exclude":
+                rank = rank[run_starts(u, t)]
+            pos = np.flatnonzero(c & (rank >= p.min_history))
+            if pos.size:
+                has_pos[k] = True
+                positives += pos.size
+                users += int(np.count_nonzero(u[pos][1:] != u[pos][:-1]) + 1)
+                v, n = np.unique(t[pos], return_counts=True)
+                inst_ts.add([v], [n])
+            if p.protocol == "deminet":
+                v, n = np.unique(ts[is_click], return_counts=True)
+                click_ts.add([v], [n])
+        if clicks == 0:
+            raise DataError(f"taobao: {self.path} has no {p.click_behaviors} events (after the window and user "
+                            f"filters)")
+        if positives == 0:
+            raise DataError(f"taobao: {self.path}: no click has {p.min_history} earlier events (min_history)")
+        (pi, pc), (cnt, clk) = pairs.reduce()
+        items, cats = best_category(pi, pc, cnt)
+        first = np.ones(pi.size, dtype=bool)
+        first[1:] = pi[1:] != pi[:-1]
+        item_clicks = np.add.reduceat(clk, np.flatnonzero(first))
+        probs = None
+        if p.negative_dist == "popularity":
+            cf = item_clicks.astype(np.float64)
+            probs = cf / cf.sum()
+        (tv,), (tn,) = inst_ts.reduce()
+        if p.protocol == "default":
+            points = {"test_from_ts": quantile_from_counts(tv, tn, p.test_quantile)}
+            if p.valid_quantile is not None:
+                points["valid_from_ts"] = quantile_from_counts(tv, tn, p.valid_quantile)
+        else:
+            (cv,), (cn,) = click_ts.reduce()
+            points = {"split_point": quantile_from_counts(cv, cn, p.test_quantile)}
+            if p.valid_quantile is not None:
+                points["valid_point"] = quantile_from_counts(cv, cn, p.valid_quantile)
+        self.items, self.cats, self.probs, self.points = _compact(items), _compact(cats), probs, points
+        self.has_pos = has_pos
+        self.stats = {"events_used": int(used), "positives": int(positives), "users": int(users),
+                      "items": int(items.size), "users_removed": int(removed)}
+
+    def prepare(self) -> None:
+        if self.ready:
+            return
+        self.dir = Path(tempfile.mkdtemp(prefix="ctrgraph-taobao-spill-"))
+        try:
+            bounds, keep, n_read = self._users()
+            sizes = self._spill(bounds, keep)
+            self._statistics(sizes)
+        except BaseException:
+            self.close()
+            raise
+        self.n_read, self.parts = n_read, int(bounds.size)
+        self.ready = True
+
+    def meta(self) -> dict:
+        p = self.p
+        info = {k: v for k, v in self.points.items() if k != "valid_from_ts"}
+        meta = {"recipe": "taobao", "params": p.model_dump(), "source": str(self.path), "events_read": self.n_read,
+                "events_used": self.stats["events_used"], "positives": self.stats["positives"],
+                "users": self.stats["users"], "items": self.stats["items"], **info, **protocol_meta(p),
+                "streamed_parts": self.parts}
+        if p.user_threshold() > 1:
+            meta["users_removed"] = self.stats["users_removed"]
+        return meta
+
+    def __iter__(self):
+        self.prepare()
+        return self._parts()
+
+    def _parts(self):
+        p, meta = self.p, self.meta()
+        for k in np.flatnonzero(self.has_pos):
+            ev, is_click, _ = filter_events(self._events(int(k)), p, None)
+            user, item, ts, btag, is_click = instance_events(ev, is_click, p)
+            del ev
+            cols, lengths, fields, split, _ = block_instances(
+                p, user, item, ts, btag, is_click, self.items, self.cats, what=f"taobao: {self.path}, part {k}",
+                neg_probs=self.probs, points=self.points)
+            del user, item, ts, btag, is_click
+            yield RawDataset(Schema(tuple(fields), label="label", description="Taobao UserBehavior"), cols, lengths,
+                             split, meta=dict(meta))
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        self.ready = False
+
+    def __del__(self):
+        self.close()
+
+
+STREAM_AUTO_BYTES = 64 << 20  # an uncompressed file above this is streamed when ``stream`` is None (gzip: / 4)
+
+
+def chunks(p: TaobaoParams, data_dir: Path | None):
+    """The streamed path (:mod:`.taobao_stream`) when ``stream`` is true, or None (automatic) and the
+    file is large; None otherwise (the in-memory :func:`build`)."""
+    if p.stream is False:
+        return None
+    path = locate(p, data_dir)
+    if p.stream is None:
+        size = path.stat().st_size * (4 if path.suffix == ".gz" else 1)
+        if size <= STREAM_AUTO_BYTES or p.negative_sampler != "keyed":
+            return None
+    elif p.negative_sampler != "keyed":
+        raise ConfigError("taobao: stream=true needs negative_sampler=keyed (the global sampler draws all "
+                          "negatives from one random stream over the whole file)")
+    return TaobaoStream(p, path)
+
+
 RECIPE = Recipe("taobao", ("Taobao UserBehavior clicks with DIN-style sampled negatives, "
-           "global time split"), TaobaoParams, build, sources)
+           "global time split"), TaobaoParams, build, sources, chunks=chunks)
