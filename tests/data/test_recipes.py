@@ -13,7 +13,7 @@ from ctrgraph.registry import build_raw, load_dataset
 from ctrgraph.data.schema import Kind, Role
 from ctrgraph.errors import ConfigError, DataError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"  # tests/data/ -> the folder holding shared/
 
 
 def shared(name: str) -> Path:
