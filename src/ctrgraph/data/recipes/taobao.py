@@ -180,14 +180,20 @@ def read_events(path: Path) -> pd.DataFrame:
     """The five columns, ids and timestamps checked (errors name the row and column)."""
     df = read_table(path, "taobao", header=None, names=COLUMNS, dtype={"behavior_type": str})
     out = pd.DataFrame({c: numeric_column(df, c, path) for c in ("user_id", "item_id", "category_id", "timestamp")})
+    out["btag"] = behavior_codes(df, path)
+    return out
+
+
+def behavior_codes(df: pd.DataFrame, path: Path, first_row: int = 0) -> np.ndarray:
+    """``behavior_type`` as int8 codes of :data:`BEHAVIORS`; an unknown value is a DataError naming the
+    row (``first_row``: the file row of ``df``'s first row, for chunks)."""
     b = df["behavior_type"].astype(str).str.strip()
     code = pd.Index(BEHAVIORS).get_indexer(b)
     if (code < 0).any():
         r = int(np.flatnonzero(code < 0)[0])
-        raise DataError(f"{path}: column 'behavior_type', row {r + 1}: {df['behavior_type'].iloc[r]!r} is not one of "
-                        f"{BEHAVIORS}")
-    out["btag"] = code.astype(np.int8)
-    return out
+        raise DataError(f"{path}: column 'behavior_type', row {first_row + r + 1}: {df['behavior_type'].iloc[r]!r}"
+                        f" is not one of {BEHAVIORS}")
+    return code.astype(np.int8)
 
 
 def _compact(a: np.ndarray) -> np.ndarray:
@@ -528,12 +534,10 @@ def _find_bad_row(path: Path, reason: str) -> DataError:
                     return DataError(f"{path}: column {c!r}, row {start + int(np.flatnonzero(miss)[0]) + 1}: "
                                      f"missing value")
                 numeric_column(df, c, path, first_row=start)
-            b = df["behavior_type"].astype(str).str.strip()
-            code = pd.Index(BEHAVIORS).get_indexer(b)
-            if (code < 0).any():
-                r = int(np.flatnonzero(code < 0)[0])
-                return DataError(f"{path}: column 'behavior_type', row {start + r + 1}: {df['behavior_type'].iloc[r]!r}"
-                                 f" is not one of {BEHAVIORS}")
+            try:
+                behavior_codes(df, path, first_row=start)
+            except DataError as e:
+                return e
             start += len(df)
     except pd.errors.ParserError as e:
         return DataError(f"{path}: malformed CSV ({str(e).strip()}); expected {len(COLUMNS)} columns "
