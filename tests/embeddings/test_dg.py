@@ -97,19 +97,25 @@ def test_enhanced_tables_equal_dense_equations_one_layer(tiny, agg, isolated):
     assert p.tables["hour"].weight.shape[0] > 1 and "hour" not in got  # context is not enhanced (Eq. 15)
 
 
-def test_linear_attribute_mode_equals_dense_formula(tiny):
-    """Fig. 4 (i): z_u = W [e_u; mean embedding of u's values in each field]; value tables stay plain."""
-    p = _provider(tiny, attr_mode="linear", graphs="attr")
-    g = build_graph_data(tiny)
+def _linear_attribute_stage(p, g) -> dict[str, np.ndarray]:
+    """Fig. 4 (i) densely: z = W [e_id; mean embedding of the owner's values in each field], per owner table."""
     W = {t: e.weight.detach().double().numpy() for t, e in p.tables.items()}
-    got = p.enhanced_tables()
+    out = {}
     for side, owner, fields, inc in (("u", "user_id", ["age", "job"], g.user_attr),
                                      ("i", "item_id", ["year", "genres"], g.item_attr)):
         parts = [W[owner]]
         for f in fields:
             b = (inc[f].toarray() != 0).astype(float)
             parts.append(b / np.maximum(b.sum(1, keepdims=True), 1) @ W[f])
-        want = np.hstack(parts) @ p.attr_lin[side].weight.detach().double().numpy().T
+        out[owner] = np.hstack(parts) @ p.attr_lin[side].weight.detach().double().numpy().T
+    return out
+
+
+def test_linear_attribute_mode_equals_dense_formula(tiny):
+    """Fig. 4 (i): z_u = W [e_u; mean embedding of u's values in each field]; value tables stay plain."""
+    p = _provider(tiny, attr_mode="linear", graphs="attr")
+    got = p.enhanced_tables()
+    for owner, want in _linear_attribute_stage(p, build_graph_data(tiny)).items():
         np.testing.assert_allclose(got[owner].detach().double().numpy(), want, rtol=1e-4, atol=1e-6)
     assert set(got) == {"user_id", "item_id"}
 
@@ -535,16 +541,8 @@ def test_default_mode_equals_its_equations_two_layers(tiny):
     p = _provider(tiny)
     assert p.attr_mode == "linear"
     g = build_graph_data(tiny)
-    W = {t: e.weight.detach().double().numpy() for t, e in p.tables.items()}
-    zs = {}
-    for side, owner, fields, inc in (("u", "user_id", ["age", "job"], g.user_attr),
-                                     ("i", "item_id", ["year", "genres"], g.item_attr)):
-        parts = [W[owner]]
-        for f in fields:
-            b = (inc[f].toarray() != 0).astype(float)
-            parts.append(b / np.maximum(b.sum(1, keepdims=True), 1) @ W[f])
-        zs[side] = np.hstack(parts) @ p.attr_lin[side].weight.detach().double().numpy().T
-    want = dict(zip(("user_id", "item_id"), _collab(p, g, zs["u"], zs["i"])))
+    zs = _linear_attribute_stage(p, g)
+    want = dict(zip(("user_id", "item_id"), _collab(p, g, zs["user_id"], zs["item_id"])))
     got = p.enhanced_tables()
     assert set(got) == {"user_id", "item_id"}
     for t, w in want.items():
