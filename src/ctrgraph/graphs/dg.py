@@ -191,6 +191,11 @@ class DropGraph:
                 deg = deg - torch.bincount(self.rows[dead], minlength=self.n).to(deg.dtype)
         return deg, dead
 
+    @staticmethod
+    def _scales(deg: torch.Tensor) -> torch.Tensor:
+        """1/sqrt(deg) per node, 0 for a node without neighbours (the symmetric normalisation)."""
+        return torch.where(deg > 0, deg.clamp_min(1.0).rsqrt(), torch.zeros_like(deg))
+
     def _diagonal(self, deg: torch.Tensor) -> torch.Tensor:
         centre = deg.clamp_min(1.0).reciprocal() if self.norm == "gcn" else torch.zeros_like(deg)
         return torch.where(deg > 0, centre, torch.full_like(deg, self.isolated))
@@ -200,7 +205,7 @@ class DropGraph:
         per step only the degrees, the node scales and the dropped edges are computed (O(nodes +
         dropped)), where :meth:`adjacency` recomputes a value per edge (O(edges))."""
         deg, dead = self._drop(drop)
-        s = torch.where(deg > 0, deg.clamp_min(1.0).rsqrt(), torch.zeros_like(deg))
+        s = self._scales(deg)
         rows = cols = None
         if dead is not None:
             rows, cols = self.rows[dead], self.cols[dead]
@@ -220,7 +225,7 @@ class DropGraph:
         """Normalised adjacency (torch sparse CSR) after subtracting one count per pair id in
         ``drop`` (repeats subtract several)."""
         deg, dead = self._drop(drop)
-        s = torch.where(deg > 0, deg.clamp_min(1.0).rsqrt(), torch.zeros_like(deg))
+        s = self._scales(deg)
         val = s[self.rows] * s[self.cols]
         for idx in (dead, self.never):
             if idx is not None and idx.numel():
