@@ -133,3 +133,35 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="direction"):
         m = torch.ones(1, 2, dtype=torch.bool)
         span_pairs(torch.zeros(1, 2), m, torch.ones(1, 2), torch.zeros(1, 2), m, torch.ones(1, 2), 5, "before")
+
+
+@pytest.mark.parametrize("w", [1, 3])
+def test_undirected_window_and_session_pairs_are_each_edge_once(w):
+    rng = np.random.default_rng(10 + w)
+    lengths = rng.integers(0, 12, 9).tolist()
+    mask = torch.arange(12) < torch.tensor(lengths).unsqueeze(1)
+    assert as_set(window_pairs(mask, w, both=False)) == {(b, i, j) for b, i, j in brute_window(lengths, w) if i < j}
+    ts = torch.tensor(np.cumsum(rng.integers(1, 60, (9, 12)), axis=1))
+    s = query_sessions(ts, mask, 30, cats=torch.tensor(rng.integers(1, 3, (9, 12))))
+    both = as_set(session_pairs(s, mask))
+    assert as_set(session_pairs(s, mask, both=False)) == {(b, i, j) for b, i, j in both if i < j}
+    assert len(both) > 0
+
+
+@pytest.mark.parametrize("both, scale", [(False, 1), (True, 1), (False, 2**40), (True, 2**40)])
+def test_keyed_span_pairs_equal_the_general_path(both, scale):
+    """Integer timestamps take the key path (small and 2^40-second ranges);
+    float timestamps the general one: the same edges, each once, category 0, equal timestamps and
+    padding included."""
+    rng = np.random.default_rng(7)
+    B, M, L, span = 40, 9, 13, 50.5
+    qts = torch.tensor(rng.integers(0, 300, (B, M))) * scale
+    its = torch.tensor(rng.integers(0, 300, (B, L))) * scale
+    qcat, icat = torch.tensor(rng.integers(0, 4, (B, M))), torch.tensor(rng.integers(0, 4, (B, L)))
+    qm = torch.arange(M) < torch.tensor(rng.integers(0, M + 1, B)).unsqueeze(1)
+    im = torch.arange(L) < torch.tensor(rng.integers(0, L + 1, B)).unsqueeze(1)
+    d = "both" if both else "after"
+    got = span_pairs(qts, qm, qcat, its, im, icat, span * scale, d)
+    ref = span_pairs(qts.double(), qm, qcat, its.double(), im, icat, span * scale, d)
+    assert len(ref) > 20 and len(got) == len(ref)
+    assert as_set(got) == as_set(ref)

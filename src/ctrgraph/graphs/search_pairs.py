@@ -21,6 +21,7 @@ offset; q2q and q2i: one [B, M, M'] mask): no Python loop over instances, positi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,14 +61,15 @@ def _check(name: str, *xs: torch.Tensor) -> None:
         raise ValueError(f"{name}: the sequences do not share one [B, L] shape: {[tuple(x.shape) for x in xs]}")
 
 
-def window_pairs(mask: torch.Tensor, w: int) -> PairSet:
+def window_pairs(mask: torch.Tensor, w: int, both: bool = True) -> PairSet:
     """i2i edges: valid positions i != j with |i - j| <= ``w`` (mask [B, L]); one [B, L] mask per
-    offset (no [B, L, L] tensor), grouped by offset."""
+    offset (no [B, L, L] tensor), grouped by offset. ``both=False``: each undirected edge once
+    (i < j), for losses that take both directions of a pair in one pass."""
     if w < 1:
         raise ValueError(f"window_pairs: the window must be >= 1, got {w}")
     B, L = mask.shape
     bs, srcs, dsts = [], [], []
-    for o in [o for o in range(-w, w + 1) if o != 0 and abs(o) < L]:  # 2w offsets
+    for o in [o for o in range(-w if both else 1, w + 1) if o != 0 and abs(o) < L]:  # 2w (w) offsets
         lo, hi = max(0, -o), L - max(0, o)  # src positions whose dst = src + o is in range
         b, i = (mask[:, lo:hi] & mask[:, lo + o:hi + o]).nonzero(as_tuple=True)
         bs.append(b)
@@ -101,7 +103,9 @@ def query_sessions(ts: torch.Tensor, mask: torch.Tensor, max_gap: float, cats: t
     new = torch.ones(B, M, dtype=torch.bool, device=mask.device)
     if M > 1:
         cut = (ts[:, 1:] - ts[:, :-1]) > max_gap
-        if cats is not None:
+        if cats is not None and cats.dim() == 2:  # one category each: consecutive ones differ or are 0
+            cut |= (cats[:, 1:] != cats[:, :-1]) | (cats[:, 1:] <= 0)
+        elif cats is not None:
             prev, cur = cats[:, :-1], cats[:, 1:]
             cut |= ~torch.diagonal(_intersect(cur, prev), dim1=1, dim2=2)
         if similarity is not None:
@@ -111,12 +115,17 @@ def query_sessions(ts: torch.Tensor, mask: torch.Tensor, max_gap: float, cats: t
     return torch.where(mask, session, torch.full_like(session, -1))
 
 
-def session_pairs(session: torch.Tensor, mask: torch.Tensor) -> PairSet:
-    """q2q edges: two different valid queries of one session (``session`` from :func:`query_sessions`)."""
+def session_pairs(session: torch.Tensor, mask: torch.Tensor, both: bool = True) -> PairSet:
+    """q2q edges: two different valid queries of one session (``session`` from :func:`query_sessions`);
+    ``both=False``: each undirected edge once (i < j)."""
     _check("session_pairs", session, mask)
-    pos = torch.arange(mask.shape[1], device=mask.device)
-    same = (session.unsqueeze(2) == session.unsqueeze(1)) & (pos.unsqueeze(1) != pos)
-    return _pairs(same & mask.unsqueeze(2) & mask.unsqueeze(1))
+    M = mask.shape[1]
+    pos = torch.arange(M, device=mask.device)
+    b, i = mask.nonzero(as_tuple=True)  # valid queries [Q], then each against its row: [Q, M], not [B, M, M]
+    s = torch.where(mask, session, -1 - pos)  # padding: a distinct negative value, equal only to itself
+    keep = pos.unsqueeze(1) != pos if both else pos.unsqueeze(1) < pos  # [M, M]
+    q, j = ((s.index_select(0, b) == session[b, i].unsqueeze(1)) & keep.index_select(0, i)).nonzero(as_tuple=True)
+    return PairSet(b.index_select(0, q), i.index_select(0, q), j)
 
 
 def span_pairs(q_ts: torch.Tensor, q_mask: torch.Tensor, q_cats: torch.Tensor, i_ts: torch.Tensor,
@@ -127,8 +136,54 @@ def span_pairs(q_ts: torch.Tensor, q_mask: torch.Tensor, q_cats: torch.Tensor, i
     _check("span_pairs (clicks)", i_ts, i_mask, i_cats)
     if direction not in ("after", "both"):
         raise ValueError(f"span_pairs: direction must be 'after' or 'both', got {direction!r}")
+    if q_cats.dim() == 2 and i_cats.dim() == 2:
+        fast = _span_pairs_keyed(q_ts, q_mask, q_cats, i_ts, i_mask, i_cats, span, direction)
+        if fast is not None:
+            return fast
     dt = i_ts.unsqueeze(1).to(torch.float64) - q_ts.unsqueeze(2).to(torch.float64)  # [B, M, L]
     if direction == "both":
         dt = dt.abs()
     near = (dt > 0) & (dt < span)
     return _pairs(near & _intersect(q_cats, i_cats) & q_mask.unsqueeze(2) & i_mask.unsqueeze(1))
+
+
+def _span_pairs_keyed(q_ts, q_mask, q_cats, i_ts, i_mask, i_cats, span, direction) -> PairSet | None:
+    """:func:`span_pairs` for integer timestamps and one category per position, without a [B, M, L]
+    mask: each row's click keys sorted, each query's matching clicks an interval of keys found by
+    ``searchsorted``, the edges enumerated from the intervals (O(B L log L + edges)).
+
+    Each position's key = category * G + (t - t_min), with G larger than every time difference plus
+    the span, so that two keys differ by less than the span only within one category, and then by
+    exactly their time difference; padded queries, queries of category 0 and padded clicks get keys
+    far below every valid one (never within the span of anything). The same pairs as the general
+    path (tested), ordered by instance, query, then click time (not click position); None where the
+    keys could overflow int64 or the timestamps are not integers: the caller takes the general path."""
+    if (q_ts.is_floating_point() or i_ts.is_floating_point() or q_ts.numel() == 0 or i_ts.numel() == 0
+            or not math.isfinite(span)):
+        return None
+    lo = int(torch.minimum(q_ts.min(), i_ts.min()))
+    hi = int(torch.maximum(q_ts.max(), i_ts.max()))
+    t = int(math.ceil(span))  # integer differences: dt < span <=> dt < ceil(span)
+    g = hi - lo + t + 1
+    c = int(torch.maximum(q_cats.max(), i_cats.max()).clamp_min(0)) + 1
+    far = 4 * g * c  # padded queries at -far, padded clicks at -far/2: |key difference| >= g * c > span
+    if far >= 2**61:
+        return None
+    kq = torch.where(q_mask & (q_cats > 0), q_cats.long() * g + (q_ts - lo), torch.full_like(q_ts, -far, dtype=torch.long))
+    ki = torch.where(i_mask, i_cats.long().clamp_min(0) * g + (i_ts - lo), torch.full_like(i_ts, -far // 2, dtype=torch.long))
+    srt, order = torch.sort(ki, dim=1, stable=True)  # each row's click keys, ascending [B, L]
+    ranges = [(kq, kq + t)] if direction == "after" else [(kq - t, kq), (kq, kq + t)]  # open intervals of keys
+    bounds = [(torch.searchsorted(srt, x, right=True), torch.searchsorted(srt, y)) for x, y in ranges]
+    counts = [(end - begin).clamp_min(0).reshape(-1) for begin, end in bounds]  # clicks per query, interval [B M]
+    per_query = counts[0] if len(counts) == 1 else counts[0] + counts[1]
+    B, M = kq.shape
+    q = torch.repeat_interleave(torch.arange(B * M, device=kq.device), per_query)  # flat query of every edge [P]
+    start = torch.cumsum(per_query, 0) - per_query
+    k = torch.arange(q.numel(), device=kq.device) - start.index_select(0, q)  # rank of the edge within its query
+    pos = bounds[0][0].reshape(-1).index_select(0, q) + k  # position in the sorted row
+    if len(bounds) == 2:  # past the first interval's clicks: the second interval
+        c0 = counts[0].index_select(0, q)
+        pos = torch.where(k < c0, pos, bounds[1][0].reshape(-1).index_select(0, q) + k - c0)
+    b = torch.div(q, M, rounding_mode="floor")
+    L = ki.shape[1]
+    return PairSet(b, q - b * M, order.reshape(-1).index_select(0, b * L + pos))

@@ -70,61 +70,126 @@ def sampled_softmax_loss(anchor: torch.Tensor, positive: torch.Tensor, positive_
     return (torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1) - pos.squeeze(1)).mean()
 
 
+def _anchor_lse(A: torch.Tensor, a: torch.Tensor, neg_e: torch.Tensor):
+    """log Σ_n e^{A[r]·E_n} for the anchor rows: every row of A when the pairs outnumber them, else
+    the rows some pair uses -> (logits [R, N], lse [R], rows [R] or None, each pair's row [P])."""
+    if A.shape[0] <= a.numel():
+        rows, inv, logits = None, a, A @ neg_e.T
+    else:
+        rows, inv = torch.unique(a, return_inverse=True)
+        logits = A.index_select(0, rows) @ neg_e.T
+    return logits, torch.logsumexp(logits, 1), rows, inv
+
+
+def _hit_softplus(z: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(z, c) = log(1 - c + e^z) and df/dz per pair (see :class:`_PairSoftplus`): softplus and
+    sigmoid without hits; z + log1p((1 - c) e^{-z}) and 1 / (1 + (1 - c) e^{-z}) with c >= 1 hits."""
+    f, s = torch.nn.functional.softplus(z), torch.sigmoid(z)
+    h = hits.nonzero().squeeze(1)
+    if h.numel():
+        zh = z.index_select(0, h)
+        t = ((1.0 - hits.index_select(0, h).to(z.dtype)) * torch.exp(-zh)).clamp_min(-1.0 + 1e-6)  # >= 1/c - 1
+        f = f.index_copy(0, h, zh + torch.log1p(t))
+        s = s.index_copy(0, h, 1.0 / (1.0 + t))
+    return f, s
+
+
+def _lse_backward(A, rows, inv, logits, neg_e, s, gA):
+    """Adds the gradient of Σ_pairs s·lse[row] to gA (the anchor rows) and returns it for neg_e."""
+    glse = logits.new_zeros(logits.shape[0]).index_add_(0, inv, s)
+    dlog = torch.softmax(logits, 1).mul_(glse.unsqueeze(1))  # [R, N]
+    if rows is None:
+        gA += dlog @ neg_e
+        return dlog.T @ A
+    gA.index_add_(0, rows, dlog @ neg_e)
+    return dlog.T @ A.index_select(0, rows)
+
+
 class _PairSoftplus(torch.autograd.Function):
-    """Σ_pairs softplus(lse_n(A[a]·E_n) − A[a]·B[b]) with a hand-written backward (no [P, N] tensor,
-    the [P, d] gathers kept once): the non-hit pairs of :func:`table_softmax_loss`."""
+    """Σ_pairs f(z_ab, c_ab) [+ Σ_pairs f(z_ba, c_ba)] with z_ab = lse_n(A[a]·E^B_n) − A[a]·B[b] over
+    the N negatives of B's type and c_ab the number of them with the positive's id b (accidental
+    hits); with ``negA_e`` also the reverse direction, anchor B[b] against the negatives of A's type,
+    which shares the pair's dot product, gathers and scatters (and, when both directions read one
+    table and one negative set, ``shared``, the anchors' logits against the negatives). Hand-written
+    backward: no [P, N] tensor, the [P, d] gathers kept once.
+
+    Leaving the c hits out of the denominator: since a hit's vector is the positive's own row,
+    -log(e^{a·p} / (e^{a·p} + S - c e^{a·p})) = log(1 - c + e^z) =: f(z, c), S = Σ_n e^{a·e_n};
+    f = softplus(z) without hits, z + log1p((1 - c) e^{-z}) with hits (there e^z >= c, so the argument
+    stays >= 1/c and nothing cancels catastrophically), and df/dz = 1 / (1 + (1 - c) e^{-z})."""
 
     @staticmethod
-    def forward(ctx, A, a, B, b, neg_e):
+    def forward(ctx, A, a, B, b, negB_e, hits_ab, negA_e, hits_ba, shared):
         ae, be = A.index_select(0, a), B.index_select(0, b)
-        if A.shape[0] <= a.numel():  # every anchor row once
-            rows, inv = None, a
-            logits = A @ neg_e.T  # [V_a, N]
-        else:  # only the rows some pair uses
-            rows, inv = torch.unique(a, return_inverse=True)
-            logits = A.index_select(0, rows) @ neg_e.T
-        lse = torch.logsumexp(logits, 1)
-        z = lse.index_select(0, inv) - (ae * be).sum(1)  # log(Σ_n e^{a·n}) − a·p
-        ctx.save_for_backward(A, a, B, b, neg_e, ae, be, logits, lse, z, inv, *([rows] if rows is not None else []))
-        return torch.nn.functional.softplus(z).sum()
+        dot = (ae * be).sum(1)
+        P = a.numel()
+        ctx.shared = shared  # one table and one negative set both ways (i2i, q2q): one logits matrix
+        logits1, lse1, rows1, inv1 = _anchor_lse(A, torch.cat([a, b]) if shared else a, negB_e)
+        f, s1 = _hit_softplus(lse1.index_select(0, inv1[:P]) - dot, hits_ab)
+        total, logits2, rows2, inv2, s2 = f.sum(), None, None, None, None
+        if shared:
+            f2, s2 = _hit_softplus(lse1.index_select(0, inv1[P:]) - dot, hits_ba)
+            total = total + f2.sum()
+        elif negA_e is not None:
+            logits2, lse2, rows2, inv2 = _anchor_lse(B, b, negA_e)
+            f2, s2 = _hit_softplus(lse2.index_select(0, inv2) - dot, hits_ba)
+            total = total + f2.sum()
+        ctx.save_for_backward(A, a, B, b, ae, be, negB_e, logits1, rows1, inv1, s1, negA_e, logits2, rows2, inv2, s2)
+        return total
 
     @staticmethod
     def backward(ctx, g):
-        A, a, B, b, neg_e, ae, be, logits, lse, z, inv, *rows = ctx.saved_tensors
-        s = torch.sigmoid(z) * g  # d loss / d z per pair
+        A, a, B, b, ae, be, negB_e, logits1, rows1, inv1, s1, negA_e, logits2, rows2, inv2, s2 = ctx.saved_tensors
         gA, gB = torch.zeros_like(A), torch.zeros_like(B)
-        gA.index_add_(0, a, be * (-s).unsqueeze(1))  # z = lse - a·p
-        gB.index_add_(0, b, ae * (-s).unsqueeze(1))
-        glse = torch.zeros_like(lse).index_add_(0, inv, s)
-        dlog = torch.softmax(logits, 1).mul_(glse.unsqueeze(1))  # [V_a or U, N]
-        ga_rows = dlog @ neg_e
-        if rows:
-            gA.index_add_(0, rows[0], ga_rows)
+        s1 = s1 * g
+        sdot, g_negA = s1, None
+        if s2 is not None:
+            s2 = s2 * g
+            sdot = s1 + s2
+        if ctx.shared:
+            g_negB = _lse_backward(A, rows1, inv1, logits1, negB_e, torch.cat([s1, s2]), gA)
         else:
-            gA += ga_rows
-        g_neg = dlog.T @ (A.index_select(0, rows[0]) if rows else A)
-        return gA, None, gB, None, g_neg
+            g_negB = _lse_backward(A, rows1, inv1, logits1, negB_e, s1, gA)
+            if negA_e is not None:
+                g_negA = _lse_backward(B, rows2, inv2, logits2, negA_e, s2, gB)
+        gA.index_add_(0, a, be * (-sdot).unsqueeze(1))  # z = lse - a·b in both directions
+        gB.index_add_(0, b, ae * (-sdot).unsqueeze(1))
+        return gA, None, gB, None, g_negB, None, g_negA, None, None
+
+
+def _hits(neg_ids: torch.Tensor, vocab: int, pos_ids: torch.Tensor) -> torch.Tensor:
+    """How many of the negatives carry each pair's positive id [P] (one bincount)."""
+    return torch.bincount(neg_ids, minlength=vocab).index_select(0, pos_ids)
 
 
 def table_softmax_loss(anchor_table: torch.Tensor, anchor_ids: torch.Tensor, pos_table: torch.Tensor,
                        pos_ids: torch.Tensor, neg_ids: torch.Tensor) -> torch.Tensor:
     """L_G of §3.2 for pairs given by ids, mean over the pairs: anchors ``anchor_table[anchor_ids]``,
     positives ``pos_table[pos_ids]`` [P], negatives ``pos_table[neg_ids]`` [N] (the positive's type).
-    Equal to :func:`sampled_softmax_loss` (tested, gradients included): the pairs whose positive is
-    not among the negatives run in one fused function (softplus(lse − a·p), a hand-written backward);
-    the few with an accidental hit take the masked per-pair path."""
+    Equal to :func:`sampled_softmax_loss` (tested, gradients included) in one fused function: each
+    pair's accidental hits (negatives with its positive's id, counted by one ``bincount``) are taken
+    out of its denominator in closed form (see :class:`_PairSoftplus`)."""
     P = anchor_ids.numel()
     if P == 0:
         return (anchor_table.sum() + pos_table.sum()) * 0.0
     neg_e = pos_table.index_select(0, neg_ids)
-    srt = torch.sort(neg_ids).values
-    hits = torch.searchsorted(srt, pos_ids, right=True) > torch.searchsorted(srt, pos_ids)
-    ok = (~hits).nonzero().squeeze(1)
-    total = _PairSoftplus.apply(anchor_table, anchor_ids.index_select(0, ok), pos_table, pos_ids.index_select(0, ok),
-                                neg_e)
-    if hits.any():  # the masked per-pair form, on the few pairs with an accidental hit
-        h = hits.nonzero().squeeze(1)
-        total = total + h.numel() * sampled_softmax_loss(anchor_table.index_select(0, anchor_ids[h]),
-                                                         pos_table.index_select(0, pos_ids[h]), pos_ids[h],
-                                                         neg_e, neg_ids)
-    return total / P
+    return _PairSoftplus.apply(anchor_table, anchor_ids, pos_table, pos_ids, neg_e,
+                               _hits(neg_ids, pos_table.shape[0], pos_ids), None, None, False) / P
+
+
+def two_way_softmax_loss(A: torch.Tensor, a: torch.Tensor, B: torch.Tensor, b: torch.Tensor,
+                         neg_a: torch.Tensor, neg_b: torch.Tensor) -> torch.Tensor:
+    """Both directions of each pair (``A[a]``, ``B[b]``) [P]: ``0.5 (table_softmax_loss(A, a, B, b,
+    neg_b) + table_softmax_loss(B, b, A, a, neg_a))`` (tested), in one pass that computes each pair's
+    dot product, gathers and gradient scatters once. An undirected edge set given once per edge (i2i
+    windows, q2q sessions: :mod:`ctrgraph.graphs.search_pairs` with ``both=False``) gives exactly the
+    mean over its directed edges; EGIN's q2i term is this by definition."""
+    P = a.numel()
+    if P == 0:
+        return (A.sum() + B.sum()) * 0.0
+    shared = A is B and neg_a is neg_b
+    negB_e = B.index_select(0, neg_b)
+    negA_e = None if shared else A.index_select(0, neg_a)
+    total = _PairSoftplus.apply(A, a, B, b, negB_e, _hits(neg_b, B.shape[0], b), negA_e, _hits(neg_a, A.shape[0], a),
+                                shared)
+    return total / (2 * P)

@@ -10,7 +10,10 @@ its padded click and query sequences by :mod:`ctrgraph.graphs.search_pairs` (i2i
 queries' categories and, on real logs, by a similarity sequence (``query_similarity_field``); q2i between a query and the clicks ``0 < Δt < span`` after it whose category
 it shares). Each edge is a softmax of the pair against ``negatives`` ids drawn from a cross-batch
 queue of the positive's type (:class:`~ctrgraph.layers.negative_queue.IdQueue`), accidental hits
-masked; q2i edges are used in both directions. The graph embeddings are their own item and query
+masked; every edge is used in both directions (i2i and q2q edges are symmetric; q2i by the paper), so
+each pair is sampled once and both directions are computed in one pass
+(:func:`~ctrgraph.layers.negative_queue.two_way_softmax_loss`: one dot product, gather and scatter
+per pair; the same loss as the mean over the directed edges, tested). The graph embeddings are their own item and query
 tables of dimension ``graph_dim`` (research notes §3.2 #1), separate from the CTR provider's.
 
 CTR side: SimExtract(target, sequence) (§3.3): the cosine of the target's and every behaviour's
@@ -32,7 +35,7 @@ Variants (config values): ``graph=False`` is the paper's "w/o graph" (SimExtract
 network's own embeddings, no graph losses); ``query=False`` "w/o query" (the graph limited to the
 click sequence: no q2q / q2i edges; the query features stay); ``pos_emb=False`` "w/o pos_emb";
 ``subsample`` / ``subsample_target`` §4.6.1's frequency subsampling; ``seeds_mix`` §4.6.2's seeds
-sequence share (Fig. 3); ``max_pairs`` (not the paper's) caps the edges per relation and batch.
+sequence share (Fig. 3); ``max_pairs`` (not the paper's) caps the pairs per relation and batch.
 Item-only mode (the paper's Taobao setting): a data set without query fields has only f_i2i and
 L_i2i. Query fields are found by role: a categorical ``query`` field (the current query), a
 ``query_behavior`` sequence targeting it with parallel raw timestamps (``embed=False``) and
@@ -55,7 +58,7 @@ from ..graphs.search_pairs import (
     span_pairs,
     window_pairs,
 )
-from ..layers.negative_queue import IdQueue, table_softmax_loss
+from ..layers.negative_queue import IdQueue, two_way_softmax_loss
 from .base import CTRModel, TowerConfig, tower
 
 
@@ -91,8 +94,9 @@ class EGINConfig(TowerConfig):
     seeds_mix: float = PField(0.0, ge=0, le=1, description="§4.6.2 / Fig. 3: share of instances whose i2i edges come "
                                                             "from the seeds sequence (clicks of the current query's "
                                                             "category); the paper's best 0.2; query mode only")
-    max_pairs: int | None = PField(None, ge=1, description="not the paper's: at most this many edges per relation "
-                                                           "and batch, a uniform subset (graph-loss cost)")
+    max_pairs: int | None = PField(None, ge=1, description="not the paper's: at most this many pairs per relation "
+                                                           "and batch (each used in both directions), a uniform "
+                                                           "subset (graph-loss cost)")
     sim_value: bool = PField(False, description="not the paper's: also feed the raw cosines (L_CTR then "
                                                 "reaches the graph tables)")
 
@@ -281,9 +285,9 @@ class EGIN(CTRModel):
                 order = torch.sort((~im).to(torch.int8), dim=1, stable=True).indices  # kept positions first
                 im = torch.gather(im, 1, order)
                 ih = torch.gather(hist, 1, order)
-            pr = window_pairs(im, cfg.window).sample(cfg.max_pairs)
+            pr = window_pairs(im, cfg.window, both=False).sample(cfg.max_pairs)  # each edge once, both directions
             a, p = ih[pr.b, pr.src], ih[pr.b, pr.dst]
-            out["egin_i2i"] = cfg.alpha * table_softmax_loss(Wi, a, Wi, p, item_neg)
+            out["egin_i2i"] = cfg.alpha * two_way_softmax_loss(Wi, a, Wi, p, item_neg, item_neg)
         if self.query_mode and cfg.query:
             qh = batch[self.qhist.name].long()
             qmask = qh > 0
@@ -297,16 +301,15 @@ class EGIN(CTRModel):
                 sim = batch[cfg.query_similarity_field] if cfg.query_similarity_field else None
                 sess = query_sessions(qts, qmask, cfg.session_gap, cats=qcat, similarity=sim,
                                       min_similarity=cfg.min_query_similarity)
-                pr = session_pairs(sess, qmask).sample(cfg.max_pairs)
+                pr = session_pairs(sess, qmask, both=False).sample(cfg.max_pairs)
                 a, p = qh[pr.b, pr.src], qh[pr.b, pr.dst]
-                out["egin_q2q"] = cfg.beta * table_softmax_loss(Wq, a, Wq, p, query_neg)
+                out["egin_q2q"] = cfg.beta * two_way_softmax_loss(Wq, a, Wq, p, query_neg, query_neg)
             if cfg.gamma > 0:
                 pr = span_pairs(qts, qmask, qcat, batch[self.click_ts.name], gmask,
                                 batch[self.click_cat.name].long(), cfg.span, cfg.span_direction).sample(cfg.max_pairs)
                 q, i = qh[pr.b, pr.src], hist[pr.b, pr.dst]
-                out["egin_q2i"] = cfg.gamma * 0.5 * (
-                    table_softmax_loss(Wq, q, Wi, i, item_neg)  # query -> item
-                    + table_softmax_loss(Wi, i, Wq, q, query_neg))  # item -> query
+                # query -> item against item negatives, item -> query against query negatives, halved
+                out["egin_q2i"] = cfg.gamma * two_way_softmax_loss(Wq, q, Wi, i, query_neg, item_neg)
             self.query_queue.push(qh[qkept if sub and cfg.subsample_target == "negatives" else qh > 0])
         self.item_queue.push(hist[kept if sub and cfg.subsample_target == "negatives" else mask])
         return out
