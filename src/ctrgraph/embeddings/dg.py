@@ -241,9 +241,11 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         sparse product for all of them (the parameters stay separate per block)."""
         from ..graphs import (
             bipartite_adjacency,
+            csr_int32,
             mixed_incidence,
             row_norm,
             to_torch_sparse,
+            transpose_csr,
         )
 
         norm = "gcn" if self.aggregator == "gcn" else "sym"
@@ -252,7 +254,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if (g.n_users, g.n_items) != (n_u, n_i):
             raise ConfigError(f"dg embedding: graphs have {g.n_users} users / {g.n_items} items, "
                               f"the vocabularies {n_u} / {n_i}")
-        st = _GraphState(lin={}, attr_blocks=[])
+        st = _GraphState(lin={}, lin_t={}, attr_blocks=[])
         owner = {"u": self.user_field.table, "i": self.item_field.table}
         if "attr" in self.graphs:
             mats_all = []
@@ -269,6 +271,9 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     mats_all.append(bipartite_adjacency(mixed_incidence(mats)[0]))
                 else:
                     st["lin"][side] = [to_torch_sparse(row_norm(b)) for b in mats]
+                    # int32 copies and their transposes for the whole-table step (:meth:`_attribute_stage`):
+                    # the backward reuses the transpose, where torch's own rebuilds it (a sort) every step
+                    st["lin_t"][side] = [(csr_int32(r), csr_int32(transpose_csr(r))) for r in st["lin"][side]]
             if mats_all:
                 st["attr"] = DropGraph(sp.block_diag(mats_all, format="csr"), norm, iso).adjacency()
         cf = [(k, m) for k, m in (("uu", g.uu), ("vv", g.vv)) if k in self.graphs]
@@ -291,6 +296,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             return
         st = self._g
         st["lin"] = {s: [a.to(dev) for a in v] for s, v in st["lin"].items()}
+        st["lin_t"] = {s: [(a.to(dev), t.to(dev)) for a, t in v] for s, v in st["lin_t"].items()}
         if "attr" in st:
             st["attr"] = st["attr"].to(dev)
         for k in ("cf1", "uv"):
@@ -331,9 +337,12 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if "attr" not in self.graphs:
             return e_u, e_v
         if self.attr_mode == "linear":  # Fig. 4 (i): W [e_id; mean attribute embedding of each field]
+            from ..graphs import spmm
+
             z = {}
             for side, e, fields in (("u", e_u, self.uattr), ("i", e_v, self.iattr)):
-                means = [torch.sparse.mm(r, self.tables[f.table].weight) for r, f in zip(st["lin"].get(side, []), fields)]
+                means = [spmm(r, self.tables[f.table].weight, r_t)
+                         for (r, r_t), f in zip(st["lin_t"].get(side, []), fields)]
                 z[side] = self.attr_lin[side](torch.cat([e] + means, dim=1)) if means else e
             return z["u"], z["i"]
         blocks = st["attr_blocks"]
