@@ -610,3 +610,42 @@ def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit
                 y.backward(up_g)
                 outs.append((y.detach(), x.grad))
             assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), (norm, iso, k)
+
+
+def test_numpy_integer_steps_equal_the_torch_code(tiny, monkeypatch):
+    """On the CPU the per-step integer work (target_drops, DropGraph.pair_ids, the dropped pairs of
+    operator()) runs in numpy; other devices run the torch code. Both give the same ids, the same
+    dropped edges (in the same order) and the same scales, bit for bit."""
+    from ctrgraph.graphs import dg as graph_dg
+
+    p = _provider(tiny)
+    tr = tiny.split("train")
+    rng = np.random.default_rng(11)
+    for rows in (rng.choice(len(tr["label"]), 60, replace=False), np.flatnonzero(tr["label"] > 0)[:80]):
+        batch = _train_batch(tiny, rows)
+        outs = []
+        for flag in (True, False):
+            monkeypatch.setattr(graph_dg, "NUMPY_ON_CPU", flag)
+            du, dv = p.target_drops(batch)
+            ops = [p._g["uv"].operator(du), p._g["cf1"].operator(dv)]
+            outs.append((du, dv, ops))
+        (du, dv, ops), (du_t, dv_t, ops_t) = outs
+        assert du.numel() and dv.numel()
+        assert torch.equal(du, du_t) and torch.equal(dv, dv_t)
+        for a, b in zip(ops, ops_t):
+            assert torch.equal(a.dead_rows, b.dead_rows) and torch.equal(a.dead_cols, b.dead_cols)
+            assert a.dead_rows.dtype == b.dead_rows.dtype == torch.int64
+            assert torch.equal(a.s, b.s) and torch.equal(a.diag, b.diag)
+    # repeated pair ids (counts > 1 in vv) and pairs that are not edges
+    g = p._g["cf1"]
+    a = torch.as_tensor(rng.integers(0, g.n, 200))
+    b = torch.as_tensor(rng.integers(0, g.n, 200))
+    got = []
+    for flag in (True, False):
+        monkeypatch.setattr(graph_dg, "NUMPY_ON_CPU", flag)
+        ids = g.pair_ids(a, b)
+        ids = torch.cat([ids, ids[:5], g.pair_ids(g.rows[g.pair_edges[:, 0]], g.cols[g.pair_edges[:, 0]])])
+        op = g.operator(ids)
+        got.append((ids, op.dead_rows, op.dead_cols, op.s))
+    for x, y in zip(*got):
+        assert torch.equal(x, y)
