@@ -241,6 +241,10 @@ class DropGraph:
                 rows, cols = torch.stack([lo, hi], 1).reshape(-1), torch.stack([hi, lo], 1).reshape(-1)
                 cnt = torch.bincount(rows, minlength=self.n)
             deg = deg - cnt.to(deg.dtype)
+        if self.norm == "sym" and self.isolated == 0.0:  # no diagonal at all (LightGCN / NGCF, literal isolated)
+            if getattr(self, "_zero_diag", None) is None or self._zero_diag.device != deg.device:
+                self._zero_diag = torch.zeros_like(self.deg0)
+            return ScaledAdjacency(self.a01, self._scales(deg), self._zero_diag, rows, cols, has_diag=False)
         return ScaledAdjacency(self.a01, self._scales(deg), self._diagonal(deg), rows, cols)
 
     def pair_ids(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -134,9 +134,10 @@ class ScaledAdjacency:
     each step. ``A`` is its own transpose, so the backward is one more product with ``A``."""
 
     def __init__(self, a01: torch.Tensor, s: torch.Tensor, diag: torch.Tensor, dead_rows: torch.Tensor | None = None,
-                 dead_cols: torch.Tensor | None = None):
+                 dead_cols: torch.Tensor | None = None, has_diag: bool | None = None):
         self.a01, self.s, self.diag = a01, s, diag
-        self.has_diag = bool(diag.any())  # LightGCN's sym norm: only isolated nodes have one
+        # LightGCN's sym norm: only isolated nodes have one (``has_diag``: known by the caller)
+        self.has_diag = bool(diag.any()) if has_diag is None else has_diag
         self.dead_rows, self.dead_cols = dead_rows, dead_cols
         self.shape = a01.shape
 
@@ -186,7 +187,12 @@ class _ScaledMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, op):
         ctx.op = op
-        return op._apply(x)
+        s = op.s.to(x.dtype)[:, None]
+        xs = s * x
+        y = torch.sparse.mm(op.a01, xs)  # a fresh tensor: the steps below may work in place
+        if op.dead_rows is not None and op.dead_rows.numel():
+            y.index_add_(0, op.dead_rows, xs.index_select(0, op.dead_cols).neg_())
+        return y.mul_(s)
 
     @staticmethod
     def backward(ctx, g):
@@ -195,8 +201,8 @@ class _ScaledMM(torch.autograd.Function):
         g1 = g * s
         gx = torch.sparse.mm(op.a01, g1)
         if op.dead_rows is not None and op.dead_rows.numel():
-            gx = gx + torch.zeros_like(g1).index_add_(0, op.dead_cols, g1.index_select(0, op.dead_rows).neg())
-        return gx * s, None
+            gx.add_(torch.zeros_like(g1).index_add_(0, op.dead_cols, g1.index_select(0, op.dead_rows).neg_()))
+        return gx.mul_(s), None
 
 
 def spmm(adj: torch.Tensor | ScaledAdjacency, x: torch.Tensor, adj_t: torch.Tensor | None = None) -> torch.Tensor:
