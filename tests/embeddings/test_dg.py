@@ -614,8 +614,9 @@ def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit
 
 def test_numpy_integer_steps_equal_the_torch_code(tiny, monkeypatch):
     """On the CPU the per-step integer work (target_drops, DropGraph.pair_ids, the dropped pairs of
-    operator()) runs in numpy; other devices run the torch code. Both give the same ids, the same
-    dropped edges (in the same order) and the same scales, bit for bit."""
+    operator()) runs in numpy; other devices run the torch code. Both give the same ids (target_drops
+    in another order, which no user of them sees), the same dropped edges (in the same order) and the
+    same scales, bit for bit."""
     from ctrgraph.graphs import dg as graph_dg
 
     p = _provider(tiny)
@@ -631,7 +632,7 @@ def test_numpy_integer_steps_equal_the_torch_code(tiny, monkeypatch):
             outs.append((du, dv, ops))
         (du, dv, ops), (du_t, dv_t, ops_t) = outs
         assert du.numel() and dv.numel()
-        assert torch.equal(du, du_t) and torch.equal(dv, dv_t)
+        assert torch.equal(du.sort().values, du_t.sort().values) and torch.equal(dv.sort().values, dv_t.sort().values)
         for a, b in zip(ops, ops_t):
             assert torch.equal(a.dead_rows, b.dead_rows) and torch.equal(a.dead_cols, b.dead_cols)
             assert a.dead_rows.dtype == b.dead_rows.dtype == torch.int64

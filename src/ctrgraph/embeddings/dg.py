@@ -464,18 +464,22 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
 
     def _target_drops_np(self, batch: dict[str, torch.Tensor], cf1: DropGraph | None
                          ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """:meth:`target_drops` on the CPU, in numpy (the same integer steps, the same ids): about 40
+        """:meth:`target_drops` on the CPU, in numpy (the same ids, ordered by (u, v)): about 40
         small torch ops per step cost more than the arithmetic."""
         st = self._g
         pos = batch[self.spec.schema.label].numpy() > 0
         u = batch[self.user_field.name].numpy()[pos].astype(np.int64)
         v = batch[self.item_field.name].numpy()[pos].astype(np.int64)
         n_u, n_i = st["n"]
+        # in (u, v) order: the binary searches below then walk their keys in order (about 2x faster); the
+        # order of the ids is immaterial (every user of them takes their distinct values, sorted)
+        q = u * n_i + v
+        order = np.argsort(q, kind="stable")
+        q, u, v = q[order], u[order], v[order]
         drop_uv = torch.from_numpy(st["uv"].pair_ids_np(u, v + n_u)) if "uv" in st else None
         drop_vv = None
         keys, prev, nxt = (a.numpy() for a in st["seq"])
         if "vv" in self.graphs and keys.size:
-            q = u * n_i + v
             at = np.minimum(np.searchsorted(keys, q), keys.size - 1)
             hit = keys[at] == q
             at, vh = at[hit], v[hit]
