@@ -218,9 +218,20 @@ class ResEmbedding(EmbeddingProvider):
             return super().lookup(table, ids, step)
         if torch.jit.is_tracing():  # export (inference): no L(R) bookkeeping, the same rows without unique
             return self.item_vectors(ids.reshape(-1)).view(*ids.shape, -1)
-        uniq, inv = torch.unique(ids, return_inverse=True)
+        n = self.nbr_idx.shape[0]
+        if ids.numel() >= n:  # (a behaviour sequence) at least one id per item: compute every item's row
+            # and gather, without sorting the ids: each row's value is the same, the gradient reaches
+            # every parameter row in the same order (rows no id uses add exact zeros), and the distinct
+            # ids come from a mask (sorted, as torch.unique gives them)
+            seen = torch.zeros(n, dtype=torch.bool, device=ids.device)
+            seen[ids.reshape(-1)] = True
+            uniq = seen.nonzero().squeeze(1)
+            out = table_lookup(self.item_vectors(torch.arange(n, device=ids.device)), ids)
+        else:
+            uniq, inv = torch.unique(ids, return_inverse=True)
+            out = self.item_vectors(uniq)[inv]
         step["rows"] = uniq if step["rows"] is None else torch.unique(torch.cat([step["rows"], uniq]))
-        return self.item_vectors(uniq)[inv]
+        return out
 
     def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
         """lambda * L(R) (Eq. 9) of one call: over the item rows it looked up (``l2="batch"``)."""
