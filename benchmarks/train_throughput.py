@@ -15,6 +15,12 @@ turns, one full training epoch each (forward, loss + auxiliary losses, backward,
 each round and the ratio of the median to the first model's (e.g. ``--models autoint,graphfm``), and the
 same for the process's CPU seconds (with ``--threads 1`` CPU time is the epoch's compute whatever
 else runs on the machine; wall time is the figure on an idle one).
+
+``--pairs`` gives the graph methods' cost ratios (issue 20) in one interleaved run, each graph model to
+its own base (wall and CPU medians)::
+
+    PYTHONPATH=src python benchmarks/train_throughput.py --data-dir ../shared/data/ml-100k --threads 1 \
+        --epochs 5 --pairs pnn:dg-pnn,autoint:graphfm,din:res-din
 """
 from __future__ import annotations
 
@@ -120,6 +126,34 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
             "cpu": {r[0]: r[4] for r in runs}}
 
 
+def parse_pairs(spec: str) -> list[tuple[str, str]]:
+    """``"pnn:dg-pnn,din:res-din"`` -> ``[("pnn", "dg-pnn"), ("din", "res-din")]``."""
+    pairs = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        base, sep, other = item.partition(":")
+        if not sep or not base or not other:
+            raise SystemExit(f"--pairs: expected BASE:OTHER, got {item!r}")
+        pairs.append((base, other))
+    return pairs
+
+
+def pairs_ratios(spec: str, dataset: str, data_dir: str | None, rounds: int, threads) -> dict[tuple[str, str], dict]:
+    """One interleaved run (:func:`interleaved`) of every model of ``spec``; prints and returns the ratio
+    of each pair's medians, seconds and CPU seconds per epoch."""
+    import statistics
+
+    pairs = parse_pairs(spec)
+    names = list(dict.fromkeys(n for p in pairs for n in p))
+    res = interleaved(names, dataset, data_dir, rounds, threads)
+    out = {}
+    print("# cost ratios (median epoch of each model, same run)")
+    for base, other in pairs:
+        r = {k: statistics.median(res[k][other]) / statistics.median(res[k][base]) for k in ("seconds", "cpu")}
+        out[(base, other)] = r
+        print(f"{other + ' / ' + base:>22s}  wall {r['seconds']:.2f}x  CPU {r['cpu']:.2f}x")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ml100k")
@@ -128,8 +162,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", default=None, help="a count, or auto (train.num_threads: auto)")
     ap.add_argument("--interleave", action="store_true", help="one process, models take turns per epoch")
+    ap.add_argument("--pairs", default=None, metavar="BASE:OTHER,...",
+                    help="interleaved run of every model named; prints OTHER / BASE per pair (wall and CPU)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.pairs:
+        pairs_ratios(a.pairs, a.dataset, a.data_dir, a.epochs, a.threads)
+        return
     if a.interleave:
         interleaved(a.models.split(","), a.dataset, a.data_dir, a.epochs, a.threads)
         return

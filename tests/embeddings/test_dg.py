@@ -557,3 +557,96 @@ def test_paper_preset_changes_the_computation_and_yields_to_explicit_parameters(
     np.testing.assert_allclose(back.enhanced_tables()["item_id"].detach().numpy(), b["item_id"].detach().numpy())
     with pytest.raises(ConfigError, match="no preset 'papr'"):
         _provider(tiny, preset="papr")
+
+
+def _scaled_mm_autograd(op, x):
+    """ScaledAdjacency.mm as it was written before its fused autograd node (the reference)."""
+    from ctrgraph.graphs.propagate import _SpMM
+
+    s, c = op.s.to(x.dtype)[:, None], op.diag.to(x.dtype)[:, None]
+    xs = s * x
+    y = _SpMM.apply(op.a01, op.a01, xs)
+    if op.dead_rows is not None and op.dead_rows.numel():
+        y = y.index_add(0, op.dead_rows, xs.index_select(0, op.dead_cols), alpha=-1)
+    return s * y + c * x if op.has_diag else s * y
+
+
+def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit():
+    """ScaledAdjacency.mm (one autograd node, its own backward) gives the values and x-gradients of the
+    composition s * (A (s x) - D (s x)) [+ c x] under autograd bit for bit, inside a 2-layer LightGCN
+    whose layers are also read by the layer mean (so x's gradient sums several contributions); every
+    normalisation / isolated choice (the diagonal term or not), with and without drops."""
+    rng = np.random.default_rng(7)
+    n = 60
+    a = sp.random(n, n, density=0.1, random_state=8, data_rvs=lambda k: rng.integers(1, 3, k)).toarray()
+    a = np.triu(a, 1)
+    a[:3] = 0  # isolated nodes
+    a[:, :3] = 0
+    a = sp.csr_matrix(a + a.T)
+    up = sp.triu(a, 1).tocoo()
+
+    class _Ref:  # the operator with the reference mm
+        def __init__(self, op):
+            self.op = op
+
+        def mm(self, x):
+            return _scaled_mm_autograd(self.op, x)
+
+    for norm, iso in (("sym", 0.0), ("sym", 1.0), ("gcn", 0.0), ("gcn", 1.0)):
+        g = DropGraph(a, norm, iso)
+        for k in (0, 30):
+            pick = rng.integers(0, up.nnz, k)
+            op = g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None)
+            x0, up_g = torch.randn(n, 8), torch.randn(n, 8)
+            outs = []
+            for adj in (op, _Ref(op)):
+                x = x0.clone().requires_grad_()
+                h = x * 2.0  # x's gradient also comes through a second path
+                layers, cur = [h], h
+                for _ in range(2):
+                    cur = adj.mm(cur)
+                    layers.append(cur)
+                y = torch.stack(layers).sum(0) / 3 + x
+                y.backward(up_g)
+                outs.append((y.detach(), x.grad))
+            assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), (norm, iso, k)
+
+
+def test_numpy_integer_steps_equal_the_torch_code(tiny, monkeypatch):
+    """On the CPU the per-step integer work (target_drops, DropGraph.pair_ids, the dropped pairs of
+    operator()) runs in numpy; other devices run the torch code. Both give the same ids (target_drops
+    in another order, which no user of them sees), the same dropped edges (in the same order) and the
+    same scales, bit for bit."""
+    from ctrgraph.graphs import dg as graph_dg
+
+    p = _provider(tiny)
+    tr = tiny.split("train")
+    rng = np.random.default_rng(11)
+    for rows in (rng.choice(len(tr["label"]), 60, replace=False), np.flatnonzero(tr["label"] > 0)[:80]):
+        batch = _train_batch(tiny, rows)
+        outs = []
+        for flag in (True, False):
+            monkeypatch.setattr(graph_dg, "NUMPY_ON_CPU", flag)
+            du, dv = p.target_drops(batch)
+            ops = [p._g["uv"].operator(du), p._g["cf1"].operator(dv)]
+            outs.append((du, dv, ops))
+        (du, dv, ops), (du_t, dv_t, ops_t) = outs
+        assert du.numel() and dv.numel()
+        assert torch.equal(du.sort().values, du_t.sort().values) and torch.equal(dv.sort().values, dv_t.sort().values)
+        for a, b in zip(ops, ops_t):
+            assert torch.equal(a.dead_rows, b.dead_rows) and torch.equal(a.dead_cols, b.dead_cols)
+            assert a.dead_rows.dtype == b.dead_rows.dtype == torch.int64
+            assert torch.equal(a.s, b.s) and torch.equal(a.diag, b.diag)
+    # repeated pair ids (counts > 1 in vv) and pairs that are not edges
+    g = p._g["cf1"]
+    a = torch.as_tensor(rng.integers(0, g.n, 200))
+    b = torch.as_tensor(rng.integers(0, g.n, 200))
+    got = []
+    for flag in (True, False):
+        monkeypatch.setattr(graph_dg, "NUMPY_ON_CPU", flag)
+        ids = g.pair_ids(a, b)
+        ids = torch.cat([ids, ids[:5], g.pair_ids(g.rows[g.pair_edges[:, 0]], g.cols[g.pair_edges[:, 0]])])
+        op = g.operator(ids)
+        got.append((ids, op.dead_rows, op.dead_cols, op.s))
+    for x, y in zip(*got):
+        assert torch.equal(x, y)

@@ -269,3 +269,36 @@ def test_sms_siamese_pretraining_pulls_cooccurring_items_together(planted):
     prov.prepare(planted)
     assert prov.pretrained_rows.size > 0
     assert not torch.allclose(before[prov.pretrained_rows], prov.tables["item_id"].weight[prov.pretrained_rows])
+
+
+@pytest.mark.parametrize("g", ["gcn", "att"])
+def test_whole_table_lookup_equals_the_unique_rows_bit_for_bit(planted, g):
+    """A lookup of at least as many ids as items (a behaviour sequence) computes every item's row and
+    gathers; fewer ids take the distinct ids' rows. Both give the same vectors, the same gradients of
+    every parameter and the same L(R) rows, bit for bit (the rows no id uses add exact zeros)."""
+    p = _provider(planted, g)
+    h = p.nbr_idx.shape[0]
+    z = _random_z(h, 3)
+    wt = g_gcn(sp.csr_matrix(z)) if g == "gcn" else (sp.csr_matrix(z) > 0).astype(np.float32)
+    idx, ww = neighbour_table(wt, 3)
+    p.set_graph(torch.from_numpy(idx), torch.from_numpy(ww))
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, h, (max(h, 8), 5), generator=gen)  # ids.numel() >= h: the whole-table path
+    ids[0, 0] = 0
+    up = torch.randn(*ids.shape, 4, generator=gen)
+    results = []
+    for whole in (True, False):
+        p.zero_grad(set_to_none=True)
+        step = p.begin({})
+        if whole:
+            out = p.lookup(p.item_table, ids, step)
+        else:  # the distinct-id path, as the provider takes it for fewer ids than items
+            uniq, inv = torch.unique(ids, return_inverse=True)
+            step["rows"] = uniq
+            out = p.item_vectors(uniq)[inv]
+        loss = (out * up).sum() + p.aux_losses(step)["res_l2"]
+        loss.backward()
+        results.append((out.detach(), step["rows"], [q.grad.clone() for q in p.parameters() if q.grad is not None]))
+    (o1, r1, g1), (o2, r2, g2) = results
+    assert torch.equal(o1, o2) and torch.equal(r1, r2) and len(g1) == len(g2) > 0
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))

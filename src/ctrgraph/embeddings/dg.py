@@ -90,6 +90,7 @@ from torch import nn
 
 from ..data.schema import FeatureSpec, Field, Role
 from ..errors import ConfigError
+from ..graphs import dg as graph_dg
 from ..graphs.dg import DGGraphData, DropGraph, build_graph_data
 from ..layers.lookup import table_lookup
 from .base import EmbeddingProvider, Step
@@ -241,9 +242,11 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         sparse product for all of them (the parameters stay separate per block)."""
         from ..graphs import (
             bipartite_adjacency,
+            csr_int32,
             mixed_incidence,
             row_norm,
             to_torch_sparse,
+            transpose_csr,
         )
 
         norm = "gcn" if self.aggregator == "gcn" else "sym"
@@ -252,7 +255,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if (g.n_users, g.n_items) != (n_u, n_i):
             raise ConfigError(f"dg embedding: graphs have {g.n_users} users / {g.n_items} items, "
                               f"the vocabularies {n_u} / {n_i}")
-        st = _GraphState(lin={}, attr_blocks=[])
+        st = _GraphState(lin={}, lin_t={}, attr_blocks=[])
         owner = {"u": self.user_field.table, "i": self.item_field.table}
         if "attr" in self.graphs:
             mats_all = []
@@ -269,6 +272,9 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     mats_all.append(bipartite_adjacency(mixed_incidence(mats)[0]))
                 else:
                     st["lin"][side] = [to_torch_sparse(row_norm(b)) for b in mats]
+                    # int32 copies and their transposes for the whole-table step (:meth:`_attribute_stage`):
+                    # the backward reuses the transpose, where torch's own rebuilds it (a sort) every step
+                    st["lin_t"][side] = [(csr_int32(r), csr_int32(transpose_csr(r))) for r in st["lin"][side]]
             if mats_all:
                 st["attr"] = DropGraph(sp.block_diag(mats_all, format="csr"), norm, iso).adjacency()
         cf = [(k, m) for k, m in (("uu", g.uu), ("vv", g.vv)) if k in self.graphs]
@@ -291,6 +297,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             return
         st = self._g
         st["lin"] = {s: [a.to(dev) for a in v] for s, v in st["lin"].items()}
+        st["lin_t"] = {s: [(a.to(dev), t.to(dev)) for a, t in v] for s, v in st["lin_t"].items()}
         if "attr" in st:
             st["attr"] = st["attr"].to(dev)
         for k in ("cf1", "uv"):
@@ -307,9 +314,10 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         return s / len(xs) if self.combine == "mean" else s
 
     def _block_propagate(self, adj: torch.Tensor, xs: list[torch.Tensor], mods: list[nn.Module],
-                         n_layers: int) -> list[torch.Tensor]:
+                         n_layers: int, split: bool = True) -> list[torch.Tensor] | torch.Tensor:
         """Eqs. 12-13 on a block-diagonal graph: one sparse product per layer for all blocks, then
-        each block's own aggregator (its parameters) on its rows; returns each block's Eq. 13."""
+        each block's own aggregator (its parameters) on its rows; returns each block's Eq. 13 (``split``)
+        or all blocks' rows in one tensor."""
         from ..graphs import combine_layers, spmm
 
         sizes = [x.shape[0] for x in xs]
@@ -322,7 +330,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                 agg = torch.cat([m.layer(l, a, x) for m, a, x in zip(mods, agg.split(sizes), h.split(sizes))])
             h = agg
             layers.append(h)
-        return list(combine_layers(layers, self.combine).split(sizes))
+        out = combine_layers(layers, self.combine)
+        return list(out.split(sizes)) if split else out
 
     def _attribute_stage(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """§4.2: refined id tables z_U, z_V (Eqs. 12-14); attribute value tables go to ``out``."""
@@ -331,9 +340,12 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if "attr" not in self.graphs:
             return e_u, e_v
         if self.attr_mode == "linear":  # Fig. 4 (i): W [e_id; mean attribute embedding of each field]
+            from ..graphs import spmm
+
             z = {}
             for side, e, fields in (("u", e_u, self.uattr), ("i", e_v, self.iattr)):
-                means = [torch.sparse.mm(r, self.tables[f.table].weight) for r, f in zip(st["lin"].get(side, []), fields)]
+                means = [spmm(r, self.tables[f.table].weight, r_t)
+                         for (r, r_t), f in zip(st["lin_t"].get(side, []), fields)]
                 z[side] = self.attr_lin[side](torch.cat([e] + means, dim=1)) if means else e
             return z["u"], z["i"]
         blocks = st["attr_blocks"]
@@ -373,11 +385,16 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         out: dict[str, torch.Tensor] = {}
         z_u, z_v = self._attribute_stage(out)
         zh_u, zh_v = z_u, z_v
+        organized = self.collab == "organized"
+        zh = None  # [ẑ_U; ẑ_V] as one tensor, when the uu / vv stage gives exactly that
         if "cf1" in st:  # Eqs. 16-18: uu and vv side by side
             keys = st["cf1_keys"]
             xs = [z_u if k == "uu" else z_v for k in keys]
+            whole = organized and "uv" in self.graphs and keys == ["uu", "vv"]
             hs = self._block_propagate((cf1 or st["cf1"]).operator(drop_vv), xs, [self.cf_prop[k] for k in keys],
-                                       self.layers)
+                                       self.layers, split=not whole)
+            if whole:  # the uv stage starts from these rows as they are (no split, then cat, of the same rows)
+                zh, hs = hs, []
             for k, h in zip(keys, hs):
                 if k == "uu":
                     zh_u = h
@@ -386,8 +403,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         p_u, p_v = zh_u, zh_v
         if "uv" in self.graphs:  # Eqs. 19-21
             a = st["uv"].operator(drop_uv)
-            organized = self.collab == "organized"
-            start = torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
+            start = zh if zh is not None else torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
             q = self.cf_prop["uv"](a, start, adj_t=a)
             q_u, q_v = q[:n_u], q[n_u:]
             if organized:
@@ -426,6 +442,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         label = self.spec.schema.label
         if not self.drop_target_edges or label not in batch:
             return None, None
+        if graph_dg.NUMPY_ON_CPU and st["seq"][0].device.type == "cpu" and batch[label].device.type == "cpu":
+            return self._target_drops_np(batch, cf1)
         u, v = self._positives(batch)
         n_u, n_i = st["n"]
         drop_uv = st["uv"].pair_ids(u, v + n_u) if "uv" in st else None
@@ -438,7 +456,37 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             at, vh = at[hit], v[hit]
             g, o = cf1 or st["cf1"], st["vv_offset"]
             pv, nv = prev[at], nxt[at]  # 0: no previous / next item
-            drop_vv = torch.cat([g.pair_ids(pv[pv > 0] + o, vh[pv > 0] + o), g.pair_ids(nv[nv > 0] + o, vh[nv > 0] + o)])
+            # the (prev, v) then the (next, v) pairs in one pair_ids call (element-wise, so the same ids)
+            nb, vq = torch.cat([pv, nv]), torch.cat([vh, vh])
+            ok = nb > 0
+            drop_vv = g.pair_ids(nb[ok] + o, vq[ok] + o)
+        return drop_uv, drop_vv
+
+    def _target_drops_np(self, batch: dict[str, torch.Tensor], cf1: DropGraph | None
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`target_drops` on the CPU, in numpy (the same ids, ordered by (u, v)): about 40
+        small torch ops per step cost more than the arithmetic."""
+        st = self._g
+        pos = batch[self.spec.schema.label].numpy() > 0
+        u = batch[self.user_field.name].numpy()[pos].astype(np.int64)
+        v = batch[self.item_field.name].numpy()[pos].astype(np.int64)
+        n_u, n_i = st["n"]
+        # in (u, v) order: the binary searches below then walk their keys in order (about 2x faster); the
+        # order of the ids is immaterial (every user of them takes their distinct values, sorted)
+        q = u * n_i + v
+        order = np.argsort(q, kind="stable")
+        q, u, v = q[order], u[order], v[order]
+        drop_uv = torch.from_numpy(st["uv"].pair_ids_np(u, v + n_u)) if "uv" in st else None
+        drop_vv = None
+        keys, prev, nxt = (a.numpy() for a in st["seq"])
+        if "vv" in self.graphs and keys.size:
+            at = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+            hit = keys[at] == q
+            at, vh = at[hit], v[hit]
+            g, o = cf1 or st["cf1"], st["vv_offset"]
+            nb, vq = np.concatenate([prev[at], nxt[at]]), np.concatenate([vh, vh])  # 0: no previous / next item
+            ok = nb > 0
+            drop_vv = torch.from_numpy(g.pair_ids_np(nb[ok] + o, vq[ok] + o))
         return drop_uv, drop_vv
 
     def begin(self, batch: dict[str, torch.Tensor]) -> Step:

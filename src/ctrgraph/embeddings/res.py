@@ -53,7 +53,14 @@ from torch import nn
 
 from ..data.schema import FeatureSpec, Role
 from ..errors import ConfigError
+from ..layers.lookup import table_lookup
 from .base import EmbeddingProvider, Step
+
+
+def _rows(emb: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """``emb(ids)`` with :func:`~ctrgraph.layers.lookup.table_lookup`'s cheaper CPU backward (the same
+    values and gradients, padding row included)."""
+    return emb(ids) if emb.sparse else table_lookup(emb.weight, ids, emb.padding_idx)
 
 
 def neighbour_table(w: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,27 +186,27 @@ class ResEmbedding(EmbeddingProvider):
         cb = self.tables[self.item_table]
         nb = self.nbr_idx[ids]
         w = self.nbr_w[ids]
-        basis = cb(nb)  # [U, K, d]
+        basis = _rows(cb, nb)  # [U, K, d]
         has = w > 0
         if self.g == "att":  # Eq. 8: softmax over the row's non-zeros of C_b(i)·C_b(j)
-            q = cb(ids).unsqueeze(1)
+            q = _rows(cb, ids).unsqueeze(1)
             s = (q * basis).sum(-1).masked_fill(~has, float("-inf"))
             w = torch.nan_to_num(torch.softmax(s, dim=1), nan=0.0)
         out = (w.unsqueeze(-1) * basis).sum(1)
         if self.isolated == "self":
             lonely = ~has.any(1)
-            out = torch.where(lonely.unsqueeze(-1), cb(ids), out)
+            out = torch.where(lonely.unsqueeze(-1), _rows(cb, ids), out)
         return out
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """Final item embeddings E[ids] [U, d] for a 1-D tensor of distinct ids [U] (Eq. 4 / 3 / E = R)."""
         if self.form == "plain":
-            return self.residual(ids)
+            return _rows(self.residual, ids)
         if self.form == "prototype":  # (P C)[ids] = C[domain_of[ids]]
-            return self.domain_central(self.domain_of[ids]) + self.residual(ids)
-        e = self.central(ids) if self.use_graph else self.tables[self.item_table](ids)
+            return _rows(self.domain_central, self.domain_of[ids]) + _rows(self.residual, ids)
+        e = self.central(ids) if self.use_graph else _rows(self.tables[self.item_table], ids)
         if self.use_residual:
-            e = e + self.residual(ids)
+            e = e + _rows(self.residual, ids)
         return e
 
     def begin(self, batch) -> Step:
@@ -211,9 +218,20 @@ class ResEmbedding(EmbeddingProvider):
             return super().lookup(table, ids, step)
         if torch.jit.is_tracing():  # export (inference): no L(R) bookkeeping, the same rows without unique
             return self.item_vectors(ids.reshape(-1)).view(*ids.shape, -1)
-        uniq, inv = torch.unique(ids, return_inverse=True)
+        n = self.nbr_idx.shape[0]
+        if ids.numel() >= n:  # (a behaviour sequence) at least one id per item: compute every item's row
+            # and gather, without sorting the ids: each row's value is the same, the gradient reaches
+            # every parameter row in the same order (rows no id uses add exact zeros), and the distinct
+            # ids come from a mask (sorted, as torch.unique gives them)
+            seen = torch.zeros(n, dtype=torch.bool, device=ids.device)
+            seen[ids.reshape(-1)] = True
+            uniq = seen.nonzero().squeeze(1)
+            out = table_lookup(self.item_vectors(torch.arange(n, device=ids.device)), ids)
+        else:
+            uniq, inv = torch.unique(ids, return_inverse=True)
+            out = self.item_vectors(uniq)[inv]
         step["rows"] = uniq if step["rows"] is None else torch.unique(torch.cat([step["rows"], uniq]))
-        return self.item_vectors(uniq)[inv]
+        return out
 
     def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
         """lambda * L(R) (Eq. 9) of one call: over the item rows it looked up (``l2="batch"``)."""
@@ -223,7 +241,7 @@ class ResEmbedding(EmbeddingProvider):
             return {"res_l2": self.lam * self.residual.weight.pow(2).sum()}
         if step.get("rows") is None:
             return {}
-        return {"res_l2": self.lam * self.residual(step["rows"]).pow(2).sum()}
+        return {"res_l2": self.lam * _rows(self.residual, step["rows"]).pow(2).sum()}
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:

@@ -28,6 +28,15 @@ from .propagate import ScaledAdjacency
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
+#: per-step integer work (pair ids, dropped pairs) of CPU tensors in numpy: the same results (tested
+#: against the torch code, which other devices run), without torch's per-op cost on small arrays
+NUMPY_ON_CPU = True
+
+
+def _np(t: torch.Tensor) -> bool:
+    return NUMPY_ON_CPU and t.device.type == "cpu"
+
+
 @dataclass
 class DGGraphData:
     """Host-side (scipy) graphs of one data set's train split."""
@@ -178,17 +187,28 @@ class DropGraph:
             setattr(self, k, getattr(self, k).to(device))
         return self
 
-    def _drop(self, drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Degrees after subtracting one count per pair id in ``drop``, and the directed edges of the
-        pairs that vanished (or None)."""
-        deg, dead = self.deg0, None
-        if drop is not None and drop.numel():  # pairs whose count reaches 0 lose both directed edges
+    def _gone(self, drop: torch.Tensor | None) -> torch.Tensor | None:
+        """Ids (sorted, distinct) of the pairs whose count reaches 0 after subtracting one per id in
+        ``drop`` (None if none): they lose both directed edges."""
+        if drop is None or not drop.numel():
+            return None
+        if _np(drop):  # the same integer steps in numpy: a few µs each, not ~10 per torch op
+            ids, k = np.unique(drop.numpy(), return_counts=True)
+            was = self.pair_cnt.numpy()[ids]
+            gone = torch.from_numpy(ids[(was > 0) & (was - k <= 0)])
+        else:
             ids, k = torch.unique(drop, return_counts=True)
             was = self.pair_cnt[ids]
             gone = ids[(was > 0) & (was - k <= 0)]
-            if gone.numel():
-                dead = self.pair_edges[gone].reshape(-1)
-                deg = deg - torch.bincount(self.rows[dead], minlength=self.n).to(deg.dtype)
+        return gone if gone.numel() else None
+
+    def _drop(self, drop: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Degrees after subtracting one count per pair id in ``drop``, and the directed edges of the
+        pairs that vanished (or None)."""
+        deg, dead, gone = self.deg0, None, self._gone(drop)
+        if gone is not None:
+            dead = self.pair_edges[gone].reshape(-1)
+            deg = deg - torch.bincount(self.rows[dead], minlength=self.n).to(deg.dtype)
         return deg, dead
 
     @staticmethod
@@ -204,21 +224,51 @@ class DropGraph:
         """The matrix of :meth:`adjacency` as a :class:`ScaledAdjacency` (equal up to float rounding):
         per step only the degrees, the node scales and the dropped edges are computed (O(nodes +
         dropped)), where :meth:`adjacency` recomputes a value per edge (O(edges))."""
-        deg, dead = self._drop(drop)
-        s = self._scales(deg)
-        rows = cols = None
-        if dead is not None:
-            rows, cols = self.rows[dead], self.cols[dead]
-        return ScaledAdjacency(self.a01, s, self._diagonal(deg), rows, cols)
+        deg, rows, cols, gone = self.deg0, None, None, self._gone(drop)
+        if gone is not None:
+            # the dropped directed edges (lo, hi), (hi, lo) of each gone pair, in pair order: the rows and
+            # columns of :meth:`_drop`'s ``pair_edges[gone]`` (the same sequence), from the pair keys
+            # (one gather of a small array, where rows[pair_edges[gone]] is two scattered edge gathers)
+            if _np(gone):
+                key = self.pair_keys.numpy()[gone.numpy()]
+                lo, hi = key // self.n, key % self.n
+                rows, cols = np.stack([lo, hi], 1).reshape(-1), np.stack([hi, lo], 1).reshape(-1)
+                cnt = torch.from_numpy(np.bincount(rows, minlength=self.n))
+                rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
+            else:
+                key = self.pair_keys[gone]
+                lo, hi = torch.div(key, self.n, rounding_mode="floor"), torch.remainder(key, self.n)
+                rows, cols = torch.stack([lo, hi], 1).reshape(-1), torch.stack([hi, lo], 1).reshape(-1)
+                cnt = torch.bincount(rows, minlength=self.n)
+            deg = deg - cnt.to(deg.dtype)
+        if self.norm == "sym" and self.isolated == 0.0:  # no diagonal at all (LightGCN / NGCF, literal isolated)
+            if getattr(self, "_zero_diag", None) is None or self._zero_diag.device != deg.device:
+                self._zero_diag = torch.zeros_like(self.deg0)
+            return ScaledAdjacency(self.a01, self._scales(deg), self._zero_diag, rows, cols, has_diag=False)
+        return ScaledAdjacency(self.a01, self._scales(deg), self._diagonal(deg), rows, cols)
 
     def pair_ids(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Ids of the undirected pairs (a[i], b[i]) that are edges of the graph (others dropped)."""
+        if _np(a):  # numpy: the same steps, without the per-op cost of torch on small arrays
+            return torch.from_numpy(self.pair_ids_np(a.numpy().astype(np.int64, copy=False),
+                                                     b.numpy().astype(np.int64, copy=False)))
         lo, hi = torch.minimum(a, b), torch.maximum(a, b)
         q = lo * self.n + hi
         if self.pair_keys.numel() == 0 or q.numel() == 0:
             return torch.zeros(0, dtype=torch.long, device=q.device)
         pos = torch.searchsorted(self.pair_keys, q).clamp_max(self.pair_keys.numel() - 1)
         hit = (self.pair_keys[pos] == q) & (lo != hi)
+        return pos[hit]
+
+    def pair_ids_np(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """:meth:`pair_ids` of int64 numpy arrays (the graph on the CPU)."""
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        q = lo * self.n + hi
+        keys = self.pair_keys.numpy()
+        if keys.size == 0 or q.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+        hit = (keys[pos] == q) & (lo != hi)
         return pos[hit]
 
     def adjacency(self, drop: torch.Tensor | None = None) -> torch.Tensor:

@@ -66,6 +66,16 @@ def transpose_csr(adj: torch.Tensor) -> torch.Tensor:
     return adj.to_sparse_coo().t().coalesce().to_sparse_csr()
 
 
+def csr_int32(adj: torch.Tensor) -> torch.Tensor:
+    """A torch sparse CSR with int32 indices where they fit (else unchanged): torch's CPU CSR @ dense
+    converts int64 indices to int32 on every call; the product is the same bit for bit (tested)."""
+    crow, col = adj.crow_indices(), adj.col_indices()
+    if crow.dtype == torch.int32 or max(adj.shape[0], adj.shape[1], col.numel()) >= 2**31 - 1:
+        return adj
+    return torch.sparse_csr_tensor(crow.to(torch.int32), col.to(torch.int32), adj.values(), size=adj.shape,
+                                   check_invariants=False)
+
+
 class _SpMM(torch.autograd.Function):
     """``adj @ x`` with the gradient ``adj^T @ g`` from a given CSR ``adj_t`` (constant adjacency).
 
@@ -124,20 +134,33 @@ class ScaledAdjacency:
     each step. ``A`` is its own transpose, so the backward is one more product with ``A``."""
 
     def __init__(self, a01: torch.Tensor, s: torch.Tensor, diag: torch.Tensor, dead_rows: torch.Tensor | None = None,
-                 dead_cols: torch.Tensor | None = None):
+                 dead_cols: torch.Tensor | None = None, has_diag: bool | None = None):
         self.a01, self.s, self.diag = a01, s, diag
-        self.has_diag = bool(diag.any())  # LightGCN's sym norm: only isolated nodes have one
+        # LightGCN's sym norm: only isolated nodes have one (``has_diag``: known by the caller)
+        self.has_diag = bool(diag.any()) if has_diag is None else has_diag
         self.dead_rows, self.dead_cols = dead_rows, dead_cols
         self.shape = a01.shape
 
-    def mm(self, x: torch.Tensor) -> torch.Tensor:
-        """Â x: x [n, d] -> [n, d] (differentiable in x)."""
-        s, c = self.s.to(x.dtype)[:, None], self.diag.to(x.dtype)[:, None]
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Â x; recorded by autograd when ``x`` needs a gradient (the composition :class:`_ScaledMM` fuses;
+        in its forward, grad mode is off and ``s * x`` needs none)."""
+        s = self.s.to(x.dtype)[:, None]
         xs = s * x
         y = _SpMM.apply(self.a01, self.a01, xs) if xs.requires_grad else torch.sparse.mm(self.a01, xs)
         if self.dead_rows is not None and self.dead_rows.numel():
-            y = y.index_add(0, self.dead_rows, xs.index_select(0, self.dead_cols), alpha=-1)
-        return s * y + c * x if self.has_diag else s * y
+            # y - D xs, row by row in the order of the dropped edges; ``+ (-v)`` is ``index_add(alpha=-1)``
+            # bit for bit (values and gradients), about 3x faster on CPU (alpha != 1 takes a slow path)
+            y = y.index_add(0, self.dead_rows, xs.index_select(0, self.dead_cols).neg())
+        return s * y + self.diag.to(x.dtype)[:, None] * x if self.has_diag else s * y
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        """Â x: x [n, d] -> [n, d] (differentiable in x). Without a diagonal term (LightGCN's literal
+        isolated nodes) one autograd node (:class:`_ScaledMM`); with one, x would get two gradient
+        terms from this product, which autograd sums with x's other gradients in its own order, so
+        that case keeps the composition (same gradients bit for bit either way)."""
+        if x.requires_grad and torch.is_grad_enabled() and not self.has_diag:
+            return _ScaledMM.apply(x, self)
+        return self._apply(x)
 
     def to_csr(self) -> torch.Tensor:
         """The normalised matrix as a torch sparse CSR (values ``s_r s_c``, dropped edges 0, diagonal ``c``)."""
@@ -152,6 +175,34 @@ class ScaledAdjacency:
         coo = torch.sparse_coo_tensor(torch.stack([torch.cat([row, ar]), torch.cat([col, ar])]),
                                       torch.cat([val, self.diag.to(val.dtype)]), self.shape)
         return coo.coalesce().to_sparse_csr()
+
+
+class _ScaledMM(torch.autograd.Function):
+    """``Â x`` of a :class:`ScaledAdjacency` without a diagonal term as one autograd node. The backward
+    is ``Â g``, computed with the operations (and the order of every sum) that autograd's own graph of
+    ``s * (A (s x) - D (s x))`` runs: ``g1 = g s``, ``A g1 + (0 - D^T g1)`` (D's dropped edges come in
+    both directions, so ``D^T`` is D's index pairs swapped), times ``s``: gradients equal bit for bit
+    (tested), without the per-step cost of five autograd nodes."""
+
+    @staticmethod
+    def forward(ctx, x, op):
+        ctx.op = op
+        s = op.s.to(x.dtype)[:, None]
+        xs = s * x
+        y = torch.sparse.mm(op.a01, xs)  # a fresh tensor: the steps below may work in place
+        if op.dead_rows is not None and op.dead_rows.numel():
+            y.index_add_(0, op.dead_rows, xs.index_select(0, op.dead_cols).neg_())
+        return y.mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        op = ctx.op
+        s = op.s.to(g.dtype)[:, None]
+        g1 = g * s
+        gx = torch.sparse.mm(op.a01, g1)
+        if op.dead_rows is not None and op.dead_rows.numel():
+            gx.add_(torch.zeros_like(g1).index_add_(0, op.dead_cols, g1.index_select(0, op.dead_rows).neg_()))
+        return gx.mul_(s), None
 
 
 def spmm(adj: torch.Tensor | ScaledAdjacency, x: torch.Tensor, adj_t: torch.Tensor | None = None) -> torch.Tensor:
