@@ -244,3 +244,46 @@ def test_dice_training_path_matches_the_module_by_module_form():
     dice.eval(), ref_mod.eval()
     with torch.no_grad():
         _close(dice(x), ref(x))
+
+
+def test_linear_term_fused_lookup_matches_the_per_field_mean_pooling():
+    """LinearTerm's one gather over all fields (ids offset into the concatenated 1-d tables, a
+    coefficient per id) vs the provider's per-field lookups, mean pooling and sum; padding ids
+    (also inside a valid position of a grouped sequence) keep a zero gradient."""
+    from ctrgraph.data.schema import FeatureSpec, Field, Kind, Role, Schema
+    from ctrgraph.models.lr import LinearTerm
+
+    schema = Schema((
+        Field("user_id", Kind.CATEGORICAL, Role.USER),
+        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
+        Field("tags", Kind.MULTI_VALUED, Role.ITEM_ATTR, max_len=3),
+        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=5, target="item_id"),
+        Field("hist_tag", Kind.SEQUENCE, Role.BEHAVIOR, vocab="tags", max_len=5, group="hist_item_id"),
+        Field("label", Kind.NUMERIC, Role.LABEL),
+    ))
+    spec = FeatureSpec(schema, {"user_id": 7, "item_id": 9, "tags": 4})
+    torch.manual_seed(0)
+    term = LinearTerm(spec).double()
+    with torch.no_grad():
+        for t in term.weights.tables.values():
+            t.weight.normal_()
+            t.weight[0] = 0
+        term.bias.fill_(0.3)
+    hist = torch.tensor([[3, 4, 0, 0, 0], [0, 0, 0, 0, 0], [1, 2, 8, 5, 6], [7, 0, 0, 0, 0]], dtype=torch.int32)
+    batch = {"user_id": torch.tensor([1, 0, 6, 2], dtype=torch.int32),
+             "item_id": torch.tensor([8, 3, 0, 1], dtype=torch.int32),
+             "tags": torch.tensor([[1, 2, 0], [0, 0, 0], [3, 0, 0], [1, 2, 3]], dtype=torch.int32),
+             "hist_item_id": hist,
+             "hist_tag": torch.tensor([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [2, 3, 0, 1, 2], [3, 0, 0, 0, 0]],
+                                      dtype=torch.int32)}
+    assert term._fusable
+    params = list(term.parameters())
+    new = term(batch)
+    ref = term.weights(batch).matrix().sum(dim=(1, 2)) + term.bias
+    _close(new, ref)
+    g = torch.randn_like(ref)
+    for gn, gr in zip(torch.autograd.grad(new, params, g), torch.autograd.grad(ref, params, g)):
+        _close(gn, gr)
+    tables = [t.weight for t in term.weights.tables.values()]
+    for gt in torch.autograd.grad(term(batch), tables, g):
+        assert gt[0].abs().sum() == 0  # the padding rows
