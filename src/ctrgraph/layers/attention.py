@@ -24,13 +24,14 @@ class TargetAttention(nn.Module):
     def _first_layer(self, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The MLP's first Linear on [q_r, k, q_r - k, q_r * k] (q_r = q[rows]) without the 4d input:
         with W = [W_q | W_k | W_d | W_p] it is q (W_q + W_d)^T + b, computed once per batch row and
-        gathered, plus [k, q_r * k] [W_k - W_d | W_p]^T over the valid positions (half the products
-        of the concatenated form; equal up to the order of the sums, tested)."""
+        gathered, plus k (W_k - W_d)^T + (q_r * k) W_p^T over the valid positions, both accumulated
+        onto it by the matmuls (addmm, addmm_): half the products of the concatenated form and no
+        [N, 4d] or [N, 2d] input buffer; equal up to the order of the sums (tested)."""
         lin = self.mlp.net[0]
         wq, wk, wd, wp = lin.weight.split(k.shape[1], dim=1)
         c = nn.functional.linear(q, wq + wd, lin.bias).index_select(0, rows)
-        x = torch.cat([k, q.index_select(0, rows) * k], dim=1)
-        return torch.addmm(c, x, torch.cat([wk - wd, wp], dim=1).t())
+        h = torch.addmm(c, k, (wk - wd).t())
+        return h.addmm_(q.index_select(0, rows) * k, wp.t())
 
     def scores(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """q [B, d], keys [B, L, d], mask [B, L] -> weights [B, L] (0 on padding)."""
