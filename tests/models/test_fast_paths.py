@@ -189,3 +189,101 @@ def test_self_attention_projections_match_the_fused_permuted_layout(projection):
 
     params = list(layer.parameters())
     _check(layer, ref, [x], params, params)
+
+
+@pytest.mark.parametrize("hidden,act,softmax", [([6], "dice", False), ([6, 4], "sigmoid", True), ([5], "relu", False)])
+def test_target_attention_split_first_layer_matches_the_concatenated_input(hidden, act, softmax):
+    """DIN's unit: q (W_q + W_d)^T per row + [k, q k] [W_k - W_d | W_p]^T vs the MLP on [q, k, q - k, q k]."""
+    from ctrgraph.layers.attention import TargetAttention
+    from ctrgraph.layers.pooling import weighted_sum
+
+    torch.manual_seed(0)
+    B, L, d = 5, 7, 3
+    unit = TargetAttention(d, hidden, act, softmax).double()
+    unit.train()
+    mask = torch.arange(L) < torch.tensor([0, 1, 4, 7, 2]).unsqueeze(1)
+
+    def ref(q, keys):
+        flat = mask.reshape(-1).nonzero().squeeze(1)
+        k = keys.reshape(B * L, -1).index_select(0, flat)
+        qq = q.index_select(0, torch.div(flat, L, rounding_mode="floor"))
+        s = unit.mlp(torch.cat([qq, k, qq - k, qq * k], dim=-1)).squeeze(-1)
+        if softmax:
+            full = keys.new_full((B * L,), float("-inf")).scatter(0, flat, s).view(B, L)
+            w = torch.nan_to_num(torch.softmax(full, dim=1), nan=0.0)
+        else:
+            w = keys.new_zeros(B * L).scatter(0, flat, s).view(B, L)
+        return weighted_sum(w, keys)
+
+    params = list(unit.parameters())
+    _check(lambda q, k: unit(q, k, mask), ref,
+           [torch.randn(B, d, dtype=torch.float64), torch.randn(B, L, d, dtype=torch.float64)], params, params)
+
+
+def test_dice_training_path_matches_the_module_by_module_form():
+    """Dice's hand-written training backward vs autograd through BatchNorm1d, sigmoid and the gate;
+    the running statistics are updated identically (bit for bit, same native kernel)."""
+    import copy
+
+    from ctrgraph.layers.activation import Dice
+
+    torch.manual_seed(0)
+    dice = Dice(4).double()
+    with torch.no_grad():
+        dice.alpha.uniform_(-1, 1)
+    ref_mod = copy.deepcopy(dice)
+
+    def ref(x):
+        p = torch.sigmoid(ref_mod.bn(x.reshape(-1, 4)))
+        return (x.reshape(-1, 4) * (p + ref_mod.alpha * (1 - p))).reshape(x.shape)
+
+    x = torch.randn(3, 9, 4, dtype=torch.float64) * 2 + 0.5
+    _check(dice, ref, [x], [dice.alpha], [ref_mod.alpha])
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(dice.bn, name), getattr(ref_mod.bn, name))
+    dice.eval(), ref_mod.eval()
+    with torch.no_grad():
+        _close(dice(x), ref(x))
+
+
+def test_linear_term_fused_lookup_matches_the_per_field_mean_pooling():
+    """LinearTerm's one gather over all fields (ids offset into the concatenated 1-d tables, a
+    coefficient per id) vs the provider's per-field lookups, mean pooling and sum; padding ids
+    (also inside a valid position of a grouped sequence) keep a zero gradient."""
+    from ctrgraph.data.schema import FeatureSpec, Field, Kind, Role, Schema
+    from ctrgraph.models.lr import LinearTerm
+
+    schema = Schema((
+        Field("user_id", Kind.CATEGORICAL, Role.USER),
+        Field("item_id", Kind.CATEGORICAL, Role.ITEM),
+        Field("tags", Kind.MULTI_VALUED, Role.ITEM_ATTR, max_len=3),
+        Field("hist_item_id", Kind.SEQUENCE, Role.BEHAVIOR, vocab="item_id", max_len=5, target="item_id"),
+        Field("hist_tag", Kind.SEQUENCE, Role.BEHAVIOR, vocab="tags", max_len=5, group="hist_item_id"),
+        Field("label", Kind.NUMERIC, Role.LABEL),
+    ))
+    spec = FeatureSpec(schema, {"user_id": 7, "item_id": 9, "tags": 4})
+    torch.manual_seed(0)
+    term = LinearTerm(spec).double()
+    with torch.no_grad():
+        for t in term.weights.tables.values():
+            t.weight.normal_()
+            t.weight[0] = 0
+        term.bias.fill_(0.3)
+    hist = torch.tensor([[3, 4, 0, 0, 0], [0, 0, 0, 0, 0], [1, 2, 8, 5, 6], [7, 0, 0, 0, 0]], dtype=torch.int32)
+    batch = {"user_id": torch.tensor([1, 0, 6, 2], dtype=torch.int32),
+             "item_id": torch.tensor([8, 3, 0, 1], dtype=torch.int32),
+             "tags": torch.tensor([[1, 2, 0], [0, 0, 0], [3, 0, 0], [1, 2, 3]], dtype=torch.int32),
+             "hist_item_id": hist,
+             "hist_tag": torch.tensor([[1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [2, 3, 0, 1, 2], [3, 0, 0, 0, 0]],
+                                      dtype=torch.int32)}
+    assert term._fusable
+    params = list(term.parameters())
+    new = term(batch)
+    ref = term.weights(batch).matrix().sum(dim=(1, 2)) + term.bias
+    _close(new, ref)
+    g = torch.randn_like(ref)
+    for gn, gr in zip(torch.autograd.grad(new, params, g), torch.autograd.grad(ref, params, g)):
+        _close(gn, gr)
+    tables = [t.weight for t in term.weights.tables.values()]
+    for gt in torch.autograd.grad(term(batch), tables, g):
+        assert gt[0].abs().sum() == 0  # the padding rows

@@ -74,8 +74,12 @@ class MultiHeadSelfAttention(nn.Module):
             scale=None if self.scale else 1.0)  # [B, H, F, dh]
         out = out.transpose(1, 2).reshape(B, F, self.out_dim)  # Eq. 8: concatenate heads
         if self.res is not None:
-            out = out + self.res(x)
-        if self.relu:
+            # the residual projection accumulated onto the attention output by the matmul itself
+            # (addmm: the same sums as out + res(x), no separate [B F, H dh] add), then ReLU in place
+            # (addmm's gradient does not read its result)
+            out = torch.addmm(out.reshape(B * F, self.out_dim), x.reshape(B * F, -1), self.res.weight.t())
+            out = (torch.relu_(out) if self.relu else out).view(B, F, self.out_dim)
+        elif self.relu:
             out = torch.relu(out)
         if self.norm is not None:
             out = self.norm(out)
