@@ -462,20 +462,26 @@ def test_drop_graph_equals_the_graph_rebuilt_without_the_dropped_pairs():
             torch.testing.assert_close(g.adjacency(ids).to_dense(), want, rtol=0, atol=0)
 
 
+def _symmetric_graph_with_isolated_nodes(n: int, density: float, seed: int, sp_seed: int):
+    """A random symmetric n x n graph (edge weights 1-2) whose nodes 0-2 are isolated, its upper
+    triangle as COO (the candidate drops) and the generator, for the drops."""
+    rng = np.random.default_rng(seed)
+    a = sp.random(n, n, density=density, random_state=sp_seed, data_rvs=lambda k: rng.integers(1, 3, k)).toarray()
+    a = np.triu(a, 1)
+    a[:3] = 0  # isolated nodes
+    a[:, :3] = 0
+    a = sp.csr_matrix(a + a.T)
+    return a, sp.triu(a, 1).tocoo(), rng
+
+
 def test_drop_graph_operator_equals_the_normalised_matrix_values_and_gradients():
     """DropGraph.operator(drop) (scales on the vectors, fixed 0/1 structure, dropped edges subtracted)
     applies the matrix of DropGraph.adjacency(drop): values and x-gradients, both normalisations,
     isolated nodes (isolated 1 and 0), random drops with repeats; its to_csr() is that matrix."""
     from ctrgraph.graphs import spmm
 
-    rng = np.random.default_rng(5)
     n = 50
-    a = sp.random(n, n, density=0.08, random_state=6, data_rvs=lambda k: rng.integers(1, 3, k)).toarray()
-    a = np.triu(a, 1)
-    a[:3] = 0  # isolated nodes
-    a[:, :3] = 0
-    a = sp.csr_matrix(a + a.T)
-    up = sp.triu(a, 1).tocoo()
+    a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.08, 5, 6)
     for norm, iso in (("sym", 1.0), ("gcn", 0.0), ("sym", 0.0)):
         g = DropGraph(a, norm, iso)
         for k in (0, 4, 20):
@@ -576,14 +582,8 @@ def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit
     composition s * (A (s x) - D (s x)) [+ c x] under autograd bit for bit, inside a 2-layer LightGCN
     whose layers are also read by the layer mean (so x's gradient sums several contributions); every
     normalisation / isolated choice (the diagonal term or not), with and without drops."""
-    rng = np.random.default_rng(7)
     n = 60
-    a = sp.random(n, n, density=0.1, random_state=8, data_rvs=lambda k: rng.integers(1, 3, k)).toarray()
-    a = np.triu(a, 1)
-    a[:3] = 0  # isolated nodes
-    a[:, :3] = 0
-    a = sp.csr_matrix(a + a.T)
-    up = sp.triu(a, 1).tocoo()
+    a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.1, 7, 8)
 
     class _Ref:  # the operator with the reference mm
         def __init__(self, op):
