@@ -25,7 +25,7 @@ from torch import nn
 
 from ..data.schema import FeatureSpec, Field, Kind
 from ..errors import ConfigError
-from ..layers.lookup import table_lookup
+from ..layers.lookup import embedding_rows
 from ..layers.pooling import weighted_sum
 
 Step = dict[str, Any]
@@ -127,8 +127,7 @@ class EmbeddingProvider(nn.Module):
 
     def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:
         """Vectors of ``ids`` (any shape) in ``table`` -> ids.shape + (dim,)."""
-        emb = self.tables[table]
-        return table_lookup(emb.weight, ids, emb.padding_idx) if not emb.sparse else emb(ids)
+        return embedding_rows(self.tables[table], ids)
 
     def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
         """Named auxiliary losses of one call (e.g. Res-embedding's L2 on R)."""

@@ -53,14 +53,9 @@ from torch import nn
 
 from ..data.schema import FeatureSpec, Role
 from ..errors import ConfigError
+from ..layers.lookup import embedding_rows as _rows  # emb(ids) with the cheaper backward
 from ..layers.lookup import table_lookup
 from .base import EmbeddingProvider, Step
-
-
-def _rows(emb: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-    """``emb(ids)`` with :func:`~ctrgraph.layers.lookup.table_lookup`'s cheaper CPU backward (the same
-    values and gradients, padding row included)."""
-    return emb(ids) if emb.sparse else table_lookup(emb.weight, ids, emb.padding_idx)
 
 
 def neighbour_table(w: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,3 +36,9 @@ def table_lookup(weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | Non
             or not torch.is_grad_enabled():
         return torch.nn.functional.embedding(ids, weight, padding_idx)
     return _Lookup.apply(weight, ids, -1 if padding_idx is None else padding_idx)
+
+
+def embedding_rows(emb: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """``emb(ids)`` through :func:`table_lookup` (the same values and gradients, padding row included,
+    with the cheaper CPU backward); a sparse-gradient table keeps its own lookup."""
+    return emb(ids) if emb.sparse else table_lookup(emb.weight, ids, emb.padding_idx)
