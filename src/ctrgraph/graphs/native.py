@@ -36,9 +36,19 @@ def kernel():
     """The compiled extension module, or None where it is disabled or cannot be built, and while
     ``torch.jit.trace`` or the ONNX exporter records a model (an autograd Function of this extension
     cannot be serialised: every caller then takes its PyTorch path)."""
+    return _build("module", "ctrgraph_pair_attention", _SOURCE, "pair-attention")
+
+
+def pair_softmax_kernel():
+    """The fused per-pair pass of EGIN's graph loss (``csrc/pair_softmax.cpp``; used by
+    :mod:`ctrgraph.layers.negative_queue`), or None under the same conditions as :func:`kernel`."""
+    return _build("pair_softmax", "ctrgraph_pair_softmax", _SOURCE.with_name("pair_softmax.cpp"), "pair-softmax")
+
+
+def _build(key: str, name: str, source: Path, what: str):
     if not enabled() or torch.jit.is_tracing():
         return None
-    if "module" not in _STATE:
+    if key not in _STATE:
         try:
             import shutil
 
@@ -48,15 +58,15 @@ def kernel():
             if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
                 os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
-            print("ctrgraph: loading the native pair-attention kernel (compiled once on first use, ~30 s)",
+            print(f"ctrgraph: loading the native {what} kernel (compiled once on first use, ~30 s)",
                   file=sys.stderr, flush=True)
-            _STATE["module"] = load("ctrgraph_pair_attention", [str(_SOURCE)], extra_cflags=CFLAGS, verbose=False)
+            _STATE[key] = load(name, [str(source)], extra_cflags=CFLAGS, verbose=False)
         except Exception as exc:  # no compiler, no ninja, read-only cache ...
-            warnings.warn(f"ctrgraph: the native pair-attention kernel could not be built ({exc.__class__.__name__}: "
+            warnings.warn(f"ctrgraph: the native {what} kernel could not be built ({exc.__class__.__name__}: "
                           f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
-                          RuntimeWarning, stacklevel=2)
-            _STATE["module"] = None
-    return _STATE["module"]
+                          RuntimeWarning, stacklevel=3)
+            _STATE[key] = None
+    return _STATE[key]
 
 
 class _CSRAttention(torch.autograd.Function):
