@@ -74,13 +74,17 @@ def sampled_softmax_loss(anchor: torch.Tensor, positive: torch.Tensor, positive_
 
 def _anchor_lse(A: torch.Tensor, a: torch.Tensor, neg_e: torch.Tensor):
     """log Σ_n e^{A[r]·E_n} for the anchor rows: every row of A when the pairs outnumber them, else
-    the rows some pair uses -> (logits [R, N], lse [R], rows [R] or None, each pair's row [P])."""
+    the rows some pair uses -> (softmax over the negatives [R, N], lse [R], rows [R] or None, each
+    pair's row [P]). The softmax is the backward's d lse / d logits, kept from the forward's exponentials."""
     if A.shape[0] <= a.numel():
         rows, inv, logits = None, a, A @ neg_e.T
     else:
         rows, inv = torch.unique(a, return_inverse=True)
         logits = A.index_select(0, rows) @ neg_e.T
-    return logits, torch.logsumexp(logits, 1), rows, inv
+    m = logits.amax(1, keepdim=True)
+    e = logits.sub_(m).exp_()  # in place: the logits themselves are not needed again
+    total = e.sum(1, keepdim=True)
+    return e.div_(total), (m + total.log()).squeeze(1), rows, inv
 
 
 def _hit_softplus(z: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,10 +100,11 @@ def _hit_softplus(z: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, to
     return f, s
 
 
-def _lse_backward(A, rows, inv, logits, neg_e, s, gA):
-    """Adds the gradient of Σ_pairs s·lse[row] to gA (the anchor rows) and returns it for neg_e."""
-    glse = logits.new_zeros(logits.shape[0]).index_add_(0, inv, s)
-    dlog = torch.softmax(logits, 1).mul_(glse.unsqueeze(1))  # [R, N]
+def _lse_backward(A, rows, inv, probs, neg_e, s, gA):
+    """Adds the gradient of Σ_pairs s·lse[row] to gA (the anchor rows) and returns it for neg_e
+    (``probs``: the softmax over the negatives from :func:`_anchor_lse`)."""
+    glse = probs.new_zeros(probs.shape[0]).index_add_(0, inv, s)
+    dlog = probs * glse.unsqueeze(1)  # [R, N]
     if rows is None:
         gA += dlog @ neg_e
         return dlog.T @ A
@@ -135,22 +140,22 @@ class _PairSoftplus(torch.autograd.Function):
             dot = (ae * be).sum(1)
         P = a.numel()
         ctx.shared = shared  # one table and one negative set both ways (i2i, q2q): one logits matrix
-        logits1, lse1, rows1, inv1 = _anchor_lse(A, torch.cat([a, b]) if shared else a, negB_e)
+        probs1, lse1, rows1, inv1 = _anchor_lse(A, torch.cat([a, b]) if shared else a, negB_e)
         f, s1 = _hit_softplus(lse1.index_select(0, inv1[:P]) - dot, hits_ab)
-        total, logits2, rows2, inv2, s2 = f.sum(), None, None, None, None
+        total, probs2, rows2, inv2, s2 = f.sum(), None, None, None, None
         if shared:
             f2, s2 = _hit_softplus(lse1.index_select(0, inv1[P:]) - dot, hits_ba)
             total = total + f2.sum()
         elif negA_e is not None:
-            logits2, lse2, rows2, inv2 = _anchor_lse(B, b, negA_e)
+            probs2, lse2, rows2, inv2 = _anchor_lse(B, b, negA_e)
             f2, s2 = _hit_softplus(lse2.index_select(0, inv2) - dot, hits_ba)
             total = total + f2.sum()
-        ctx.save_for_backward(A, a, B, b, ae, be, negB_e, logits1, rows1, inv1, s1, negA_e, logits2, rows2, inv2, s2)
+        ctx.save_for_backward(A, a, B, b, ae, be, negB_e, probs1, rows1, inv1, s1, negA_e, probs2, rows2, inv2, s2)
         return total
 
     @staticmethod
     def backward(ctx, g):
-        A, a, B, b, ae, be, negB_e, logits1, rows1, inv1, s1, negA_e, logits2, rows2, inv2, s2 = ctx.saved_tensors
+        A, a, B, b, ae, be, negB_e, probs1, rows1, inv1, s1, negA_e, probs2, rows2, inv2, s2 = ctx.saved_tensors
         s1 = s1 * g
         sdot, g_negA = s1, None
         if s2 is not None:
@@ -163,11 +168,11 @@ class _PairSoftplus(torch.autograd.Function):
             gA, gB = torch.zeros_like(A), torch.zeros_like(B)
         gBl = gA if ctx.native and same else gB  # where B's rows accumulate
         if ctx.shared:
-            g_negB = _lse_backward(A, rows1, inv1, logits1, negB_e, torch.cat([s1, s2]), gA)
+            g_negB = _lse_backward(A, rows1, inv1, probs1, negB_e, torch.cat([s1, s2]), gA)
         else:
-            g_negB = _lse_backward(A, rows1, inv1, logits1, negB_e, s1, gA)
+            g_negB = _lse_backward(A, rows1, inv1, probs1, negB_e, s1, gA)
             if negA_e is not None:
-                g_negA = _lse_backward(B, rows2, inv2, logits2, negA_e, s2, gBl)
+                g_negA = _lse_backward(B, rows2, inv2, probs2, negA_e, s2, gBl)
         if not ctx.native:
             gA.index_add_(0, a, be * (-sdot).unsqueeze(1))
             gB.index_add_(0, b, ae * (-sdot).unsqueeze(1))
