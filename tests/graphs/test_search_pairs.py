@@ -165,3 +165,26 @@ def test_keyed_span_pairs_equal_the_general_path(both, scale):
     ref = span_pairs(qts.double(), qm, qcat, its.double(), im, icat, span * scale, d)
     assert len(ref) > 20 and len(got) == len(ref)
     assert as_set(got) == as_set(ref)
+
+
+@pytest.mark.parametrize("both", [True, False])
+def test_session_pairs_from_runs_equal_the_row_comparison_in_order(both):
+    """Sessions numbered as query_sessions does (non-decreasing along a row, also across a padding
+    hole) take the run enumeration; arbitrary session ids (not runs) the row comparison: both give
+    the brute-force pairs, the first in the row comparison's order (instance, query, partner)."""
+    from ctrgraph.graphs import search_pairs as sp
+
+    rng = np.random.default_rng(3)
+    B, M = 11, 9
+    mask = torch.tensor(rng.random((B, M)) < 0.8)
+    mask[0] = False  # a row without queries
+    ts = torch.tensor(np.cumsum(rng.integers(1, 60, (B, M)), axis=1))
+    s = query_sessions(ts, mask, 40, cats=torch.tensor(rng.integers(1, 3, (B, M))))
+    shuffled = torch.where(mask, torch.tensor(rng.integers(0, 3, (B, M))), -1)  # ids that are not runs
+    for sess in (s, shuffled):
+        want = [(b, i, j) for b in range(B) for i in range(M) for j in range(M)
+                if mask[b, i] and mask[b, j] and sess[b, i] == sess[b, j] and (i != j if both else i < j)]
+        got = session_pairs(sess, mask, both=both)
+        assert list(zip(got.b.tolist(), got.src.tolist(), got.dst.tolist())) == want
+    b, i = mask.nonzero(as_tuple=True)
+    assert sp._session_runs(b, s[b, i], M) is not None and sp._session_runs(b, shuffled[b, i], M) is None

@@ -117,15 +117,50 @@ def query_sessions(ts: torch.Tensor, mask: torch.Tensor, max_gap: float, cats: t
 
 def session_pairs(session: torch.Tensor, mask: torch.Tensor, both: bool = True) -> PairSet:
     """q2q edges: two different valid queries of one session (``session`` from :func:`query_sessions`);
-    ``both=False``: each undirected edge once (i < j)."""
+    ``both=False``: each undirected edge once (i < j). Ordered by instance, query, then partner."""
     _check("session_pairs", session, mask)
     M = mask.shape[1]
-    pos = torch.arange(M, device=mask.device)
-    b, i = mask.nonzero(as_tuple=True)  # valid queries [Q], then each against its row: [Q, M], not [B, M, M]
+    b, i = mask.nonzero(as_tuple=True)  # valid queries [Q], row-major
+    runs = _session_runs(b, session[b, i], M)
+    if runs is not None:
+        return _pairs_in_runs(b, i, *runs, both)
+    pos = torch.arange(M, device=mask.device)  # any session ids: each valid query against its row, [Q, M]
     s = torch.where(mask, session, -1 - pos)  # padding: a distinct negative value, equal only to itself
     keep = pos.unsqueeze(1) != pos if both else pos.unsqueeze(1) < pos  # [M, M]
     q, j = ((s.index_select(0, b) == session[b, i].unsqueeze(1)) & keep.index_select(0, i)).nonzero(as_tuple=True)
     return PairSet(b.index_select(0, q), i.index_select(0, q), j)
+
+
+def _session_runs(b: torch.Tensor, sess: torch.Tensor, M: int):
+    """Where the valid queries' sessions are non-decreasing along each row (as :func:`query_sessions`
+    numbers them), each session is a run of consecutive valid queries: (start [Q], length [Q]) of
+    every query's run; else None."""
+    if b.numel() == 0:
+        return None
+    key = b * (M + 1) + sess  # sessions < M: the rows' keys never overlap
+    if bool((sess < 0).any() | (sess >= M).any() | (key[1:] < key[:-1]).any()):
+        return None
+    first = torch.ones_like(key, dtype=torch.bool)
+    first[1:] = key[1:] != key[:-1]
+    starts = first.nonzero().squeeze(1)  # [S]
+    lengths = torch.diff(starts, append=starts.new_tensor([key.numel()]))
+    run = torch.cumsum(first, 0) - 1  # each query's run [Q]
+    return starts.index_select(0, run), lengths.index_select(0, run)
+
+
+def _pairs_in_runs(b, i, start, length, both: bool) -> PairSet:
+    """Every pair of two queries of one run, query k against the later members (and, with ``both``,
+    the earlier ones first), in O(Q + edges)."""
+    k = torch.arange(b.numel(), device=b.device)
+    offset = k - start  # rank within the run
+    count = length - 1 if both else length - 1 - offset
+    q = torch.repeat_interleave(k, count)  # [P]
+    rank = torch.arange(q.numel(), device=b.device) - (torch.cumsum(count, 0) - count).index_select(0, q)
+    if both:  # partners: the run's members except the query itself, in position order
+        partner = start.index_select(0, q) + rank + (rank >= offset.index_select(0, q)).long()
+    else:
+        partner = q + 1 + rank
+    return PairSet(b.index_select(0, q), i.index_select(0, q), i.index_select(0, partner))
 
 
 def span_pairs(q_ts: torch.Tensor, q_mask: torch.Tensor, q_cats: torch.Tensor, i_ts: torch.Tensor,
