@@ -58,6 +58,11 @@ ITEMS = [
           caption=NOTE + " The paper does not give β; at the protocol's embedding scale the divergence of Eq. 18 is "
                          "about 1e-7 (docs/deminet.md), so this sweep shows how large β must be for the SSL term to "
                          "act. A sensitivity study on test AUC, not a selection."),
+    Table("t-search", "Parameter settings: the similarity threshold t of r_sim, searched in {0.6, 0.7, 0.8}",
+          [V(f"t={t:g}", "deminet", {"model.sim_threshold": t}, keys={"t": t}) for t in (0.6, 0.7, 0.8)], HERE,
+          row_header="variant", plots=(Plot("line", x="t", series=None, title="test AUC by t"),),
+          caption=NOTE + " The paper searches t in {0.6, 0.7, 0.8} and does not say on what split; select on the "
+                         "validation AUC column (t = 0.7 is our default before any search)."),
     InterestCase("fig4", "Fig. 4: one user's interest vectors over candidate items (t-SNE, by route)", DEMINET,
                  ML100K, what="tsne",
                  caption="The paper uses two Amazon-Books users; here the ml100k-ctr test row with the longest history, "
