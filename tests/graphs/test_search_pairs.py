@@ -165,6 +165,13 @@ def test_keyed_span_pairs_equal_the_general_path(both, scale):
     ref = span_pairs(qts.double(), qm, qcat, its.double(), im, icat, span * scale, d)
     assert len(ref) > 20 and len(got) == len(ref)
     assert as_set(got) == as_set(ref)
+    from ctrgraph.graphs import native, search_pairs as sp
+
+    keyed = sp._span_pairs_keyed(qts, qm, qcat, its, im, icat, span * scale, d)
+    if native.search_graph_kernel() is not None:  # the C++ enumeration: the keyed path's pairs in its order
+        fused = sp._span_pairs_native(qts, qm, qcat, its, im, icat, span * scale, d)
+        for x, y in ((fused.b, keyed.b), (fused.src, keyed.src), (fused.dst, keyed.dst)):
+            assert torch.equal(x, y)
 
 
 @pytest.mark.parametrize("both", [True, False])

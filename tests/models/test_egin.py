@@ -94,10 +94,10 @@ def loss_path(request, monkeypatch):
     from ctrgraph.layers import negative_queue
 
     if request.param == "native":
-        if native.pair_softmax_kernel() is None:
+        if native.search_graph_kernel() is None:
             pytest.skip("the native pair-softmax kernel cannot be built here")
     else:
-        monkeypatch.setattr(negative_queue, "pair_softmax_kernel", lambda: None)
+        monkeypatch.setattr(negative_queue, "search_graph_kernel", lambda: None)
     return request.param
 
 

@@ -39,10 +39,11 @@ def kernel():
     return _build("module", "ctrgraph_pair_attention", _SOURCE, "pair-attention")
 
 
-def pair_softmax_kernel():
-    """The fused per-pair pass of EGIN's graph loss (``csrc/pair_softmax.cpp``; used by
-    :mod:`ctrgraph.layers.negative_queue`), or None under the same conditions as :func:`kernel`."""
-    return _build("pair_softmax", "ctrgraph_pair_softmax", _SOURCE.with_name("pair_softmax.cpp"), "pair-softmax")
+def search_graph_kernel():
+    """EGIN's fused pieces (``csrc/search_graph.cpp``): the graph loss's per-pair passes (used by
+    :mod:`ctrgraph.layers.negative_queue`) and the q2i edge enumeration (:func:`ctrgraph.graphs.
+    search_pairs.span_pairs`); None under the same conditions as :func:`kernel`."""
+    return _build("search_graph", "ctrgraph_search_graph", _SOURCE.with_name("search_graph.cpp"), "search-graph")
 
 
 def _build(key: str, name: str, source: Path, what: str):

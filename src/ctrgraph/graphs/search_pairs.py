@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .native import search_graph_kernel
+
 
 @dataclass
 class PairSet:
@@ -172,6 +174,9 @@ def span_pairs(q_ts: torch.Tensor, q_mask: torch.Tensor, q_cats: torch.Tensor, i
     if direction not in ("after", "both"):
         raise ValueError(f"span_pairs: direction must be 'after' or 'both', got {direction!r}")
     if q_cats.dim() == 2 and i_cats.dim() == 2:
+        fast = _span_pairs_native(q_ts, q_mask, q_cats, i_ts, i_mask, i_cats, span, direction)
+        if fast is not None:
+            return fast
         fast = _span_pairs_keyed(q_ts, q_mask, q_cats, i_ts, i_mask, i_cats, span, direction)
         if fast is not None:
             return fast
@@ -180,6 +185,21 @@ def span_pairs(q_ts: torch.Tensor, q_mask: torch.Tensor, q_cats: torch.Tensor, i
         dt = dt.abs()
     near = (dt > 0) & (dt < span)
     return _pairs(near & _intersect(q_cats, i_cats) & q_mask.unsqueeze(2) & i_mask.unsqueeze(1))
+
+
+def _span_pairs_native(q_ts, q_mask, q_cats, i_ts, i_mask, i_cats, span, direction) -> PairSet | None:
+    """:func:`span_pairs` by the C++ enumeration (``csrc/search_graph.cpp``: per instance the clicks
+    sorted by (category, time), each query's clicks two binary searches away), for integer timestamps
+    and one category per position on the CPU: the pairs and the order of :func:`_span_pairs_keyed`
+    (tested). None where it does not apply or the kernel is not built."""
+    if (q_ts.is_floating_point() or i_ts.is_floating_point() or not math.isfinite(span) or q_ts.device.type != "cpu"
+            or q_ts.numel() == 0 or i_ts.numel() == 0):
+        return None
+    ext = search_graph_kernel()
+    if ext is None:
+        return None
+    b, q, i = ext.span_pairs(q_ts, q_mask, q_cats, i_ts, i_mask, i_cats, int(math.ceil(span)), direction == "both")
+    return PairSet(b, q, i)
 
 
 def _span_pairs_keyed(q_ts, q_mask, q_cats, i_ts, i_mask, i_cats, span, direction) -> PairSet | None:

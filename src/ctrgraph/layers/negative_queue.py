@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..graphs.native import pair_softmax_kernel
+from ..graphs.native import search_graph_kernel
 
 
 class IdQueue(nn.Module):
@@ -119,8 +119,8 @@ class _PairSoftplus(torch.autograd.Function):
     which shares the pair's dot product, gathers and scatters (and, when both directions read one
     table and one negative set, ``shared``, the anchors' logits against the negatives). Hand-written
     backward: no [P, N] tensor, the [P, d] gathers kept once. On the CPU where the native kernel is
-    built (:func:`ctrgraph.graphs.native.pair_softmax_kernel`; ``CTRGRAPH_NATIVE=0`` turns it off) the
-    pairs' dot products and the scatter of their gradient are fused passes (``csrc/pair_softmax.cpp``)
+    built (:func:`ctrgraph.graphs.native.search_graph_kernel`; ``CTRGRAPH_NATIVE=0`` turns it off) the
+    pairs' dot products and the scatter of their gradient are fused passes (``csrc/search_graph.cpp``)
     that allocate nothing of [P, d]; f and df/dz stay vectorised tensor operations.
 
     Leaving the c hits out of the denominator: since a hit's vector is the positive's own row,
@@ -130,7 +130,7 @@ class _PairSoftplus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, a, B, b, negB_e, hits_ab, negA_e, hits_ba, shared):
-        ext = pair_softmax_kernel() if A.device.type == "cpu" and A.dtype == B.dtype else None
+        ext = search_graph_kernel() if A.device.type == "cpu" and A.dtype == B.dtype else None
         ctx.native = ext is not None
         if ext is not None:  # the pairs' dot products without [P, d] gathers
             ae = be = None
@@ -163,7 +163,7 @@ class _PairSoftplus(torch.autograd.Function):
             sdot = s1 + s2
         same = A is B
         if ctx.native:  # z = lse - a·b in both directions: gA[a] -= sdot B[b], gB[b] -= sdot A[a]
-            gA, gB = pair_softmax_kernel().pair_scatter(A, a, B, b, -sdot, same)
+            gA, gB = search_graph_kernel().pair_scatter(A, a, B, b, -sdot, same)
         else:
             gA, gB = torch.zeros_like(A), torch.zeros_like(B)
         gBl = gA if ctx.native and same else gB  # where B's rows accumulate
