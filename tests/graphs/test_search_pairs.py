@@ -195,3 +195,14 @@ def test_session_pairs_from_runs_equal_the_row_comparison_in_order(both):
         assert list(zip(got.b.tolist(), got.src.tolist(), got.dst.tolist())) == want
     b, i = mask.nonzero(as_tuple=True)
     assert sp._session_runs(b, s[b, i], M) is not None and sp._session_runs(b, shuffled[b, i], M) is None
+
+
+def test_pair_ids_read_both_ends():
+    from ctrgraph.graphs.search_pairs import PairSet
+
+    q, c = torch.arange(12).reshape(3, 4) + 100, torch.arange(15).reshape(3, 5) + 200
+    pr = PairSet(torch.tensor([0, 2, 1]), torch.tensor([3, 0, 1]), torch.tensor([4, 2, 0]))
+    a, p = pr.ids(q, c)
+    assert a.tolist() == [103, 108, 105] and p.tolist() == [204, 212, 205]
+    a, p = pr.ids(q.t().contiguous().t(), c)  # a non-contiguous view reads the same ids
+    assert a.tolist() == [103, 108, 105]

@@ -48,8 +48,10 @@ class PairSet:
         return PairSet(self.b[keep], self.src[keep], self.dst[keep])
 
     def ids(self, src_ids: torch.Tensor, dst_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The entity ids at the two ends, from the padded id sequences [B, L] and [B, L']."""
-        return src_ids[self.b, self.src], dst_ids[self.b, self.dst]
+        """The entity ids at the two ends, from the padded id sequences [B, L] and [B, L'] (flat
+        ``index_select``: ``src_ids[b, src]`` without advanced indexing's overhead)."""
+        return (src_ids.reshape(-1).index_select(0, self.b * src_ids.shape[1] + self.src),
+                dst_ids.reshape(-1).index_select(0, self.b * dst_ids.shape[1] + self.dst))
 
 
 def _pairs(m: torch.Tensor) -> PairSet:

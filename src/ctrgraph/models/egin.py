@@ -286,7 +286,7 @@ class EGIN(CTRModel):
                 im = torch.gather(im, 1, order)
                 ih = torch.gather(hist, 1, order)
             pr = window_pairs(im, cfg.window, both=False).sample(cfg.max_pairs)  # each edge once, both directions
-            a, p = ih[pr.b, pr.src], ih[pr.b, pr.dst]
+            a, p = pr.ids(ih, ih)
             out["egin_i2i"] = cfg.alpha * two_way_softmax_loss(Wi, a, Wi, p, item_neg, item_neg)
         if self.query_mode and cfg.query:
             qh = batch[self.qhist.name].long()
@@ -302,12 +302,12 @@ class EGIN(CTRModel):
                 sess = query_sessions(qts, qmask, cfg.session_gap, cats=qcat, similarity=sim,
                                       min_similarity=cfg.min_query_similarity)
                 pr = session_pairs(sess, qmask, both=False).sample(cfg.max_pairs)
-                a, p = qh[pr.b, pr.src], qh[pr.b, pr.dst]
+                a, p = pr.ids(qh, qh)
                 out["egin_q2q"] = cfg.beta * two_way_softmax_loss(Wq, a, Wq, p, query_neg, query_neg)
             if cfg.gamma > 0:
                 pr = span_pairs(qts, qmask, qcat, batch[self.click_ts.name], gmask,
                                 batch[self.click_cat.name].long(), cfg.span, cfg.span_direction).sample(cfg.max_pairs)
-                q, i = qh[pr.b, pr.src], hist[pr.b, pr.dst]
+                q, i = pr.ids(qh, hist)
                 # query -> item against item negatives, item -> query against query negatives, halved
                 out["egin_q2i"] = cfg.gamma * two_way_softmax_loss(Wq, q, Wi, i, query_neg, item_neg)
             self.query_queue.push(qh[qkept if sub and cfg.subsample_target == "negatives" else qh > 0])
