@@ -73,11 +73,18 @@ def sampled_softmax_loss(anchor: torch.Tensor, positive: torch.Tensor, positive_
 
 
 def _anchor_lse(A: torch.Tensor, a: torch.Tensor, neg_e: torch.Tensor):
-    """log Σ_n e^{A[r]·E_n} for the anchor rows: every row of A when the pairs outnumber them, else
-    the rows some pair uses -> (softmax over the negatives [R, N], lse [R], rows [R] or None, each
+    """log Σ_n e^{A[r]·E_n} for the anchor rows: every row of A when most of them are used, else the
+    rows some pair uses -> (softmax over the negatives [R, N], lse [R], rows [R] or None, each
     pair's row [P]). The softmax is the backward's d lse / d logits, kept from the forward's exponentials."""
-    if A.shape[0] <= a.numel():
-        rows, inv, logits = None, a, A @ neg_e.T
+    V = A.shape[0]
+    if V <= 4 * a.numel():  # the rows used, found by counting (O(P + V), no sort); sorted as torch.unique's
+        used = torch.bincount(a, minlength=V) > 0
+        rows = used.nonzero().squeeze(1)
+        if 5 * rows.numel() > 4 * V:  # nearly every row used: the whole table, no row gathers
+            rows, inv, logits = None, a, A @ neg_e.T
+        else:
+            inv = torch.cumsum(used, 0).sub_(1).index_select(0, a)  # each id's rank among the used rows
+            logits = A.index_select(0, rows) @ neg_e.T
     else:
         rows, inv = torch.unique(a, return_inverse=True)
         logits = A.index_select(0, rows) @ neg_e.T
