@@ -319,11 +319,15 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         each block's own aggregator (its parameters) on its rows; returns each block's Eq. 13 (``split``)
         or all blocks' rows in one tensor."""
         from ..graphs import combine_layers, spmm
+        from ..graphs import lightgcn_layers
 
         sizes = [x.shape[0] for x in xs]
         h = torch.cat(xs)
         layers = [h]
         light = self.aggregator == "lightgcn"  # Eq. 11 has no per-block transformation
+        fused = lightgcn_layers(adj, h, n_layers, self.combine) if light else None  # one native node, same bits
+        if fused is not None:
+            return list(fused.split(sizes)) if split else fused
         for l in range(n_layers):
             agg = spmm(adj, h, adj)
             if not light:
