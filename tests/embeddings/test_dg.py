@@ -625,17 +625,18 @@ def _native_or_skip():
 
 def _sequential_reference(op, x, mode, add=None, div=0.0):
     """What scaled_spmm computes, written out with torch ops in its order: each row's sum of s[c] x[c]
-    over its entries in order (one rounded addition at a time), the dropped edges (mode 0: subtracted
+    in four partial sums (entry j of the row to sum j % 4, in order; then (p0 + p1) + (p2 + p3)), the dropped edges (mode 0: subtracted
     one by one; mode 1: their sum from zero, then added), the row scale, then (add + y) [/ div]."""
     s = op.s.to(x.dtype)[:, None]
     xs = s * x
     crow, col = op.a01.crow_indices().tolist(), op.a01.col_indices().tolist()
     y = torch.zeros_like(x)
     for r in range(x.shape[0]):
-        acc = torch.zeros(x.shape[1], dtype=x.dtype)
+        part = [torch.zeros(x.shape[1], dtype=x.dtype) for _ in range(4)]
         for j in range(crow[r], crow[r + 1]):
-            acc = acc + xs[col[j]]
-        y[r] = acc
+            w = (j - crow[r]) % 4
+            part[w] = part[w] + xs[col[j]]
+        y[r] = (part[0] + part[1]) + (part[2] + part[3])
     rows, cols = op.dead_rows, op.dead_cols
     if rows is not None and rows.numel():
         if mode == 0:

@@ -97,6 +97,21 @@ def scaled_spmm(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch
     return y if add is None else (y, z)
 
 
+def lightgcn(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch.Tensor, tgt: torch.Tensor | None,
+             src: torch.Tensor | None, mode: int, n_layers: int, div: float = 0.0) -> torch.Tensor:
+    """LightGCN's ``n_layers`` products with the matrix of :func:`scaled_spmm` and their sum (Eqs. 11, 13),
+    in the kernel: mode 0 (forward of ``x``) ``((h0 + h1) + ... + h_L) [/ div]`` with ``h_(l+1) = Â h_l``;
+    mode 1 (backward of the gradient ``x``, the drops given swapped) ``u_0`` with ``g' = x [/ div]``,
+    ``u_L = g'``, ``u_l = g' + Â u_(l+1)``. The same operations per element as a loop over
+    :func:`scaled_spmm` (tested bit for bit), without a pass over the node arrays per layer sum."""
+    ext = spmm_kernel()
+    if ext is None:
+        raise RuntimeError("lightgcn: the native kernel is not available (ctrgraph.graphs.native.spmm_kernel())")
+    none = torch.zeros(0, dtype=torch.int64)
+    return ext.lightgcn(crow, col, s.to(x.dtype), x, none if tgt is None else tgt, none if src is None else src,
+                        mode, n_layers, float(div))
+
+
 class _CSRAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_i, s_j, v, z, rowptr, col, inst):

@@ -235,22 +235,15 @@ class _LightGCNStage(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, op, n_layers, mean):
         ctx.op, ctx.n_layers, ctx.mean = op, n_layers, mean
-        crow, col = op.a01.crow_indices(), op.a01.col_indices()
-        h, acc = x, x
-        for l in range(n_layers):
-            div = float(n_layers + 1) if mean and l == n_layers - 1 else 0.0
-            h, acc = _native.scaled_spmm(crow, col, op.s, h, op.dead_rows, op.dead_cols, 0, add=acc, div=div)
-        return acc
+        return _native.lightgcn(op.a01.crow_indices(), op.a01.col_indices(), op.s, x, op.dead_rows, op.dead_cols, 0,
+                                n_layers, float(n_layers + 1) if mean else 0.0)
 
     @staticmethod
     def backward(ctx, g):
-        op = ctx.op
-        crow, col = op.a01.crow_indices(), op.a01.col_indices()
-        gd = (g / (ctx.n_layers + 1) if ctx.mean else g).contiguous()
-        gh = gd
-        for _ in range(ctx.n_layers):
-            _, gh = _native.scaled_spmm(crow, col, op.s, gh, op.dead_cols, op.dead_rows, 1, add=gd)
-        return gh, None, None, None
+        op, n_layers = ctx.op, ctx.n_layers
+        gx = _native.lightgcn(op.a01.crow_indices(), op.a01.col_indices(), op.s, g.contiguous(), op.dead_cols,
+                              op.dead_rows, 1, n_layers, float(n_layers + 1) if ctx.mean else 0.0)
+        return gx, None, None, None
 
 
 def lightgcn_layers(adj, x: torch.Tensor, n_layers: int, combine: str = "mean") -> torch.Tensor | None:
