@@ -348,9 +348,17 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
 
             z = {}
             for side, e, fields in (("u", e_u, self.uattr), ("i", e_v, self.iattr)):
-                means = [spmm(r, self.tables[f.table].weight, r_t)
-                         for (r, r_t), f in zip(st["lin_t"].get(side, []), fields)]
-                z[side] = self.attr_lin[side](torch.cat([e] + means, dim=1)) if means else e
+                mats = st["lin_t"].get(side, [])
+                if not mats:
+                    z[side] = e
+                    continue
+                # W [e; R_1 T_1; ...] = e W_0^T + sum_f R_f (T_f W_f^T) (W's column blocks W_f): the
+                # value tables are small, so no [n, (F + 1) d] concatenation and no GEMM with it
+                w = self.attr_lin[side].weight.split(e.shape[1], dim=1)
+                out = e @ w[0].t()
+                for (r, r_t), f, wf in zip(mats, fields, w[1:]):
+                    out = out + spmm(r, self.tables[f.table].weight @ wf.t(), r_t)
+                z[side] = out
             return z["u"], z["i"]
         blocks = st["attr_blocks"]
         if not blocks:
