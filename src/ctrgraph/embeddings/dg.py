@@ -417,7 +417,9 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             a = st["uv"].operator(drop_uv)
             start = zh if zh is not None else torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
             q = self.cf_prop["uv"](a, start, adj_t=a)
-            q_u, q_v = q[:n_u], q[n_u:]
+            # one split (its backward: one concatenation of the two tables' gradients), not two slices
+            # (each slice's backward writes a zero [n, d] tensor, then the two are added)
+            q_u, q_v = q.split([n_u, q.shape[0] - n_u])
             if organized:
                 p_u, p_v = q_u, q_v
             else:  # Fig. 5: parallel stages, merged
