@@ -623,7 +623,7 @@ def _native_or_skip():
     return native
 
 
-def _sequential_reference(op, x, mode, add=None, div=0.0):
+def _ordered_reference(op, x, mode, add=None, div=0.0):
     """What scaled_spmm computes, written out with torch ops in its order: each row's sum of s[c] x[c]
     in four partial sums (entry j of the row to sum j % 4, in order; then (p0 + p1) + (p2 + p3)), the dropped edges (mode 0: subtracted
     one by one; mode 1: their sum from zero, then added), the row scale, then (add + y) [/ div]."""
@@ -651,9 +651,9 @@ def _sequential_reference(op, x, mode, add=None, div=0.0):
 
 
 @pytest.mark.parametrize("d", [3, 8, 16, 32])
-def test_native_scaled_spmm_equals_its_sequential_order_bit_for_bit(d):
+def test_native_scaled_spmm_equals_its_documented_order_bit_for_bit(d):
     """scaled_spmm (AVX-512 / AVX2 loops where the CPU has them: d = 16 / 32 / 8; the portable loop
-    otherwise, and when switched off) equals the sequential reference bit for bit: both modes of the
+    otherwise, and when switched off) equals the written-out reference of its summation order bit for bit: both modes of the
     dropped-edge correction (repeated drops), isolated nodes, with and without the fused epilogue,
     float32 and float64; and equals the PyTorch composition (MKL's order) to rounding."""
     native = _native_or_skip()
@@ -678,10 +678,10 @@ def test_native_scaled_spmm_equals_its_sequential_order_bit_for_bit(d):
                                                    add=add)
                     finally:
                         ext.set_simd(True)
-                    ref = _sequential_reference(op, x, mode)
+                    ref = _ordered_reference(op, x, mode)
                     assert torch.equal(y, ref) and torch.equal(y2, ref), (d, k, dtype, mode, simd)
-                    assert torch.equal(z, _sequential_reference(op, x, mode, add, 3.0)[1])
-                    assert torch.equal(z1, _sequential_reference(op, x, mode, add)[1])
+                    assert torch.equal(z, _ordered_reference(op, x, mode, add, 3.0)[1])
+                    assert torch.equal(z1, _ordered_reference(op, x, mode, add)[1])
             if k:  # the drops change the result (the test can fail)
                 assert not torch.allclose(y, native.scaled_spmm(crow, col, op.s, x))
             dense = g.adjacency(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k

@@ -28,7 +28,7 @@ _STATE: dict[str, object] = {}
 CFLAGS = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
 _SPMM_SOURCE = Path(__file__).with_name("csrc") / "scaled_spmm.cpp"
 # the sparse product keeps IEEE order and rounding (no reassociation, no FMA contraction): its sums are
-# those of a sequential loop, the same on every CPU path (AVX-512, AVX2, portable; tested)
+# those of a fixed order (four partial sums per row), the same on every CPU path (AVX-512, AVX2, portable; tested)
 SPMM_CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 
 
@@ -81,9 +81,10 @@ def scaled_spmm(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch
     its values are not read), node scales ``s`` [n] and dense ``x`` [n, d] (float32 / float64, CPU), where
     ``D`` holds the dropped directed edges ``(tgt[k], src[k])``; ``mode`` 0 subtracts them from each row's
     sum one by one (the forward of :class:`~ctrgraph.graphs.propagate.ScaledAdjacency`), mode 1 adds
-    their sum, accumulated from zero (its backward), as the PyTorch compositions do. Row sums run over
-    each row's entries in order (one rounded product at a time), so they may differ from MKL's sparse
-    product (another summation order) in the last bits. With ``add`` [n, d]: returns ``(y, z)``,
+    their sum, accumulated from zero (its backward), as the PyTorch compositions do. Row sums: the
+    rounded products ``s[c] x[c]``, entry j of a row added to partial sum j % 4 in order, then
+    ``(p0 + p1) + (p2 + p3)`` (``csrc/scaled_spmm.cpp``); MKL's sparse product sums in another order,
+    so results differ from the PyTorch path in the last bits. With ``add`` [n, d]: returns ``(y, z)``,
     ``z = (add + y) / div`` (``div`` 0: no division), computed row by row in the same pass (LightGCN's
     layer sums, Eq. 13). Needs :func:`spmm_kernel` (check it first)."""
     ext = spmm_kernel()
