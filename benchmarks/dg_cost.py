@@ -15,7 +15,8 @@ auxiliary losses, backward, Adam), so both see the same background load (``train
 base model, (2) the dg model in eval mode with its cached tables (the first call, which computes
 the tables, is reported separately), (3) the plain base model built from the dg model's exported
 tables (``ctrgraph export``'s model, in memory); medians are printed with the ratio to (1), and the
-exported model's logits are checked against the dg model's.
+exported model's logits are checked against the dg model's. The test AUC of the base and the dg model
+after the interleaved epochs is printed with them.
 """
 from __future__ import annotations
 
@@ -64,16 +65,20 @@ def _inference(a, base_name: str, res: dict) -> None:
 
     from ctrgraph.config import load_config
     from ctrgraph.runs.export import plain_model
+    from ctrgraph.train.metrics import auc
 
     dg = f"dg-{base_name}"
     data, models = res["data"], res["models"]
     test = data.split("test")
     ov = [f"data.name={a.dataset}", f"model.name={dg}"] + ([f"data.data_dir={a.data_dir}"] if a.data_dir else []) + a.set
-    base_t, _ = score_seconds(models[base_name], test, data.schema, a.repeat)
+    base_t, base_logits = score_seconds(models[base_name], test, data.schema, a.repeat)
     m_dg = models[dg]
     m_dg.eval()
     first_t, _ = score_seconds(m_dg, test, data.schema, 1)  # computes and caches the enhanced tables
     dg_t, dg_logits = score_seconds(m_dg, test, data.schema, a.repeat)
+    y = np.asarray(test[data.schema.label]) > 0
+    print(f"# test AUC after {a.epochs} interleaved epochs: {base_name} {auc(y, base_logits):.4f}  "
+          f"{dg} {auc(y, dg_logits):.4f}")
     _, plain = plain_model(load_config(None, ov), m_dg, data.schema, data.vocab_sizes)
     exp_t, exp_logits = score_seconds(plain, test, data.schema, a.repeat)
     base = statistics.median(base_t)

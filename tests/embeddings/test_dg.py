@@ -577,11 +577,13 @@ def _scaled_mm_autograd(op, x):
     return s * y + c * x if op.has_diag else s * y
 
 
-def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit():
+def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit(monkeypatch):
     """ScaledAdjacency.mm (one autograd node, its own backward) gives the values and x-gradients of the
     composition s * (A (s x) - D (s x)) [+ c x] under autograd bit for bit, inside a 2-layer LightGCN
     whose layers are also read by the layer mean (so x's gradient sums several contributions); every
-    normalisation / isolated choice (the diagonal term or not), with and without drops."""
+    normalisation / isolated choice (the diagonal term or not), with and without drops. PyTorch path
+    (the native kernel sums rows in another order than MKL: its own bit-level tests follow)."""
+    monkeypatch.setenv("CTRGRAPH_NATIVE", "0")
     n = 60
     a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.1, 7, 8)
 
@@ -610,6 +612,135 @@ def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit
                 y.backward(up_g)
                 outs.append((y.detach(), x.grad))
             assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), (norm, iso, k)
+
+
+# ----- the native scaled product (graphs.native.scaled_spmm) and the fused LightGCN stage -----------
+def _native_or_skip():
+    from ctrgraph.graphs import native
+
+    if native.spmm_kernel() is None:
+        pytest.skip("native sparse-product kernel not available")
+    return native
+
+
+def _ordered_reference(op, x, mode, add=None, div=0.0):
+    """What scaled_spmm computes, written out with torch ops in its order: each row's sum of s[c] x[c]
+    in four partial sums (entry j of the row to sum j % 4, in order; then (p0 + p1) + (p2 + p3)), the dropped edges (mode 0: subtracted
+    one by one; mode 1: their sum from zero, then added), the row scale, then (add + y) [/ div]."""
+    s = op.s.to(x.dtype)[:, None]
+    xs = s * x
+    crow, col = op.a01.crow_indices().tolist(), op.a01.col_indices().tolist()
+    y = torch.zeros_like(x)
+    for r in range(x.shape[0]):
+        part = [torch.zeros(x.shape[1], dtype=x.dtype) for _ in range(4)]
+        for j in range(crow[r], crow[r + 1]):
+            w = (j - crow[r]) % 4
+            part[w] = part[w] + xs[col[j]]
+        y[r] = (part[0] + part[1]) + (part[2] + part[3])
+    rows, cols = op.dead_rows, op.dead_cols
+    if rows is not None and rows.numel():
+        if mode == 0:
+            y = y.index_add(0, rows, xs.index_select(0, cols).neg())
+        else:  # the backward's D^T: pairs swapped
+            y = y + torch.zeros_like(xs).index_add_(0, cols, xs.index_select(0, rows).neg())
+    y = y * s
+    if add is None:
+        return y
+    z = add + y
+    return y, (z / div if div else z)
+
+
+@pytest.mark.parametrize("d", [3, 8, 16, 32])
+def test_native_scaled_spmm_equals_its_documented_order_bit_for_bit(d):
+    """scaled_spmm (AVX-512 / AVX2 loops where the CPU has them: d = 16 / 32 / 8; the portable loop
+    otherwise, and when switched off) equals the written-out reference of its summation order bit for bit: both modes of the
+    dropped-edge correction (repeated drops), isolated nodes, with and without the fused epilogue,
+    float32 and float64; and equals the PyTorch composition (MKL's order) to rounding."""
+    native = _native_or_skip()
+    ext = native.spmm_kernel()
+    n = 70
+    a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.3, 9, 10)  # rows of ~20 entries
+    g = DropGraph(a, "sym", 0.0)
+    for k in (0, 25):
+        pick = rng.integers(0, up.nnz, k)
+        op = g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None)
+        crow, col = op.a01.crow_indices(), op.a01.col_indices()
+        assert crow.dtype == torch.int32
+        for dtype in (torch.float32, torch.float64):
+            x, add = torch.randn(n, d, dtype=dtype), torch.randn(n, d, dtype=dtype)
+            for mode in (0, 1):
+                for simd in (True, False):
+                    ext.set_simd(simd)
+                    try:
+                        y = native.scaled_spmm(crow, col, op.s, x, op.dead_rows, op.dead_cols, mode)
+                        y2, z = native.scaled_spmm(crow, col, op.s, x, op.dead_rows, op.dead_cols, mode, add=add, div=3.0)
+                        _, z1 = native.scaled_spmm(crow.long(), col.long(), op.s, x, op.dead_rows, op.dead_cols, mode,
+                                                   add=add)
+                    finally:
+                        ext.set_simd(True)
+                    ref = _ordered_reference(op, x, mode)
+                    assert torch.equal(y, ref) and torch.equal(y2, ref), (d, k, dtype, mode, simd)
+                    assert torch.equal(z, _ordered_reference(op, x, mode, add, 3.0)[1])
+                    assert torch.equal(z1, _ordered_reference(op, x, mode, add)[1])
+            if k:  # the drops change the result (the test can fail)
+                assert not torch.allclose(y, native.scaled_spmm(crow, col, op.s, x))
+            dense = g.adjacency(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k
+                                else None).to_dense().to(dtype)
+            torch.testing.assert_close(native.scaled_spmm(crow, col, op.s, x, op.dead_rows, op.dead_cols), dense @ x,
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_native_scaled_product_and_lightgcn_stage_gradcheck():
+    """float64 gradcheck of ScaledAdjacency.mm and of the fused LightGCN stage (1-3 layers, mean and sum)
+    on the native kernel: a random symmetric graph with isolated nodes, with and without drops."""
+    from ctrgraph.graphs import lightgcn_layers
+
+    _native_or_skip()
+    n = 30
+    a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.2, 3, 4)
+    g = DropGraph(a, "sym", 0.0)
+    for k in (0, 6):
+        pick = rng.integers(0, up.nnz, k)
+        op = g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None)
+        assert op.native(torch.zeros(n, 4, dtype=torch.float64)) and not op.has_diag
+        x = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(op.mm, (x,))
+        for layers in (1, 2, 3):
+            for how in ("mean", "sum"):
+                assert torch.autograd.gradcheck(lambda t, L=layers, h=how: lightgcn_layers(op, t, L, h), (x,))
+
+
+def test_fused_lightgcn_stage_equals_the_layer_loop_bit_for_bit():
+    """lightgcn_layers (one node: the layer products, Eq. 13's sums and division in the kernel's pass)
+    gives the values and x-gradients of the layer loop over ScaledAdjacency.mm and combine_layers on
+    the same kernel bit for bit, with x also read elsewhere; 1-3 layers, mean and sum, with drops."""
+    from ctrgraph.graphs import LightGCN, combine_layers, lightgcn_layers
+
+    _native_or_skip()
+    n = 80
+    a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.15, 11, 12)
+    g = DropGraph(a, "sym", 0.0)
+    for k in (0, 40):
+        pick = rng.integers(0, up.nnz, k)
+        op = g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None)
+        for layers in (1, 2, 3):
+            for how in ("mean", "sum"):
+                x0, up_g = torch.randn(n, 16), torch.randn(n, 16)
+                outs = []
+                for fused in (True, False):
+                    x = x0.clone().requires_grad_()
+                    h = x * 2.0
+                    if fused:
+                        y = lightgcn_layers(op, h, layers, how)
+                    else:
+                        ls = [h]
+                        for _ in range(layers):
+                            ls.append(op.mm(ls[-1]))
+                        y = combine_layers(ls, how)
+                    (y + x).backward(up_g)
+                    outs.append((y.detach(), x.grad))
+                assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), (k, layers, how)
+                assert torch.equal(LightGCN(layers, how)(op, x0 * 2.0), outs[0][0])  # the module takes this path
 
 
 def test_numpy_integer_steps_equal_the_torch_code(tiny, monkeypatch):

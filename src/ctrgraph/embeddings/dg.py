@@ -319,11 +319,15 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         each block's own aggregator (its parameters) on its rows; returns each block's Eq. 13 (``split``)
         or all blocks' rows in one tensor."""
         from ..graphs import combine_layers, spmm
+        from ..graphs import lightgcn_layers
 
         sizes = [x.shape[0] for x in xs]
         h = torch.cat(xs)
         layers = [h]
         light = self.aggregator == "lightgcn"  # Eq. 11 has no per-block transformation
+        fused = lightgcn_layers(adj, h, n_layers, self.combine) if light else None  # one native node, same bits
+        if fused is not None:
+            return list(fused.split(sizes)) if split else fused
         for l in range(n_layers):
             agg = spmm(adj, h, adj)
             if not light:
@@ -344,9 +348,17 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
 
             z = {}
             for side, e, fields in (("u", e_u, self.uattr), ("i", e_v, self.iattr)):
-                means = [spmm(r, self.tables[f.table].weight, r_t)
-                         for (r, r_t), f in zip(st["lin_t"].get(side, []), fields)]
-                z[side] = self.attr_lin[side](torch.cat([e] + means, dim=1)) if means else e
+                mats = st["lin_t"].get(side, [])
+                if not mats:
+                    z[side] = e
+                    continue
+                # W [e; R_1 T_1; ...] = e W_0^T + sum_f R_f (T_f W_f^T) (W's column blocks W_f): the
+                # value tables are small, so no [n, (F + 1) d] concatenation and no GEMM with it
+                w = self.attr_lin[side].weight.split(e.shape[1], dim=1)
+                out = e @ w[0].t()
+                for (r, r_t), f, wf in zip(mats, fields, w[1:]):
+                    out = out + spmm(r, self.tables[f.table].weight @ wf.t(), r_t)
+                z[side] = out
             return z["u"], z["i"]
         blocks = st["attr_blocks"]
         if not blocks:
@@ -405,7 +417,9 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             a = st["uv"].operator(drop_uv)
             start = zh if zh is not None else torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
             q = self.cf_prop["uv"](a, start, adj_t=a)
-            q_u, q_v = q[:n_u], q[n_u:]
+            # one split (its backward: one concatenation of the two tables' gradients), not two slices
+            # (each slice's backward writes a zero [n, d] tensor, then the two are added)
+            q_u, q_v = q.split([n_u, q.shape[0] - n_u])
             if organized:
                 p_u, p_v = q_u, q_v
             else:  # Fig. 5: parallel stages, merged

@@ -14,8 +14,8 @@ from .from_dataset import (attribute_incidences, behaviour_sequences, cooccurren
                            transitions_from_dataset, user_item_from_dataset, user_knn_from_dataset, user_sequences)
 from .normalize import (NORMALIZATIONS, avg_norm, gcn_literal_norm, kipf_norm, normalize, row_norm, sym_norm,
                         sym_norm_edges)
-from .propagate import (GCN, NGCF, LightGCN, combine_layers, csr_int32, edge_softmax, make_propagator, sparse_rows,
-                        spmm, to_torch_sparse, transpose_csr)
+from .propagate import (GCN, NGCF, LightGCN, combine_layers, csr_int32, edge_softmax, lightgcn_layers, make_propagator,
+                        sparse_rows, spmm, to_torch_sparse, transpose_csr)
 from .sampling import Block, sample_blocks, sample_neighbors, sampled_lightgcn
 from ._util import as_ragged
 from .walks import node2vec_walks, walks_to_ragged
@@ -26,7 +26,7 @@ __all__ = [
     "user_sequences", "behaviour_sequences", "cooccurrence_from_dataset", "transitions_from_dataset",
     "attribute_incidences", "user_item_from_dataset", "user_knn_from_dataset",
     "sym_norm", "row_norm", "avg_norm", "gcn_literal_norm", "kipf_norm", "normalize", "NORMALIZATIONS",
-    "sym_norm_edges", "to_torch_sparse", "sparse_rows", "spmm", "transpose_csr", "csr_int32", "combine_layers",
+    "sym_norm_edges", "to_torch_sparse", "sparse_rows", "spmm", "transpose_csr", "csr_int32", "combine_layers", "lightgcn_layers",
     "LightGCN", "GCN", "NGCF",
     "make_propagator", "edge_softmax", "Block", "sample_neighbors", "sample_blocks", "sampled_lightgcn", "as_ragged",
     "node2vec_walks", "walks_to_ragged",

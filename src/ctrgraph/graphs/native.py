@@ -1,4 +1,5 @@
-"""The fused CPU kernel of masked pair attention over an edge list (``csrc/pair_attention.cpp``).
+"""Native CPU kernels: masked pair attention over an edge list (``csrc/pair_attention.cpp``) and the
+scaled 0/1 sparse product of DG-ENN's per-step graphs (``csrc/scaled_spmm.cpp``, :func:`scaled_spmm`).
 
 :func:`csr_pair_attention` is GAT's attention for one relation given in CSR form, out[n, φ] =
 Σ_e α[e, φ] v[col[e], φ] with α = softmax over n's edges of LeakyReLU(s_i[n, φ] + s_j[col[e], φ]) (DemiNet's
@@ -25,6 +26,10 @@ _STATE: dict[str, object] = {}
 # -O3 with reassociation (vectorised dot products and sums; no -ffast-math: infinities and NaN keep
 # their meaning); no -march=native, so a cached build stays valid on another CPU of the same kind
 CFLAGS = ["-O3", "-fno-math-errno", "-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math"]
+_SPMM_SOURCE = Path(__file__).with_name("csrc") / "scaled_spmm.cpp"
+# the sparse product keeps IEEE order and rounding (no reassociation, no FMA contraction): its sums are
+# those of a fixed order (four partial sums per row), the same on every CPU path (AVX-512, AVX2, portable; tested)
+SPMM_CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 
 
 def enabled() -> bool:
@@ -32,21 +37,8 @@ def enabled() -> bool:
     return os.environ.get("CTRGRAPH_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def kernel():
-    """The compiled extension module, or None where it is disabled or cannot be built, and while
-    ``torch.jit.trace`` or the ONNX exporter records a model (an autograd Function of this extension
-    cannot be serialised: every caller then takes its PyTorch path)."""
-    return _build("module", "ctrgraph_pair_attention", _SOURCE, "pair-attention")
-
-
-def search_graph_kernel():
-    """EGIN's fused pieces (``csrc/search_graph.cpp``): the graph loss's per-pair passes (used by
-    :mod:`ctrgraph.layers.negative_queue`) and the q2i edge enumeration (:func:`ctrgraph.graphs.
-    search_pairs.span_pairs`); None under the same conditions as :func:`kernel`."""
-    return _build("search_graph", "ctrgraph_search_graph", _SOURCE.with_name("search_graph.cpp"), "search-graph")
-
-
-def _build(key: str, name: str, source: Path, what: str):
+def _load(key: str, source: Path, cflags: list[str], what: str):
+    """The compiled extension ``key`` (None where disabled, while tracing / exporting, or unbuildable)."""
     if not enabled() or torch.jit.is_tracing():
         return None
     if key not in _STATE:
@@ -61,13 +53,71 @@ def _build(key: str, name: str, source: Path, what: str):
 
             print(f"ctrgraph: loading the native {what} kernel (compiled once on first use, ~30 s)",
                   file=sys.stderr, flush=True)
-            _STATE[key] = load(name, [str(source)], extra_cflags=CFLAGS, verbose=False)
+            _STATE[key] = load(key, [str(source)], extra_cflags=cflags, verbose=False)
         except Exception as exc:  # no compiler, no ninja, read-only cache ...
             warnings.warn(f"ctrgraph: the native {what} kernel could not be built ({exc.__class__.__name__}: "
                           f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
                           RuntimeWarning, stacklevel=3)
             _STATE[key] = None
     return _STATE[key]
+
+
+def kernel():
+    """The compiled extension module, or None where it is disabled or cannot be built, and while
+    ``torch.jit.trace`` or the ONNX exporter records a model (an autograd Function of this extension
+    cannot be serialised: every caller then takes its PyTorch path)."""
+    return _load("ctrgraph_pair_attention", _SOURCE, CFLAGS, "pair-attention")
+
+
+def search_graph_kernel():
+    """EGIN's fused pieces (``csrc/search_graph.cpp``): the graph loss's per-pair passes (used by
+    :mod:`ctrgraph.layers.negative_queue`) and the q2i edge enumeration (:func:`ctrgraph.graphs.
+    search_pairs.span_pairs`); None as for :func:`kernel`."""
+    return _load("ctrgraph_search_graph", _SOURCE.with_name("search_graph.cpp"), CFLAGS, "search-graph")
+
+
+def spmm_kernel():
+    """The compiled ``csrc/scaled_spmm.cpp`` (:func:`scaled_spmm`), or None as for :func:`kernel`."""
+    return _load("ctrgraph_scaled_spmm", _SPMM_SOURCE, SPMM_CFLAGS, "sparse-product")
+
+
+def scaled_spmm(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch.Tensor,
+                tgt: torch.Tensor | None = None, src: torch.Tensor | None = None, mode: int = 0,
+                add: torch.Tensor | None = None, div: float = 0.0):
+    """``y = s * (A (s x) - D (s x))`` for the 0/1 CSR structure ``A`` (``crow``, ``col``: int32 or int64;
+    its values are not read), node scales ``s`` [n] and dense ``x`` [n, d] (float32 / float64, CPU), where
+    ``D`` holds the dropped directed edges ``(tgt[k], src[k])``; ``mode`` 0 subtracts them from each row's
+    sum one by one (the forward of :class:`~ctrgraph.graphs.propagate.ScaledAdjacency`), mode 1 adds
+    their sum, accumulated from zero (its backward), as the PyTorch compositions do. Row sums: the
+    rounded products ``s[c] x[c]``, entry j of a row added to partial sum j % 4 in order, then
+    ``(p0 + p1) + (p2 + p3)`` (``csrc/scaled_spmm.cpp``); MKL's sparse product sums in another order,
+    so results differ from the PyTorch path in the last bits. With ``add`` [n, d]: returns ``(y, z)``,
+    ``z = (add + y) / div`` (``div`` 0: no division), computed row by row in the same pass (LightGCN's
+    layer sums, Eq. 13). Needs :func:`spmm_kernel` (check it first)."""
+    ext = spmm_kernel()
+    if ext is None:
+        raise RuntimeError("scaled_spmm: the native kernel is not available (ctrgraph.graphs.native.spmm_kernel())")
+    none = torch.zeros(0, dtype=torch.int64)
+    tgt = none if tgt is None else tgt
+    src = none if src is None else src
+    y, z = ext.scaled_spmm(crow, col, s.to(x.dtype), x, tgt, src, mode,
+                           torch.zeros(0, dtype=x.dtype) if add is None else add, float(div))
+    return y if add is None else (y, z)
+
+
+def lightgcn(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch.Tensor, tgt: torch.Tensor | None,
+             src: torch.Tensor | None, mode: int, n_layers: int, div: float = 0.0) -> torch.Tensor:
+    """LightGCN's ``n_layers`` products with the matrix of :func:`scaled_spmm` and their sum (Eqs. 11, 13),
+    in the kernel: mode 0 (forward of ``x``) ``((h0 + h1) + ... + h_L) [/ div]`` with ``h_(l+1) = Â h_l``;
+    mode 1 (backward of the gradient ``x``, the drops given swapped) ``u_0`` with ``g' = x [/ div]``,
+    ``u_L = g'``, ``u_l = g' + Â u_(l+1)``. The same operations per element as a loop over
+    :func:`scaled_spmm` (tested bit for bit), without a pass over the node arrays per layer sum."""
+    ext = spmm_kernel()
+    if ext is None:
+        raise RuntimeError("lightgcn: the native kernel is not available (ctrgraph.graphs.native.spmm_kernel())")
+    none = torch.zeros(0, dtype=torch.int64)
+    return ext.lightgcn(crow, col, s.to(x.dtype), x, none if tgt is None else tgt, none if src is None else src,
+                        mode, n_layers, float(div))
 
 
 class _CSRAttention(torch.autograd.Function):

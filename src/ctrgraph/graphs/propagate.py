@@ -16,6 +16,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from . import native as _native
+
 
 def to_torch_sparse(m: sp.spmatrix, layout: str = "csr", device: str | torch.device | None = None,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -141,9 +143,19 @@ class ScaledAdjacency:
         self.dead_rows, self.dead_cols = dead_rows, dead_cols
         self.shape = a01.shape
 
+    def native(self, x: torch.Tensor) -> bool:
+        """Whether the product with ``x`` runs in the native kernel (:func:`ctrgraph.graphs.native.scaled_spmm`:
+        a CPU float tensor, the kernel built, not disabled by ``CTRGRAPH_NATIVE=0``)."""
+        return (x.device.type == "cpu" and x.dim() == 2 and x.dtype in (torch.float32, torch.float64)
+                and self.a01.device.type == "cpu" and _native.spmm_kernel() is not None)
+
     def _apply(self, x: torch.Tensor) -> torch.Tensor:
         """Â x; recorded by autograd when ``x`` needs a gradient (the composition :class:`_ScaledMM` fuses;
         in its forward, grad mode is off and ``s * x`` needs none)."""
+        if not (x.requires_grad and torch.is_grad_enabled()) and self.native(x):  # e.g. eval's tables
+            y = _native.scaled_spmm(self.a01.crow_indices(), self.a01.col_indices(), self.s, x, self.dead_rows,
+                                    self.dead_cols, 0)
+            return y + self.diag.to(x.dtype)[:, None] * x if self.has_diag else y
         s = self.s.to(x.dtype)[:, None]
         xs = s * x
         y = _SpMM.apply(self.a01, self.a01, xs) if xs.requires_grad else torch.sparse.mm(self.a01, xs)
@@ -187,6 +199,9 @@ class _ScaledMM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, op):
         ctx.op = op
+        if op.native(x):
+            return _native.scaled_spmm(op.a01.crow_indices(), op.a01.col_indices(), op.s, x, op.dead_rows,
+                                       op.dead_cols, 0)
         s = op.s.to(x.dtype)[:, None]
         xs = s * x
         y = torch.sparse.mm(op.a01, xs)  # a fresh tensor: the steps below may work in place
@@ -197,12 +212,48 @@ class _ScaledMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         op = ctx.op
+        if op.native(g):  # D^T: the dropped pairs swapped; their sum from zero, then added (mode 1)
+            return _native.scaled_spmm(op.a01.crow_indices(), op.a01.col_indices(), op.s, g.contiguous(),
+                                       op.dead_cols, op.dead_rows, 1), None
         s = op.s.to(g.dtype)[:, None]
         g1 = g * s
         gx = torch.sparse.mm(op.a01, g1)
         if op.dead_rows is not None and op.dead_rows.numel():
             gx.add_(torch.zeros_like(g1).index_add_(0, op.dead_cols, g1.index_select(0, op.dead_rows).neg_()))
         return gx.mul_(s), None
+
+
+class _LightGCNStage(torch.autograd.Function):
+    """LightGCN's ``L`` layers and their combination (Eqs. 11, 13) on a :class:`ScaledAdjacency` without a
+    diagonal term, in the native kernel, as one autograd node: ``e^(l+1) = Â e^(l)``, Eq. 13 summed in
+    the order of :func:`combine_layers` (``((e0 + e1) + e2) ... [/ (L + 1)]``) in the last product's
+    pass; the backward is ``g_L = g'``, ``g_l = g' + Â g_(l+1)`` with ``g' = g [/ (L + 1)]`` (Â is
+    symmetric), the terms autograd would add (two per node, so their order cannot matter). Equal bit
+    for bit to the layer loop over :meth:`ScaledAdjacency.mm` on the native kernel (tested); it saves
+    the per-layer sums, the division and their autograd nodes (O(nodes x d) passes)."""
+
+    @staticmethod
+    def forward(ctx, x, op, n_layers, mean):
+        ctx.op, ctx.n_layers, ctx.mean = op, n_layers, mean
+        return _native.lightgcn(op.a01.crow_indices(), op.a01.col_indices(), op.s, x, op.dead_rows, op.dead_cols, 0,
+                                n_layers, float(n_layers + 1) if mean else 0.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        op, n_layers = ctx.op, ctx.n_layers
+        gx = _native.lightgcn(op.a01.crow_indices(), op.a01.col_indices(), op.s, g.contiguous(), op.dead_cols,
+                              op.dead_rows, 1, n_layers, float(n_layers + 1) if ctx.mean else 0.0)
+        return gx, None, None, None
+
+
+def lightgcn_layers(adj, x: torch.Tensor, n_layers: int, combine: str = "mean") -> torch.Tensor | None:
+    """Eq. 13 of LightGCN's ``n_layers`` layers of ``adj`` from ``x`` in one fused node
+    (:class:`_LightGCNStage`) where it applies (a :class:`ScaledAdjacency` without a diagonal term, the
+    native kernel available for ``x``, at least one layer); None otherwise (callers run the layer loop)."""
+    if (not isinstance(adj, ScaledAdjacency) or adj.has_diag or n_layers < 1 or combine not in ("mean", "sum")
+            or not adj.native(x)):
+        return None
+    return _LightGCNStage.apply(x.contiguous(), adj, n_layers, combine == "mean")
 
 
 def spmm(adj: torch.Tensor | ScaledAdjacency, x: torch.Tensor, adj_t: torch.Tensor | None = None) -> torch.Tensor:
@@ -237,6 +288,10 @@ class _Propagator(nn.Module):
                 adj_t: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 13 of all nodes, or of ``rows`` only. ``adj_t``: cached transpose of ``adj`` (``adj``
         itself for symmetric graphs) for a fast backward; see :func:`spmm`."""
+        if rows is None and type(self).layer is LightGCN.layer:
+            fused = lightgcn_layers(adj, x, self.n_layers, self.combine)
+            if fused is not None:
+                return fused
         layers = [x if rows is None else x[rows]]
         h = x
         for l in range(self.n_layers):

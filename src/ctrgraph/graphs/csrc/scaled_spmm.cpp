@@ -1,0 +1,344 @@
+// The product of DG-ENN's per-step normalised adjacency with a dense matrix, CPU
+// (ctrgraph.graphs.native; ctrgraph.graphs.ScaledAdjacency and the fused LightGCN stage):
+//
+//   y[r, :] = s[r] * ( sum_{e in row r} s[col[e]] * x[col[e], :]  (+ the dropped-edge correction) )
+//
+// for a fixed 0/1 CSR structure A (rowptr, col: int32 or int64; no values are read: every stored
+// entry is 1) and per-node scales s. The dropped edges (tgt[k], src[k]) are subtracted after the row
+// sums, in one of the two orders of the PyTorch composition it replaces:
+//
+//   mode 0 (forward):  y[t] = (...((acc[t] + (-v1)) + (-v2)) ...)         (index_add of -v, in list order)
+//   mode 1 (backward): y[t] = acc[t] + (((0 + (-v1)) + (-v2)) ...)        (a zero tensor's index_add, then add)
+//
+// with v = s[src] * x[src, :], then the row scale s[t]. The products s[c] * x[c, :] are formed once per
+// node (xs); each row's sum: entry j (counted from the row's first) adds xs[col[j]] to partial sum j % 4,
+// in order, and the row is (p0 + p1) + (p2 + p3) (no FMA: this file is compiled with -ffp-contract=off
+// and without reassociation); the AVX-512 / AVX2 loops (chosen at run time) and the portable loop give
+// the same bits.
+//
+// Each row's y goes through an epilogue in the same pass (Epi): store y; t = a + y with a = add[r]
+// [/ div]; store t [/ div]; store the next layer's s[r] * (y or t). LightGCN's layers and their sum
+// (Eqs. 11, 13) then run without separate passes over the node arrays (lightgcn()).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+bool simd_enabled = true;  // set_simd(false): the portable loop only (tests compare the two)
+
+// W partial sums per row (see above): W independent addition chains instead of one
+constexpr int W = 4;
+
+template <typename scalar_t>
+struct Epi {
+  scalar_t* y = nullptr;             // y[r] = s[r] * acc
+  const scalar_t* add = nullptr;     // a[r] = add[r] (/ div if add_div); t = a + y
+  scalar_t* z = nullptr;             // z[r] = t (/ div if out_div)
+  scalar_t* xsn = nullptr;           // xsn[r] = s[r] * (xsn_from_t ? t : y)
+  scalar_t div = scalar_t(1);
+  bool add_div = false, out_div = false, xsn_from_t = false;
+  // rows with dropped edges: the raw sum goes to dbuf[slot[r]] and the epilogue runs after the drops
+  const int32_t* slot = nullptr;
+  scalar_t* dbuf = nullptr;
+
+  inline void row(int64_t r, const scalar_t* acc, scalar_t sr, int64_t d) const {
+    for (int64_t k = 0; k < d; ++k) {
+      const scalar_t yv = acc[k] * sr;
+      if (y != nullptr) y[r * d + k] = yv;
+      if (add != nullptr) {
+        const scalar_t a = add_div ? add[r * d + k] / div : add[r * d + k];
+        const scalar_t t = a + yv;
+        if (z != nullptr) z[r * d + k] = out_div ? t / div : t;
+        if (xsn != nullptr) xsn[r * d + k] = sr * (xsn_from_t ? t : yv);
+      } else if (xsn != nullptr) {
+        xsn[r * d + k] = sr * yv;
+      }
+    }
+  }
+};
+
+template <typename scalar_t, typename index_t>
+void rows_any(const index_t* __restrict__ rowptr, const index_t* __restrict__ col, const scalar_t* __restrict__ s,
+              const scalar_t* __restrict__ x, const Epi<scalar_t>& ep, int64_t d, int64_t lo, int64_t hi) {
+  std::vector<scalar_t> part(W * d), acc(d);
+  for (int64_t r = lo; r < hi; ++r) {
+    for (int64_t k = 0; k < W * d; ++k) part[k] = scalar_t(0);
+    const int64_t b = rowptr[r], e = rowptr[r + 1];
+    for (int64_t j = b; j < e; ++j) {
+      const scalar_t* xc = x + static_cast<int64_t>(col[j]) * d;
+      scalar_t* pw = part.data() + ((j - b) % W) * d;
+      for (int64_t k = 0; k < d; ++k) pw[k] = pw[k] + xc[k];
+    }
+    for (int64_t k = 0; k < d; ++k) acc[k] = (part[k] + part[d + k]) + (part[2 * d + k] + part[3 * d + k]);
+    if (ep.slot != nullptr && ep.slot[r] >= 0) {
+      scalar_t* db = ep.dbuf + static_cast<int64_t>(ep.slot[r]) * d;
+      for (int64_t k = 0; k < d; ++k) db[k] = acc[k];
+    } else {
+      ep.row(r, acc.data(), s[r], d);
+    }
+  }
+}
+
+// float rows of 16 / 32 / 64 values (one to four 512-bit registers; AVX-512F) or 8 ... 64 (256-bit,
+// AVX2): the portable loop's additions lane by lane, chosen at run time (the extension is compiled
+// without -march flags, so its cached build runs anywhere)
+#define CTRGRAPH_ROWS_SIMD(NAME, TARGET, VT, PRE, LANES)                                                   \
+  template <typename index_t, int V>                                                                      \
+  __attribute__((target(TARGET))) void NAME(const index_t* __restrict__ rowptr,                           \
+                                            const index_t* __restrict__ col, const float* __restrict__ s,  \
+                                            const float* __restrict__ x, const Epi<float>& ep, int64_t lo,  \
+                                            int64_t hi) {                                                  \
+    constexpr int D = LANES * V;                                                                          \
+    const VT dv = PRE##_set1_ps(ep.div);                                                                  \
+    for (int64_t r = lo; r < hi; ++r) {                                                                   \
+      VT p0[V], p1[V], p2[V], p3[V];                                                                      \
+      for (int v = 0; v < V; ++v) p0[v] = p1[v] = p2[v] = p3[v] = PRE##_setzero_ps();                     \
+      const int64_t b = rowptr[r], e = rowptr[r + 1];                                                     \
+      int64_t j = b;                                                                                      \
+      for (; j + 4 <= e; j += 4) {                                                                        \
+        const float* x0 = x + static_cast<int64_t>(col[j]) * D;                                           \
+        const float* x1 = x + static_cast<int64_t>(col[j + 1]) * D;                                       \
+        const float* x2 = x + static_cast<int64_t>(col[j + 2]) * D;                                       \
+        const float* x3 = x + static_cast<int64_t>(col[j + 3]) * D;                                       \
+        for (int v = 0; v < V; ++v) {                                                                     \
+          p0[v] = PRE##_add_ps(p0[v], PRE##_loadu_ps(x0 + LANES * v));                                    \
+          p1[v] = PRE##_add_ps(p1[v], PRE##_loadu_ps(x1 + LANES * v));                                    \
+          p2[v] = PRE##_add_ps(p2[v], PRE##_loadu_ps(x2 + LANES * v));                                    \
+          p3[v] = PRE##_add_ps(p3[v], PRE##_loadu_ps(x3 + LANES * v));                                    \
+        }                                                                                                 \
+      }                                                                                                   \
+      if (j < e) {                                                                                        \
+        const float* xc = x + static_cast<int64_t>(col[j]) * D;                                           \
+        for (int v = 0; v < V; ++v) p0[v] = PRE##_add_ps(p0[v], PRE##_loadu_ps(xc + LANES * v));          \
+      }                                                                                                   \
+      if (j + 1 < e) {                                                                                    \
+        const float* xc = x + static_cast<int64_t>(col[j + 1]) * D;                                       \
+        for (int v = 0; v < V; ++v) p1[v] = PRE##_add_ps(p1[v], PRE##_loadu_ps(xc + LANES * v));          \
+      }                                                                                                   \
+      if (j + 2 < e) {                                                                                    \
+        const float* xc = x + static_cast<int64_t>(col[j + 2]) * D;                                       \
+        for (int v = 0; v < V; ++v) p2[v] = PRE##_add_ps(p2[v], PRE##_loadu_ps(xc + LANES * v));          \
+      }                                                                                                   \
+      if (ep.slot != nullptr && ep.slot[r] >= 0) {                                                        \
+        float* db = ep.dbuf + static_cast<int64_t>(ep.slot[r]) * D;                                       \
+        for (int v = 0; v < V; ++v)                                                                       \
+          PRE##_storeu_ps(db + LANES * v, PRE##_add_ps(PRE##_add_ps(p0[v], p1[v]), PRE##_add_ps(p2[v], p3[v]))); \
+        continue;                                                                                         \
+      }                                                                                                   \
+      const VT sr = PRE##_set1_ps(s[r]);                                                                  \
+      for (int v = 0; v < V; ++v) {                                                                       \
+        const int64_t o = r * D + LANES * v;                                                              \
+        const VT acc = PRE##_add_ps(PRE##_add_ps(p0[v], p1[v]), PRE##_add_ps(p2[v], p3[v]));              \
+        const VT yv = PRE##_mul_ps(acc, sr);                                                              \
+        if (ep.y != nullptr) PRE##_storeu_ps(ep.y + o, yv);                                               \
+        if (ep.add != nullptr) {                                                                          \
+          VT a = PRE##_loadu_ps(ep.add + o);                                                              \
+          if (ep.add_div) a = PRE##_div_ps(a, dv);                                                        \
+          const VT t = PRE##_add_ps(a, yv);                                                               \
+          if (ep.z != nullptr) PRE##_storeu_ps(ep.z + o, ep.out_div ? PRE##_div_ps(t, dv) : t);           \
+          if (ep.xsn != nullptr) PRE##_storeu_ps(ep.xsn + o, PRE##_mul_ps(sr, ep.xsn_from_t ? t : yv));  \
+        } else if (ep.xsn != nullptr) {                                                                   \
+          PRE##_storeu_ps(ep.xsn + o, PRE##_mul_ps(sr, yv));                                              \
+        }                                                                                                 \
+      }                                                                                                   \
+    }                                                                                                     \
+  }
+
+CTRGRAPH_ROWS_SIMD(rows_avx512, "avx512f", __m512, _mm512, 16)
+CTRGRAPH_ROWS_SIMD(rows_avx2, "avx2", __m256, _mm256, 8)
+#undef CTRGRAPH_ROWS_SIMD
+
+template <typename index_t>
+bool rows_simd(const index_t* rowptr, const index_t* col, const float* s, const float* x, const Epi<float>& ep,
+               int64_t d, int64_t lo, int64_t hi) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f"), avx2 = __builtin_cpu_supports("avx2");
+  if (avx512) {
+    switch (d) {
+      case 16: rows_avx512<index_t, 1>(rowptr, col, s, x, ep, lo, hi); return true;
+      case 32: rows_avx512<index_t, 2>(rowptr, col, s, x, ep, lo, hi); return true;
+      case 64: rows_avx512<index_t, 4>(rowptr, col, s, x, ep, lo, hi); return true;
+    }
+  }
+  if (avx2) {
+    switch (d) {
+      case 8: rows_avx2<index_t, 1>(rowptr, col, s, x, ep, lo, hi); return true;
+      case 16: rows_avx2<index_t, 2>(rowptr, col, s, x, ep, lo, hi); return true;
+      case 32: rows_avx2<index_t, 4>(rowptr, col, s, x, ep, lo, hi); return true;
+      case 64: rows_avx2<index_t, 8>(rowptr, col, s, x, ep, lo, hi); return true;
+    }
+  }
+  return false;
+}
+
+// The dropped edges of one product: their targets (in order of first appearance) and each node's slot
+template <typename scalar_t>
+struct Drops {
+  const int64_t* tgt = nullptr;
+  const int64_t* src = nullptr;
+  int64_t K = 0;
+  std::vector<int64_t> rows;
+  std::vector<int32_t> slot;
+  std::vector<scalar_t> dbuf, tmp;
+
+  Drops(const torch::Tensor& t, const torch::Tensor& s, int64_t n, int64_t d)
+      : tgt(t.data_ptr<int64_t>()), src(s.data_ptr<int64_t>()), K(t.numel()) {
+    if (!K) return;
+    slot.assign(n, -1);
+    for (int64_t k = 0; k < K; ++k) {
+      TORCH_CHECK(tgt[k] >= 0 && tgt[k] < n && src[k] >= 0 && src[k] < n, "scaled_spmm: dropped edge out of range");
+      if (slot[tgt[k]] < 0) {
+        slot[tgt[k]] = static_cast<int32_t>(rows.size());
+        rows.push_back(tgt[k]);
+      }
+    }
+    dbuf.resize(rows.size() * d);
+    tmp.resize(rows.size() * d);
+  }
+};
+
+// One product xs -> epilogue: the row sums (deferred for rows with drops), then the drops in their
+// order (mode 0 / 1), then those rows' epilogues
+template <typename scalar_t, typename index_t>
+void product(const index_t* rowptr, const index_t* col, const scalar_t* s, const scalar_t* xs, Epi<scalar_t> ep,
+             Drops<scalar_t>& dr, int64_t mode, int64_t n, int64_t d) {
+  if (dr.K) {
+    ep.slot = dr.slot.data();
+    ep.dbuf = dr.dbuf.data();
+  }
+  at::parallel_for(0, n, 512, [&](int64_t lo, int64_t hi) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (simd_enabled && rows_simd<index_t>(rowptr, col, s, xs, ep, d, lo, hi)) return;
+    }
+    rows_any<scalar_t, index_t>(rowptr, col, s, xs, ep, d, lo, hi);
+  });
+  if (!dr.K) return;
+  if (mode == 0) {
+    for (int64_t k = 0; k < dr.K; ++k) {
+      scalar_t* yt = dr.dbuf.data() + static_cast<int64_t>(dr.slot[dr.tgt[k]]) * d;
+      const scalar_t* v = xs + dr.src[k] * d;
+      for (int64_t j = 0; j < d; ++j) yt[j] = yt[j] + (-v[j]);
+    }
+  } else {
+    std::fill(dr.tmp.begin(), dr.tmp.end(), scalar_t(0));
+    for (int64_t k = 0; k < dr.K; ++k) {
+      scalar_t* tt = dr.tmp.data() + static_cast<int64_t>(dr.slot[dr.tgt[k]]) * d;
+      const scalar_t* v = xs + dr.src[k] * d;
+      for (int64_t j = 0; j < d; ++j) tt[j] = tt[j] + (-v[j]);
+    }
+    for (size_t i = 0; i < dr.dbuf.size(); ++i) dr.dbuf[i] = dr.dbuf[i] + dr.tmp[i];
+  }
+  for (size_t i = 0; i < dr.rows.size(); ++i) {
+    const int64_t t = dr.rows[i];
+    ep.row(t, dr.dbuf.data() + static_cast<int64_t>(i) * d, s[t], d);
+  }
+}
+
+void check(const torch::Tensor& rowptr, const torch::Tensor& col, const torch::Tensor& s, const torch::Tensor& x,
+           const torch::Tensor& tgt, const torch::Tensor& src, int64_t mode) {
+  TORCH_CHECK(!x.is_cuda(), "scaled_spmm native kernel: CPU tensors only");
+  TORCH_CHECK(x.dim() == 2 && s.dim() == 1 && s.size(0) == x.size(0) && rowptr.size(0) == x.size(0) + 1,
+              "scaled_spmm: shapes do not agree");
+  TORCH_CHECK(rowptr.scalar_type() == col.scalar_type(), "scaled_spmm: rowptr and col must share a dtype");
+  TORCH_CHECK(rowptr.scalar_type() == torch::kInt32 || rowptr.scalar_type() == torch::kInt64,
+              "scaled_spmm: int32 or int64 indices");
+  TORCH_CHECK(s.scalar_type() == x.scalar_type(), "scaled_spmm: s and x must share a dtype");
+  TORCH_CHECK(mode == 0 || mode == 1, "scaled_spmm: mode must be 0 or 1");
+  TORCH_CHECK(tgt.numel() == src.numel(), "scaled_spmm: dropped-edge lists differ in length");
+}
+
+// y = s * (A (s x) - drops); with add: z = (add + y) [/ div]
+std::vector<torch::Tensor> scaled_spmm(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s, torch::Tensor x,
+                                       torch::Tensor tgt, torch::Tensor src, int64_t mode, torch::Tensor add,
+                                       double div) {
+  check(rowptr, col, s, x, tgt, src, mode);
+  x = x.contiguous(); s = s.contiguous(); rowptr = rowptr.contiguous(); col = col.contiguous();
+  tgt = tgt.to(torch::kInt64).contiguous(); src = src.to(torch::kInt64).contiguous();
+  if (add.numel()) {
+    TORCH_CHECK(add.sizes() == x.sizes() && add.scalar_type() == x.scalar_type(), "scaled_spmm: add must match x");
+    add = add.contiguous();
+  }
+  const torch::Tensor xs = x * s.unsqueeze(1);  // s[c] x[c] once per node (the same rounded products)
+  auto y = torch::empty_like(x);
+  auto z = add.numel() ? torch::empty_like(x) : torch::empty({0}, x.options());
+  const int64_t n = x.size(0), d = x.size(1);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "scaled_spmm", [&] {
+    Epi<scalar_t> ep;
+    ep.y = y.data_ptr<scalar_t>();
+    if (add.numel()) {
+      ep.add = add.data_ptr<scalar_t>();
+      ep.z = z.data_ptr<scalar_t>();
+      ep.out_div = div != 0.0;
+      ep.div = static_cast<scalar_t>(div != 0.0 ? div : 1.0);
+    }
+    Drops<scalar_t> dr(tgt, src, n, d);
+    if (rowptr.scalar_type() == torch::kInt32) {
+      product<scalar_t, int32_t>(rowptr.data_ptr<int32_t>(), col.data_ptr<int32_t>(), s.data_ptr<scalar_t>(),
+                                 xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
+    } else {
+      product<scalar_t, int64_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), s.data_ptr<scalar_t>(),
+                                 xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
+    }
+  });
+  return {y, z};
+}
+
+// LightGCN's L layers of Â and their sum (Eq. 13), div = L + 1 for the mean (0: the sum):
+//   mode 0 (forward of x):  h0 = x, h_{l+1} = Â h_l, returns ((h0 + h1) + ... + h_L) [/ div]
+//   mode 1 (backward of g): g' = g [/ div], u_L = g', u_l = g' + Â u_{l+1}, returns u_0
+// the operations (and their order per element) of the layer loop over scaled_spmm, without
+// materialising the layers: each product's epilogue writes the running sum and the next layer's s * h.
+torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s, torch::Tensor x, torch::Tensor tgt,
+                       torch::Tensor src, int64_t mode, int64_t n_layers, double div) {
+  check(rowptr, col, s, x, tgt, src, mode);
+  TORCH_CHECK(n_layers >= 1, "lightgcn: at least one layer");
+  x = x.contiguous(); s = s.contiguous(); rowptr = rowptr.contiguous(); col = col.contiguous();
+  tgt = tgt.to(torch::kInt64).contiguous(); src = src.to(torch::kInt64).contiguous();
+  const bool has_div = div != 0.0;
+  // the first layer's input times s: forward s * x; backward s * (g / div), as the unfused loop forms them
+  torch::Tensor xs = mode == 0 ? x * s.unsqueeze(1) : (has_div ? x / div : x) * s.unsqueeze(1);
+  torch::Tensor xsn = n_layers > 1 ? torch::empty_like(x) : torch::Tensor();
+  auto out = torch::empty_like(x);
+  const int64_t n = x.size(0), d = x.size(1);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lightgcn", [&] {
+    Drops<scalar_t> dr(tgt, src, n, d);
+    for (int64_t l = 0; l < n_layers; ++l) {
+      const bool last = l == n_layers - 1;
+      Epi<scalar_t> ep;
+      ep.div = static_cast<scalar_t>(has_div ? div : 1.0);
+      if (mode == 0) {  // t = (running sum) + h_{l+1}; the next input s * h_{l+1}
+        ep.add = (l == 0 ? x : out).data_ptr<scalar_t>();
+        ep.z = out.data_ptr<scalar_t>();  // in place from the second layer on: row r reads and writes row r only
+        ep.out_div = last && has_div;
+        ep.xsn_from_t = false;
+      } else {  // t = g' + Â u; the next input s * t; the last layer returns t
+        ep.add = x.data_ptr<scalar_t>();
+        ep.add_div = has_div;
+        ep.z = last ? out.data_ptr<scalar_t>() : nullptr;
+        ep.xsn_from_t = true;
+      }
+      ep.xsn = last ? nullptr : xsn.data_ptr<scalar_t>();
+      if (rowptr.scalar_type() == torch::kInt32) {
+        product<scalar_t, int32_t>(rowptr.data_ptr<int32_t>(), col.data_ptr<int32_t>(), s.data_ptr<scalar_t>(),
+                                   xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
+      } else {
+        product<scalar_t, int64_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), s.data_ptr<scalar_t>(),
+                                   xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
+      }
+      if (!last) std::swap(xs, xsn);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("set_simd", [](bool on) { simd_enabled = on; }, "use the AVX-512 / AVX2 loops where the CPU has them");
+  m.def("scaled_spmm", &scaled_spmm, "s * (A (s x) - dropped edges) for a 0/1 CSR structure A, and (add + that) [/ div]");
+  m.def("lightgcn", &lightgcn, "LightGCN's layers of the scaled product and their sum (forward / backward)");
+}
