@@ -26,9 +26,38 @@ from torch import nn
 from ..data.schema import FeatureSpec, Field, Kind
 from ..errors import ConfigError
 from ..layers.lookup import embedding_rows
-from ..layers.pooling import weighted_sum
+from ..layers.pooling import pooled_field, weighted_sum
 
 Step = dict[str, Any]
+
+
+class _FieldValues(dict):
+    """The embedded fields by name; remembers the names read as they are (``values[name]``,
+    ``get``, iteration), as opposed to only pooled by :meth:`EmbeddedBatch.vector`."""
+
+    def __init__(self, values: dict[str, torch.Tensor]):
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        self.read.add(name)
+        return super().__getitem__(name)
+
+    def get(self, name, default=None):
+        self.read.add(name)
+        return super().get(name, default)
+
+    def __iter__(self):
+        self.read.update(super().keys())
+        return super().__iter__()
+
+    def values(self):
+        self.read.update(super().keys())
+        return super().values()
+
+    def items(self):
+        self.read.update(super().keys())
+        return super().items()
 
 
 class EmbeddedBatch:
@@ -42,7 +71,7 @@ class EmbeddedBatch:
     def __init__(self, spec: FeatureSpec, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
                  provider: EmbeddingProvider | None = None, step: Step | None = None):
         self.spec = spec
-        self.values = values
+        self.values = _FieldValues(values)
         self.masks = masks
         self.provider = provider
         self.step: Step = {} if step is None else step
@@ -69,12 +98,17 @@ class EmbeddedBatch:
 
     def vector(self, name: str, pool: str = "mean") -> torch.Tensor:
         """One [B, d] vector per field; multi-valued and sequence fields are pooled over valid
-        positions (``mean`` or ``sum``; an empty sequence gives the zero vector)."""
-        v = self.values[name]
+        positions (``mean`` or ``sum``; an empty sequence gives the zero vector).
+
+        A field whose rows were not read as they are before (``values[name]``, :meth:`sequence`)
+        is pooled by :func:`~ctrgraph.layers.pooling.pooled_field` (the lookup table's gradient
+        written directly; bit-identical); one read already, by :func:`weighted_sum`."""
+        v = dict.__getitem__(self.values, name)
         if v.dim() == 2:
+            self.values.read.add(name)  # a [B, d] field is its own vector: handed out as it is
             return v
         m = self.masks[name].to(v.dtype)
-        s = weighted_sum(m, v)
+        s = weighted_sum(m, v) if name in self.values.read else pooled_field(m, v)
         if pool == "sum":
             return s
         if pool == "mean":

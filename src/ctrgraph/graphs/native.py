@@ -32,6 +32,29 @@ def enabled() -> bool:
     return os.environ.get("CTRGRAPH_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def load_extension(name: str, source: Path, cflags: list[str], what: str):
+    """Compile (once, cached under ``TORCH_EXTENSIONS_DIR``) and load the C++ extension ``name`` from
+    ``source``; None (with one warning naming ``what``) where it cannot be built. Shared by the
+    package's native kernels (this module's, :mod:`ctrgraph.layers.native`)."""
+    try:
+        import shutil
+
+        from torch.utils.cpp_extension import load
+
+        bindir = str(Path(sys.executable).parent)  # the env's ninja (the ``ninja`` wheel), not activated
+        if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+        print(f"ctrgraph: loading the native {what} (compiled once on first use, ~30 s)",
+              file=sys.stderr, flush=True)
+        return load(name, [str(source)], extra_cflags=cflags, verbose=False)
+    except Exception as exc:  # no compiler, no ninja, read-only cache ...
+        warnings.warn(f"ctrgraph: the native {what} could not be built ({exc.__class__.__name__}: "
+                      f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
 def kernel():
     """The compiled extension module, or None where it is disabled or cannot be built, and while
     ``torch.jit.trace`` or the ONNX exporter records a model (an autograd Function of this extension
@@ -39,23 +62,7 @@ def kernel():
     if not enabled() or torch.jit.is_tracing():
         return None
     if "module" not in _STATE:
-        try:
-            import shutil
-
-            from torch.utils.cpp_extension import load
-
-            bindir = str(Path(sys.executable).parent)  # the env's ninja (the ``ninja`` wheel), not activated
-            if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
-                os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-
-            print("ctrgraph: loading the native pair-attention kernel (compiled once on first use, ~30 s)",
-                  file=sys.stderr, flush=True)
-            _STATE["module"] = load("ctrgraph_pair_attention", [str(_SOURCE)], extra_cflags=CFLAGS, verbose=False)
-        except Exception as exc:  # no compiler, no ninja, read-only cache ...
-            warnings.warn(f"ctrgraph: the native pair-attention kernel could not be built ({exc.__class__.__name__}: "
-                          f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
-                          RuntimeWarning, stacklevel=2)
-            _STATE["module"] = None
+        _STATE["module"] = load_extension("ctrgraph_pair_attention", _SOURCE, CFLAGS, "pair-attention kernel")
     return _STATE["module"]
 
 

@@ -35,7 +35,21 @@ def table_lookup(weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | Non
     if weight.is_sparse or not weight.requires_grad or torch.jit.is_scripting() or torch.jit.is_tracing() \
             or not torch.is_grad_enabled():
         return torch.nn.functional.embedding(ids, weight, padding_idx)
-    return _Lookup.apply(weight, ids, -1 if padding_idx is None else padding_idx)
+    pad = -1 if padding_idx is None else padding_idx
+    out = _Lookup.apply(weight, ids, pad)
+    # where the rows came from, for pooling that writes the table's gradient itself
+    # (:func:`ctrgraph.layers.pooling.pooled_field`); the version spots an in-place change of the rows
+    out._ctrgraph_rows = (weight, ids, pad, out._version)
+    return out
+
+
+def lookup_source(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """(table, ids, padding_idx or -1) of ``rows`` returned by :func:`table_lookup` through its own
+    Function and not modified in place since; None for any other tensor."""
+    src = getattr(rows, "_ctrgraph_rows", None)
+    if src is None or src[3] != rows._version:
+        return None
+    return src[0], src[1], src[2]
 
 
 def embedding_rows(emb: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
