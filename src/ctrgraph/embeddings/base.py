@@ -69,12 +69,14 @@ class EmbeddedBatch:
     aware embedding L2 of ``train.embedding_l2``)."""
 
     def __init__(self, spec: FeatureSpec, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                 provider: EmbeddingProvider | None = None, step: Step | None = None):
+                 provider: EmbeddingProvider | None = None, step: Step | None = None, fuse_pooling: bool = True):
         self.spec = spec
         self.values = _FieldValues(values)
         self.masks = masks
         self.provider = provider
         self.step: Step = {} if step is None else step
+        self.fuse_pooling = fuse_pooling
+        self._pooled: dict[str, torch.Tensor] = {}  # masked sums taken by pooled_field, by field
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.values[name]
@@ -102,13 +104,23 @@ class EmbeddedBatch:
 
         A field whose rows were not read as they are before (``values[name]``, :meth:`sequence`)
         is pooled by :func:`~ctrgraph.layers.pooling.pooled_field` (the lookup table's gradient
-        written directly; bit-identical); one read already, by :func:`weighted_sum`."""
+        written directly), its masked sum kept for further calls (the gradients of several uses
+        then meet on the [B, d] sum: with 0/1 mask weights the same numbers as on the rows); a field
+        read already by :func:`weighted_sum`. Both give the values and gradients of the plain
+        masked sum bit for bit, as long as the rows are not read as they are after pooling (no
+        model does; the embedding L2 penalty does, so the trainer turns the fused pooling off,
+        ``fuse_pooling``, when ``train.embedding_l2`` > 0)."""
         v = dict.__getitem__(self.values, name)
         if v.dim() == 2:
             self.values.read.add(name)  # a [B, d] field is its own vector: handed out as it is
             return v
         m = self.masks[name].to(v.dtype)
-        s = weighted_sum(m, v) if name in self.values.read else pooled_field(m, v)
+        if name in self._pooled:
+            s = self._pooled[name]
+        elif self.fuse_pooling and name not in self.values.read:
+            s = self._pooled[name] = pooled_field(m, v)
+        else:
+            s = weighted_sum(m, v)
         if pool == "sum":
             return s
         if pool == "mean":
@@ -130,6 +142,10 @@ class EmbeddingProvider(nn.Module):
     prior_bias_default: ClassVar[bool] = False
     #: named parameter sets (``embedding.params.preset: paper``), as a model's ``presets``
     presets: ClassVar[dict[str, dict]] = {}
+    #: hand every embedded row to the model's graph as it is, never pool a field by writing the table's
+    #: gradient directly (:meth:`EmbeddedBatch.vector`): set by the trainer when a loss term (the
+    #: embedding L2) reads the rows of pooled fields too, so that their gradients add up on the rows
+    keep_rows: bool = False
 
     def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, fields: list[Field] | None = None):
         super().__init__()
@@ -186,7 +202,7 @@ class EmbeddingProvider(nn.Module):
                     src = batch[f.group] if f.group else x
                     masks[f.name] = src != 0
             values[f.name] = v
-        return EmbeddedBatch(self.spec, values, masks, self, step)
+        return EmbeddedBatch(self.spec, values, masks, self, step, fuse_pooling=not self.keep_rows)
 
 
 def use_sparse_gradients(model: nn.Module) -> int:

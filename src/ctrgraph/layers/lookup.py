@@ -37,10 +37,26 @@ def table_lookup(weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | Non
         return torch.nn.functional.embedding(ids, weight, padding_idx)
     pad = -1 if padding_idx is None else padding_idx
     out = _Lookup.apply(weight, ids, pad)
-    # where the rows came from, for pooling that writes the table's gradient itself
-    # (:func:`ctrgraph.layers.pooling.pooled_field`); the version spots an in-place change of the rows
-    out._ctrgraph_rows = (weight, ids, pad, out._version)
+    if ids.dim() == 2:
+        # where the rows came from, for pooling that writes the table's gradient itself
+        # (:func:`ctrgraph.layers.pooling.pooled_field`): the table through an identity node made
+        # now, so that its gradient reaches the table at the point of the backward where this
+        # lookup's own would (the order in which a table's gradients are summed stays the same);
+        # the version spots an in-place change of the rows
+        out._ctrgraph_rows = (_TableHandle.apply(weight), ids, pad, out._version)
     return out
+
+
+class _TableHandle(torch.autograd.Function):
+    """The table itself (a view), for a gradient computed elsewhere to enter the graph here."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor) -> torch.Tensor:
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad
 
 
 def lookup_source(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:

@@ -78,62 +78,94 @@ torch::Tensor pooled_lookup_backward(torch::Tensor g, torch::Tensor ids, torch::
   return out;
 }
 
-// The attention of one (row, head) with compile-time head width DH and the field count padded to FP
-// (K and V rows beyond F are zero, their scores masked out of the max and their weights set to 0), so
-// that every inner loop has a constant trip count and vectorises.
-template <int DH, int FP>
-void attention_rows_fwd(const float* x, float* o, float* pp, int64_t b0, int64_t b1, int64_t F, int64_t H,
-                        int64_t D, float sc) {
+// The attention of rows b0..b1 for a head width DH known at compile time and at most 16 fields, on
+// GCC vector types: a score row is one 16-lane vector (fields beyond F padded: K and V rows zero,
+// scores masked out of the max, weights set to 0), a head row one DH-lane vector. The functions are
+// compiled for AVX-512, AVX2 and the baseline, picked at load time (target_clones), so a cached build
+// runs on any x86-64 CPU.
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+template <int DH>
+struct HeadVec {
+  typedef float type __attribute__((vector_size(DH * 4)));
+};
+
+inline v16 exp_v16(v16 x) {  // exp_poly, lane-wise
+  const v16 lo = v16{} - 87.0f, hi = v16{} + 88.0f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  v16 r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  v16 p = v16{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const v16i e = (__builtin_convertvector(n, v16i) + 127) << 23;
+  return p * reinterpret_cast<const v16&>(e);
+}
+
+template <int DH>
+inline __attribute__((always_inline)) void attn16_fwd(const float* x, float* o, float* pp, int64_t b0, int64_t b1,
+                                                       int64_t F, int64_t H, int64_t D, float sc) {
+  typedef typename HeadVec<DH>::type vh;
   const int64_t row = 3 * D;
-  alignas(64) float KT[DH][FP], VV[FP][DH], s[FP], valid[FP], neg[FP], acc[DH];
-  for (int j = 0; j < FP; ++j) {
+  v16 KT[DH], valid, neg;
+  vh VV[16];
+  for (int j = 0; j < 16; ++j) {
     valid[j] = j < F ? 1.0f : 0.0f;
     neg[j] = j < F ? 0.0f : -std::numeric_limits<float>::infinity();
   }
+  for (int j = 0; j < 16; ++j) VV[j] = vh{};
+  for (int c = 0; c < DH; ++c) KT[c] = v16{};
+  alignas(64) float prow[16];
   for (int64_t b = b0; b < b1; ++b) {
     const float* xb = x + b * F * row;
     for (int64_t h = 0; h < H; ++h) {
       const float* q = xb + h * DH;
       const float* k = xb + D + h * DH;
       const float* v = xb + 2 * D + h * DH;
-      for (int j = 0; j < FP; ++j)
-        for (int c = 0; c < DH; ++c) {
-          KT[c][j] = j < F ? k[j * row + c] : 0.0f;
-          VV[j][c] = j < F ? v[j * row + c] : 0.0f;
-        }
+      for (int64_t j = 0; j < F; ++j) {
+        for (int c = 0; c < DH; ++c) KT[c][j] = k[j * row + c];
+        std::memcpy(&VV[j], v + j * row, sizeof(vh));
+      }
       float* Pbh = pp + (b * H + h) * F * F;
       for (int64_t i = 0; i < F; ++i) {
-        for (int j = 0; j < FP; ++j) s[j] = 0.0f;
-        for (int c = 0; c < DH; ++c) {
-          const float qc = q[i * row + c];
-          for (int j = 0; j < FP; ++j) s[j] += qc * KT[c][j];
-        }
-        float m = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < FP; ++j) {
-          s[j] = s[j] * sc + neg[j];
-          m = std::max(m, s[j]);
-        }
-        for (int j = 0; j < FP; ++j) s[j] = exp_poly(s[j] - m) * valid[j];
+        const float* qi = q + i * row;
+        v16 s = v16{};
+        for (int c = 0; c < DH; ++c) s += qi[c] * KT[c];
+        s = s * sc + neg;
+        float m = s[0];
+        for (int j = 1; j < 16; ++j) m = std::max(m, static_cast<float>(s[j]));
+        v16 e = exp_v16(s - m) * valid;
         float sum = 0.0f;
-        for (int j = 0; j < FP; ++j) sum += s[j];
-        const float inv = 1.0f / sum;
-        for (int j = 0; j < FP; ++j) s[j] *= inv;
-        for (int64_t j = 0; j < F; ++j) Pbh[i * F + j] = s[j];
-        for (int c = 0; c < DH; ++c) acc[c] = 0.0f;
-        for (int j = 0; j < FP; ++j)
-          for (int c = 0; c < DH; ++c) acc[c] += s[j] * VV[j][c];
-        float* oi = o + (b * F + i) * D + h * DH;
-        for (int c = 0; c < DH; ++c) oi[c] = acc[c];
+        for (int j = 0; j < 16; ++j) sum += e[j];
+        e = e * (1.0f / sum);
+        std::memcpy(prow, &e, sizeof(v16));
+        std::memcpy(Pbh + i * F, prow, F * sizeof(float));
+        vh acc = vh{};
+        for (int64_t j = 0; j < F; ++j) acc += prow[j] * VV[j];
+        std::memcpy(o + (b * F + i) * D + h * DH, &acc, sizeof(vh));
       }
     }
   }
 }
 
-template <int DH, int FP>
-void attention_rows_bwd(const float* x, const float* gp, const float* pp, float* dx, int64_t b0, int64_t b1,
-                        int64_t F, int64_t H, int64_t D, float sc) {
+template <int DH>
+inline __attribute__((always_inline)) void attn16_bwd(const float* x, const float* gp, const float* pp, float* dx,
+                                                       int64_t b0, int64_t b1, int64_t F, int64_t H, int64_t D,
+                                                       float sc) {
+  typedef typename HeadVec<DH>::type vh;
   const int64_t row = 3 * D;
-  alignas(64) float VT[DH][FP], KK[FP][DH], dK[FP][DH], dV[FP][DH], P[FP], dp[FP], gi[DH], qi[DH], dq[DH];
+  v16 VT[DH];
+  vh KK[16], dK[16], dV[16];
+  for (int c = 0; c < DH; ++c) VT[c] = v16{};
+  alignas(64) float prow[16], dsrow[16];
+  for (int j = 0; j < 16; ++j) prow[j] = 0.0f;
   for (int64_t b = b0; b < b1; ++b) {
     const float* xb = x + b * F * row;
     float* dxb = dx + b * F * row;
@@ -141,65 +173,70 @@ void attention_rows_bwd(const float* x, const float* gp, const float* pp, float*
       const float* q = xb + h * DH;
       const float* k = xb + D + h * DH;
       const float* v = xb + 2 * D + h * DH;
-      for (int j = 0; j < FP; ++j)
-        for (int c = 0; c < DH; ++c) {
-          VT[c][j] = j < F ? v[j * row + c] : 0.0f;
-          KK[j][c] = j < F ? k[j * row + c] : 0.0f;
-          dK[j][c] = 0.0f;
-          dV[j][c] = 0.0f;
-        }
+      for (int64_t j = 0; j < F; ++j) {
+        for (int c = 0; c < DH; ++c) VT[c][j] = v[j * row + c];
+        std::memcpy(&KK[j], k + j * row, sizeof(vh));
+        dK[j] = vh{};
+        dV[j] = vh{};
+      }
       const float* Pbh = pp + (b * H + h) * F * F;
       for (int64_t i = 0; i < F; ++i) {
-        for (int j = 0; j < FP; ++j) P[j] = j < F ? Pbh[i * F + j] : 0.0f;
-        const float* g = gp + (b * F + i) * D + h * DH;
-        for (int c = 0; c < DH; ++c) {
-          gi[c] = g[c];
-          qi[c] = q[i * row + c];
-        }
-        for (int j = 0; j < FP; ++j)
-          for (int c = 0; c < DH; ++c) dV[j][c] += P[j] * gi[c];
-        for (int j = 0; j < FP; ++j) dp[j] = 0.0f;
-        for (int c = 0; c < DH; ++c)
-          for (int j = 0; j < FP; ++j) dp[j] += gi[c] * VT[c][j];
+        std::memcpy(prow, Pbh + i * F, F * sizeof(float));
+        v16 P;
+        std::memcpy(&P, prow, sizeof(v16));
+        vh gi, qi;
+        std::memcpy(&gi, gp + (b * F + i) * D + h * DH, sizeof(vh));
+        std::memcpy(&qi, q + i * row, sizeof(vh));
+        for (int64_t j = 0; j < F; ++j) dV[j] += prow[j] * gi;
+        v16 dp = v16{};
+        for (int c = 0; c < DH; ++c) dp += gi[c] * VT[c];
+        const v16 pd = P * dp;
         float r = 0.0f;
-        for (int j = 0; j < FP; ++j) r += P[j] * dp[j];
-        for (int j = 0; j < FP; ++j) dp[j] = P[j] * (dp[j] - r) * sc;
-        for (int c = 0; c < DH; ++c) dq[c] = 0.0f;
-        for (int j = 0; j < FP; ++j)
-          for (int c = 0; c < DH; ++c) {
-            dq[c] += dp[j] * KK[j][c];
-            dK[j][c] += dp[j] * qi[c];
-          }
-        float* dQ = dxb + i * row + h * DH;
-        for (int c = 0; c < DH; ++c) dQ[c] = dq[c];
-      }
-      for (int64_t j = 0; j < F; ++j)
-        for (int c = 0; c < DH; ++c) {
-          dxb[j * row + D + h * DH + c] = dK[j][c];
-          dxb[j * row + 2 * D + h * DH + c] = dV[j][c];
+        for (int j = 0; j < 16; ++j) r += pd[j];
+        const v16 ds = P * (dp - r) * sc;
+        std::memcpy(dsrow, &ds, sizeof(v16));
+        vh dq = vh{};
+        for (int64_t j = 0; j < F; ++j) {
+          dq += dsrow[j] * KK[j];
+          dK[j] += dsrow[j] * qi;
         }
+        std::memcpy(dxb + i * row + h * DH, &dq, sizeof(vh));
+      }
+      for (int64_t j = 0; j < F; ++j) {
+        std::memcpy(dxb + j * row + D + h * DH, &dK[j], sizeof(vh));
+        std::memcpy(dxb + j * row + 2 * D + h * DH, &dV[j], sizeof(vh));
+      }
     }
   }
 }
+
+#define CTRGRAPH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define CTRGRAPH_ATTN(DH)                                                                                       \
+  CTRGRAPH_CLONES void attn16_fwd_##DH(const float* x, float* o, float* pp, int64_t b0, int64_t b1, int64_t F,  \
+                                       int64_t H, int64_t D, float sc) {                                        \
+    attn16_fwd<DH>(x, o, pp, b0, b1, F, H, D, sc);                                                              \
+  }                                                                                                             \
+  CTRGRAPH_CLONES void attn16_bwd_##DH(const float* x, const float* gp, const float* pp, float* dx, int64_t b0,  \
+                                       int64_t b1, int64_t F, int64_t H, int64_t D, float sc) {                 \
+    attn16_bwd<DH>(x, gp, pp, dx, b0, b1, F, H, D, sc);                                                         \
+  }
+CTRGRAPH_ATTN(4)
+CTRGRAPH_ATTN(8)
+CTRGRAPH_ATTN(16)
+CTRGRAPH_ATTN(32)
 
 using FwdFn = void (*)(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t, float);
 using BwdFn = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
                        int64_t, float);
 
-template <int DH>
-std::pair<FwdFn, BwdFn> pick_fp(int64_t F) {
-  if (F <= 16) return {&attention_rows_fwd<DH, 16>, &attention_rows_bwd<DH, 16>};
-  if (F <= 32) return {&attention_rows_fwd<DH, 32>, &attention_rows_bwd<DH, 32>};
-  return {nullptr, nullptr};
-}
-
 // the specialised float kernels for (head width, field count), or nulls (generic loops)
 std::pair<FwdFn, BwdFn> specialised(int64_t dh, int64_t F) {
+  if (F > 16) return {nullptr, nullptr};
   switch (dh) {
-    case 4: return pick_fp<4>(F);
-    case 8: return pick_fp<8>(F);
-    case 16: return pick_fp<16>(F);
-    case 32: return pick_fp<32>(F);
+    case 4: return {&attn16_fwd_4, &attn16_bwd_4};
+    case 8: return {&attn16_fwd_8, &attn16_bwd_8};
+    case 16: return {&attn16_fwd_16, &attn16_bwd_16};
+    case 32: return {&attn16_fwd_32, &attn16_bwd_32};
     default: return {nullptr, nullptr};
   }
 }
