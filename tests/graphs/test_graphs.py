@@ -532,9 +532,11 @@ def test_pair_builders_reject_bad_input():
     assert g.cooccurrence_graph(np.array([[2, 3, 4]]), 5, window=0).nnz == 0  # window 0: no pairs
 
 
-def test_chunked_builders_equal_the_whole_input():
-    """[N, L] inputs read in row chunks (memory-mapped splits) give the graphs of the whole input."""
-    from ctrgraph.graphs import builders
+def test_chunked_builders_equal_the_whole_input(tmp_path, monkeypatch):
+    """[N, L] inputs read in row chunks (memory-mapped splits) give the graphs of the whole input;
+    chunks of a memory-mapped column are read with file reads (``read_chunk``), not through the map."""
+    from ctrgraph.data import rows as rows_mod
+    from ctrgraph.graphs import builders, from_dataset
     from ctrgraph.graphs.from_dataset import user_sequences
 
     rng = np.random.default_rng(5)
@@ -544,18 +546,41 @@ def test_chunked_builders_equal_the_whole_input():
     users = np.sort(rng.integers(0, nu, n))
     ts = np.cumsum(rng.integers(0, 3, (n, L)), axis=1) + users[:, None] * 100
     labels = rng.integers(0, 2, n)
+
+    def mapped(name, x):
+        np.save(tmp_path / f"{name}.npy", x)
+        return np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+
+    m_hist, m_users, m_ts, m_labels = mapped("h", hist), mapped("u", users), mapped("t", ts), mapped("l", labels)
+    reads = []
+
+    def spy(a, r):
+        reads.append(isinstance(a, np.memmap))
+        return rows_mod.read_chunk(a, r)
+
+    monkeypatch.setattr(builders, "read_chunk", spy)
+    monkeypatch.setattr(from_dataset, "read_chunk", spy)
     for chunk in (64, 1000):
         for weighted in (False, True):
             a = builders.user_item_graph(users, hist, nu, ni, labels, weighted)
             b = builders.user_item_graph(users, hist, nu, ni, labels, weighted, chunk_rows=chunk)
-            assert (a != b).nnz == 0
+            c = builders.user_item_graph(m_users, m_hist, nu, ni, m_labels, weighted, chunk_rows=chunk)
+            assert (a != b).nnz == 0 and (a != c).nnz == 0
         assert (builders.binary_incidence(users, hist, (nu, ni))
                 != builders.binary_incidence(users, hist, (nu, ni), chunk_rows=chunk)).nnz == 0
+        assert (builders.binary_incidence(users, hist, (nu, ni))
+                != builders.binary_incidence(m_users, m_hist, (nu, ni), chunk_rows=chunk)).nnz == 0
         for k in (None, 3):
             a = builders.cooccurrence_graph(hist, ni, window=2, top_k=k)
             b = builders.cooccurrence_graph(hist, ni, window=2, top_k=k, chunk_rows=chunk)
-            assert (a != b).nnz == 0, (chunk, k)
-        for t in (None, ts):
+            c = builders.cooccurrence_graph(m_hist, ni, window=2, top_k=k, chunk_rows=chunk)
+            assert (a != b).nnz == 0 and (a != c).nnz == 0, (chunk, k)
+        for t, mt in ((None, None), (ts, m_ts)):
             whole, part = user_sequences(users, hist, t), user_sequences(users, hist, t, chunk_rows=chunk)
-            for x, y in zip(whole, part):
+            mapped_part = user_sequences(m_users, m_hist, mt, chunk_rows=chunk)
+            for x, y, z in zip(whole, part, mapped_part):
                 np.testing.assert_array_equal(x, y)
+                np.testing.assert_array_equal(x, z)
+    assert any(reads) and not all(reads)  # mapped chunks went through read_chunk (and in-memory ones too)
+    with pytest.raises(ValueError, match="contiguous"):
+        rows_mod.read_chunk(m_hist, slice(0, 10, 2))

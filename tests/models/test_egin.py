@@ -87,8 +87,22 @@ def test_accidental_hits_never_count_as_negatives():
     assert float(got) == pytest.approx(0.0, abs=1e-6)  # the closed form: log(1 - 3 + e^{log 3}), rounding only
 
 
+@pytest.fixture(params=["native", "torch"])
+def loss_path(request, monkeypatch):
+    """The graph loss's per-pair pass by the fused C++ kernel and by the PyTorch fallback."""
+    from ctrgraph.graphs import native
+    from ctrgraph.layers import negative_queue
+
+    if request.param == "native":
+        if native.pair_softmax_kernel() is None:
+            pytest.skip("the native pair-softmax kernel cannot be built here")
+    else:
+        monkeypatch.setattr(negative_queue, "pair_softmax_kernel", lambda: None)
+    return request.param
+
+
 @pytest.mark.parametrize("V, P", [(30, 300), (500, 40)])  # every table row once / only the used rows
-def test_the_fused_table_loss_equals_the_per_pair_loss_with_gradients(V, P):
+def test_the_fused_table_loss_equals_the_per_pair_loss_with_gradients(V, P, loss_path):
     torch.manual_seed(0)
     A, B = torch.randn(V, 6, requires_grad=True), torch.randn(V + 5, 6, requires_grad=True)
     a, p, neg = torch.randint(1, V, (P,)), torch.randint(1, V + 5, (P,)), torch.randint(1, V + 5, (12,))
@@ -108,7 +122,7 @@ def test_the_fused_table_loss_equals_the_per_pair_loss_with_gradients(V, P):
 
 
 
-def test_the_closed_form_holds_when_hits_dominate_the_denominator():
+def test_the_closed_form_holds_when_hits_dominate_the_denominator(loss_path):
     """Many repeated hits on large logits (the case where S - c e^{a·p} could cancel): float32 stays
     close to the float64 per-pair reference, loss and gradients."""
     torch.manual_seed(1)
@@ -126,7 +140,7 @@ def test_the_closed_form_holds_when_hits_dominate_the_denominator():
 
 @pytest.mark.parametrize("same_table", [True, False])  # i2i / q2q (one table) and q2i (two)
 @pytest.mark.parametrize("V, P", [(30, 300), (500, 40)])
-def test_the_two_way_loss_equals_both_one_way_losses_with_gradients(same_table, V, P):
+def test_the_two_way_loss_equals_both_one_way_losses_with_gradients(same_table, V, P, loss_path):
     torch.manual_seed(2)
     A = torch.randn(V, 6, requires_grad=True)
     B = A if same_table else torch.randn(V + 7, 6, requires_grad=True)
@@ -136,7 +150,7 @@ def test_the_two_way_loss_equals_both_one_way_losses_with_gradients(same_table, 
     if same_table:  # one negative set both ways (EGIN's i2i and q2q): the shared-logits path
         neg_b = neg_a
     got = two_way_softmax_loss(A, a, B, b, neg_a, neg_b)
-    want = 0.5 * (table_softmax_loss(A, a, B, b, neg_b) + table_softmax_loss(B, b, A, a, neg_a))
+    want = 0.5 * (sampled_softmax_loss(A[a], B[b], b, B[neg_b], neg_b) + sampled_softmax_loss(B[b], A[a], a, A[neg_a], neg_a))
     torch.testing.assert_close(got, want)
     params = [A] if same_table else [A, B]
     for x, y in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):

@@ -23,25 +23,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from .rows import read_rows
 from .schema import Kind, Schema
-
-
-def read_rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of ``a`` as an in-memory array. A memory-mapped ``.npy`` column (or a row
-    slice of one) is read with a plain file read, so its pages are never mapped into this process
-    (resident memory stays the window read, not the part of the file visited so far)."""
-    root = a
-    while isinstance(root, np.memmap) and isinstance(root.base, np.memmap):
-        root = root.base
-    if not (isinstance(a, np.memmap) and isinstance(root, np.memmap) and root.filename and a.flags.c_contiguous):
-        return np.array(a[start:stop])
-    row = a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
-    skip = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-    out = np.empty((stop - start, *a.shape[1:]), dtype=a.dtype)
-    with open(root.filename, "rb") as f:
-        f.seek(root.offset + skip + start * row)
-        f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
-    return out
 
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:

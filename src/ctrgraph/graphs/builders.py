@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ..data.rows import read_chunk
 from ._pairs import (
     symmetric_from_pairs,
     top_k_symmetric,
@@ -29,7 +30,8 @@ from ._util import (
     top_k_rows,
 )
 
-#: rows of an ``[N, L]`` input handled at a time (memory-mapped training splits are never read whole)
+#: rows of an ``[N, L]`` input handled at a time (memory-mapped training splits are never read whole,
+#: and a chunk is read with a file read, not through the mapping: :func:`ctrgraph.data.rows.read_chunk`)
 CHUNK_ROWS = 1 << 18
 
 
@@ -83,7 +85,7 @@ def cooccurrence_graph(sequences: Sequences, n_items: int | None = None, window:
             raise ValueError("cooccurrence_graph: n_items is needed for chunked [N, L] input")
         total = sp.csr_matrix((n_items, n_items), dtype=dtype)
         for rows in _row_chunks(len(sequences), chunk_rows):
-            total = total + cooccurrence_graph(np.asarray(sequences[rows]), n_items, window, None, dtype,
+            total = total + cooccurrence_graph(read_chunk(sequences, rows), n_items, window, None, dtype,
                                                chunk_rows=chunk_rows)
         total = total.tocsr()
         total.sort_indices()
@@ -161,7 +163,7 @@ def binary_incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int],
     if np.ndim(cols) == 2 and len(cols) > chunk_rows:
         total = sp.csr_matrix(shape, dtype=dtype)
         for r in _row_chunks(len(cols), chunk_rows):
-            total = total + binary_incidence(np.asarray(rows[r]), np.asarray(cols[r]), shape, dtype, chunk_rows)
+            total = total + binary_incidence(read_chunk(rows, r), read_chunk(cols, r), shape, dtype, chunk_rows)
         return _binary(total)
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
@@ -330,8 +332,8 @@ def user_item_graph(users: np.ndarray, items: np.ndarray, n_users: int, n_items:
     if np.ndim(items) == 2 and len(items) > chunk_rows:
         total = sp.csr_matrix((n_users, n_items), dtype=dtype)
         for r in _row_chunks(len(items), chunk_rows):
-            total = total + user_item_graph(np.asarray(users[r]), np.asarray(items[r]), n_users, n_items,
-                                            None if labels is None else np.asarray(labels[r]), weighted, dtype,
+            total = total + user_item_graph(read_chunk(users, r), read_chunk(items, r), n_users, n_items,
+                                            None if labels is None else read_chunk(labels, r), weighted, dtype,
                                             chunk_rows)
         return total.tocsr() if weighted else _binary(total)
     users = np.asarray(users, dtype=np.int64)

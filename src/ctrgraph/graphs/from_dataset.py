@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..data.rows import read_chunk
 from ..data.schema import Kind, Role
 from . import builders
 
@@ -28,7 +29,7 @@ def user_sequences(users: np.ndarray, hist: np.ndarray, hist_ts: np.ndarray | No
     users = np.asarray(users, dtype=np.int64)
     n = users.size
     if hist_ts is None:
-        lens = np.concatenate([(np.asarray(hist[r]) != 0).sum(axis=1) for r in builders._row_chunks(n, chunk_rows)]) \
+        lens = np.concatenate([(read_chunk(hist, r) != 0).sum(axis=1) for r in builders._row_chunks(n, chunk_rows)]) \
             if n else np.zeros(0, dtype=np.int64)
         order = np.lexsort((np.arange(users.size), lens, users))  # last row per user = longest, latest
         last = np.ones(order.size, dtype=bool)
@@ -40,7 +41,7 @@ def user_sequences(users: np.ndarray, hist: np.ndarray, hist_ts: np.ndarray | No
         offsets = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(m.sum(axis=1), out=offsets[1:])
         return sub[m].astype(np.int64), offsets, users[rows]
-    parts = [_distinct_behaviours(users[r], np.asarray(hist[r]), np.asarray(hist_ts[r]))
+    parts = [_distinct_behaviours(users[r], read_chunk(hist, r), read_chunk(hist_ts, r))
              for r in builders._row_chunks(n, chunk_rows)] or [_distinct_behaviours(users, np.asarray(hist),
                                                                                      np.asarray(hist_ts))]
     u, t, v = (np.concatenate([p[i] for p in parts]) for i in range(3))

@@ -32,38 +32,44 @@ def enabled() -> bool:
     return os.environ.get("CTRGRAPH_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def load_extension(name: str, source: Path, cflags: list[str], what: str):
-    """Compile (once, cached under ``TORCH_EXTENSIONS_DIR``) and load the C++ extension ``name`` from
-    ``source``; None (with one warning naming ``what``) where it cannot be built. Shared by the
-    package's native kernels (this module's, :mod:`ctrgraph.layers.native`)."""
-    try:
-        import shutil
-
-        from torch.utils.cpp_extension import load
-
-        bindir = str(Path(sys.executable).parent)  # the env's ninja (the ``ninja`` wheel), not activated
-        if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
-            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-
-        print(f"ctrgraph: loading the native {what} (compiled once on first use, ~30 s)",
-              file=sys.stderr, flush=True)
-        return load(name, [str(source)], extra_cflags=cflags, verbose=False)
-    except Exception as exc:  # no compiler, no ninja, read-only cache ...
-        warnings.warn(f"ctrgraph: the native {what} could not be built ({exc.__class__.__name__}: "
-                      f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
-                      RuntimeWarning, stacklevel=3)
-        return None
-
-
 def kernel():
     """The compiled extension module, or None where it is disabled or cannot be built, and while
     ``torch.jit.trace`` or the ONNX exporter records a model (an autograd Function of this extension
     cannot be serialised: every caller then takes its PyTorch path)."""
+    return build_extension("module", "ctrgraph_pair_attention", _SOURCE, "pair-attention")
+
+
+def pair_softmax_kernel():
+    """The fused per-pair pass of EGIN's graph loss (``csrc/pair_softmax.cpp``; used by
+    :mod:`ctrgraph.layers.negative_queue`), or None under the same conditions as :func:`kernel`."""
+    return build_extension("pair_softmax", "ctrgraph_pair_softmax", _SOURCE.with_name("pair_softmax.cpp"), "pair-softmax")
+
+
+def build_extension(key: str, name: str, source: Path, what: str, cflags: list[str] | None = None):
+    """The C++ extension ``name`` built from ``source`` (compiled once, cached; ``cflags`` default
+    :data:`CFLAGS`), kept under ``key``; None where disabled, traced or not buildable (one warning).
+    Shared with :mod:`ctrgraph.layers.native`."""
     if not enabled() or torch.jit.is_tracing():
         return None
-    if "module" not in _STATE:
-        _STATE["module"] = load_extension("ctrgraph_pair_attention", _SOURCE, CFLAGS, "pair-attention kernel")
-    return _STATE["module"]
+    if key not in _STATE:
+        try:
+            import shutil
+
+            from torch.utils.cpp_extension import load
+
+            bindir = str(Path(sys.executable).parent)  # the env's ninja (the ``ninja`` wheel), not activated
+            if shutil.which("ninja") is None and shutil.which("ninja", path=bindir):
+                os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+            print(f"ctrgraph: loading the native {what} kernel (compiled once on first use, ~30 s)",
+                  file=sys.stderr, flush=True)
+            _STATE[key] = load(name, [str(source)], extra_cflags=CFLAGS if cflags is None else cflags, verbose=False)
+        except Exception as exc:  # no compiler, no ninja, read-only cache ...
+            warnings.warn(f"ctrgraph: the native {what} kernel could not be built ({exc.__class__.__name__}: "
+                          f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
+                          RuntimeWarning, stacklevel=3)
+            _STATE[key] = None
+    return _STATE[key]
 
 
 class _CSRAttention(torch.autograd.Function):

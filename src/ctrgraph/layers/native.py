@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ..graphs.native import enabled, load_extension
+from ..graphs.native import build_extension, enabled
 
 _SOURCE = Path(__file__).with_name("csrc") / "layers_native.cpp"
-_STATE: dict[str, object] = {}
 # no reassociation and no contraction to fused multiply-add: pooled_lookup_backward must round each
 # product before adding it, as index_add_ of the materialised products does
 CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
@@ -32,11 +31,9 @@ CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 def kernel():
     """The compiled extension, or None where it is disabled, cannot be built, or a model is being
     traced / scripted for export."""
-    if not enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if not enabled() or torch.jit.is_scripting():
         return None
-    if "module" not in _STATE:
-        _STATE["module"] = load_extension("ctrgraph_layers_native", _SOURCE, CFLAGS, "layer kernels")
-    return _STATE["module"]
+    return build_extension("layers", "ctrgraph_layers_native", _SOURCE, "layer", cflags=CFLAGS)
 
 
 class _PooledLookup(torch.autograd.Function):

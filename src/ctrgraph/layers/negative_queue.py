@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..graphs.native import pair_softmax_kernel
+
 
 class IdQueue(nn.Module):
     """A ring buffer of ``size`` entity ids of a vocabulary of ``vocab`` ids."""
@@ -72,13 +74,17 @@ def sampled_softmax_loss(anchor: torch.Tensor, positive: torch.Tensor, positive_
 
 def _anchor_lse(A: torch.Tensor, a: torch.Tensor, neg_e: torch.Tensor):
     """log Σ_n e^{A[r]·E_n} for the anchor rows: every row of A when the pairs outnumber them, else
-    the rows some pair uses -> (logits [R, N], lse [R], rows [R] or None, each pair's row [P])."""
+    the rows some pair uses -> (softmax over the negatives [R, N], lse [R], rows [R] or None, each
+    pair's row [P]). The softmax is the backward's d lse / d logits, kept from the forward's exponentials."""
     if A.shape[0] <= a.numel():
         rows, inv, logits = None, a, A @ neg_e.T
     else:
         rows, inv = torch.unique(a, return_inverse=True)
         logits = A.index_select(0, rows) @ neg_e.T
-    return logits, torch.logsumexp(logits, 1), rows, inv
+    m = logits.amax(1, keepdim=True)
+    e = logits.sub_(m).exp_()  # in place: the logits themselves are not needed again
+    total = e.sum(1, keepdim=True)
+    return e.div_(total), (m + total.log()).squeeze(1), rows, inv
 
 
 def _hit_softplus(z: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,10 +100,11 @@ def _hit_softplus(z: torch.Tensor, hits: torch.Tensor) -> tuple[torch.Tensor, to
     return f, s
 
 
-def _lse_backward(A, rows, inv, logits, neg_e, s, gA):
-    """Adds the gradient of Σ_pairs s·lse[row] to gA (the anchor rows) and returns it for neg_e."""
-    glse = logits.new_zeros(logits.shape[0]).index_add_(0, inv, s)
-    dlog = torch.softmax(logits, 1).mul_(glse.unsqueeze(1))  # [R, N]
+def _lse_backward(A, rows, inv, probs, neg_e, s, gA):
+    """Adds the gradient of Σ_pairs s·lse[row] to gA (the anchor rows) and returns it for neg_e
+    (``probs``: the softmax over the negatives from :func:`_anchor_lse`)."""
+    glse = probs.new_zeros(probs.shape[0]).index_add_(0, inv, s)
+    dlog = probs * glse.unsqueeze(1)  # [R, N]
     if rows is None:
         gA += dlog @ neg_e
         return dlog.T @ A
@@ -111,7 +118,10 @@ class _PairSoftplus(torch.autograd.Function):
     hits); with ``negA_e`` also the reverse direction, anchor B[b] against the negatives of A's type,
     which shares the pair's dot product, gathers and scatters (and, when both directions read one
     table and one negative set, ``shared``, the anchors' logits against the negatives). Hand-written
-    backward: no [P, N] tensor, the [P, d] gathers kept once.
+    backward: no [P, N] tensor, the [P, d] gathers kept once. On the CPU where the native kernel is
+    built (:func:`ctrgraph.graphs.native.pair_softmax_kernel`; ``CTRGRAPH_NATIVE=0`` turns it off) the
+    pairs' dot products and the scatter of their gradient are fused passes (``csrc/pair_softmax.cpp``)
+    that allocate nothing of [P, d]; f and df/dz stay vectorised tensor operations.
 
     Leaving the c hits out of the denominator: since a hit's vector is the positive's own row,
     -log(e^{a·p} / (e^{a·p} + S - c e^{a·p})) = log(1 - c + e^z) =: f(z, c), S = Σ_n e^{a·e_n};
@@ -120,41 +130,53 @@ class _PairSoftplus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, a, B, b, negB_e, hits_ab, negA_e, hits_ba, shared):
-        ae, be = A.index_select(0, a), B.index_select(0, b)
-        dot = (ae * be).sum(1)
+        ext = pair_softmax_kernel() if A.device.type == "cpu" and A.dtype == B.dtype else None
+        ctx.native = ext is not None
+        if ext is not None:  # the pairs' dot products without [P, d] gathers
+            ae = be = None
+            dot = ext.pair_dot(A, a, B, b)
+        else:
+            ae, be = A.index_select(0, a), B.index_select(0, b)
+            dot = (ae * be).sum(1)
         P = a.numel()
         ctx.shared = shared  # one table and one negative set both ways (i2i, q2q): one logits matrix
-        logits1, lse1, rows1, inv1 = _anchor_lse(A, torch.cat([a, b]) if shared else a, negB_e)
+        probs1, lse1, rows1, inv1 = _anchor_lse(A, torch.cat([a, b]) if shared else a, negB_e)
         f, s1 = _hit_softplus(lse1.index_select(0, inv1[:P]) - dot, hits_ab)
-        total, logits2, rows2, inv2, s2 = f.sum(), None, None, None, None
+        total, probs2, rows2, inv2, s2 = f.sum(), None, None, None, None
         if shared:
             f2, s2 = _hit_softplus(lse1.index_select(0, inv1[P:]) - dot, hits_ba)
             total = total + f2.sum()
         elif negA_e is not None:
-            logits2, lse2, rows2, inv2 = _anchor_lse(B, b, negA_e)
+            probs2, lse2, rows2, inv2 = _anchor_lse(B, b, negA_e)
             f2, s2 = _hit_softplus(lse2.index_select(0, inv2) - dot, hits_ba)
             total = total + f2.sum()
-        ctx.save_for_backward(A, a, B, b, ae, be, negB_e, logits1, rows1, inv1, s1, negA_e, logits2, rows2, inv2, s2)
+        ctx.save_for_backward(A, a, B, b, ae, be, negB_e, probs1, rows1, inv1, s1, negA_e, probs2, rows2, inv2, s2)
         return total
 
     @staticmethod
     def backward(ctx, g):
-        A, a, B, b, ae, be, negB_e, logits1, rows1, inv1, s1, negA_e, logits2, rows2, inv2, s2 = ctx.saved_tensors
-        gA, gB = torch.zeros_like(A), torch.zeros_like(B)
+        A, a, B, b, ae, be, negB_e, probs1, rows1, inv1, s1, negA_e, probs2, rows2, inv2, s2 = ctx.saved_tensors
         s1 = s1 * g
         sdot, g_negA = s1, None
         if s2 is not None:
             s2 = s2 * g
             sdot = s1 + s2
-        if ctx.shared:
-            g_negB = _lse_backward(A, rows1, inv1, logits1, negB_e, torch.cat([s1, s2]), gA)
+        same = A is B
+        if ctx.native:  # z = lse - a·b in both directions: gA[a] -= sdot B[b], gB[b] -= sdot A[a]
+            gA, gB = pair_softmax_kernel().pair_scatter(A, a, B, b, -sdot, same)
         else:
-            g_negB = _lse_backward(A, rows1, inv1, logits1, negB_e, s1, gA)
+            gA, gB = torch.zeros_like(A), torch.zeros_like(B)
+        gBl = gA if ctx.native and same else gB  # where B's rows accumulate
+        if ctx.shared:
+            g_negB = _lse_backward(A, rows1, inv1, probs1, negB_e, torch.cat([s1, s2]), gA)
+        else:
+            g_negB = _lse_backward(A, rows1, inv1, probs1, negB_e, s1, gA)
             if negA_e is not None:
-                g_negA = _lse_backward(B, rows2, inv2, logits2, negA_e, s2, gB)
-        gA.index_add_(0, a, be * (-sdot).unsqueeze(1))  # z = lse - a·b in both directions
-        gB.index_add_(0, b, ae * (-sdot).unsqueeze(1))
-        return gA, None, gB, None, g_negB, None, g_negA, None, None
+                g_negA = _lse_backward(B, rows2, inv2, probs2, negA_e, s2, gBl)
+        if not ctx.native:
+            gA.index_add_(0, a, be * (-sdot).unsqueeze(1))
+            gB.index_add_(0, b, ae * (-sdot).unsqueeze(1))
+        return gA, None, (None if ctx.native and same else gB), None, g_negB, None, g_negA, None, None
 
 
 def _hits(neg_ids: torch.Tensor, vocab: int, pos_ids: torch.Tensor) -> torch.Tensor:
