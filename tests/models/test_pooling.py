@@ -114,3 +114,36 @@ def test_rows_changed_in_place_have_no_lookup_source():
         rows.mul_(2)
     assert lookup_source(rows) is None
     assert lookup_source(torch.randn(3, 4, 2)) is None
+
+
+def test_lazy_rows_pooled_without_the_gather_and_read_as_rows():
+    """pooled_rows of LazyRows: the values and table gradient of weighted_sum over table_lookup, bit for
+    bit (chunks of the batched matmul, several batch sizes); reading the field materialises the rows."""
+    import pytest
+
+    from ctrgraph.embeddings.base import _FieldValues
+    from ctrgraph.layers import native
+    from ctrgraph.layers.lookup import LazyRows, table_lookup
+    from ctrgraph.layers.pooling import pooled_rows
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    for seed, (V, B, L) in enumerate([(1578, 1024, 50), (21, 130, 6), (9, 3, 2), (30, 65, 20)]):
+        g = torch.Generator().manual_seed(seed)
+        T0 = torch.randn(V, 16, generator=g)
+        ids = torch.randint(0, V, (B, L), generator=g)
+        w = (ids != 0).float()
+        up = torch.randn(B, 16, generator=g)
+        Ta, Tb, Tc = (T0.clone().requires_grad_() for _ in range(3))
+        ya = weighted_sum(w, table_lookup(Ta, ids, 0))
+        yb = pooled_rows(w, LazyRows(Tb, ids, 0))
+        assert torch.equal(ya, yb)
+        ya.backward(up)
+        yb.backward(up)
+        assert torch.equal(Ta.grad, Tb.grad), seed
+        vals = _FieldValues({"f": LazyRows(Tc, ids, 0), "g": T0})
+        rows = vals["f"]
+        assert isinstance(rows, torch.Tensor) and torch.equal(rows, table_lookup(T0, ids, 0))
+        assert vals.read == {"f"}
+        assert all(isinstance(v, torch.Tensor) for v in dict(vals).values())
+        assert vals.read == {"f", "g"}

@@ -25,39 +25,53 @@ from torch import nn
 
 from ..data.schema import FeatureSpec, Field, Kind
 from ..errors import ConfigError
-from ..layers.lookup import embedding_rows
-from ..layers.pooling import pooled_field, weighted_sum
+from ..layers.lookup import LazyRows, embedding_rows, lazy_ok
+from ..layers.native import kernel as native_kernel
+from ..layers.pooling import pooled_field, pooled_rows, weighted_sum
 
 Step = dict[str, Any]
 
 
 class _FieldValues(dict):
     """The embedded fields by name; remembers the names read as they are (``values[name]``,
-    ``get``, iteration), as opposed to only pooled by :meth:`EmbeddedBatch.vector`."""
+    ``get``, iteration), as opposed to only pooled by :meth:`EmbeddedBatch.vector`. A sequence field
+    of the plain tables may be held as :class:`~ctrgraph.layers.lookup.LazyRows` until it is read."""
 
     def __init__(self, values: dict[str, torch.Tensor]):
         super().__init__(values)
         self.read: set[str] = set()
 
+    def _rows(self, name: str) -> torch.Tensor:
+        v = super().__getitem__(name)
+        if isinstance(v, LazyRows):
+            v = v.rows()
+            super().__setitem__(name, v)
+        return v
+
     def __getitem__(self, name: str) -> torch.Tensor:
         self.read.add(name)
-        return super().__getitem__(name)
+        return self._rows(name)
 
     def get(self, name, default=None):
-        self.read.add(name)
-        return super().get(name, default)
+        return self[name] if name in self else default
 
     def __iter__(self):
-        self.read.update(super().keys())
+        for name in list(super().keys()):
+            self[name]
         return super().__iter__()
 
     def values(self):
-        self.read.update(super().keys())
+        for name in list(super().keys()):
+            self[name]
         return super().values()
 
     def items(self):
-        self.read.update(super().keys())
+        for name in list(super().keys()):
+            self[name]
         return super().items()
+
+    def copy(self):
+        return dict(self.items())
 
 
 class EmbeddedBatch:
@@ -114,9 +128,11 @@ class EmbeddedBatch:
         if v.dim() == 2:
             self.values.read.add(name)  # a [B, d] field is its own vector: handed out as it is
             return v
-        m = self.masks[name].to(v.dtype)
+        m = self.masks[name].to(v.handle.dtype if isinstance(v, LazyRows) else v.dtype)
         if name in self._pooled:
             s = self._pooled[name]
+        elif isinstance(v, LazyRows):  # not read: fuse_pooling was on when it was left lazy
+            s = self._pooled[name] = pooled_rows(m, v)
         elif self.fuse_pooling and name not in self.values.read:
             s = self._pooled[name] = pooled_field(m, v)
         else:
@@ -190,6 +206,9 @@ class EmbeddingProvider(nn.Module):
     # ----- forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> EmbeddedBatch:
         step = self.begin(batch)
+        # the plain tables' sequence fields may stay lazy (pooled without the [B, L, d] gather);
+        # not when a subclass changes how ids become vectors, or the rows must all be materialised
+        plain = type(self).lookup is EmbeddingProvider.lookup and not self.keep_rows and native_kernel() is not None
         values: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for f in self.fields:
@@ -197,7 +216,12 @@ class EmbeddingProvider(nn.Module):
             if f.kind == Kind.NUMERIC:
                 v = x.to(self.numeric[f.name].dtype).unsqueeze(-1) * self.numeric[f.name]
             else:
-                v = self.lookup(f.table, x.long(), step)
+                ids = x.long()
+                table = self.tables[f.table] if plain else None
+                if plain and f.is_sequence_like and not table.sparse and lazy_ok(table.weight, ids):
+                    v = LazyRows(table.weight, ids, table.padding_idx)  # gathered when read or pooled
+                else:
+                    v = self.lookup(f.table, ids, step)
                 if f.is_sequence_like:
                     src = batch[f.group] if f.group else x
                     masks[f.name] = src != 0

@@ -72,3 +72,36 @@ def embedding_rows(emb: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     """``emb(ids)`` through :func:`table_lookup` (the same values and gradients, padding row included,
     with the cheaper CPU backward); a sparse-gradient table keeps its own lookup."""
     return emb(ids) if emb.sparse else table_lookup(emb.weight, ids, emb.padding_idx)
+
+
+class LazyRows:
+    """The rows ``weight[ids]`` of a [B, L] lookup not computed yet: :meth:`rows` computes them (as
+    :func:`table_lookup`), :func:`ctrgraph.layers.pooling.pooled_rows` pools them without the
+    [B, L, d] gather. The table enters the graph through an identity node made here, so that either
+    way its gradient reaches the table where this lookup's own would (the order in which a table's
+    gradients are summed stays that of an eager lookup)."""
+
+    __slots__ = ("handle", "ids", "padding_idx", "shape", "_rows")
+
+    def __init__(self, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | None):
+        self.handle = _TableHandle.apply(weight)
+        self.ids = ids
+        self.padding_idx = -1 if padding_idx is None else padding_idx
+        self.shape = (*ids.shape, weight.shape[1])
+        self._rows: torch.Tensor | None = None
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def rows(self) -> torch.Tensor:
+        if self._rows is None:
+            self._rows = _Lookup.apply(self.handle, self.ids, self.padding_idx)
+        return self._rows
+
+
+def lazy_ok(weight: torch.Tensor, ids: torch.Tensor) -> bool:
+    """Whether a lookup of ``ids`` in ``weight`` may be left to :class:`LazyRows` (a dense CPU table
+    that learns, [B, L] int64 ids, gradients on, not traced or scripted)."""
+    return (ids.dim() == 2 and ids.dtype == torch.int64 and weight.device.type == "cpu" and not weight.is_sparse
+            and weight.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting())

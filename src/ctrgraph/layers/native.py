@@ -63,6 +63,27 @@ def pooled_lookup(w: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor, ids
     return _PooledLookup.apply(w, rows.detach(), weight, ids, padding_idx)
 
 
+class _PooledTable(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, weight, ids, padding_idx):
+        ctx.save_for_backward(w, ids)
+        ctx.rows, ctx.padding_idx = weight.shape[0], padding_idx
+        return kernel().pooled_lookup_forward(weight, ids, w, 64)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        w, ids = ctx.saved_tensors
+        return None, kernel().pooled_lookup_backward(g, ids, w, ctx.rows, ctx.padding_idx), None, None
+
+
+def pooled_table(w: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """sum_l w[:, l] weight[ids[:, l]] [B, d] for weights ``w`` [B, L] without a gradient: the values
+    of ``bmm(w, weight[ids])`` (bmm by chunks of 64 rows gathered into one reused buffer), the table's
+    gradient as :func:`pooled_lookup`'s. Needs :func:`kernel`."""
+    return _PooledTable.apply(w, weight, ids, padding_idx)
+
+
 class _SmallAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, heads, scale):

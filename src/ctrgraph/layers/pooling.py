@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from .lookup import lookup_source
+from .lookup import LazyRows, lookup_source
 from .native import kernel as native_kernel
-from .native import pooled_lookup
+from .native import pooled_lookup, pooled_table
 
 
 class _WeightedSum(torch.autograd.Function):
@@ -66,3 +66,14 @@ def pooled_field(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         weight, ids, pad = src
         return pooled_lookup(w, v, weight, ids, pad)
     return weighted_sum(w, v)
+
+
+def pooled_rows(w: torch.Tensor, v: LazyRows) -> torch.Tensor:
+    """:func:`pooled_field` of rows not computed yet: with the native kernel and weights without a
+    gradient, the table's rows are gathered by chunks straight into the batched matmul (the same
+    values and gradients as ``weighted_sum(w, v.rows())``, bit for bit; no [B, L, d] gather kept);
+    otherwise :func:`pooled_field` of ``v.rows()``."""
+    if (not w.requires_grad and w.dtype == v.handle.dtype and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and native_kernel() is not None):
+        return pooled_table(w, v.handle, v.ids, v.padding_idx)
+    return pooled_field(w, v.rows())

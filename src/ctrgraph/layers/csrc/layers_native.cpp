@@ -241,6 +241,38 @@ std::pair<FwdFn, BwdFn> specialised(int64_t dh, int64_t F) {
   }
 }
 
+// s[b] = sum_l w[b, l] T[ids[b, l]] through torch.bmm on chunks of `chunk` rows whose looked-up
+// rows are gathered into one reused buffer (L2-resident): the values of bmm(w [B, 1, L], T[ids]) bit
+// for bit (bmm computes every batch entry on its own), without the [B, L, d] gather.
+torch::Tensor pooled_lookup_forward(torch::Tensor weight, torch::Tensor ids, torch::Tensor w, int64_t chunk) {
+  TORCH_CHECK(weight.dim() == 2 && ids.dim() == 2 && w.sizes() == ids.sizes(),
+              "pooled_lookup_forward: weight [V, d], ids [B, L], w [B, L] expected");
+  TORCH_CHECK(ids.scalar_type() == torch::kLong && w.scalar_type() == weight.scalar_type(),
+              "pooled_lookup_forward: int64 ids and w of the table's dtype expected");
+  weight = weight.contiguous();
+  ids = ids.contiguous();
+  w = w.contiguous();
+  const int64_t B = ids.size(0), L = ids.size(1), d = weight.size(1), V = weight.size(0);
+  const int64_t* ip = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B * L; ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < V, "pooled_lookup_forward: index ", ip[i], " out of range [0, ", V, ")");
+  auto out = torch::empty({B, 1, d}, weight.options());
+  if (B == 0) return out.view({B, d});
+  chunk = std::max<int64_t>(1, std::min(chunk, B));
+  auto buf = torch::empty({chunk, L, d}, weight.options());
+  const int64_t row_bytes = d * weight.element_size();
+  const char* tp = static_cast<const char*>(weight.data_ptr());
+  char* bp = static_cast<char*>(buf.data_ptr());
+  auto w3 = w.view({B, 1, L});
+  for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+    const int64_t c = std::min(chunk, B - b0);
+    for (int64_t i = 0; i < c * L; ++i) std::memcpy(bp + i * row_bytes, tp + ip[b0 * L + i] * row_bytes, row_bytes);
+    auto o = out.narrow(0, b0, c);
+    at::bmm_out(o, w3.narrow(0, b0, c), buf.narrow(0, 0, c));
+  }
+  return out.view({B, d});
+}
+
 std::vector<torch::Tensor> small_attention_forward(torch::Tensor qkv, int64_t H, double scale) {
   TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) % (3 * H) == 0, "small_attention_forward: qkv [B, F, 3 H dh] expected");
   qkv = qkv.contiguous();
@@ -392,6 +424,7 @@ torch::Tensor small_attention_backward(torch::Tensor g, torch::Tensor qkv, torch
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pooled_lookup_forward", &pooled_lookup_forward, "sum_l w[b, l] T[ids[b, l]] (bmm by chunks)");
   m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
   m.def("small_attention_forward", &small_attention_forward, "softmax(scale Q K^T) V from qkv [B, F, 3 H dh]");
   m.def("small_attention_backward", &small_attention_backward, "dqkv of small_attention_forward");
