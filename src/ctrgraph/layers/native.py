@@ -6,9 +6,11 @@
   product). The forward is the same batched matmul as :func:`~ctrgraph.layers.pooling.weighted_sum`.
 - :func:`small_attention`: softmax(scale Q K^T) V per row and head for a few fields (AutoInt's
   interacting layer) from the fused projection [B, F, 3 H dh], output [B, F, H dh]. On CPU at F = 12,
-  dh = 8 it costs a fraction of ``scaled_dot_product_attention``'s flash kernel, whose per-call
-  overhead dominates at these sizes; its values differ from that kernel's in the last bits (another
-  exp and summation order).
+  2 heads of 8, B 1024, one thread: 3.6 vs 8.9 ms forward + backward against
+  ``scaled_dot_product_attention``'s flash kernel, whose per-call overhead dominates at these sizes.
+  Its values differ from that kernel's in the last bits (another exp, another summation order), and
+  AutoInt's training amplifies them (ml100k-ctr, 2 epochs, seed 1, d' = 32: test logloss 0.51676 ->
+  0.51770; one thread -> two on SDPA alone: 0.51676 -> 0.51666), so no layer uses it by default.
 
 The extension is compiled on first use like :mod:`ctrgraph.graphs.native` (same switch,
 ``CTRGRAPH_NATIVE=0``); where it cannot be built, :func:`kernel` returns None and callers keep their
