@@ -25,10 +25,53 @@ from torch import nn
 
 from ..data.schema import FeatureSpec, Field, Kind
 from ..errors import ConfigError
-from ..layers.lookup import embedding_rows
-from ..layers.pooling import weighted_sum
+from ..layers.lookup import LazyRows, embedding_rows, lazy_ok
+from ..layers.native import kernel as native_kernel
+from ..layers.pooling import pooled_field, pooled_rows, weighted_sum
 
 Step = dict[str, Any]
+
+
+class _FieldValues(dict):
+    """The embedded fields by name; remembers the names read as they are (``values[name]``,
+    ``get``, iteration), as opposed to only pooled by :meth:`EmbeddedBatch.vector`. A sequence field
+    of the plain tables may be held as :class:`~ctrgraph.layers.lookup.LazyRows` until it is read."""
+
+    def __init__(self, values: dict[str, torch.Tensor]):
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def _rows(self, name: str) -> torch.Tensor:
+        v = super().__getitem__(name)
+        if isinstance(v, LazyRows):
+            v = v.rows()
+            super().__setitem__(name, v)
+        return v
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        self.read.add(name)
+        return self._rows(name)
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def __iter__(self):
+        for name in list(super().keys()):
+            self[name]
+        return super().__iter__()
+
+    def values(self):
+        for name in list(super().keys()):
+            self[name]
+        return super().values()
+
+    def items(self):
+        for name in list(super().keys()):
+            self[name]
+        return super().items()
+
+    def copy(self):
+        return dict(self.items())
 
 
 class EmbeddedBatch:
@@ -40,12 +83,14 @@ class EmbeddedBatch:
     aware embedding L2 of ``train.embedding_l2``)."""
 
     def __init__(self, spec: FeatureSpec, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                 provider: EmbeddingProvider | None = None, step: Step | None = None):
+                 provider: EmbeddingProvider | None = None, step: Step | None = None, fuse_pooling: bool = True):
         self.spec = spec
-        self.values = values
+        self.values = _FieldValues(values)
         self.masks = masks
         self.provider = provider
         self.step: Step = {} if step is None else step
+        self.fuse_pooling = fuse_pooling
+        self._pooled: dict[str, torch.Tensor] = {}  # masked sums taken by pooled_field, by field
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.values[name]
@@ -69,12 +114,29 @@ class EmbeddedBatch:
 
     def vector(self, name: str, pool: str = "mean") -> torch.Tensor:
         """One [B, d] vector per field; multi-valued and sequence fields are pooled over valid
-        positions (``mean`` or ``sum``; an empty sequence gives the zero vector)."""
-        v = self.values[name]
+        positions (``mean`` or ``sum``; an empty sequence gives the zero vector).
+
+        A field whose rows were not read as they are before (``values[name]``, :meth:`sequence`)
+        is pooled by :func:`~ctrgraph.layers.pooling.pooled_field` (the lookup table's gradient
+        written directly), its masked sum kept for further calls (the gradients of several uses
+        then meet on the [B, d] sum: with 0/1 mask weights the same numbers as on the rows); a field
+        read already by :func:`weighted_sum`. Both give the values and gradients of the plain
+        masked sum bit for bit, as long as the rows are not read as they are after pooling (no
+        model does; the embedding L2 penalty does, so the trainer turns the fused pooling off,
+        ``fuse_pooling``, when ``train.embedding_l2`` > 0)."""
+        v = dict.__getitem__(self.values, name)
         if v.dim() == 2:
+            self.values.read.add(name)  # a [B, d] field is its own vector: handed out as it is
             return v
-        m = self.masks[name].to(v.dtype)
-        s = weighted_sum(m, v)
+        m = self.masks[name].to(v.handle.dtype if isinstance(v, LazyRows) else v.dtype)
+        if name in self._pooled:
+            s = self._pooled[name]
+        elif isinstance(v, LazyRows):  # not read: fuse_pooling was on when it was left lazy
+            s = self._pooled[name] = pooled_rows(m, v)
+        elif self.fuse_pooling and name not in self.values.read:
+            s = self._pooled[name] = pooled_field(m, v)
+        else:
+            s = weighted_sum(m, v)
         if pool == "sum":
             return s
         if pool == "mean":
@@ -96,6 +158,10 @@ class EmbeddingProvider(nn.Module):
     prior_bias_default: ClassVar[bool] = False
     #: named parameter sets (``embedding.params.preset: paper``), as a model's ``presets``
     presets: ClassVar[dict[str, dict]] = {}
+    #: hand every embedded row to the model's graph as it is, never pool a field by writing the table's
+    #: gradient directly (:meth:`EmbeddedBatch.vector`): set by the trainer when a loss term (the
+    #: embedding L2) reads the rows of pooled fields too, so that their gradients add up on the rows
+    keep_rows: bool = False
 
     def __init__(self, spec: FeatureSpec, dim: int, init_std: float = 1e-4, fields: list[Field] | None = None):
         super().__init__()
@@ -140,6 +206,9 @@ class EmbeddingProvider(nn.Module):
     # ----- forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> EmbeddedBatch:
         step = self.begin(batch)
+        # the plain tables' sequence fields may stay lazy (pooled without the [B, L, d] gather);
+        # not when a subclass changes how ids become vectors, or the rows must all be materialised
+        plain = type(self).lookup is EmbeddingProvider.lookup and not self.keep_rows and native_kernel() is not None
         values: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for f in self.fields:
@@ -147,12 +216,17 @@ class EmbeddingProvider(nn.Module):
             if f.kind == Kind.NUMERIC:
                 v = x.to(self.numeric[f.name].dtype).unsqueeze(-1) * self.numeric[f.name]
             else:
-                v = self.lookup(f.table, x.long(), step)
+                ids = x.long()
+                table = self.tables[f.table] if plain else None
+                if plain and f.is_sequence_like and not table.sparse and lazy_ok(table.weight, ids):
+                    v = LazyRows(table.weight, ids, table.padding_idx)  # gathered when read or pooled
+                else:
+                    v = self.lookup(f.table, ids, step)
                 if f.is_sequence_like:
                     src = batch[f.group] if f.group else x
                     masks[f.name] = src != 0
             values[f.name] = v
-        return EmbeddedBatch(self.spec, values, masks, self, step)
+        return EmbeddedBatch(self.spec, values, masks, self, step, fuse_pooling=not self.keep_rows)
 
 
 def use_sparse_gradients(model: nn.Module) -> int:

@@ -37,11 +37,13 @@ def enabled() -> bool:
     return os.environ.get("CTRGRAPH_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _load(key: str, source: Path, cflags: list[str], what: str):
-    """The compiled extension ``key`` (None where disabled, while tracing / exporting, or unbuildable)."""
+def build_extension(name: str, source: Path, what: str, cflags: list[str] | None = None):
+    """The C++ extension ``name`` built from ``source`` (compiled once, cached under
+    ``TORCH_EXTENSIONS_DIR``; ``cflags`` default :data:`CFLAGS`); None where disabled, while tracing /
+    exporting, or not buildable (one warning). Shared with :mod:`ctrgraph.layers.native`."""
     if not enabled() or torch.jit.is_tracing():
         return None
-    if key not in _STATE:
+    if name not in _STATE:
         try:
             import shutil
 
@@ -53,32 +55,32 @@ def _load(key: str, source: Path, cflags: list[str], what: str):
 
             print(f"ctrgraph: loading the native {what} kernel (compiled once on first use, ~30 s)",
                   file=sys.stderr, flush=True)
-            _STATE[key] = load(key, [str(source)], extra_cflags=cflags, verbose=False)
+            _STATE[name] = load(name, [str(source)], extra_cflags=CFLAGS if cflags is None else cflags, verbose=False)
         except Exception as exc:  # no compiler, no ninja, read-only cache ...
             warnings.warn(f"ctrgraph: the native {what} kernel could not be built ({exc.__class__.__name__}: "
                           f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the PyTorch path",
                           RuntimeWarning, stacklevel=3)
-            _STATE[key] = None
-    return _STATE[key]
+            _STATE[name] = None
+    return _STATE[name]
 
 
 def kernel():
     """The compiled extension module, or None where it is disabled or cannot be built, and while
     ``torch.jit.trace`` or the ONNX exporter records a model (an autograd Function of this extension
     cannot be serialised: every caller then takes its PyTorch path)."""
-    return _load("ctrgraph_pair_attention", _SOURCE, CFLAGS, "pair-attention")
+    return build_extension("ctrgraph_pair_attention", _SOURCE, "pair-attention")
 
 
 def search_graph_kernel():
     """EGIN's fused pieces (``csrc/search_graph.cpp``): the graph loss's per-pair passes (used by
     :mod:`ctrgraph.layers.negative_queue`) and the q2i edge enumeration (:func:`ctrgraph.graphs.
     search_pairs.span_pairs`); None as for :func:`kernel`."""
-    return _load("ctrgraph_search_graph", _SOURCE.with_name("search_graph.cpp"), CFLAGS, "search-graph")
+    return build_extension("ctrgraph_search_graph", _SOURCE.with_name("search_graph.cpp"), "search-graph")
 
 
 def spmm_kernel():
     """The compiled ``csrc/scaled_spmm.cpp`` (:func:`scaled_spmm`), or None as for :func:`kernel`."""
-    return _load("ctrgraph_scaled_spmm", _SPMM_SOURCE, SPMM_CFLAGS, "sparse-product")
+    return build_extension("ctrgraph_scaled_spmm", _SPMM_SOURCE, "sparse-product", SPMM_CFLAGS)
 
 
 def scaled_spmm(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch.Tensor,

@@ -47,7 +47,9 @@ class CrossNetV2(nn.Module):
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         x = x0
         for lin in self.layers:
-            x = x0 * lin(x) + x
+            # x0 * lin(x) + x, the sum taken in place on the fresh product (the product's backward
+            # reads x0 and lin(x), not its result): the same values, one [B, D] tensor less per layer
+            x = (x0 * lin(x)).add_(x)
         return x
 
 

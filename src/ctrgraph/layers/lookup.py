@@ -35,10 +35,73 @@ def table_lookup(weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | Non
     if weight.is_sparse or not weight.requires_grad or torch.jit.is_scripting() or torch.jit.is_tracing() \
             or not torch.is_grad_enabled():
         return torch.nn.functional.embedding(ids, weight, padding_idx)
-    return _Lookup.apply(weight, ids, -1 if padding_idx is None else padding_idx)
+    pad = -1 if padding_idx is None else padding_idx
+    out = _Lookup.apply(weight, ids, pad)
+    if ids.dim() == 2:
+        # where the rows came from, for pooling that writes the table's gradient itself
+        # (:func:`ctrgraph.layers.pooling.pooled_field`): the table through an identity node made
+        # now, so that its gradient reaches the table at the point of the backward where this
+        # lookup's own would (the order in which a table's gradients are summed stays the same);
+        # the version spots an in-place change of the rows
+        out._ctrgraph_rows = (_TableHandle.apply(weight), ids, pad, out._version)
+    return out
+
+
+class _TableHandle(torch.autograd.Function):
+    """The table itself (a view), for a gradient computed elsewhere to enter the graph here."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor) -> torch.Tensor:
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad
+
+
+def lookup_source(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """(table, ids, padding_idx or -1) of ``rows`` returned by :func:`table_lookup` through its own
+    Function and not modified in place since; None for any other tensor."""
+    src = getattr(rows, "_ctrgraph_rows", None)
+    if src is None or src[3] != rows._version:
+        return None
+    return src[0], src[1], src[2]
 
 
 def embedding_rows(emb: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     """``emb(ids)`` through :func:`table_lookup` (the same values and gradients, padding row included,
     with the cheaper CPU backward); a sparse-gradient table keeps its own lookup."""
     return emb(ids) if emb.sparse else table_lookup(emb.weight, ids, emb.padding_idx)
+
+
+class LazyRows:
+    """The rows ``weight[ids]`` of a [B, L] lookup not computed yet: :meth:`rows` computes them (as
+    :func:`table_lookup`), :func:`ctrgraph.layers.pooling.pooled_rows` pools them without the
+    [B, L, d] gather. The table enters the graph through an identity node made here, so that either
+    way its gradient reaches the table where this lookup's own would (the order in which a table's
+    gradients are summed stays that of an eager lookup)."""
+
+    __slots__ = ("handle", "ids", "padding_idx", "shape", "_rows")
+
+    def __init__(self, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | None):
+        self.handle = _TableHandle.apply(weight)
+        self.ids = ids
+        self.padding_idx = -1 if padding_idx is None else padding_idx
+        self.shape = (*ids.shape, weight.shape[1])
+        self._rows: torch.Tensor | None = None
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def rows(self) -> torch.Tensor:
+        if self._rows is None:
+            self._rows = _Lookup.apply(self.handle, self.ids, self.padding_idx)
+        return self._rows
+
+
+def lazy_ok(weight: torch.Tensor, ids: torch.Tensor) -> bool:
+    """Whether a lookup of ``ids`` in ``weight`` may be left to :class:`LazyRows` (a dense CPU table
+    that learns, [B, L] int64 ids, gradients on, not traced or scripted)."""
+    return (ids.dim() == 2 and ids.dtype == torch.int64 and weight.device.type == "cpu" and not weight.is_sparse
+            and weight.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.jit.is_scripting())

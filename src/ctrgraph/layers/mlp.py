@@ -30,4 +30,15 @@ class MLP(nn.Module):
         self.out_dim = d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            return self.net(x)
+        prev = None
+        for layer in self.net:
+            if type(layer) is nn.ReLU and type(prev) is nn.Linear:
+                # in place on the linear layer's fresh output (its backward does not read it; ReLU's
+                # reads the result): the same values, one [B, h] tensor less per layer
+                x = torch.relu_(x)
+            else:
+                x = layer(x)
+            prev = layer
+        return x

@@ -24,6 +24,7 @@ from ..config import TrainConfig
 from ..data.dataset import EncodedDataset
 from ..data.loader import BatchLoader
 from ..data.schema import Role, Schema
+from ..embeddings.base import EmbeddingProvider
 from ..models.base import CTRModel
 from . import distributed
 from .calibration import Calibrator
@@ -168,6 +169,10 @@ class Trainer:
         if prior and not resume:
             init_prior_bias(model, data)
         model.to(self.device)
+        if cfg.embedding_l2 > 0:  # the penalty reads every embedded row: pooled fields' gradients add up there
+            for mod in model.modules():
+                if isinstance(mod, EmbeddingProvider):
+                    mod.keep_rows = True
         opt = self._optimizer(model)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if cfg.lr_decay else None
         train = BatchLoader(data.split("train"), data.schema, cfg.batch_size, shuffle=True, seed=cfg.seed,

@@ -21,7 +21,7 @@
 namespace {
 
 torch::Tensor pair_dot(torch::Tensor A, torch::Tensor a, torch::Tensor B, torch::Tensor b) {
-  TORCH_CHECK(!A.is_cuda(), "pair_softmax native kernel: CPU tensors only");
+  TORCH_CHECK(!A.is_cuda(), "search_graph native kernel: CPU tensors only");
   A = A.contiguous(); B = B.contiguous(); a = a.contiguous(); b = b.contiguous();
   const int64_t P = a.size(0), d = A.size(1);
   TORCH_CHECK(B.size(1) == d && b.size(0) == P, "pair_dot: shapes do not agree");
@@ -47,7 +47,7 @@ torch::Tensor pair_dot(torch::Tensor A, torch::Tensor a, torch::Tensor B, torch:
 
 std::vector<torch::Tensor> pair_scatter(torch::Tensor A, torch::Tensor a, torch::Tensor B, torch::Tensor b,
                                         torch::Tensor w, bool same_table) {
-  TORCH_CHECK(!A.is_cuda(), "pair_softmax native kernel: CPU tensors only");
+  TORCH_CHECK(!A.is_cuda(), "search_graph native kernel: CPU tensors only");
   A = A.contiguous(); B = B.contiguous(); a = a.contiguous(); b = b.contiguous(); w = w.contiguous();
   const int64_t P = a.size(0), d = A.size(1);
   TORCH_CHECK(B.size(1) == d && b.size(0) == P && w.size(0) == P, "pair_scatter: shapes do not agree");

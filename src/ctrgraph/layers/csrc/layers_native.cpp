@@ -1,0 +1,431 @@
+// Fused CPU kernels of the neural-network layers (ctrgraph.layers.native).
+//
+// pooled_lookup_backward: the table gradient of a weighted sum over looked-up rows,
+//   s[b] = sum_l w[b, l] T[ids[b, l]]   ->   dT[ids[b, l]] += w[b, l] * g[b]
+// in the order b, l (row-major), each product rounded before it is added: the same operations as
+// PyTorch's w[..., None] * g[:, None, :] followed by index_add_ into a zero table (bit for bit),
+// without the [B, L, d] product. Compiled with -ffp-contract=off (no fused multiply-add).
+//
+// small_attention_forward / _backward: softmax(scale Q K^T) V per (row, head) for short field
+// sequences (AutoInt's interacting layer), reading Q, K, V from the fused projection
+// qkv [B, F, 3, H, dh] and writing the output as [B, F, H dh] (heads concatenated); the forward
+// keeps the attention weights P [B, H, F, F] for the backward, which writes dqkv in the layout of qkv.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <limits>
+#include <utility>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// exp for the softmax of the attention (inputs <= 0 there): Cody-Waite reduction by ln 2 (n rounded
+// to nearest by the 1.5 * 2^23 trick) and Cephes' degree-6 polynomial for expf (within 2 ulp of std::exp), written without calls or branches so
+// that the loop over a row vectorises
+inline float exp_poly(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &e, sizeof(float));
+  return p * scale;
+}
+inline double exp_poly(double x) { return std::exp(x); }
+
+torch::Tensor pooled_lookup_backward(torch::Tensor g, torch::Tensor ids, torch::Tensor w, int64_t rows,
+                                     int64_t padding_idx) {
+  TORCH_CHECK(g.dim() == 2 && ids.dim() == 2 && w.sizes() == ids.sizes() && g.size(0) == ids.size(0),
+              "pooled_lookup_backward: g [B, d], ids [B, L], w [B, L] expected");
+  TORCH_CHECK(ids.scalar_type() == torch::kLong, "pooled_lookup_backward: int64 ids expected");
+  g = g.contiguous();
+  ids = ids.contiguous();
+  w = w.contiguous().to(g.scalar_type());
+  const int64_t B = ids.size(0), L = ids.size(1), d = g.size(1);
+  auto out = torch::zeros({rows, d}, g.options());
+  const int64_t* ip = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B * L; ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < rows, "pooled_lookup_backward: index ", ip[i], " out of range [0, ", rows, ")");
+  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "pooled_lookup_backward", [&] {
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      const scalar_t* gb = gp + b * d;
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t r = ip[b * L + l];
+        const scalar_t wl = wp[b * L + l];
+        scalar_t* orow = op + r * d;
+        for (int64_t c = 0; c < d; ++c) {
+          const scalar_t p = wl * gb[c];
+          orow[c] = orow[c] + p;
+        }
+      }
+    }
+  });
+  if (padding_idx >= 0) out[padding_idx].zero_();
+  return out;
+}
+
+// The attention of rows b0..b1 for a head width DH known at compile time and at most 16 fields, on
+// GCC vector types: a score row is one 16-lane vector (fields beyond F padded: K and V rows zero,
+// scores masked out of the max, weights set to 0), a head row one DH-lane vector. The functions are
+// compiled for AVX-512, AVX2 and the baseline, picked at load time (target_clones), so a cached build
+// runs on any x86-64 CPU.
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+template <int DH>
+struct HeadVec {
+  typedef float type __attribute__((vector_size(DH * 4)));
+};
+
+inline v16 exp_v16(v16 x) {  // exp_poly, lane-wise
+  const v16 lo = v16{} - 87.0f, hi = v16{} + 88.0f;
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  v16 r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  v16 p = v16{} + 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const v16i e = (__builtin_convertvector(n, v16i) + 127) << 23;
+  return p * reinterpret_cast<const v16&>(e);
+}
+
+template <int DH>
+inline __attribute__((always_inline)) void attn16_fwd(const float* x, float* o, float* pp, int64_t b0, int64_t b1,
+                                                       int64_t F, int64_t H, int64_t D, float sc) {
+  typedef typename HeadVec<DH>::type vh;
+  const int64_t row = 3 * D;
+  v16 KT[DH], valid, neg;
+  vh VV[16];
+  for (int j = 0; j < 16; ++j) {
+    valid[j] = j < F ? 1.0f : 0.0f;
+    neg[j] = j < F ? 0.0f : -std::numeric_limits<float>::infinity();
+  }
+  for (int j = 0; j < 16; ++j) VV[j] = vh{};
+  for (int c = 0; c < DH; ++c) KT[c] = v16{};
+  alignas(64) float prow[16];
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* xb = x + b * F * row;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* q = xb + h * DH;
+      const float* k = xb + D + h * DH;
+      const float* v = xb + 2 * D + h * DH;
+      for (int64_t j = 0; j < F; ++j) {
+        for (int c = 0; c < DH; ++c) KT[c][j] = k[j * row + c];
+        std::memcpy(&VV[j], v + j * row, sizeof(vh));
+      }
+      float* Pbh = pp + (b * H + h) * F * F;
+      for (int64_t i = 0; i < F; ++i) {
+        const float* qi = q + i * row;
+        v16 s = v16{};
+        for (int c = 0; c < DH; ++c) s += qi[c] * KT[c];
+        s = s * sc + neg;
+        float m = s[0];
+        for (int j = 1; j < 16; ++j) m = std::max(m, static_cast<float>(s[j]));
+        v16 e = exp_v16(s - m) * valid;
+        float sum = 0.0f;
+        for (int j = 0; j < 16; ++j) sum += e[j];
+        e = e * (1.0f / sum);
+        std::memcpy(prow, &e, sizeof(v16));
+        std::memcpy(Pbh + i * F, prow, F * sizeof(float));
+        vh acc = vh{};
+        for (int64_t j = 0; j < F; ++j) acc += prow[j] * VV[j];
+        std::memcpy(o + (b * F + i) * D + h * DH, &acc, sizeof(vh));
+      }
+    }
+  }
+}
+
+template <int DH>
+inline __attribute__((always_inline)) void attn16_bwd(const float* x, const float* gp, const float* pp, float* dx,
+                                                       int64_t b0, int64_t b1, int64_t F, int64_t H, int64_t D,
+                                                       float sc) {
+  typedef typename HeadVec<DH>::type vh;
+  const int64_t row = 3 * D;
+  v16 VT[DH];
+  vh KK[16], dK[16], dV[16];
+  for (int c = 0; c < DH; ++c) VT[c] = v16{};
+  alignas(64) float prow[16], dsrow[16];
+  for (int j = 0; j < 16; ++j) prow[j] = 0.0f;
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* xb = x + b * F * row;
+    float* dxb = dx + b * F * row;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* q = xb + h * DH;
+      const float* k = xb + D + h * DH;
+      const float* v = xb + 2 * D + h * DH;
+      for (int64_t j = 0; j < F; ++j) {
+        for (int c = 0; c < DH; ++c) VT[c][j] = v[j * row + c];
+        std::memcpy(&KK[j], k + j * row, sizeof(vh));
+        dK[j] = vh{};
+        dV[j] = vh{};
+      }
+      const float* Pbh = pp + (b * H + h) * F * F;
+      for (int64_t i = 0; i < F; ++i) {
+        std::memcpy(prow, Pbh + i * F, F * sizeof(float));
+        v16 P;
+        std::memcpy(&P, prow, sizeof(v16));
+        vh gi, qi;
+        std::memcpy(&gi, gp + (b * F + i) * D + h * DH, sizeof(vh));
+        std::memcpy(&qi, q + i * row, sizeof(vh));
+        for (int64_t j = 0; j < F; ++j) dV[j] += prow[j] * gi;
+        v16 dp = v16{};
+        for (int c = 0; c < DH; ++c) dp += gi[c] * VT[c];
+        const v16 pd = P * dp;
+        float r = 0.0f;
+        for (int j = 0; j < 16; ++j) r += pd[j];
+        const v16 ds = P * (dp - r) * sc;
+        std::memcpy(dsrow, &ds, sizeof(v16));
+        vh dq = vh{};
+        for (int64_t j = 0; j < F; ++j) {
+          dq += dsrow[j] * KK[j];
+          dK[j] += dsrow[j] * qi;
+        }
+        std::memcpy(dxb + i * row + h * DH, &dq, sizeof(vh));
+      }
+      for (int64_t j = 0; j < F; ++j) {
+        std::memcpy(dxb + j * row + D + h * DH, &dK[j], sizeof(vh));
+        std::memcpy(dxb + j * row + 2 * D + h * DH, &dV[j], sizeof(vh));
+      }
+    }
+  }
+}
+
+#define CTRGRAPH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define CTRGRAPH_ATTN(DH)                                                                                       \
+  CTRGRAPH_CLONES void attn16_fwd_##DH(const float* x, float* o, float* pp, int64_t b0, int64_t b1, int64_t F,  \
+                                       int64_t H, int64_t D, float sc) {                                        \
+    attn16_fwd<DH>(x, o, pp, b0, b1, F, H, D, sc);                                                              \
+  }                                                                                                             \
+  CTRGRAPH_CLONES void attn16_bwd_##DH(const float* x, const float* gp, const float* pp, float* dx, int64_t b0,  \
+                                       int64_t b1, int64_t F, int64_t H, int64_t D, float sc) {                 \
+    attn16_bwd<DH>(x, gp, pp, dx, b0, b1, F, H, D, sc);                                                         \
+  }
+CTRGRAPH_ATTN(4)
+CTRGRAPH_ATTN(8)
+CTRGRAPH_ATTN(16)
+CTRGRAPH_ATTN(32)
+
+using FwdFn = void (*)(const float*, float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t, float);
+using BwdFn = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, float);
+
+// the specialised float kernels for (head width, field count), or nulls (generic loops)
+std::pair<FwdFn, BwdFn> specialised(int64_t dh, int64_t F) {
+  if (F > 16) return {nullptr, nullptr};
+  switch (dh) {
+    case 4: return {&attn16_fwd_4, &attn16_bwd_4};
+    case 8: return {&attn16_fwd_8, &attn16_bwd_8};
+    case 16: return {&attn16_fwd_16, &attn16_bwd_16};
+    case 32: return {&attn16_fwd_32, &attn16_bwd_32};
+    default: return {nullptr, nullptr};
+  }
+}
+
+// s[b] = sum_l w[b, l] T[ids[b, l]] through torch.bmm on chunks of `chunk` rows whose looked-up
+// rows are gathered into one reused buffer (L2-resident): the values of bmm(w [B, 1, L], T[ids]) bit
+// for bit (bmm computes every batch entry on its own), without the [B, L, d] gather.
+torch::Tensor pooled_lookup_forward(torch::Tensor weight, torch::Tensor ids, torch::Tensor w, int64_t chunk) {
+  TORCH_CHECK(weight.dim() == 2 && ids.dim() == 2 && w.sizes() == ids.sizes(),
+              "pooled_lookup_forward: weight [V, d], ids [B, L], w [B, L] expected");
+  TORCH_CHECK(ids.scalar_type() == torch::kLong && w.scalar_type() == weight.scalar_type(),
+              "pooled_lookup_forward: int64 ids and w of the table's dtype expected");
+  weight = weight.contiguous();
+  ids = ids.contiguous();
+  w = w.contiguous();
+  const int64_t B = ids.size(0), L = ids.size(1), d = weight.size(1), V = weight.size(0);
+  const int64_t* ip = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B * L; ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < V, "pooled_lookup_forward: index ", ip[i], " out of range [0, ", V, ")");
+  auto out = torch::empty({B, 1, d}, weight.options());
+  if (B == 0) return out.view({B, d});
+  chunk = std::max<int64_t>(1, std::min(chunk, B));
+  auto buf = torch::empty({chunk, L, d}, weight.options());
+  const int64_t row_bytes = d * weight.element_size();
+  const char* tp = static_cast<const char*>(weight.data_ptr());
+  char* bp = static_cast<char*>(buf.data_ptr());
+  auto w3 = w.view({B, 1, L});
+  for (int64_t b0 = 0; b0 < B; b0 += chunk) {
+    const int64_t c = std::min(chunk, B - b0);
+    for (int64_t i = 0; i < c * L; ++i) std::memcpy(bp + i * row_bytes, tp + ip[b0 * L + i] * row_bytes, row_bytes);
+    auto o = out.narrow(0, b0, c);
+    at::bmm_out(o, w3.narrow(0, b0, c), buf.narrow(0, 0, c));
+  }
+  return out.view({B, d});
+}
+
+std::vector<torch::Tensor> small_attention_forward(torch::Tensor qkv, int64_t H, double scale) {
+  TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) % (3 * H) == 0, "small_attention_forward: qkv [B, F, 3 H dh] expected");
+  qkv = qkv.contiguous();
+  const int64_t B = qkv.size(0), F = qkv.size(1), D = qkv.size(2) / 3, dh = D / H, row = 3 * D;
+  auto out = torch::empty({B, F, D}, qkv.options());
+  auto P = torch::empty({B, H, F, F}, qkv.options());
+  const auto fast = specialised(dh, F);
+  if (qkv.scalar_type() == torch::kFloat && fast.first != nullptr) {
+    const float* x = qkv.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    float* pp = P.data_ptr<float>();
+    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      fast.first(x, o, pp, b0, b1, F, H, D, static_cast<float>(scale));
+    });
+    return {out, P};
+  }
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "small_attention_forward", [&] {
+    const scalar_t* x = qkv.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    scalar_t* pp = P.data_ptr<scalar_t>();
+    const scalar_t sc = static_cast<scalar_t>(scale);
+    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> kT(dh * F), s(F), acc(dh);
+      for (int64_t b = b0; b < b1; ++b) {
+        const scalar_t* xb = x + b * F * row;
+        for (int64_t h = 0; h < H; ++h) {
+          const scalar_t* q = xb + h * dh;
+          const scalar_t* k = xb + D + h * dh;
+          const scalar_t* v = xb + 2 * D + h * dh;
+          for (int64_t j = 0; j < F; ++j)
+            for (int64_t c = 0; c < dh; ++c) kT[c * F + j] = k[j * row + c];
+          scalar_t* Pbh = pp + (b * H + h) * F * F;
+          for (int64_t i = 0; i < F; ++i) {
+            std::fill(s.begin(), s.end(), scalar_t(0));
+            for (int64_t c = 0; c < dh; ++c) {
+              const scalar_t qc = q[i * row + c];
+              const scalar_t* kc = kT.data() + c * F;
+              for (int64_t j = 0; j < F; ++j) s[j] += qc * kc[j];
+            }
+            scalar_t m = s[0] * sc;
+            for (int64_t j = 0; j < F; ++j) { s[j] *= sc; m = std::max(m, s[j]); }
+            scalar_t sum = 0;
+            for (int64_t j = 0; j < F; ++j) s[j] = exp_poly(s[j] - m);
+            for (int64_t j = 0; j < F; ++j) sum += s[j];
+            const scalar_t inv = scalar_t(1) / sum;
+            scalar_t* Pi = Pbh + i * F;
+            for (int64_t j = 0; j < F; ++j) Pi[j] = s[j] * inv;
+            std::fill(acc.begin(), acc.end(), scalar_t(0));
+            for (int64_t j = 0; j < F; ++j) {
+              const scalar_t p = Pi[j];
+              const scalar_t* vj = v + j * row;
+              for (int64_t c = 0; c < dh; ++c) acc[c] += p * vj[c];
+            }
+            scalar_t* oi = o + (b * F + i) * D + h * dh;
+            for (int64_t c = 0; c < dh; ++c) oi[c] = acc[c];
+          }
+        }
+      }
+    });
+  });
+  return {out, P};
+}
+
+torch::Tensor small_attention_backward(torch::Tensor g, torch::Tensor qkv, torch::Tensor P, double scale) {
+  g = g.contiguous();
+  qkv = qkv.contiguous();
+  P = P.contiguous();
+  const int64_t B = qkv.size(0), F = qkv.size(1), D = qkv.size(2) / 3, H = P.size(1), dh = D / H, row = 3 * D;
+  TORCH_CHECK(g.sizes() == torch::IntArrayRef({B, F, D}), "small_attention_backward: g [B, F, H dh] expected");
+  auto dqkv = torch::empty_like(qkv);
+  const auto fast = specialised(dh, F);
+  if (qkv.scalar_type() == torch::kFloat && fast.second != nullptr) {
+    const float* x = qkv.data_ptr<float>();
+    const float* gp = g.data_ptr<float>();
+    const float* pp = P.data_ptr<float>();
+    float* dx = dqkv.data_ptr<float>();
+    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      fast.second(x, gp, pp, dx, b0, b1, F, H, D, static_cast<float>(scale));
+    });
+    return dqkv;
+  }
+  AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "small_attention_backward", [&] {
+    const scalar_t* x = qkv.data_ptr<scalar_t>();
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const scalar_t* pp = P.data_ptr<scalar_t>();
+    scalar_t* dx = dqkv.data_ptr<scalar_t>();
+    const scalar_t sc = static_cast<scalar_t>(scale);
+    at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> vT(dh * F), dS(F * F), dq(dh);
+      for (int64_t b = b0; b < b1; ++b) {
+        const scalar_t* xb = x + b * F * row;
+        scalar_t* dxb = dx + b * F * row;
+        const scalar_t* gb = gp + b * F * D;
+        for (int64_t h = 0; h < H; ++h) {
+          const scalar_t* q = xb + h * dh;
+          const scalar_t* k = xb + D + h * dh;
+          const scalar_t* v = xb + 2 * D + h * dh;
+          scalar_t* dQ = dxb + h * dh;
+          scalar_t* dK = dxb + D + h * dh;
+          scalar_t* dV = dxb + 2 * D + h * dh;
+          const scalar_t* Pbh = pp + (b * H + h) * F * F;
+          const scalar_t* gh = gb + h * dh;
+          for (int64_t j = 0; j < F; ++j)
+            for (int64_t c = 0; c < dh; ++c) {
+              vT[c * F + j] = v[j * row + c];
+              dK[j * row + c] = 0;
+              dV[j * row + c] = 0;
+            }
+          for (int64_t i = 0; i < F; ++i) {
+            const scalar_t* Pi = Pbh + i * F;
+            const scalar_t* gi = gh + i * D;
+            scalar_t* dSi = dS.data() + i * F;
+            // dV[j] += P[i, j] g[i]; dP[i, j] = <g[i], v[j]>
+            for (int64_t j = 0; j < F; ++j) {
+              const scalar_t p = Pi[j];
+              scalar_t* dVj = dV + j * row;
+              for (int64_t c = 0; c < dh; ++c) dVj[c] += p * gi[c];
+            }
+            std::fill(dSi, dSi + F, scalar_t(0));
+            for (int64_t c = 0; c < dh; ++c) {
+              const scalar_t gc = gi[c];
+              const scalar_t* vc = vT.data() + c * F;
+              for (int64_t j = 0; j < F; ++j) dSi[j] += gc * vc[j];
+            }
+            scalar_t r = 0;
+            for (int64_t j = 0; j < F; ++j) r += Pi[j] * dSi[j];
+            for (int64_t j = 0; j < F; ++j) dSi[j] = Pi[j] * (dSi[j] - r) * sc;
+            // dQ[i] = sum_j dS[i, j] k[j]; dK[j] += dS[i, j] q[i]
+            std::fill(dq.begin(), dq.end(), scalar_t(0));
+            const scalar_t* qi = q + i * row;
+            for (int64_t j = 0; j < F; ++j) {
+              const scalar_t s = dSi[j];
+              const scalar_t* kj = k + j * row;
+              scalar_t* dKj = dK + j * row;
+              for (int64_t c = 0; c < dh; ++c) {
+                dq[c] += s * kj[c];
+                dKj[c] += s * qi[c];
+              }
+            }
+            for (int64_t c = 0; c < dh; ++c) dQ[i * row + c] = dq[c];
+          }
+        }
+      }
+    });
+  });
+  return dqkv;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pooled_lookup_forward", &pooled_lookup_forward, "sum_l w[b, l] T[ids[b, l]] (bmm by chunks)");
+  m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
+  m.def("small_attention_forward", &small_attention_forward, "softmax(scale Q K^T) V from qkv [B, F, 3 H dh]");
+  m.def("small_attention_backward", &small_attention_backward, "dqkv of small_attention_forward");
+}
