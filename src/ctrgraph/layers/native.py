@@ -10,7 +10,7 @@
   ``scaled_dot_product_attention``'s flash kernel, whose per-call overhead dominates at these sizes.
   Its values differ from that kernel's in the last bits (another exp, another summation order), and
   AutoInt's training amplifies them (ml100k-ctr, 2 epochs, seed 1, d' = 32: test logloss 0.51676 ->
-  0.51770; one thread -> two on SDPA alone: 0.51676 -> 0.51666), so no layer uses it by default.
+  0.51770; one thread -> two on SDPA alone: 0.51676 -> 0.51666): see docs/zoo-attention.md.
 
 The extension is compiled on first use like :mod:`ctrgraph.graphs.native` (same switch,
 ``CTRGRAPH_NATIVE=0``); where it cannot be built, :func:`kernel` returns None and callers keep their
