@@ -35,7 +35,7 @@ def kernel():
     traced / scripted for export."""
     if not enabled() or torch.jit.is_scripting():
         return None
-    return build_extension("layers", "ctrgraph_layers_native", _SOURCE, "layer", cflags=CFLAGS)
+    return build_extension("ctrgraph_layers_native", _SOURCE, "layer", cflags=CFLAGS)
 
 
 class _PooledLookup(torch.autograd.Function):
