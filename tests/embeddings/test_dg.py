@@ -474,6 +474,14 @@ def _symmetric_graph_with_isolated_nodes(n: int, density: float, seed: int, sp_s
     return a, sp.triu(a, 1).tocoo(), rng
 
 
+def _operator_with_drops(g, up, rng, k: int):
+    """g's operator for a step that drops k random upper-triangle edges of ``up`` (repeats possible)."""
+    if not k:
+        return g.operator(None)
+    pick = rng.integers(0, up.nnz, k)
+    return g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])))
+
+
 def test_drop_graph_operator_equals_the_normalised_matrix_values_and_gradients():
     """DropGraph.operator(drop) (scales on the vectors, fixed 0/1 structure, dropped edges subtracted)
     applies the matrix of DropGraph.adjacency(drop): values and x-gradients, both normalisations,
@@ -597,8 +605,7 @@ def test_scaled_adjacency_fused_node_equals_the_autograd_composition_bit_for_bit
     for norm, iso in (("sym", 0.0), ("sym", 1.0), ("gcn", 0.0), ("gcn", 1.0)):
         g = DropGraph(a, norm, iso)
         for k in (0, 30):
-            pick = rng.integers(0, up.nnz, k)
-            op = g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None)
+            op = _operator_with_drops(g, up, rng, k)
             x0, up_g = torch.randn(n, 8), torch.randn(n, 8)
             outs = []
             for adj in (op, _Ref(op)):
@@ -700,8 +707,7 @@ def test_native_scaled_product_and_lightgcn_stage_gradcheck():
     a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.2, 3, 4)
     g = DropGraph(a, "sym", 0.0)
     for k in (0, 6):
-        pick = rng.integers(0, up.nnz, k)
-        op = g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None)
+        op = _operator_with_drops(g, up, rng, k)
         assert op.native(torch.zeros(n, 4, dtype=torch.float64)) and not op.has_diag
         x = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(op.mm, (x,))
@@ -721,8 +727,7 @@ def test_fused_lightgcn_stage_equals_the_layer_loop_bit_for_bit():
     a, up, rng = _symmetric_graph_with_isolated_nodes(n, 0.15, 11, 12)
     g = DropGraph(a, "sym", 0.0)
     for k in (0, 40):
-        pick = rng.integers(0, up.nnz, k)
-        op = g.operator(g.pair_ids(torch.as_tensor(up.row[pick]), torch.as_tensor(up.col[pick])) if k else None)
+        op = _operator_with_drops(g, up, rng, k)
         for layers in (1, 2, 3):
             for how in ("mean", "sum"):
                 x0, up_g = torch.randn(n, 16), torch.randn(n, 16)

@@ -238,6 +238,20 @@ void product(const index_t* rowptr, const index_t* col, const scalar_t* s, const
   }
 }
 
+// product() for the structure's index type (int32 or int64 CSR)
+template <typename scalar_t>
+void product_any_index(const torch::Tensor& rowptr, const torch::Tensor& col, const torch::Tensor& s,
+                       const torch::Tensor& xs, const Epi<scalar_t>& ep, Drops<scalar_t>& dr, int64_t mode,
+                       int64_t n, int64_t d) {
+  if (rowptr.scalar_type() == torch::kInt32) {
+    product<scalar_t, int32_t>(rowptr.data_ptr<int32_t>(), col.data_ptr<int32_t>(), s.data_ptr<scalar_t>(),
+                               xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
+  } else {
+    product<scalar_t, int64_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), s.data_ptr<scalar_t>(),
+                               xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
+  }
+}
+
 void check(const torch::Tensor& rowptr, const torch::Tensor& col, const torch::Tensor& s, const torch::Tensor& x,
            const torch::Tensor& tgt, const torch::Tensor& src, int64_t mode) {
   TORCH_CHECK(!x.is_cuda(), "scaled_spmm native kernel: CPU tensors only");
@@ -276,13 +290,7 @@ std::vector<torch::Tensor> scaled_spmm(torch::Tensor rowptr, torch::Tensor col, 
       ep.div = static_cast<scalar_t>(div != 0.0 ? div : 1.0);
     }
     Drops<scalar_t> dr(tgt, src, n, d);
-    if (rowptr.scalar_type() == torch::kInt32) {
-      product<scalar_t, int32_t>(rowptr.data_ptr<int32_t>(), col.data_ptr<int32_t>(), s.data_ptr<scalar_t>(),
-                                 xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
-    } else {
-      product<scalar_t, int64_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), s.data_ptr<scalar_t>(),
-                                 xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
-    }
+    product_any_index<scalar_t>(rowptr, col, s, xs, ep, dr, mode, n, d);
   });
   return {y, z};
 }
@@ -322,13 +330,7 @@ torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s,
         ep.xsn_from_t = true;
       }
       ep.xsn = last ? nullptr : xsn.data_ptr<scalar_t>();
-      if (rowptr.scalar_type() == torch::kInt32) {
-        product<scalar_t, int32_t>(rowptr.data_ptr<int32_t>(), col.data_ptr<int32_t>(), s.data_ptr<scalar_t>(),
-                                   xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
-      } else {
-        product<scalar_t, int64_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), s.data_ptr<scalar_t>(),
-                                   xs.data_ptr<scalar_t>(), ep, dr, mode, n, d);
-      }
+      product_any_index<scalar_t>(rowptr, col, s, xs, ep, dr, mode, n, d);
       if (!last) std::swap(xs, xsn);
     }
   });
