@@ -299,7 +299,8 @@ def test_small_attention_kernel_matches_sdpa_and_gradcheck():
 
     if native.kernel() is None:
         pytest.skip("the native layer kernels are not available")
-    for B, F, H, dh, scale in ((64, 12, 2, 8, 1.0), (33, 5, 3, 32, 0.3), (16, 20, 2, 8, 1.0), (8, 7, 1, 6, 0.5)):
+    for B, F, H, dh, scale in ((64, 12, 2, 8, 1.0), (33, 5, 3, 32, 0.3), (16, 20, 2, 8, 1.0), (8, 7, 1, 6, 0.5),
+                              (17, 16, 2, 16, 1.0), (9, 1, 2, 4, 1.0), (5, 2, 1, 4, 2.0)):
         D = H * dh
         g = torch.Generator().manual_seed(B)
         qkv = torch.randn(B, F, 3 * D, generator=g).requires_grad_()

@@ -9,7 +9,8 @@
 // small_attention_forward / _backward: softmax(scale Q K^T) V per (row, head) for short field
 // sequences (AutoInt's interacting layer), reading Q, K, V from the fused projection
 // qkv [B, F, 3, H, dh] and writing the output as [B, F, H dh] (heads concatenated); the forward
-// keeps the attention weights P [B, H, F, F] for the backward, which writes dqkv in the layout of qkv.
+// keeps the attention weights for the backward as P [B, H, F, F] with P[b, h, j, i] = alpha_{i,j}
+// (transposed), and the backward writes dqkv in the layout of qkv.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -79,8 +80,8 @@ torch::Tensor pooled_lookup_backward(torch::Tensor g, torch::Tensor ids, torch::
 }
 
 // The attention of rows b0..b1 for a head width DH known at compile time and at most 16 fields, on
-// GCC vector types: a score row is one 16-lane vector (fields beyond F padded: K and V rows zero,
-// scores masked out of the max, weights set to 0), a head row one DH-lane vector. The functions are
+// GCC vector types: a score column (all query rows i for one key j) is one 16-lane vector, a head
+// row one DH-lane vector. The functions are
 // compiled for AVX-512, AVX2 and the baseline, picked at load time (target_clones), so a cached build
 // runs on any x86-64 CPU.
 typedef float v16 __attribute__((vector_size(64)));
@@ -109,48 +110,59 @@ inline v16 exp_v16(v16 x) {  // exp_poly, lane-wise
   return p * reinterpret_cast<const v16&>(e);
 }
 
+// Vectorised over the query row i (lane i of a 16-lane vector, rows beyond F padded with zero Q and
+// G, never stored): a score vector S[j] holds s_{i,j} for all i, so the softmax's max and sum over j
+// are lane-wise operations in the order j = 0, 1, ... of the scalar loops (no horizontal reduction,
+// no serial chain per row), every product and sum rounded as in the generic loops (bit for bit).
+// P is stored transposed: P[b, h, j, i] = alpha_{i,j} (the backward reads it the same way).
 template <int DH>
 inline __attribute__((always_inline)) void attn16_fwd(const float* x, float* o, float* pp, int64_t b0, int64_t b1,
                                                        int64_t F, int64_t H, int64_t D, float sc) {
-  typedef typename HeadVec<DH>::type vh;
   const int64_t row = 3 * D;
-  v16 KT[DH], valid, neg;
-  vh VV[16];
-  for (int j = 0; j < 16; ++j) {
-    valid[j] = j < F ? 1.0f : 0.0f;
-    neg[j] = j < F ? 0.0f : -std::numeric_limits<float>::infinity();
-  }
-  for (int j = 0; j < 16; ++j) VV[j] = vh{};
-  for (int c = 0; c < DH; ++c) KT[c] = v16{};
-  alignas(64) float prow[16];
+  alignas(64) float QT[DH][16], OT[DH][16];
+  std::memset(QT, 0, sizeof(QT));
+  v16 S[16];
   for (int64_t b = b0; b < b1; ++b) {
     const float* xb = x + b * F * row;
     for (int64_t h = 0; h < H; ++h) {
       const float* q = xb + h * DH;
       const float* k = xb + D + h * DH;
       const float* v = xb + 2 * D + h * DH;
+      for (int64_t i = 0; i < F; ++i)
+        for (int c = 0; c < DH; ++c) QT[c][i] = q[i * row + c];
+      v16 qt[DH];
+      for (int c = 0; c < DH; ++c) std::memcpy(&qt[c], QT[c], sizeof(v16));
+      // Eq. 5: s_{i,j} = <q_i, k_j> (scaled), the row max m_i
+      v16 m;
       for (int64_t j = 0; j < F; ++j) {
-        for (int c = 0; c < DH; ++c) KT[c][j] = k[j * row + c];
-        std::memcpy(&VV[j], v + j * row, sizeof(vh));
-      }
-      float* Pbh = pp + (b * H + h) * F * F;
-      for (int64_t i = 0; i < F; ++i) {
-        const float* qi = q + i * row;
+        const float* kj = k + j * row;
         v16 s = v16{};
-        for (int c = 0; c < DH; ++c) s += qi[c] * KT[c];
-        s = s * sc + neg;
-        float m = s[0];
-        for (int j = 1; j < 16; ++j) m = std::max(m, static_cast<float>(s[j]));
-        v16 e = exp_v16(s - m) * valid;
-        float sum = 0.0f;
-        for (int j = 0; j < 16; ++j) sum += e[j];
-        e = e * (1.0f / sum);
-        std::memcpy(prow, &e, sizeof(v16));
-        std::memcpy(Pbh + i * F, prow, F * sizeof(float));
-        vh acc = vh{};
-        for (int64_t j = 0; j < F; ++j) acc += prow[j] * VV[j];
-        std::memcpy(o + (b * F + i) * D + h * DH, &acc, sizeof(vh));
+        for (int c = 0; c < DH; ++c) s += kj[c] * qt[c];
+        s = s * sc + 0.0f;
+        S[j] = s;
+        m = j == 0 ? s : (m < s ? s : m);
       }
+      // Eq. 6: alpha_{i,j} = exp(s_{i,j} - m_i) / sum_j exp(s_{i,j} - m_i)
+      v16 sum = v16{};
+      for (int64_t j = 0; j < F; ++j) {
+        S[j] = exp_v16(S[j] - m);
+        sum += S[j];
+      }
+      const v16 inv = 1.0f / sum;
+      float* Pbh = pp + (b * H + h) * F * F;
+      for (int64_t j = 0; j < F; ++j) {
+        S[j] = S[j] * inv;
+        std::memcpy(Pbh + j * F, &S[j], F * sizeof(float));
+      }
+      // Eq. 7: o_i = sum_j alpha_{i,j} v_j
+      for (int c = 0; c < DH; ++c) {
+        v16 acc = v16{};
+        for (int64_t j = 0; j < F; ++j) acc += S[j] * v[j * row + c];
+        std::memcpy(OT[c], &acc, sizeof(v16));
+      }
+      float* ob = o + b * F * D + h * DH;
+      for (int64_t i = 0; i < F; ++i)
+        for (int c = 0; c < DH; ++c) ob[i * D + c] = OT[c][i];
     }
   }
 }
@@ -161,50 +173,63 @@ inline __attribute__((always_inline)) void attn16_bwd(const float* x, const floa
                                                        float sc) {
   typedef typename HeadVec<DH>::type vh;
   const int64_t row = 3 * D;
-  v16 VT[DH];
-  vh KK[16], dK[16], dV[16];
-  for (int c = 0; c < DH; ++c) VT[c] = v16{};
-  alignas(64) float prow[16], dsrow[16];
-  for (int j = 0; j < 16; ++j) prow[j] = 0.0f;
+  alignas(64) float GT[DH][16], DQT[DH][16], PT[16][16], DST[16][16];
+  std::memset(GT, 0, sizeof(GT));
+  std::memset(PT, 0, sizeof(PT));
+  vh QQ[16], GG[16];
   for (int64_t b = b0; b < b1; ++b) {
     const float* xb = x + b * F * row;
     float* dxb = dx + b * F * row;
+    const float* gb = gp + b * F * D;
     for (int64_t h = 0; h < H; ++h) {
       const float* q = xb + h * DH;
       const float* k = xb + D + h * DH;
       const float* v = xb + 2 * D + h * DH;
-      for (int64_t j = 0; j < F; ++j) {
-        for (int c = 0; c < DH; ++c) VT[c][j] = v[j * row + c];
-        std::memcpy(&KK[j], k + j * row, sizeof(vh));
-        dK[j] = vh{};
-        dV[j] = vh{};
-      }
       const float* Pbh = pp + (b * H + h) * F * F;
       for (int64_t i = 0; i < F; ++i) {
-        std::memcpy(prow, Pbh + i * F, F * sizeof(float));
-        v16 P;
-        std::memcpy(&P, prow, sizeof(v16));
-        vh gi, qi;
-        std::memcpy(&gi, gp + (b * F + i) * D + h * DH, sizeof(vh));
-        std::memcpy(&qi, q + i * row, sizeof(vh));
-        for (int64_t j = 0; j < F; ++j) dV[j] += prow[j] * gi;
-        v16 dp = v16{};
-        for (int c = 0; c < DH; ++c) dp += gi[c] * VT[c];
-        const v16 pd = P * dp;
-        float r = 0.0f;
-        for (int j = 0; j < 16; ++j) r += pd[j];
-        const v16 ds = P * (dp - r) * sc;
-        std::memcpy(dsrow, &ds, sizeof(v16));
-        vh dq = vh{};
-        for (int64_t j = 0; j < F; ++j) {
-          dq += dsrow[j] * KK[j];
-          dK[j] += dsrow[j] * qi;
-        }
-        std::memcpy(dxb + i * row + h * DH, &dq, sizeof(vh));
+        std::memcpy(&QQ[i], q + i * row, sizeof(vh));
+        std::memcpy(&GG[i], gb + i * D + h * DH, sizeof(vh));
+        for (int c = 0; c < DH; ++c) GT[c][i] = gb[i * D + h * DH + c];
+      }
+      v16 gt[DH];
+      for (int c = 0; c < DH; ++c) std::memcpy(&gt[c], GT[c], sizeof(v16));
+      // dP_{i,j} = <g_i, v_j>; r_i = sum_j alpha_{i,j} dP_{i,j}; dS = alpha (dP - r) scale
+      v16 Pj[16], dP[16];
+      v16 r = v16{};
+      for (int64_t j = 0; j < F; ++j) {
+        std::memcpy(PT[j], Pbh + j * F, F * sizeof(float));
+        std::memcpy(&Pj[j], PT[j], sizeof(v16));
+        const float* vj = v + j * row;
+        v16 d = v16{};
+        for (int c = 0; c < DH; ++c) d += vj[c] * gt[c];
+        dP[j] = d;
+        r += Pj[j] * d;
       }
       for (int64_t j = 0; j < F; ++j) {
-        std::memcpy(dxb + j * row + D + h * DH, &dK[j], sizeof(vh));
-        std::memcpy(dxb + j * row + 2 * D + h * DH, &dV[j], sizeof(vh));
+        const v16 ds = Pj[j] * (dP[j] - r) * sc;
+        std::memcpy(DST[j], &ds, sizeof(v16));
+      }
+      // dq_i = sum_j dS_{i,j} k_j
+      for (int c = 0; c < DH; ++c) {
+        v16 acc = v16{};
+        for (int64_t j = 0; j < F; ++j) {
+          v16 ds;
+          std::memcpy(&ds, DST[j], sizeof(v16));
+          acc += ds * k[j * row + c];
+        }
+        std::memcpy(DQT[c], &acc, sizeof(v16));
+      }
+      for (int64_t i = 0; i < F; ++i)
+        for (int c = 0; c < DH; ++c) dxb[i * row + h * DH + c] = DQT[c][i];
+      // dk_j = sum_i dS_{i,j} q_i; dv_j = sum_i alpha_{i,j} g_i
+      for (int64_t j = 0; j < F; ++j) {
+        vh dk = vh{}, dv = vh{};
+        for (int64_t i = 0; i < F; ++i) {
+          dk += DST[j][i] * QQ[i];
+          dv += PT[j][i] * GG[i];
+        }
+        std::memcpy(dxb + j * row + D + h * DH, &dk, sizeof(vh));
+        std::memcpy(dxb + j * row + 2 * D + h * DH, &dv, sizeof(vh));
       }
     }
   }
@@ -318,8 +343,11 @@ std::vector<torch::Tensor> small_attention_forward(torch::Tensor qkv, int64_t H,
             for (int64_t j = 0; j < F; ++j) s[j] = exp_poly(s[j] - m);
             for (int64_t j = 0; j < F; ++j) sum += s[j];
             const scalar_t inv = scalar_t(1) / sum;
-            scalar_t* Pi = Pbh + i * F;
-            for (int64_t j = 0; j < F; ++j) Pi[j] = s[j] * inv;
+            for (int64_t j = 0; j < F; ++j) {
+              s[j] = s[j] * inv;
+              Pbh[j * F + i] = s[j];  // P[b, h, j, i] (transposed, as the vectorised kernels)
+            }
+            const scalar_t* Pi = s.data();
             std::fill(acc.begin(), acc.end(), scalar_t(0));
             for (int64_t j = 0; j < F; ++j) {
               const scalar_t p = Pi[j];
@@ -361,7 +389,7 @@ torch::Tensor small_attention_backward(torch::Tensor g, torch::Tensor qkv, torch
     scalar_t* dx = dqkv.data_ptr<scalar_t>();
     const scalar_t sc = static_cast<scalar_t>(scale);
     at::parallel_for(0, B, 16, [&](int64_t b0, int64_t b1) {
-      std::vector<scalar_t> vT(dh * F), dS(F * F), dq(dh);
+      std::vector<scalar_t> vT(dh * F), dS(F * F), dq(dh), pcol(F);
       for (int64_t b = b0; b < b1; ++b) {
         const scalar_t* xb = x + b * F * row;
         scalar_t* dxb = dx + b * F * row;
@@ -382,7 +410,8 @@ torch::Tensor small_attention_backward(torch::Tensor g, torch::Tensor qkv, torch
               dV[j * row + c] = 0;
             }
           for (int64_t i = 0; i < F; ++i) {
-            const scalar_t* Pi = Pbh + i * F;
+            for (int64_t j = 0; j < F; ++j) pcol[j] = Pbh[j * F + i];
+            const scalar_t* Pi = pcol.data();
             const scalar_t* gi = gh + i * D;
             scalar_t* dSi = dS.data() + i * F;
             // dV[j] += P[i, j] g[i]; dP[i, j] = <g[i], v[j]>
