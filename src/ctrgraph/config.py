@@ -75,9 +75,10 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="torch.compile the training forward/backward (the eager model "
                                               "scores valid / test); the first steps pay the compilation")
     num_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
-        None, description="intra-op threads: None = PyTorch's default (one per core); auto = the cores other "
-                          "processes leave free when training starts (train/threads.py; faster on a busy machine, "
-                          "but the count, and so the last digits of the numbers, then depend on the load)")
+        "auto", description="intra-op threads: auto = the cores other processes leave free when the process "
+                            "trains its first run (train/threads.py; PyTorch's default on an idle machine; on a busy "
+                            "one the count, and so the last digits of the numbers, depend on the load: pin a number "
+                            "for exact repeats); None = PyTorch's default (one per core)")
     progress: bool = True
     deterministic: bool = True
     shuffle_buffer_rows: int = Field(

@@ -118,6 +118,20 @@ def test_auto_threads_leave_the_busy_cores(monkeypatch):
     assert th.auto_threads(3, interval=0) == 3
 
 
+def test_auto_is_the_default_and_measured_once_per_process(monkeypatch):
+    """The default thread count is ``auto``, measured at the first run of a process and reused by
+    the later ones (one count for every row of a study), per PyTorch default count."""
+    from ctrgraph.config import TrainConfig
+    from ctrgraph.train import threads as th
+
+    assert TrainConfig().num_threads == "auto"
+    monkeypatch.setattr(th, "_PROCESS_CHOICE", {})
+    measured = iter([1, 2, 2])
+    monkeypatch.setattr(th, "auto_threads", lambda default, interval=0.2: min(default, next(measured)))
+    assert [th.process_threads(2) for _ in range(3)] == [1, 1, 1]  # busy at the first run: kept
+    assert th.process_threads(4) == 2  # another default count is measured on its own
+
+
 def test_torch_compile_trains_to_the_eager_numbers(planted):
     """``train.compile``: the compiled training step computes what the eager one computes."""
     _, eager = _fit(planted, epochs=1)

@@ -31,7 +31,7 @@ from .calibration import Calibrator
 from .checkpoint import load_torch
 from .metrics import all_metrics
 from .run_files import RunFiles
-from .threads import auto_threads
+from .threads import process_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -144,7 +144,7 @@ class Trainer:
         threads = torch.get_num_threads()
         want = self.cfg.num_threads
         if want == "auto":  # the cores other processes leave free (train/threads.py)
-            want = auto_threads(threads) if self.device.type == "cpu" else threads
+            want = process_threads(threads) if self.device.type == "cpu" else threads
         self.threads_used = want or threads
         # only when it changes the count: in PyTorch 2.13 on CPU any set_num_threads call (even to the
         # current count) makes scaled_dot_product_attention ~2.3x slower afterwards (docs/graphfm.md, Cost)
