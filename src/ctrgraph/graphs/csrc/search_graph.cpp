@@ -1,79 +1,410 @@
 // EGIN's fused CPU pieces (ctrgraph.graphs.native.search_graph_kernel).
 //
-// 1. The per-pair parts of the graph loss (ctrgraph.layers.negative_queue._PairSoftplus; §3.2,
-// Algorithm 1). For P pairs (anchor id a[p] of table A [VA, d], positive id b[p] of B [VB, d]):
+// 1. The graph loss of one relation (ctrgraph.layers.negative_queue._FusedPairSoftmax; §3.2,
+// Algorithm 1), forward and backward, float32. P pairs: anchor id a[p] of table A [VA, d], positive
+// id b[p] of table B [VB, d]; N negatives nB (ids of B, shared by the pairs) and, two ways, nA (ids
+// of A). Per pair and direction, with c the number of negatives carrying the positive's id (an
+// accidental hit, left out of the denominator in closed form):
 //
-//   pair_dot:      dot[p] = A[a[p]] . B[b[p]]                                      -> [P]
-//   pair_scatter:  gA[a[p]] += w[p] B[b[p]],  gB[b[p]] += w[p] A[a[p]]            -> gA, gB
-//                  (one buffer gA when A and B are one table)
+//   lse[r]  = log sum_n exp(A[r] . B[nB[n]])          once per anchor row r (not per pair)
+//   z       = lse[a] - A[a] . B[b]
+//   f(z, c) = log(1 - c + e^z)   (softplus(z) for c = 0)   s = df/dz = 1 / (1 + (1 - c) e^-z)
+//   total   = sum_p f(z_ab) [+ f(z_ba)]                 (the caller divides by P or 2P)
 //
-// Neither allocates anything of the pairs' size but the [P] result: the PyTorch path gathers two
-// [P, d] blocks, multiplies them and scatters two more. The per-pair softplus of the loss stays a
-// vectorised tensor operation between the two. The scatter visits the pairs in order in one thread
-// (concurrent adds into one table row would race).
+// Forward: per used anchor row one pass over its N logits (max, exp, sum -> lse), then per pair the
+// dot product, z, f and s; kept for the backward: lse [V], S[r] = sum of s over the pairs anchored
+// at r [V], and s_ab + s_ba [P]. Backward (g = d loss / d total): gA[a] -= g (s_ab + s_ba) B[b],
+// gB[b] -= g (s_ab + s_ba) A[a]; per used row, the softmax recomputed, p[n] = exp(logit[n] - lse[r]):
+// gA[r] += g S[r] sum_n p[n] E[n], gE[n] += g S[r] p[n] A[r]; gE added into the negatives' rows.
+// Nothing of [P, d] or [R, N] is allocated. Logits, exp, softplus and sigmoid run on 16-lane GCC
+// vector types (exp: layers_native.cpp's polynomial, within 2 ulp of std::exp; log1p(u), u in (0, 1]:
+// 2 atanh(u / (2 + u)) by its series), compiled for AVX-512, AVX2 and the baseline and picked at
+// load time (target_clones); -ffp-contract=off and fixed lane orders: every clone gives the same bits.
+// Single-threaded (the scatters add into shared rows).
 #include <torch/extension.h>
-#include <ATen/Parallel.h>
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 namespace {
 
-torch::Tensor pair_dot(torch::Tensor A, torch::Tensor a, torch::Tensor B, torch::Tensor b) {
-  TORCH_CHECK(!A.is_cuda(), "search_graph native kernel: CPU tensors only");
-  A = A.contiguous(); B = B.contiguous(); a = a.contiguous(); b = b.contiguous();
-  const int64_t P = a.size(0), d = A.size(1);
-  TORCH_CHECK(B.size(1) == d && b.size(0) == P, "pair_dot: shapes do not agree");
-  auto out = torch::empty({P}, A.options());
-  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "pair_dot", [&] {
-    const scalar_t* Ap = A.data_ptr<scalar_t>();
-    const scalar_t* Bp = B.data_ptr<scalar_t>();
-    const int64_t* ap = a.data_ptr<int64_t>();
-    const int64_t* bp = b.data_ptr<int64_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, P, 4096, [&](int64_t lo, int64_t hi) {
-      for (int64_t p = lo; p < hi; ++p) {
-        const scalar_t* x = Ap + ap[p] * d;
-        const scalar_t* y = Bp + bp[p] * d;
-        scalar_t acc = 0;
-        for (int64_t k = 0; k < d; ++k) acc += x[k] * y[k];
-        o[p] = acc;
-      }
-    });
-  });
-  return out;
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v8 __attribute__((vector_size(32)));
+typedef double v8d __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+constexpr int64_t W = 16;  // lanes
+
+#define CTRGRAPH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define CTRGRAPH_INLINE inline __attribute__((always_inline))  // into each clone, compiled for its target
+
+CTRGRAPH_INLINE v16 load16(const float* p) { v16 v; std::memcpy(&v, p, sizeof(v16)); return v; }
+CTRGRAPH_INLINE void store16(float* p, v16 v) { std::memcpy(p, &v, sizeof(v16)); }
+CTRGRAPH_INLINE v16 splat(float x) { return v16{} + x; }
+
+CTRGRAPH_INLINE v16 exp_v16(v16 x) {  // layers_native.cpp's exp_poly, lane-wise
+  const v16 lo = splat(-87.0f), hi = splat(88.0f);
+  x = x < lo ? lo : x;
+  x = x > hi ? hi : x;
+  const v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  v16 r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  v16 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const v16i e = (__builtin_convertvector(n, v16i) + 127) << 23;
+  v16 scale;
+  std::memcpy(&scale, &e, sizeof(v16));
+  return p * scale;
 }
 
-std::vector<torch::Tensor> pair_scatter(torch::Tensor A, torch::Tensor a, torch::Tensor B, torch::Tensor b,
-                                        torch::Tensor w, bool same_table) {
-  TORCH_CHECK(!A.is_cuda(), "search_graph native kernel: CPU tensors only");
-  A = A.contiguous(); B = B.contiguous(); a = a.contiguous(); b = b.contiguous(); w = w.contiguous();
-  const int64_t P = a.size(0), d = A.size(1);
-  TORCH_CHECK(B.size(1) == d && b.size(0) == P && w.size(0) == P, "pair_scatter: shapes do not agree");
-  auto gA = torch::zeros_like(A);
-  auto gB = same_table ? torch::zeros({0, d}, B.options()) : torch::zeros_like(B);
-  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "pair_scatter", [&] {
-    const scalar_t* Ap = A.data_ptr<scalar_t>();
-    const scalar_t* Bp = B.data_ptr<scalar_t>();
-    const int64_t* ap = a.data_ptr<int64_t>();
-    const int64_t* bp = b.data_ptr<int64_t>();
-    const scalar_t* wp = w.data_ptr<scalar_t>();
-    scalar_t* gAp = gA.data_ptr<scalar_t>();
-    scalar_t* gBp = same_table ? gAp : gB.data_ptr<scalar_t>();
-    for (int64_t p = 0; p < P; ++p) {
-      const scalar_t* x = Ap + ap[p] * d;
-      const scalar_t* y = Bp + bp[p] * d;
-      scalar_t* gx = gAp + ap[p] * d;
-      scalar_t* gy = gBp + bp[p] * d;
-      const scalar_t s = wp[p];
-      for (int64_t k = 0; k < d; ++k) {
-        const scalar_t xk = x[k], yk = y[k];
-        gx[k] += s * yk;
-        gy[k] += s * xk;
-      }
+// softplus(z) = max(z, 0) + log1p(u) and sigmoid(z), u = e^-|z| in (0, 1]: log1p(u) = 2 atanh(t),
+// t = u / (2 + u) in (0, 1/3], its series to t^17 (truncation below 1e-9 relative)
+CTRGRAPH_INLINE void softplus_sigmoid(v16 z, v16& f, v16& s) {
+  const v16 zero = v16{};
+  const v16 az = z < zero ? -z : z;
+  const v16 u = exp_v16(-az);
+  const v16 t = u / (u + 2.0f);
+  const v16 t2 = t * t;
+  v16 q = splat(1.0f / 17.0f);
+  q = q * t2 + 1.0f / 15.0f;
+  q = q * t2 + 1.0f / 13.0f;
+  q = q * t2 + 1.0f / 11.0f;
+  q = q * t2 + 1.0f / 9.0f;
+  q = q * t2 + 1.0f / 7.0f;
+  q = q * t2 + 1.0f / 5.0f;
+  q = q * t2 + 1.0f / 3.0f;
+  q = q * t2 + 1.0f;
+  f = (z > zero ? z : zero) + 2.0f * t * q;
+  s = (z >= zero ? splat(1.0f) : u) / (u + 1.0f);
+}
+
+CTRGRAPH_INLINE float hsum(v16 v) {  // a fixed tree: halves, quarters, ...
+  v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+         __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+}
+
+CTRGRAPH_INLINE float hmax(v16 v) {
+  v8 h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+  const v8 k = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  h = h > k ? h : k;
+  float m = h[0];
+  for (int i = 1; i < 8; ++i) m = h[i] > m ? h[i] : m;
+  return m;
+}
+
+// The negatives of one direction: E [N, d] transposed and padded to Et [d, NL] (NL = NB * 16 lanes,
+// zeros past N), and per lane an additive pad (0, or -inf past N) and a multiplicative one (1 or 0).
+struct Negatives {
+  int64_t N, NB, NL, d;
+  std::vector<float> Et, pad, keep;
+  Negatives(const float* T, int64_t d_, const int64_t* ids, int64_t n)
+      : N(n), NB((n + W - 1) / W), NL(NB * W), d(d_), Et(d_ * NL, 0.0f), pad(NL, 0.0f), keep(NL, 1.0f) {
+    for (int64_t j = 0; j < N; ++j)
+      for (int64_t k = 0; k < d; ++k) Et[k * NL + j] = T[ids[j] * d + k];
+    for (int64_t j = N; j < NL; ++j) {
+      pad[j] = -std::numeric_limits<float>::infinity();
+      keep[j] = 0.0f;
     }
-  });
+  }
+};
+
+// the logits of row x against the negatives into l [NL] (padded lanes -inf); returns their max
+template <int D, int NBC>
+CTRGRAPH_INLINE float logits(const float* x, int64_t d_, const float* Et, const float* pad, int64_t NB_, float* l) {
+  const int64_t d = D > 0 ? D : d_, NB = NBC > 0 ? NBC : NB_, NL = NB * W;
+  v16 mx = splat(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < NB; ++j) {
+    v16 acc = v16{};
+    for (int64_t k = 0; k < d; ++k) acc += x[k] * load16(Et + k * NL + j * W);
+    acc += load16(pad + j * W);
+    mx = acc > mx ? acc : mx;
+    store16(l + j * W, acc);
+  }
+  return hmax(mx);
+}
+
+// lse[rows[r]] = log sum_n exp(A[rows[r]] . E[n])
+template <int D, int NBC>
+CTRGRAPH_INLINE void rows_forward(const float* A, int64_t d, const int64_t* rows, int64_t R, const float* Et,
+                         const float* pad, const float* keep, int64_t NB_, float* lse) {
+  const int64_t NB = NBC > 0 ? NBC : NB_;
+  std::vector<float> l(NB * W);
+  for (int64_t r = 0; r < R; ++r) {
+    const float m = logits<D, NBC>(A + rows[r] * (D > 0 ? D : d), d, Et, pad, NB, l.data());
+    v16 sum = v16{};
+    for (int64_t j = 0; j < NB; ++j) sum += exp_v16(load16(l.data() + j * W) - m) * load16(keep + j * W);
+    lse[rows[r]] = m + std::log(hsum(sum));
+  }
+}
+
+// per used row r, c = g S[r]: gA[r] += c sum_n p[n] E[n] and gEt[:, n] += c p[n] A[r], with the
+// softmax p[n] = exp(logit[n] - lse[r]) recomputed
+template <int D, int NBC>
+CTRGRAPH_INLINE void rows_backward(const float* A, int64_t d_, const int64_t* rows, int64_t R, const float* Et,
+                          const float* pad, const float* keep, int64_t NB_, const float* lse, const float* S,
+                          float g, float* gA, float* gEt) {
+  const int64_t d = D > 0 ? D : d_, NB = NBC > 0 ? NBC : NB_, NL = NB * W;
+  std::vector<float> l(NL);
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t row = rows[r];
+    const float* x = A + row * d;
+    logits<D, NBC>(x, d, Et, pad, NB, l.data());
+    const float c = g * S[row], m = lse[row];
+    for (int64_t j = 0; j < NB; ++j)
+      store16(l.data() + j * W, exp_v16(load16(l.data() + j * W) - m) * load16(keep + j * W) * c);
+    float* gx = gA + row * d;
+    for (int64_t k = 0; k < d; ++k) {
+      v16 acc = v16{};
+      const float xk = x[k];
+      for (int64_t j = 0; j < NB; ++j) {
+        const v16 dl = load16(l.data() + j * W);
+        acc += dl * load16(Et + k * NL + j * W);
+        float* ge = gEt + k * NL + j * W;
+        store16(ge, load16(ge) + dl * xk);
+      }
+      gx[k] += hsum(acc);
+    }
+  }
+}
+
+CTRGRAPH_INLINE void hit(float z, int32_t c, float& f, float& s) {  // c >= 1 hits: as the PyTorch path
+  const float t = std::max((1.0f - static_cast<float>(c)) * std::exp(-z), -1.0f + 1e-6f);
+  f = z + std::log1p(t);
+  s = 1.0f / (1.0f + t);
+}
+
+// Per pair: z1 = lse1[a] - A[a].B[b] (c1 = cnt1[b] hits; S1[a] += s1) and, with lse2,
+// z2 = lse2[b] - A[a].B[b] (c2 = cnt2[a]; S2[b] += s2); sdot[p] = s1 + s2; returns sum_p f1 (+ f2)
+// accumulated in double (16 lane sums, then in lane order)
+template <int D>
+CTRGRAPH_INLINE double pairs_forward(const float* A, const int64_t* a, const float* B, const int64_t* b, int64_t P,
+                            int64_t d_, const float* lse1, const int32_t* cnt1, const float* lse2,
+                            const int32_t* cnt2, float* S1, float* S2, float* sdot) {
+  const int64_t d = D > 0 ? D : d_;
+  v8d acc_lo = v8d{}, acc_hi = v8d{};
+  alignas(64) float z1[W], z2[W], f1[W], f2[W], s1[W], s2[W];
+  for (int64_t p0 = 0; p0 < P; p0 += W) {
+    const int64_t n = std::min<int64_t>(W, P - p0);
+    for (int64_t i = 0; i < W; ++i) {
+      z1[i] = z2[i] = 0.0f;
+      if (i >= n) continue;
+      const float* x = A + a[p0 + i] * d;
+      const float* y = B + b[p0 + i] * d;
+      float dot = 0.0f;
+      for (int64_t k = 0; k < d; ++k) dot += x[k] * y[k];
+      z1[i] = lse1[a[p0 + i]] - dot;
+      if (lse2) z2[i] = lse2[b[p0 + i]] - dot;
+    }
+    v16 f, s;
+    softplus_sigmoid(load16(z1), f, s);
+    store16(f1, f);
+    store16(s1, s);
+    if (lse2) {
+      softplus_sigmoid(load16(z2), f, s);
+      store16(f2, f);
+      store16(s2, s);
+    } else {
+      store16(f2, v16{});
+      store16(s2, v16{});
+    }
+    for (int64_t i = 0; i < W; ++i) {
+      if (i >= n) {
+        f1[i] = f2[i] = 0.0f;
+        continue;
+      }
+      const int64_t p = p0 + i;
+      if (const int32_t c = cnt1[b[p]]) hit(z1[i], c, f1[i], s1[i]);
+      S1[a[p]] += s1[i];
+      if (lse2) {
+        if (const int32_t c = cnt2[a[p]]) hit(z2[i], c, f2[i], s2[i]);
+        S2[b[p]] += s2[i];
+      }
+      sdot[p] = s1[i] + s2[i];
+    }
+    const v16 fs = load16(f1) + load16(f2);
+    acc_lo += __builtin_convertvector(__builtin_shufflevector(fs, fs, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+    acc_hi += __builtin_convertvector(__builtin_shufflevector(fs, fs, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+  }
+  double total = 0.0;
+  for (int i = 0; i < 8; ++i) total += acc_lo[i];
+  for (int i = 0; i < 8; ++i) total += acc_hi[i];
+  return total;
+}
+
+// gA[a] -= g sdot B[b], gB[b] -= g sdot A[a]
+template <int D>
+CTRGRAPH_INLINE void pairs_backward(const float* A, const int64_t* a, const float* B, const int64_t* b, int64_t P,
+                           int64_t d_, const float* sdot, float g, float* gA, float* gB) {
+  const int64_t d = D > 0 ? D : d_;
+  for (int64_t p = 0; p < P; ++p) {
+    const float w = -(sdot[p] * g);
+    const float* x = A + a[p] * d;
+    const float* y = B + b[p] * d;
+    float* gx = gA + a[p] * d;
+    float* gy = gB + b[p] * d;
+    for (int64_t k = 0; k < d; ++k) {
+      const float xk = x[k], yk = y[k];
+      gx[k] += w * yk;
+      gy[k] += w * xk;
+    }
+  }
+}
+
+// Compiled for each target; the embedding size 10 (the paper's) with 100 negatives (7 blocks) unrolled.
+CTRGRAPH_CLONES void rows_forward_any(const float* A, int64_t d, const int64_t* rows, int64_t R, const float* Et,
+                                      const float* pad, const float* keep, int64_t NB, float* lse) {
+  if (d == 10 && NB == 7) return rows_forward<10, 7>(A, d, rows, R, Et, pad, keep, NB, lse);
+  rows_forward<0, 0>(A, d, rows, R, Et, pad, keep, NB, lse);
+}
+CTRGRAPH_CLONES void rows_backward_any(const float* A, int64_t d, const int64_t* rows, int64_t R, const float* Et,
+                                       const float* pad, const float* keep, int64_t NB, const float* lse,
+                                       const float* S, float g, float* gA, float* gEt) {
+  if (d == 10 && NB == 7) return rows_backward<10, 7>(A, d, rows, R, Et, pad, keep, NB, lse, S, g, gA, gEt);
+  rows_backward<0, 0>(A, d, rows, R, Et, pad, keep, NB, lse, S, g, gA, gEt);
+}
+CTRGRAPH_CLONES double pairs_forward_any(const float* A, const int64_t* a, const float* B, const int64_t* b,
+                                         int64_t P, int64_t d, const float* lse1, const int32_t* cnt1,
+                                         const float* lse2, const int32_t* cnt2, float* S1, float* S2, float* sdot) {
+  if (d == 10) return pairs_forward<10>(A, a, B, b, P, d, lse1, cnt1, lse2, cnt2, S1, S2, sdot);
+  return pairs_forward<0>(A, a, B, b, P, d, lse1, cnt1, lse2, cnt2, S1, S2, sdot);
+}
+CTRGRAPH_CLONES void pairs_backward_any(const float* A, const int64_t* a, const float* B, const int64_t* b,
+                                        int64_t P, int64_t d, const float* sdot, float g, float* gA, float* gB) {
+  if (d == 10) return pairs_backward<10>(A, a, B, b, P, d, sdot, g, gA, gB);
+  pairs_backward<0>(A, a, B, b, P, d, sdot, g, gA, gB);
+}
+
+std::vector<int64_t> used_rows(const int64_t* ids, int64_t n, const int64_t* ids2, int64_t n2, int64_t V) {
+  std::vector<uint8_t> used(V, 0);
+  for (int64_t i = 0; i < n; ++i) used[ids[i]] = 1;
+  for (int64_t i = 0; i < n2; ++i) used[ids2[i]] = 1;
+  std::vector<int64_t> rows;
+  for (int64_t v = 0; v < V; ++v)
+    if (used[v]) rows.push_back(v);
+  return rows;
+}
+
+std::vector<int32_t> counts(const torch::Tensor& neg, int64_t V) {
+  std::vector<int32_t> c(V, 0);
+  const int64_t* np = neg.data_ptr<int64_t>();
+  for (int64_t n = 0; n < neg.size(0); ++n) c[np[n]] += 1;
+  return c;
+}
+
+void check_ids(const torch::Tensor& ids, int64_t V, const char* what) {
+  TORCH_CHECK(ids.scalar_type() == torch::kLong && ids.dim() == 1 && ids.is_contiguous(),
+              "pair_softmax: ", what, " must be contiguous int64 [n]");
+  const int64_t* p = ids.data_ptr<int64_t>();
+  bool ok = true;
+  for (int64_t i = 0; i < ids.size(0); ++i) ok &= (p[i] >= 0) & (p[i] < V);
+  TORCH_CHECK(ok, "pair_softmax: ", what, " out of range [0, ", V, ")");
+}
+
+torch::Tensor lse_of(const torch::Tensor& T, const std::vector<int64_t>& rows, const Negatives& E) {
+  auto lse = torch::zeros({T.size(0)}, T.options());
+  rows_forward_any(T.data_ptr<float>(), T.size(1), rows.data(), static_cast<int64_t>(rows.size()), E.Et.data(),
+                   E.pad.data(), E.keep.data(), E.NB, lse.data_ptr<float>());
+  return lse;
+}
+
+torch::Tensor as_tensor(const std::vector<int64_t>& v) {
+  auto t = torch::empty({static_cast<int64_t>(v.size())}, torch::kLong);
+  std::copy(v.begin(), v.end(), t.data_ptr<int64_t>());
+  return t;
+}
+
+// mode 0: one way (anchor A[a], negatives nB); 1: two ways, one table and one negative set (A is B,
+// nA is nB: one lse over the union of a and b); 2: two ways, anchor B[b] also against nA.
+// Returns (total, sdot [P], rows1, lse1 [VA], S1 [VA], rows2, lse2 [VB], S2 [VB]) (empty where unused).
+std::vector<torch::Tensor> pair_softmax_forward(torch::Tensor A, torch::Tensor a, torch::Tensor B, torch::Tensor b,
+                                                torch::Tensor nB, torch::Tensor nA, int64_t mode) {
+  TORCH_CHECK(A.device().is_cpu() && A.scalar_type() == torch::kFloat && B.scalar_type() == torch::kFloat,
+              "pair_softmax: float32 CPU tables only");
+  TORCH_CHECK(A.dim() == 2 && B.dim() == 2 && A.size(1) == B.size(1) && A.is_contiguous() && B.is_contiguous(),
+              "pair_softmax: contiguous tables [V, d] of one width");
+  TORCH_CHECK(mode >= 0 && mode <= 2, "pair_softmax: mode 0, 1 or 2");
+  const int64_t P = a.size(0), d = A.size(1), VA = A.size(0), VB = B.size(0);
+  TORCH_CHECK(b.size(0) == P && nB.size(0) > 0, "pair_softmax: shapes do not agree");
+  check_ids(a, VA, "a");
+  check_ids(b, VB, "b");
+  check_ids(nB, VB, "negatives of B");
+  if (mode == 1) TORCH_CHECK(VA == VB, "pair_softmax: mode 1 needs one table");
+  if (mode == 2) {
+    check_ids(nA, VA, "negatives of A");
+    TORCH_CHECK(nA.size(0) > 0, "pair_softmax: no negatives of A");
+  }
+  const float* Ap = A.data_ptr<float>();
+  const float* Bp = B.data_ptr<float>();
+  const int64_t* ap = a.data_ptr<int64_t>();
+  const int64_t* bp = b.data_ptr<int64_t>();
+  const auto rows1 = used_rows(ap, P, bp, mode == 1 ? P : 0, VA);
+  auto lse1 = lse_of(A, rows1, Negatives(Bp, d, nB.data_ptr<int64_t>(), nB.size(0)));
+  auto cB = counts(nB, VB);
+  auto S1 = torch::zeros({VA}, A.options());
+  auto sdot = torch::empty({P}, A.options());
+  auto empty = torch::empty({0}, A.options());
+  torch::Tensor lse2 = empty, S2 = empty, rows2 = torch::empty({0}, torch::kLong);
+  std::vector<int32_t> cA;
+  const int32_t* cnt2 = nullptr;
+  float* S2p = nullptr;
+  if (mode == 1) {
+    lse2 = lse1;
+    cnt2 = cB.data();
+    S2p = S1.data_ptr<float>();
+  } else if (mode == 2) {
+    const auto r2 = used_rows(bp, P, nullptr, 0, VB);
+    lse2 = lse_of(B, r2, Negatives(Ap, d, nA.data_ptr<int64_t>(), nA.size(0)));
+    rows2 = as_tensor(r2);
+    cA = counts(nA, VA);
+    cnt2 = cA.data();
+    S2 = torch::zeros({VB}, A.options());
+    S2p = S2.data_ptr<float>();
+  }
+  const double total = pairs_forward_any(Ap, ap, Bp, bp, P, d, lse1.data_ptr<float>(), cB.data(),
+                                         mode == 0 ? nullptr : lse2.data_ptr<float>(), cnt2, S1.data_ptr<float>(),
+                                         S2p, sdot.data_ptr<float>());
+  return {torch::full({}, static_cast<float>(total), A.options()), sdot, as_tensor(rows1), lse1, S1, rows2,
+          mode == 2 ? lse2 : empty, S2};
+}
+
+// The gradients (gA, gB) of g * total (gB empty when `same`: A is B, everything in gA).
+std::vector<torch::Tensor> pair_softmax_backward(torch::Tensor g, torch::Tensor A, torch::Tensor a, torch::Tensor B,
+                                                 torch::Tensor b, torch::Tensor nB, torch::Tensor nA, int64_t mode,
+                                                 bool same, torch::Tensor sdot, torch::Tensor rows1, torch::Tensor lse1,
+                                                 torch::Tensor S1, torch::Tensor rows2, torch::Tensor lse2,
+                                                 torch::Tensor S2) {
+  const float gv = g.item<float>();
+  const int64_t P = a.size(0), d = A.size(1);
+  auto gA = torch::zeros_like(A);
+  auto gB = same ? torch::empty({0, d}, B.options()) : torch::zeros_like(B);
+  float* gAp = gA.data_ptr<float>();
+  float* gBp = same ? gAp : gB.data_ptr<float>();
+  const float* Ap = A.data_ptr<float>();
+  const float* Bp = B.data_ptr<float>();
+  pairs_backward_any(Ap, a.data_ptr<int64_t>(), Bp, b.data_ptr<int64_t>(), P, d, sdot.data_ptr<float>(), gv, gAp,
+                     gBp);
+  // anchors of table T (gradient gT) against the negatives neg of table O (gradient gO)
+  auto side = [&](const float* T, float* gT, const float* O, float* gO, const torch::Tensor& neg,
+                  const torch::Tensor& rows, const torch::Tensor& lse, const torch::Tensor& S) {
+    const Negatives E(O, d, neg.data_ptr<int64_t>(), neg.size(0));
+    std::vector<float> gEt(d * E.NL, 0.0f);
+    rows_backward_any(T, d, rows.data_ptr<int64_t>(), rows.size(0), E.Et.data(), E.pad.data(), E.keep.data(), E.NB,
+                      lse.data_ptr<float>(), S.data_ptr<float>(), gv, gT, gEt.data());
+    const int64_t* np = neg.data_ptr<int64_t>();
+    for (int64_t j = 0; j < E.N; ++j)
+      for (int64_t k = 0; k < d; ++k) gO[np[j] * d + k] += gEt[k * E.NL + j];
+  };
+  side(Ap, gAp, Bp, gBp, nB, rows1, lse1, S1);
+  if (mode == 2) side(Bp, gBp, Ap, gAp, nA, rows2, lse2, S2);
   return {gA, gB};
 }
 
@@ -133,6 +464,6 @@ std::vector<torch::Tensor> span_pairs(torch::Tensor q_ts, torch::Tensor q_mask, 
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("span_pairs", &span_pairs, "q2i edges of EGIN's Algorithm 2 (integer times, one category per position)");
-  m.def("pair_dot", &pair_dot, "dot products of id pairs of two tables [P]");
-  m.def("pair_scatter", &pair_scatter, "gA[a] += w B[b], gB[b] += w A[a] (gradients of the pairs' dot products)");
+  m.def("pair_softmax_forward", &pair_softmax_forward, "EGIN's graph loss of one relation: total and saved state");
+  m.def("pair_softmax_backward", &pair_softmax_backward, "its gradients into the two tables");
 }
