@@ -30,7 +30,13 @@ class IdQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, ids: torch.Tensor) -> None:
-        """Append ``ids`` (any shape; 0 = padding is skipped), overwriting the oldest."""
+        """Append ``ids`` (any shape; 0 = padding is skipped), overwriting the oldest (CPU integer ids:
+        one pass of the native kernel, the same queue)."""
+        if ids.device.type == "cpu" and self.ids.device.type == "cpu" and ids.dtype in (torch.int32, torch.int64):
+            ext = search_graph_kernel()
+            if ext is not None:
+                ext.queue_push(self.ids, self.ptr, self.filled, ids)
+                return
         ids = ids.reshape(-1)
         ids = ids[ids > 0].long()
         size = self.ids.numel()

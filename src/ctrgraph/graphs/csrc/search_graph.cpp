@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -408,19 +409,127 @@ std::vector<torch::Tensor> pair_softmax_backward(torch::Tensor g, torch::Tensor 
   return {gA, gB};
 }
 
-// 2. q2i edges of Algorithm 2 (ctrgraph.graphs.search_pairs.span_pairs) for integer timestamps and
-// one category per position: per instance, the valid clicks sorted by (category, time, position);
-// for each valid query of category c > 0 (in position order) the clicks of category c with
-// 0 < t_i - t_q < t (and, with `both`, first those with -t < t_i - t_q < 0) are two binary searches
-// away. Returns (b, query position, click position) [P] each, ordered by instance, query, then click
-// (category, time, position): the order of search_pairs._span_pairs_keyed.
+// 2. The edges of EGIN's per-instance graphs (ctrgraph.graphs.search_pairs), each as (b, src, dst)
+// [P] in the order of the PyTorch path, and the ids at their ends. Integer ids / timestamps of any
+// width (int32 / int64 read as they are), boolean masks; one pass over the batch, no [B, L, L] mask.
+
+template <typename F>
+void dispatch_int(const torch::Tensor& t, const char* what, F f) {
+  if (t.scalar_type() == torch::kLong) return f(static_cast<int64_t*>(nullptr));
+  if (t.scalar_type() == torch::kInt) return f(static_cast<int32_t*>(nullptr));
+  TORCH_CHECK(false, what, ": int32 or int64 expected, got ", t.scalar_type());
+}
+
+struct Edges {  // one per thread, kept between calls: no regrowth of the lists once warm
+  std::vector<int64_t> b, src, dst;
+  static Edges& local() {
+    thread_local Edges e;
+    e.b.clear(), e.src.clear(), e.dst.clear();
+    return e;
+  }
+  void add(int64_t x, int64_t i, int64_t j) { b.push_back(x); src.push_back(i); dst.push_back(j); }
+  std::vector<torch::Tensor> tensors() const {
+    const int64_t P = static_cast<int64_t>(b.size());
+    auto tb = torch::empty({P}, torch::kLong), ts = torch::empty({P}, torch::kLong), td = torch::empty({P}, torch::kLong);
+    std::copy(b.begin(), b.end(), tb.data_ptr<int64_t>());
+    std::copy(src.begin(), src.end(), ts.data_ptr<int64_t>());
+    std::copy(dst.begin(), dst.end(), td.data_ptr<int64_t>());
+    return {tb, ts, td};
+  }
+};
+
+torch::Tensor as_bool(const torch::Tensor& m) { return m.to(torch::kBool).contiguous(); }
+
+// i2i (window_pairs): valid positions i, i + o for each offset o of (-w..w without 0, or 1..w when
+// not `both`) with |o| < L, grouped by offset, then row-major
+std::vector<torch::Tensor> window_pairs(torch::Tensor mask, int64_t w, bool both) {
+  mask = as_bool(mask);
+  TORCH_CHECK(mask.dim() == 2 && !mask.is_cuda(), "window_pairs: a CPU mask [B, L]");
+  const int64_t B = mask.size(0), L = mask.size(1);
+  const bool* m = mask.data_ptr<bool>();
+  Edges& e = Edges::local();
+  for (int64_t o = both ? -w : 1; o <= w; ++o) {
+    if (o == 0 || std::abs(o) >= L) continue;
+    const int64_t lo = std::max<int64_t>(0, -o), hi = L - std::max<int64_t>(0, o);
+    for (int64_t x = 0; x < B; ++x) {
+      const bool* r = m + x * L;
+      for (int64_t i = lo; i < hi; ++i)
+        if (r[i] & r[i + o]) e.add(x, i, i + o);
+    }
+  }
+  return e.tensors();
+}
+
+// q2q (query_sessions + session_pairs): a session starts at position 0 and where
+// float(ts[m] - ts[m-1]) > gap, cats[m] != cats[m-1], cats[m] <= 0 or (with sim) sim[m] < min_sim
+// (the comparisons of the PyTorch path, in float32) and at the row's first valid query; a query's
+// session = the number of valid starts up to it - 1; every two valid queries of one session, ordered by instance, query, then partner
+// (partners after the query only, unless `both`)
+std::vector<torch::Tensor> session_pairs(torch::Tensor ts, torch::Tensor mask, torch::Tensor cats, torch::Tensor sim,
+                                         double gap, double min_sim, bool both) {
+  mask = as_bool(mask);
+  ts = ts.contiguous();
+  cats = cats.contiguous();
+  const int64_t B = mask.size(0), M = mask.size(1);
+  TORCH_CHECK(ts.sizes() == mask.sizes() && cats.sizes() == mask.sizes() && !mask.is_cuda(),
+              "session_pairs: CPU ts, mask and cats [B, M]");
+  const bool has_sim = sim.numel() > 0;
+  if (has_sim) {
+    sim = sim.contiguous();
+    TORCH_CHECK(sim.scalar_type() == torch::kFloat && sim.sizes() == mask.sizes(), "session_pairs: float32 sim [B, M]");
+  }
+  const bool* mk = mask.data_ptr<bool>();
+  const float* sp = has_sim ? sim.data_ptr<float>() : nullptr;
+  const float g = static_cast<float>(gap), ms = static_cast<float>(min_sim);
+  Edges& e = Edges::local();
+  std::vector<int64_t> sess(M);
+  dispatch_int(ts, "session_pairs ts", [&](auto* tt) {
+    using T = std::remove_pointer_t<decltype(tt)>;
+    dispatch_int(cats, "session_pairs cats", [&](auto* cc) {
+      using C = std::remove_pointer_t<decltype(cc)>;
+      const T* tp = ts.data_ptr<T>();
+      const C* cp = cats.data_ptr<C>();
+      for (int64_t x = 0; x < B; ++x) {
+        const T* t = tp + x * M;
+        const C* c = cp + x * M;
+        const bool* r = mk + x * M;
+        int64_t count = 0;
+        for (int64_t j = 0; j < M; ++j) {
+          bool start = j == 0;
+          if (j > 0) {
+            start = static_cast<float>(static_cast<int64_t>(t[j]) - static_cast<int64_t>(t[j - 1])) > g;
+            start |= (c[j] != c[j - 1]) | (c[j] <= 0);
+            if (sp) start |= sp[x * M + j] < ms;
+          }
+          start |= count == 0;  // the row's first valid query (also after a padding hole)
+          count += start & r[j];
+          sess[j] = r[j] ? count - 1 : -1;
+        }
+        for (int64_t i = 0; i < M; ++i) {
+          if (!r[i]) continue;
+          for (int64_t j = both ? 0 : i + 1; j < M; ++j)
+            if (j != i && r[j] && sess[j] == sess[i]) e.add(x, i, j);
+        }
+      }
+    });
+  });
+  return e.tensors();
+}
+
+// q2i (span_pairs) for integer timestamps and one category per position: per instance the valid
+// clicks ordered by (category, time, position); for each valid query of category c > 0 (in position
+// order) the clicks of category c with 0 < t_i - t_q < t (and, with `both`, first those with
+// -t < t_i - t_q < 0). Where an instance's valid clicks are in time order (histories are), that
+// order within a category is position order and each query's clicks are one time interval of the
+// row, found by two binary searches; otherwise the row is sorted. The order of
+// search_pairs._span_pairs_keyed.
 std::vector<torch::Tensor> span_pairs(torch::Tensor q_ts, torch::Tensor q_mask, torch::Tensor q_cats,
                                       torch::Tensor i_ts, torch::Tensor i_mask, torch::Tensor i_cats,
                                       int64_t t, bool both) {
   TORCH_CHECK(!q_ts.is_cuda(), "span_pairs native kernel: CPU tensors only");
   q_ts = q_ts.to(torch::kLong).contiguous(); q_cats = q_cats.to(torch::kLong).contiguous();
   i_ts = i_ts.to(torch::kLong).contiguous(); i_cats = i_cats.to(torch::kLong).contiguous();
-  q_mask = q_mask.to(torch::kBool).contiguous(); i_mask = i_mask.to(torch::kBool).contiguous();
+  q_mask = as_bool(q_mask); i_mask = as_bool(i_mask);
   const int64_t B = q_ts.size(0), M = q_ts.size(1), L = i_ts.size(1);
   const int64_t* qt = q_ts.data_ptr<int64_t>();
   const int64_t* qc = q_cats.data_ptr<int64_t>();
@@ -428,42 +537,123 @@ std::vector<torch::Tensor> span_pairs(torch::Tensor q_ts, torch::Tensor q_mask, 
   const int64_t* it = i_ts.data_ptr<int64_t>();
   const int64_t* ic = i_cats.data_ptr<int64_t>();
   const bool* im = i_mask.data_ptr<bool>();
-  std::vector<int64_t> ob, oq, oi;
+  Edges& e = Edges::local();
   std::vector<std::array<int64_t, 3>> row;  // (category, time, position) of the row's valid clicks
-  row.reserve(L);
-  auto emit = [&](int64_t b, int64_t j, int64_t c, int64_t lo, int64_t hi) {  // times in [lo, hi]
-    if (lo > hi) return;
-    auto first = std::lower_bound(row.begin(), row.end(), std::array<int64_t, 3>{c, lo, INT64_MIN});
-    auto last = std::lower_bound(first, row.end(), std::array<int64_t, 3>{c, hi, INT64_MAX});
-    for (auto x = first; x != last; ++x) {
-      ob.push_back(b); oq.push_back(j); oi.push_back((*x)[2]);
-    }
-  };
+  std::vector<int64_t> times, cats, pos;  // the valid clicks in position order
+  row.reserve(L), times.reserve(L), cats.reserve(L), pos.reserve(L);
   for (int64_t b = 0; b < B; ++b) {
-    row.clear();
+    times.clear(), cats.clear(), pos.clear();
+    bool sorted = true;
     for (int64_t l = 0; l < L; ++l)
-      if (im[b * L + l]) row.push_back({std::max<int64_t>(ic[b * L + l], 0), it[b * L + l], l});
+      if (im[b * L + l]) {
+        if (!times.empty() && it[b * L + l] < times.back()) sorted = false;
+        times.push_back(it[b * L + l]), cats.push_back(std::max<int64_t>(ic[b * L + l], 0)), pos.push_back(l);
+      }
+    if (sorted) {  // each query's clicks: a time interval [lo, hi] of the row, filtered by category
+      auto emit = [&](int64_t j, int64_t c, int64_t lo, int64_t hi) {
+        if (lo > hi) return;
+        const auto first = std::lower_bound(times.begin(), times.end(), lo) - times.begin();
+        const auto last = std::upper_bound(times.begin() + first, times.end(), hi) - times.begin();
+        for (auto x = first; x < last; ++x)
+          if (cats[x] == c) e.add(b, j, pos[x]);
+      };
+      for (int64_t j = 0; j < M; ++j) {
+        const int64_t c = qc[b * M + j], tq = qt[b * M + j];
+        if (!qm[b * M + j] || c <= 0) continue;
+        if (both) emit(j, c, tq - t + 1, tq - 1);
+        emit(j, c, tq + 1, tq + t - 1);
+      }
+      continue;
+    }
+    row.clear();
+    for (size_t x = 0; x < times.size(); ++x) row.push_back({cats[x], times[x], pos[x]});
     std::sort(row.begin(), row.end());
+    auto emit = [&](int64_t j, int64_t c, int64_t lo, int64_t hi) {  // times in [lo, hi]
+      if (lo > hi) return;
+      auto first = std::lower_bound(row.begin(), row.end(), std::array<int64_t, 3>{c, lo, INT64_MIN});
+      auto last = std::lower_bound(first, row.end(), std::array<int64_t, 3>{c, hi, INT64_MAX});
+      for (auto x = first; x != last; ++x) e.add(b, j, (*x)[2]);
+    };
     for (int64_t j = 0; j < M; ++j) {
       const int64_t c = qc[b * M + j], tq = qt[b * M + j];
       if (!qm[b * M + j] || c <= 0) continue;
-      if (both) emit(b, j, c, tq - t + 1, tq - 1);
-      emit(b, j, c, tq + 1, tq + t - 1);
+      if (both) emit(j, c, tq - t + 1, tq - 1);
+      emit(j, c, tq + 1, tq + t - 1);
     }
   }
-  auto opts = torch::TensorOptions().dtype(torch::kLong);
-  const int64_t P = static_cast<int64_t>(ob.size());
-  auto tb = torch::empty({P}, opts), tq = torch::empty({P}, opts), ti = torch::empty({P}, opts);
-  std::copy(ob.begin(), ob.end(), tb.data_ptr<int64_t>());
-  std::copy(oq.begin(), oq.end(), tq.data_ptr<int64_t>());
-  std::copy(oi.begin(), oi.end(), ti.data_ptr<int64_t>());
-  return {tb, tq, ti};
+  return e.tensors();
+}
+
+// The ids at both ends of each edge: src_ids[b, src] and dst_ids[b, dst] (int64) [P] each
+std::vector<torch::Tensor> pair_ids(torch::Tensor b, torch::Tensor src, torch::Tensor dst, torch::Tensor src_ids,
+                                    torch::Tensor dst_ids) {
+  b = b.to(torch::kLong).contiguous(), src = src.to(torch::kLong).contiguous(), dst = dst.to(torch::kLong).contiguous();
+  src_ids = src_ids.contiguous(), dst_ids = dst_ids.contiguous();
+  TORCH_CHECK(src_ids.dim() == 2 && dst_ids.dim() == 2 && src_ids.size(0) == dst_ids.size(0), "pair_ids: [B, L] ids");
+  const int64_t P = b.size(0), B = src_ids.size(0), L1 = src_ids.size(1), L2 = dst_ids.size(1);
+  const int64_t* bp = b.data_ptr<int64_t>();
+  const int64_t* sp = src.data_ptr<int64_t>();
+  const int64_t* dp = dst.data_ptr<int64_t>();
+  bool ok = true;
+  for (int64_t p = 0; p < P; ++p)
+    ok &= (bp[p] >= 0) & (bp[p] < B) & (sp[p] >= 0) & (sp[p] < L1) & (dp[p] >= 0) & (dp[p] < L2);
+  TORCH_CHECK(ok, "pair_ids: an edge out of range");
+  auto out1 = torch::empty({P}, torch::kLong), out2 = torch::empty({P}, torch::kLong);
+  int64_t* o1 = out1.data_ptr<int64_t>();
+  int64_t* o2 = out2.data_ptr<int64_t>();
+  dispatch_int(src_ids, "pair_ids", [&](auto* s_) {
+    using S = std::remove_pointer_t<decltype(s_)>;
+    dispatch_int(dst_ids, "pair_ids", [&](auto* d_) {
+      using D = std::remove_pointer_t<decltype(d_)>;
+      const S* si = src_ids.data_ptr<S>();
+      const D* di = dst_ids.data_ptr<D>();
+      for (int64_t p = 0; p < P; ++p) {
+        o1[p] = si[bp[p] * L1 + sp[p]];
+        o2[p] = di[bp[p] * L2 + dp[p]];
+      }
+    });
+  });
+  return {out1, out2};
+}
+
+// IdQueue.push: the ids > 0 of `ids` (any shape, row-major), at most the last `size`, written into the
+// ring from ptr on (wrapping); ptr and filled (0-dim int64) updated in place
+void queue_push(torch::Tensor ring, torch::Tensor ptr, torch::Tensor filled, torch::Tensor ids) {
+  TORCH_CHECK(ring.scalar_type() == torch::kLong && ring.is_contiguous() && ptr.scalar_type() == torch::kLong &&
+              filled.scalar_type() == torch::kLong, "queue_push: int64 buffers");
+  ids = ids.contiguous();
+  const int64_t size = ring.size(0);
+  int64_t* rp = ring.data_ptr<int64_t>();
+  int64_t& pt = *ptr.data_ptr<int64_t>();
+  int64_t& fl = *filled.data_ptr<int64_t>();
+  dispatch_int(ids, "queue_push", [&](auto* i_) {
+    using I = std::remove_pointer_t<decltype(i_)>;
+    const I* ip = ids.data_ptr<I>();
+    const int64_t n = ids.numel();
+    int64_t valid = 0;
+    for (int64_t k = 0; k < n; ++k) valid += ip[k] > 0;
+    const int64_t skip = std::max<int64_t>(0, valid - size), take = valid - skip;  // the last `size`
+    if (take == 0) return;
+    int64_t seen = 0, w = pt;
+    for (int64_t k = 0; k < n; ++k) {
+      if (ip[k] <= 0) continue;
+      if (seen++ < skip) continue;
+      rp[w] = static_cast<int64_t>(ip[k]);
+      if (++w == size) w = 0;
+    }
+    pt = (pt + take) % size;
+    fl = std::min(size, fl + take);
+  });
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("span_pairs", &span_pairs, "q2i edges of EGIN's Algorithm 2 (integer times, one category per position)");
+  m.def("window_pairs", &window_pairs, "i2i edges of EGIN's Algorithm 1 (window w)");
+  m.def("session_pairs", &session_pairs, "q2q edges: query sessions and every two queries of one");
+  m.def("pair_ids", &pair_ids, "the ids at both ends of each edge");
+  m.def("queue_push", &queue_push, "IdQueue.push in place");
   m.def("pair_softmax_forward", &pair_softmax_forward, "EGIN's graph loss of one relation: total and saved state");
   m.def("pair_softmax_backward", &pair_softmax_backward, "its gradients into the two tables");
 }
