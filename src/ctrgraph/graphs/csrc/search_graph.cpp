@@ -186,24 +186,26 @@ CTRGRAPH_INLINE void hit(float z, int32_t c, float& f, float& s) {  // c >= 1 hi
 // Per pair: z1 = lse1[a] - A[a].B[b] (c1 = cnt1[b] hits; S1[a] += s1) and, with lse2,
 // z2 = lse2[b] - A[a].B[b] (c2 = cnt2[a]; S2[b] += s2); sdot[p] = s1 + s2; returns sum_p f1 (+ f2)
 // accumulated in double (16 lane sums, then in lane order)
-template <int D>
+// accumulated in double (16 lane sums, then in lane order)
 CTRGRAPH_INLINE double pairs_forward(const float* A, const int64_t* a, const float* B, const int64_t* b, int64_t P,
-                            int64_t d_, const float* lse1, const int32_t* cnt1, const float* lse2,
-                            const int32_t* cnt2, float* S1, float* S2, float* sdot) {
-  const int64_t d = D > 0 ? D : d_;
+                                     int64_t d, const float* lse1, const int32_t* cnt1, const float* lse2,
+                                     const int32_t* cnt2, float* S1, float* S2, float* sdot) {
   v8d acc_lo = v8d{}, acc_hi = v8d{};
-  alignas(64) float z1[W], z2[W], f1[W], f2[W], s1[W], s2[W];
+  alignas(64) float z1[W], z2[W], f1[W], f2[W], s1[W], s2[W], dots[W];
   for (int64_t p0 = 0; p0 < P; p0 += W) {
     const int64_t n = std::min<int64_t>(W, P - p0);
-    for (int64_t i = 0; i < W; ++i) {
-      z1[i] = z2[i] = 0.0f;
-      if (i >= n) continue;
+    for (int64_t i = 0; i < n; ++i) {
       const float* x = A + a[p0 + i] * d;
       const float* y = B + b[p0 + i] * d;
       float dot = 0.0f;
       for (int64_t k = 0; k < d; ++k) dot += x[k] * y[k];
-      z1[i] = lse1[a[p0 + i]] - dot;
-      if (lse2) z2[i] = lse2[b[p0 + i]] - dot;
+      dots[i] = dot;
+    }
+    for (int64_t i = 0; i < W; ++i) {
+      z1[i] = z2[i] = 0.0f;
+      if (i >= n) continue;
+      z1[i] = lse1[a[p0 + i]] - dots[i];
+      if (lse2) z2[i] = lse2[b[p0 + i]] - dots[i];
     }
     v16 f, s;
     softplus_sigmoid(load16(z1), f, s);
@@ -241,12 +243,15 @@ CTRGRAPH_INLINE double pairs_forward(const float* A, const int64_t* a, const flo
   return total;
 }
 
-// gA[a] -= g sdot B[b], gB[b] -= g sdot A[a]
+// gA[a] -= g sdot B[b], gB[b] -= g sdot A[a], in the order 0, H, 1, H + 1, ... (H = ceil(P / 2))
 template <int D>
 CTRGRAPH_INLINE void pairs_backward(const float* A, const int64_t* a, const float* B, const int64_t* b, int64_t P,
                            int64_t d_, const float* sdot, float g, float* gA, float* gB) {
-  const int64_t d = D > 0 ? D : d_;
-  for (int64_t p = 0; p < P; ++p) {
+  const int64_t d = D > 0 ? D : d_, H = (P + 1) / 2;
+  // pairs k and H + k alternately: neighbouring edges (which share a row) are not back to back
+  for (int64_t q = 0; q < 2 * H; ++q) {
+    const int64_t p = (q & 1) ? H + (q >> 1) : (q >> 1);
+    if (p >= P) continue;
     const float w = -(sdot[p] * g);
     const float* x = A + a[p] * d;
     const float* y = B + b[p] * d;
@@ -275,8 +280,7 @@ CTRGRAPH_CLONES void rows_backward_any(const float* A, int64_t d, const int64_t*
 CTRGRAPH_CLONES double pairs_forward_any(const float* A, const int64_t* a, const float* B, const int64_t* b,
                                          int64_t P, int64_t d, const float* lse1, const int32_t* cnt1,
                                          const float* lse2, const int32_t* cnt2, float* S1, float* S2, float* sdot) {
-  if (d == 10) return pairs_forward<10>(A, a, B, b, P, d, lse1, cnt1, lse2, cnt2, S1, S2, sdot);
-  return pairs_forward<0>(A, a, B, b, P, d, lse1, cnt1, lse2, cnt2, S1, S2, sdot);
+  return pairs_forward(A, a, B, b, P, d, lse1, cnt1, lse2, cnt2, S1, S2, sdot);
 }
 CTRGRAPH_CLONES void pairs_backward_any(const float* A, const int64_t* a, const float* B, const int64_t* b,
                                         int64_t P, int64_t d, const float* sdot, float g, float* gA, float* gB) {
@@ -284,10 +288,17 @@ CTRGRAPH_CLONES void pairs_backward_any(const float* A, const int64_t* a, const 
   pairs_backward<0>(A, a, B, b, P, d, sdot, g, gA, gB);
 }
 
+// the distinct ids of ids [n] and ids2 [n2] in increasing order (each checked to be in [0, V))
 std::vector<int64_t> used_rows(const int64_t* ids, int64_t n, const int64_t* ids2, int64_t n2, int64_t V) {
   std::vector<uint8_t> used(V, 0);
-  for (int64_t i = 0; i < n; ++i) used[ids[i]] = 1;
-  for (int64_t i = 0; i < n2; ++i) used[ids2[i]] = 1;
+  bool ok = true;
+  for (const auto& [p, m] : {std::pair{ids, n}, std::pair{ids2, n2}})
+    for (int64_t i = 0; i < m; ++i) {
+      const bool in = static_cast<uint64_t>(p[i]) < static_cast<uint64_t>(V);
+      ok &= in;
+      used[in ? p[i] : 0] |= static_cast<uint8_t>(in);
+    }
+  TORCH_CHECK(ok, "pair_softmax: an id out of range [0, ", V, ")");
   std::vector<int64_t> rows;
   for (int64_t v = 0; v < V; ++v)
     if (used[v]) rows.push_back(v);
@@ -301,9 +312,10 @@ std::vector<int32_t> counts(const torch::Tensor& neg, int64_t V) {
   return c;
 }
 
-void check_ids(const torch::Tensor& ids, int64_t V, const char* what) {
+void check_ids(const torch::Tensor& ids, int64_t V, const char* what, bool range = false) {
   TORCH_CHECK(ids.scalar_type() == torch::kLong && ids.dim() == 1 && ids.is_contiguous(),
               "pair_softmax: ", what, " must be contiguous int64 [n]");
+  if (!range) return;
   const int64_t* p = ids.data_ptr<int64_t>();
   bool ok = true;
   for (int64_t i = 0; i < ids.size(0); ++i) ok &= (p[i] >= 0) & (p[i] < V);
@@ -335,12 +347,12 @@ std::vector<torch::Tensor> pair_softmax_forward(torch::Tensor A, torch::Tensor a
   TORCH_CHECK(mode >= 0 && mode <= 2, "pair_softmax: mode 0, 1 or 2");
   const int64_t P = a.size(0), d = A.size(1), VA = A.size(0), VB = B.size(0);
   TORCH_CHECK(b.size(0) == P && nB.size(0) > 0, "pair_softmax: shapes do not agree");
-  check_ids(a, VA, "a");
-  check_ids(b, VB, "b");
-  check_ids(nB, VB, "negatives of B");
+  check_ids(a, VA, "a");  // dtype and layout (the range: used_rows)
+  check_ids(b, VB, "b", mode == 0);
+  check_ids(nB, VB, "negatives of B", true);
   if (mode == 1) TORCH_CHECK(VA == VB, "pair_softmax: mode 1 needs one table");
   if (mode == 2) {
-    check_ids(nA, VA, "negatives of A");
+    check_ids(nA, VA, "negatives of A", true);
     TORCH_CHECK(nA.size(0) > 0, "pair_softmax: no negatives of A");
   }
   const float* Ap = A.data_ptr<float>();
@@ -357,10 +369,12 @@ std::vector<torch::Tensor> pair_softmax_forward(torch::Tensor A, torch::Tensor a
   std::vector<int32_t> cA;
   const int32_t* cnt2 = nullptr;
   float* S2p = nullptr;
-  if (mode == 1) {
+  torch::Tensor S2b;
+  if (mode == 1) {  // the second direction's sums apart (no store-to-load chain between neighbouring pairs)
     lse2 = lse1;
     cnt2 = cB.data();
-    S2p = S1.data_ptr<float>();
+    S2b = torch::zeros({VA}, A.options());
+    S2p = S2b.data_ptr<float>();
   } else if (mode == 2) {
     const auto r2 = used_rows(bp, P, nullptr, 0, VB);
     lse2 = lse_of(B, r2, Negatives(Ap, d, nA.data_ptr<int64_t>(), nA.size(0)));
@@ -373,6 +387,7 @@ std::vector<torch::Tensor> pair_softmax_forward(torch::Tensor A, torch::Tensor a
   const double total = pairs_forward_any(Ap, ap, Bp, bp, P, d, lse1.data_ptr<float>(), cB.data(),
                                          mode == 0 ? nullptr : lse2.data_ptr<float>(), cnt2, S1.data_ptr<float>(),
                                          S2p, sdot.data_ptr<float>());
+  if (mode == 1) S1.add_(S2b);
   return {torch::full({}, static_cast<float>(total), A.options()), sdot, as_tensor(rows1), lse1, S1, rows2,
           mode == 2 ? lse2 : empty, S2};
 }
