@@ -5,7 +5,10 @@ stored graph.
 Every function takes padded ``[B, L]`` sequences (valid positions first, ``mask`` True there) and
 returns a :class:`PairSet`: for each edge the instance ``b`` and the positions ``src`` / ``dst`` in
 the two sequences. Each is a few masks and ``nonzero`` calls (i2i: one [B, L] mask per window
-offset; q2q and q2i: one [B, M, M'] mask): no Python loop over instances, positions or edges.
+offset; q2q and q2i: one [B, M, M'] mask): no Python loop over instances, positions or edges. On
+the CPU, where the native kernel is built (:func:`ctrgraph.graphs.native.search_graph_kernel`;
+``CTRGRAPH_NATIVE=0`` turns it off), one C++ pass per relation enumerates the same edges in the same
+order (tested), and :meth:`PairSet.ids` reads both ends in one pass.
 
 - :func:`window_pairs` (i2i, Algorithm 1 lines 2-6): every pair of clicks at most ``w`` positions
   apart, both directions, never a position with itself (``C[j-w : j+w]`` holds c_j; research notes
