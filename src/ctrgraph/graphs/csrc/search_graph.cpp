@@ -243,20 +243,34 @@ CTRGRAPH_INLINE double pairs_forward(const float* A, const int64_t* a, const flo
   return total;
 }
 
-// gA[a] -= g sdot B[b], gB[b] -= g sdot A[a], in the order 0, H, 1, H + 1, ... (H = ceil(P / 2))
-template <int D>
-CTRGRAPH_INLINE void pairs_backward(const float* A, const int64_t* a, const float* B, const int64_t* b, int64_t P,
-                           int64_t d_, const float* sdot, float g, float* gA, float* gB) {
-  const int64_t d = D > 0 ? D : d_, H = (P + 1) / 2;
+// gA[a] -= g sdot B[b], gB[b] -= g sdot A[a], in the order 0, H, 1, H + 1, ... (H = ceil(P / 2)).
+// For d <= 16 each row update is one 16-lane read-add-write: the lanes past d (the next row's first
+// values, or spare) get + 0 and are written back unchanged, the same operations per element as the
+// scalar loop (single-threaded, in order); rows within 16 values of a table's end take the scalar loop.
+CTRGRAPH_INLINE void pairs_backward(const float* A, int64_t VA, const int64_t* a, const float* B, int64_t VB,
+                                    const int64_t* b, int64_t P, int64_t d, const float* sdot, float g, float* gA,
+                                    float* gB) {
+  const int64_t H = (P + 1) / 2;
+  v16 lane;
+  for (int i = 0; i < W; ++i) lane[i] = static_cast<float>(i);
+  const v16 zero = v16{}, dl = splat(static_cast<float>(d));
+  const bool wide = d <= W;
   // pairs k and H + k alternately: neighbouring edges (which share a row) are not back to back
   for (int64_t q = 0; q < 2 * H; ++q) {
     const int64_t p = (q & 1) ? H + (q >> 1) : (q >> 1);
     if (p >= P) continue;
     const float w = -(sdot[p] * g);
-    const float* x = A + a[p] * d;
-    const float* y = B + b[p] * d;
-    float* gx = gA + a[p] * d;
-    float* gy = gB + b[p] * d;
+    const int64_t ra = a[p] * d, rb = b[p] * d;
+    if (wide && ra + W <= VA * d && rb + W <= VB * d) {
+      const v16 x = lane < dl ? load16(A + ra) : zero, y = lane < dl ? load16(B + rb) : zero;
+      store16(gA + ra, load16(gA + ra) + w * y);
+      store16(gB + rb, load16(gB + rb) + w * x);
+      continue;
+    }
+    const float* x = A + ra;
+    const float* y = B + rb;
+    float* gx = gA + ra;
+    float* gy = gB + rb;
     for (int64_t k = 0; k < d; ++k) {
       const float xk = x[k], yk = y[k];
       gx[k] += w * yk;
@@ -282,10 +296,10 @@ CTRGRAPH_CLONES double pairs_forward_any(const float* A, const int64_t* a, const
                                          const float* lse2, const int32_t* cnt2, float* S1, float* S2, float* sdot) {
   return pairs_forward(A, a, B, b, P, d, lse1, cnt1, lse2, cnt2, S1, S2, sdot);
 }
-CTRGRAPH_CLONES void pairs_backward_any(const float* A, const int64_t* a, const float* B, const int64_t* b,
-                                        int64_t P, int64_t d, const float* sdot, float g, float* gA, float* gB) {
-  if (d == 10) return pairs_backward<10>(A, a, B, b, P, d, sdot, g, gA, gB);
-  pairs_backward<0>(A, a, B, b, P, d, sdot, g, gA, gB);
+CTRGRAPH_CLONES void pairs_backward_any(const float* A, int64_t VA, const int64_t* a, const float* B, int64_t VB,
+                                        const int64_t* b, int64_t P, int64_t d, const float* sdot, float g, float* gA,
+                                        float* gB) {
+  pairs_backward(A, VA, a, B, VB, b, P, d, sdot, g, gA, gB);
 }
 
 // the distinct ids of ids [n] and ids2 [n2] in increasing order (each checked to be in [0, V))
@@ -406,7 +420,8 @@ std::vector<torch::Tensor> pair_softmax_backward(torch::Tensor g, torch::Tensor 
   float* gBp = same ? gAp : gB.data_ptr<float>();
   const float* Ap = A.data_ptr<float>();
   const float* Bp = B.data_ptr<float>();
-  pairs_backward_any(Ap, a.data_ptr<int64_t>(), Bp, b.data_ptr<int64_t>(), P, d, sdot.data_ptr<float>(), gv, gAp,
+  pairs_backward_any(Ap, A.size(0), a.data_ptr<int64_t>(), Bp, B.size(0), b.data_ptr<int64_t>(), P, d,
+                     sdot.data_ptr<float>(), gv, gAp,
                      gBp);
   // anchors of table T (gradient gT) against the negatives neg of table O (gradient gO)
   auto side = [&](const float* T, float* gT, const float* O, float* gO, const torch::Tensor& neg,
