@@ -188,7 +188,8 @@ class _FusedPairSoftmax(torch.autograd.Function):
     b); 2: two ways, B[b] also against the negatives ``neg_a`` of A's type."""
 
     @staticmethod
-    def forward(ctx, A, a, B, b, neg_b, neg_a, mode):
+    def forward(ctx, A: torch.Tensor, a: torch.Tensor, B: torch.Tensor, b: torch.Tensor, neg_b: torch.Tensor,
+                neg_a: torch.Tensor, mode: int) -> torch.Tensor:
         ext = search_graph_kernel()
         a, b, neg_b, neg_a = (x.long().contiguous() for x in (a, b, neg_b, neg_a))
         total, *state = ext.pair_softmax_forward(A, a, B, b, neg_b, neg_a, mode)
@@ -198,13 +199,13 @@ class _FusedPairSoftmax(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
+    def backward(ctx, g: torch.Tensor):
         A, a, B, b, neg_b, neg_a, *state = ctx.saved_tensors
         gA, gB = search_graph_kernel().pair_softmax_backward(g, A, a, B, b, neg_b, neg_a, ctx.mode, ctx.same, *state)
         return gA, None, (None if ctx.same else gB), None, None, None, None
 
 
-def _native(*tables: torch.Tensor):
+def _native(*tables: torch.Tensor) -> object | None:
     """The compiled kernel where the fused loss applies (float32 CPU tables), else None."""
     if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tables):
         return search_graph_kernel()
