@@ -206,3 +206,117 @@ def test_pair_ids_read_both_ends():
     assert a.tolist() == [103, 108, 105] and p.tolist() == [204, 212, 205]
     a, p = pr.ids(q.t().contiguous().t(), c)  # a non-contiguous view reads the same ids
     assert a.tolist() == [103, 108, 105]
+
+
+def _native_or_skip():
+    from ctrgraph.graphs import native
+
+    if native.search_graph_kernel() is None:
+        pytest.skip("the native kernel cannot be built here")
+
+
+def _listed(p):
+    return list(zip(p.b.tolist(), p.src.tolist(), p.dst.tolist()))
+
+
+@pytest.mark.parametrize("w, both", [(1, True), (2, False), (3, True), (7, False)])
+def test_native_window_pairs_equal_the_pytorch_path_in_order(w, both, monkeypatch):
+    _native_or_skip()
+    from ctrgraph.graphs import search_pairs as sp
+
+    rng = np.random.default_rng(w)
+    for L in (1, 4, 12):  # also windows wider than the sequence
+        mask = torch.tensor(rng.random((17, L)) < 0.7)  # holes in the middle too
+        got = window_pairs(mask, w, both=both)
+        with monkeypatch.context() as mp:
+            mp.setattr(sp, "search_graph_kernel", lambda: None)
+            want = window_pairs(mask, w, both=both)
+        assert _listed(got) == _listed(want)
+        assert got.b.dtype == got.src.dtype == got.dst.dtype == torch.long
+
+
+@pytest.mark.parametrize("both", [True, False])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("with_cats, with_sim", [(True, False), (True, True), (False, False)])
+def test_native_query_session_pairs_equal_sessions_then_pairs_in_order(both, dtype, with_cats, with_sim, monkeypatch):
+    """The fused q2q enumeration against query_sessions + session_pairs (PyTorch): gaps above and at
+    the limit, category changes and category 0, a similarity cut, padding holes and empty rows."""
+    _native_or_skip()
+    from ctrgraph.graphs import search_pairs as sp
+
+    rng = np.random.default_rng(5)
+    B, M = 23, 10
+    mask = torch.tensor(rng.random((B, M)) < 0.8)
+    mask[0] = False
+    ts = torch.tensor(np.cumsum(rng.choice([1, 20, 40, 41], (B, M)), axis=1)).to(dtype)  # gap 40: not a cut
+    cats = torch.tensor(rng.integers(0, 3, (B, M))).to(dtype) if with_cats else None
+    sim = torch.tensor(rng.random((B, M)), dtype=torch.float32) if with_sim else None
+    got = sp.query_session_pairs(ts, mask, 40, cats=cats, similarity=sim, min_similarity=0.2, both=both)
+    want = session_pairs(query_sessions(ts, mask, 40, cats=cats, similarity=sim, min_similarity=0.2), mask, both)
+    assert len(want) > 10 and _listed(got) == _listed(want)
+    assert mask[got.b, got.src].all() and mask[got.b, got.dst].all()  # a hole before the first query: no padded end
+    with monkeypatch.context() as mp:
+        mp.setattr(sp, "search_graph_kernel", lambda: None)
+        assert _listed(sp.query_session_pairs(ts, mask, 40, cats=cats, similarity=sim, min_similarity=0.2,
+                                              both=both)) == _listed(want)
+
+
+@pytest.mark.parametrize("both", [True, False])
+def test_native_span_pairs_on_time_ordered_rows_equal_the_keyed_path(both):
+    """Histories in time order (the fast path: one interval per query, ties included) and rows out of
+    order (sorted first), mixed in one batch: the keyed path's pairs in its order."""
+    _native_or_skip()
+    from ctrgraph.graphs import search_pairs as sp
+
+    rng = np.random.default_rng(11)
+    B, M, L = 60, 8, 15
+    qts = torch.tensor(np.sort(rng.integers(0, 400, (B, M)), axis=1))
+    its = torch.tensor(np.sort(rng.integers(0, 400, (B, L)), axis=1))
+    its[::3] = torch.tensor(rng.integers(0, 400, (len(its[::3]), L)))  # every third row out of order
+    its[1, 3:6] = its[1, 3]  # equal times
+    qcat, icat = torch.tensor(rng.integers(0, 3, (B, M))), torch.tensor(rng.integers(0, 3, (B, L)), dtype=torch.int32)
+    qm = torch.arange(M) < torch.tensor(rng.integers(0, M + 1, B)).unsqueeze(1)
+    im = torch.arange(L) < torch.tensor(rng.integers(0, L + 1, B)).unsqueeze(1)
+    d = "both" if both else "after"
+    fused = sp._span_pairs_native(qts, qm, qcat, its, im, icat, 60.0, d)
+    keyed = sp._span_pairs_keyed(qts, qm, qcat, its, im, icat.long(), 60.0, d)
+    assert len(keyed) > 50 and _listed(fused) == _listed(keyed)
+
+
+def test_native_pair_ids_equal_index_select(monkeypatch):
+    _native_or_skip()
+    from ctrgraph.graphs import search_pairs as sp
+
+    rng = np.random.default_rng(2)
+    q, c = torch.tensor(rng.integers(0, 99, (6, 4))), torch.tensor(rng.integers(0, 99, (6, 9)))
+    pr = sp.PairSet(torch.tensor(rng.integers(0, 6, 50)), torch.tensor(rng.integers(0, 4, 50)),
+                    torch.tensor(rng.integers(0, 9, 50)))
+    got = pr.ids(q, c)
+    with monkeypatch.context() as mp:
+        mp.setattr(sp, "search_graph_kernel", lambda: None)
+        want = pr.ids(q, c)
+    assert all(torch.equal(x, y) and x.dtype == torch.long for x, y in zip(got, want))
+    with pytest.raises(RuntimeError, match="out of range"):
+        sp.PairSet(torch.tensor([6]), torch.tensor([0]), torch.tensor([0])).ids(q, c)
+
+
+def test_native_queue_push_equals_the_pytorch_push(monkeypatch):
+    """The same ring, pointer and fill after pushes smaller than, equal to and larger than the queue,
+    with padding, wrapping and int32 / int64 ids."""
+    _native_or_skip()
+    from ctrgraph.layers import negative_queue
+    from ctrgraph.layers.negative_queue import IdQueue
+
+    rng = np.random.default_rng(4)
+    pushes = [torch.tensor(rng.integers(0, 50, n)).to(dt).reshape(-1, r)
+              for n, dt, r in ((6, torch.int64, 2), (0, torch.int64, 1), (13, torch.int32, 1), (40, torch.int64, 4),
+                               (7, torch.int32, 7), (13, torch.int64, 1))]
+    pushes.append(torch.zeros(5, dtype=torch.int64))  # all padding
+    fast, slow = IdQueue(13, 50), IdQueue(13, 50)
+    for ids in pushes:
+        fast.push(ids)
+        with monkeypatch.context() as mp:
+            mp.setattr(negative_queue, "search_graph_kernel", lambda: None)
+            slow.push(ids)
+        for x, y in ((fast.ids, slow.ids), (fast.ptr, slow.ptr), (fast.filled, slow.filled)):
+            assert torch.equal(x, y)

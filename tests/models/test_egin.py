@@ -156,6 +156,50 @@ def test_the_two_way_loss_equals_both_one_way_losses_with_gradients(same_table, 
     for x, y in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
         torch.testing.assert_close(x, y)
 
+@pytest.mark.parametrize("d, N", [(10, 100), (10, 37), (7, 100), (16, 20)])  # the unrolled paper sizes, others
+@pytest.mark.parametrize("kind", ["one way", "two ways, one table", "two ways, two tables"])
+def test_the_fused_native_loss_equals_the_pytorch_path(d, N, kind, monkeypatch):
+    """The C++ loss (forward and backward in one call each) against the PyTorch path, float32, with
+    repeated anchors, accidental hits (c = 1 and 2) and large logits; the gradients by the PyTorch
+    path's hand-written backward and by autograd through the per-pair reference."""
+    from ctrgraph.graphs import native
+    from ctrgraph.layers import negative_queue
+
+    if native.search_graph_kernel() is None:
+        pytest.skip("the native kernel cannot be built here")
+    torch.manual_seed(3)
+    V, P = 300, 3000
+    A = (torch.randn(V, d) * 1.5).requires_grad_()
+    B = A if kind == "two ways, one table" else (torch.randn(V + 11, d) * 1.5).requires_grad_()
+    a, b = torch.randint(1, V, (P,)), torch.randint(1, B.shape[0], (P,))
+    neg_a, neg_b = torch.randint(1, V, (N,)), torch.randint(1, B.shape[0], (N,))
+    neg_b[:3], neg_b[3], neg_a[:2] = b[:3], b[0], a[:2]
+    if kind == "two ways, one table":
+        neg_a = neg_b
+    params = [A] if B is A else [A, B]
+
+    def loss():
+        if kind == "one way":
+            return table_softmax_loss(A, a, B, b, neg_b)
+        return two_way_softmax_loss(A, a, B, b, neg_a, neg_b)
+
+    assert negative_queue._native(A, B) is not None
+    got = loss()
+    g_got = torch.autograd.grad(got, params)
+    with monkeypatch.context() as mp:
+        mp.setattr(negative_queue, "search_graph_kernel", lambda: None)
+        want = loss()
+        g_want = torch.autograd.grad(want, params)
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=0)
+    for x, y in zip(g_got, g_want):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-7)
+    ref = sampled_softmax_loss(A[a], B[b], b, B[neg_b], neg_b)
+    if kind != "one way":
+        ref = 0.5 * (ref + sampled_softmax_loss(B[b], A[a], a, A[neg_a], neg_a))
+    for x, y in zip(g_got, torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-7)
+
+
 def test_each_graph_loss_is_nonzero_and_reaches_its_table(search):
     m = _model(search)
     m.train()

@@ -30,6 +30,8 @@ _SPMM_SOURCE = Path(__file__).with_name("csrc") / "scaled_spmm.cpp"
 # the sparse product keeps IEEE order and rounding (no reassociation, no FMA contraction): its sums are
 # those of a fixed order (four partial sums per row), the same on every CPU path (AVX-512, AVX2, portable; tested)
 SPMM_CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+# EGIN's kernel: vectorised by explicit 16-lane vectors (its exp needs IEEE order: no reassociation)
+SEARCH_CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 
 
 def enabled() -> bool:
@@ -72,10 +74,11 @@ def kernel():
 
 
 def search_graph_kernel():
-    """EGIN's fused pieces (``csrc/search_graph.cpp``): the graph loss's per-pair passes (used by
-    :mod:`ctrgraph.layers.negative_queue`) and the q2i edge enumeration (:func:`ctrgraph.graphs.
-    search_pairs.span_pairs`); None as for :func:`kernel`."""
-    return build_extension("ctrgraph_search_graph", _SOURCE.with_name("search_graph.cpp"), "search-graph")
+    """EGIN's fused pieces (``csrc/search_graph.cpp``): the graph loss of one relation, forward and
+    backward (:class:`ctrgraph.layers.negative_queue._FusedPairSoftmax`), and the q2i edge enumeration
+    (:func:`ctrgraph.graphs.search_pairs.span_pairs`); None as for :func:`kernel`."""
+    return build_extension("ctrgraph_search_graph", _SOURCE.with_name("search_graph.cpp"), "search-graph",
+                           SEARCH_CFLAGS)
 
 
 def spmm_kernel():

@@ -5,7 +5,10 @@ stored graph.
 Every function takes padded ``[B, L]`` sequences (valid positions first, ``mask`` True there) and
 returns a :class:`PairSet`: for each edge the instance ``b`` and the positions ``src`` / ``dst`` in
 the two sequences. Each is a few masks and ``nonzero`` calls (i2i: one [B, L] mask per window
-offset; q2q and q2i: one [B, M, M'] mask): no Python loop over instances, positions or edges.
+offset; q2q and q2i: one [B, M, M'] mask): no Python loop over instances, positions or edges. On
+the CPU, where the native kernel is built (:func:`ctrgraph.graphs.native.search_graph_kernel`;
+``CTRGRAPH_NATIVE=0`` turns it off), one C++ pass per relation enumerates the same edges in the same
+order (tested), and :meth:`PairSet.ids` reads both ends in one pass.
 
 - :func:`window_pairs` (i2i, Algorithm 1 lines 2-6): every pair of clicks at most ``w`` positions
   apart, both directions, never a position with itself (``C[j-w : j+w]`` holds c_j; research notes
@@ -49,7 +52,13 @@ class PairSet:
 
     def ids(self, src_ids: torch.Tensor, dst_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The entity ids at the two ends, from the padded id sequences [B, L] and [B, L'] (flat
-        ``index_select``: ``src_ids[b, src]`` without advanced indexing's overhead)."""
+        ``index_select``: ``src_ids[b, src]`` without advanced indexing's overhead; int64 CPU ids: one
+        pass of the native kernel)."""
+        if src_ids.dtype == dst_ids.dtype == torch.long and src_ids.device.type == "cpu" and src_ids.dim() == 2:
+            ext = search_graph_kernel()
+            if ext is not None:
+                a, b = ext.pair_ids(self.b, self.src, self.dst, src_ids, dst_ids)
+                return a, b
         return (src_ids.reshape(-1).index_select(0, self.b * src_ids.shape[1] + self.src),
                 dst_ids.reshape(-1).index_select(0, self.b * dst_ids.shape[1] + self.dst))
 
@@ -71,6 +80,9 @@ def window_pairs(mask: torch.Tensor, w: int, both: bool = True) -> PairSet:
     (i < j), for losses that take both directions of a pair in one pass."""
     if w < 1:
         raise ValueError(f"window_pairs: the window must be >= 1, got {w}")
+    ext = search_graph_kernel() if mask.device.type == "cpu" else None
+    if ext is not None:  # the same edges in the same order, one pass (csrc/search_graph.cpp)
+        return PairSet(*ext.window_pairs(mask, w, both))
     B, L = mask.shape
     bs, srcs, dsts = [], [], []
     for o in [o for o in range(-w if both else 1, w + 1) if o != 0 and abs(o) < L]:  # 2w (w) offsets
@@ -101,7 +113,8 @@ def query_sessions(ts: torch.Tensor, mask: torch.Tensor, max_gap: float, cats: t
     """Session index of every query [B, M] (-1 on padding): a new session starts at the first query,
     after a gap ``ts[m] - ts[m-1] > max_gap``, where consecutive queries' category sets (``cats``
     [B, M] or [B, M, C]) do not intersect, or where ``similarity`` [B, M] (of query m to query m-1;
-    e.g. token overlap) is below ``min_similarity``."""
+    e.g. token overlap) is below ``min_similarity``; and at a row's first valid query (position 0
+    with valid positions first)."""
     _check("query_sessions", ts, mask, *([cats] if cats is not None else []))
     B, M = mask.shape
     new = torch.ones(B, M, dtype=torch.bool, device=mask.device)
@@ -115,6 +128,7 @@ def query_sessions(ts: torch.Tensor, mask: torch.Tensor, max_gap: float, cats: t
         if similarity is not None:
             cut |= similarity[:, 1:] < min_similarity
         new[:, 1:] = cut
+    new |= mask & (torch.cumsum(mask, dim=1) == 1)  # a row's first valid query (also after a padding hole)
     session = torch.cumsum(new & mask, dim=1) - 1
     return torch.where(mask, session, torch.full_like(session, -1))
 
@@ -133,6 +147,23 @@ def session_pairs(session: torch.Tensor, mask: torch.Tensor, both: bool = True) 
     keep = pos.unsqueeze(1) != pos if both else pos.unsqueeze(1) < pos  # [M, M]
     q, j = ((s.index_select(0, b) == session[b, i].unsqueeze(1)) & keep.index_select(0, i)).nonzero(as_tuple=True)
     return PairSet(b.index_select(0, q), i.index_select(0, q), j)
+
+
+def query_session_pairs(ts: torch.Tensor, mask: torch.Tensor, max_gap: float, cats: torch.Tensor | None = None,
+                        similarity: torch.Tensor | None = None, min_similarity: float = 0.0,
+                        both: bool = True) -> PairSet:
+    """q2q edges: ``session_pairs(query_sessions(ts, mask, max_gap, cats, similarity, min_similarity),
+    mask, both)``, on the CPU for integer timestamps, one category per query (or none) and a float32
+    (or no) similarity in one pass of the native kernel (the same edges in the same order, tested)."""
+    ext = search_graph_kernel() if mask.device.type == "cpu" and mask.numel() else None
+    if (ext is not None and not ts.is_floating_point() and (cats is None or (cats.dim() == 2 and not cats.is_floating_point()))
+            and (similarity is None or similarity.dtype == torch.float32)):
+        _check("query_sessions", ts, mask, *([cats] if cats is not None else []))
+        c = torch.ones_like(mask, dtype=torch.int32) if cats is None else cats  # None: no category cut
+        sim = similarity if similarity is not None else torch.zeros(0)
+        return PairSet(*ext.session_pairs(ts, mask, c, sim, float(max_gap), float(min_similarity), both))
+    return session_pairs(query_sessions(ts, mask, max_gap, cats=cats, similarity=similarity,
+                                        min_similarity=min_similarity), mask, both)
 
 
 def _session_runs(b: torch.Tensor, sess: torch.Tensor, M: int):

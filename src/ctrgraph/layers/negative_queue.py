@@ -30,7 +30,13 @@ class IdQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, ids: torch.Tensor) -> None:
-        """Append ``ids`` (any shape; 0 = padding is skipped), overwriting the oldest."""
+        """Append ``ids`` (any shape; 0 = padding is skipped), overwriting the oldest (CPU integer ids:
+        one pass of the native kernel, the same queue)."""
+        if ids.device.type == "cpu" and self.ids.device.type == "cpu" and ids.dtype in (torch.int32, torch.int64):
+            ext = search_graph_kernel()
+            if ext is not None:
+                ext.queue_push(self.ids, self.ptr, self.filled, ids)
+                return
         ids = ids.reshape(-1)
         ids = ids[ids > 0].long()
         size = self.ids.numel()
@@ -125,10 +131,9 @@ class _PairSoftplus(torch.autograd.Function):
     hits); with ``negA_e`` also the reverse direction, anchor B[b] against the negatives of A's type,
     which shares the pair's dot product, gathers and scatters (and, when both directions read one
     table and one negative set, ``shared``, the anchors' logits against the negatives). Hand-written
-    backward: no [P, N] tensor, the [P, d] gathers kept once. On the CPU where the native kernel is
-    built (:func:`ctrgraph.graphs.native.search_graph_kernel`; ``CTRGRAPH_NATIVE=0`` turns it off) the
-    pairs' dot products and the scatter of their gradient are fused passes (``csrc/search_graph.cpp``)
-    that allocate nothing of [P, d]; f and df/dz stay vectorised tensor operations.
+    backward: no [P, N] tensor, the [P, d] gathers kept once. The PyTorch path; on float32 CPU tables
+    where the native kernel is built (:func:`ctrgraph.graphs.native.search_graph_kernel`;
+    ``CTRGRAPH_NATIVE=0`` turns it off) :class:`_FusedPairSoftmax` computes the same in C++.
 
     Leaving the c hits out of the denominator: since a hit's vector is the positive's own row,
     -log(e^{a·p} / (e^{a·p} + S - c e^{a·p})) = log(1 - c + e^z) =: f(z, c), S = Σ_n e^{a·e_n};
@@ -137,14 +142,8 @@ class _PairSoftplus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A, a, B, b, negB_e, hits_ab, negA_e, hits_ba, shared):
-        ext = search_graph_kernel() if A.device.type == "cpu" and A.dtype == B.dtype else None
-        ctx.native = ext is not None
-        if ext is not None:  # the pairs' dot products without [P, d] gathers
-            ae = be = None
-            dot = ext.pair_dot(A, a, B, b)
-        else:
-            ae, be = A.index_select(0, a), B.index_select(0, b)
-            dot = (ae * be).sum(1)
+        ae, be = A.index_select(0, a), B.index_select(0, b)
+        dot = (ae * be).sum(1)
         P = a.numel()
         ctx.shared = shared  # one table and one negative set both ways (i2i, q2q): one logits matrix
         probs1, lse1, rows1, inv1 = _anchor_lse(A, torch.cat([a, b]) if shared else a, negB_e)
@@ -168,22 +167,49 @@ class _PairSoftplus(torch.autograd.Function):
         if s2 is not None:
             s2 = s2 * g
             sdot = s1 + s2
-        same = A is B
-        if ctx.native:  # z = lse - a·b in both directions: gA[a] -= sdot B[b], gB[b] -= sdot A[a]
-            gA, gB = search_graph_kernel().pair_scatter(A, a, B, b, -sdot, same)
-        else:
-            gA, gB = torch.zeros_like(A), torch.zeros_like(B)
-        gBl = gA if ctx.native and same else gB  # where B's rows accumulate
+        gA, gB = torch.zeros_like(A), torch.zeros_like(B)
         if ctx.shared:
             g_negB = _lse_backward(A, rows1, inv1, probs1, negB_e, torch.cat([s1, s2]), gA)
         else:
             g_negB = _lse_backward(A, rows1, inv1, probs1, negB_e, s1, gA)
             if negA_e is not None:
-                g_negA = _lse_backward(B, rows2, inv2, probs2, negA_e, s2, gBl)
-        if not ctx.native:
-            gA.index_add_(0, a, be * (-sdot).unsqueeze(1))
-            gB.index_add_(0, b, ae * (-sdot).unsqueeze(1))
-        return gA, None, (None if ctx.native and same else gB), None, g_negB, None, g_negA, None, None
+                g_negA = _lse_backward(B, rows2, inv2, probs2, negA_e, s2, gB)
+        gA.index_add_(0, a, be * (-sdot).unsqueeze(1))  # z = lse - a·b in both directions
+        gB.index_add_(0, b, ae * (-sdot).unsqueeze(1))
+        return gA, None, gB, None, g_negB, None, g_negA, None, None
+
+
+class _FusedPairSoftmax(torch.autograd.Function):
+    """The native path of :class:`_PairSoftplus` (``csrc/search_graph.cpp``, float32 CPU tables):
+    the same sum Σ_pairs f(z_ab, c_ab) [+ f(z_ba, c_ba)], forward and backward each one C++ call
+    that takes the tables and ids (negatives gathered and their gradient scattered inside) and keeps
+    only the anchors' softmax over the negatives [R, N] and df/dz [P] for the backward. ``mode`` 0:
+    one way; 1: two ways with one table and one negative set (one softmax for the union of a and
+    b); 2: two ways, B[b] also against the negatives ``neg_a`` of A's type."""
+
+    @staticmethod
+    def forward(ctx, A: torch.Tensor, a: torch.Tensor, B: torch.Tensor, b: torch.Tensor, neg_b: torch.Tensor,
+                neg_a: torch.Tensor, mode: int) -> torch.Tensor:
+        ext = search_graph_kernel()
+        a, b, neg_b, neg_a = (x.long().contiguous() for x in (a, b, neg_b, neg_a))
+        total, *state = ext.pair_softmax_forward(A, a, B, b, neg_b, neg_a, mode)
+        ctx.mode, ctx.same = mode, A is B
+        ctx.save_for_backward(A, a, B, b, neg_b, neg_a, *state)
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: torch.Tensor):
+        A, a, B, b, neg_b, neg_a, *state = ctx.saved_tensors
+        gA, gB = search_graph_kernel().pair_softmax_backward(g, A, a, B, b, neg_b, neg_a, ctx.mode, ctx.same, *state)
+        return gA, None, (None if ctx.same else gB), None, None, None, None
+
+
+def _native(*tables: torch.Tensor) -> object | None:
+    """The compiled kernel where the fused loss applies (float32 CPU tables), else None."""
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tables):
+        return search_graph_kernel()
+    return None
 
 
 def _hits(neg_ids: torch.Tensor, vocab: int, pos_ids: torch.Tensor) -> torch.Tensor:
@@ -201,6 +227,8 @@ def table_softmax_loss(anchor_table: torch.Tensor, anchor_ids: torch.Tensor, pos
     P = anchor_ids.numel()
     if P == 0:
         return (anchor_table.sum() + pos_table.sum()) * 0.0
+    if _native(anchor_table, pos_table) is not None:
+        return _FusedPairSoftmax.apply(anchor_table, anchor_ids, pos_table, pos_ids, neg_ids, neg_ids, 0) / P
     neg_e = pos_table.index_select(0, neg_ids)
     return _PairSoftplus.apply(anchor_table, anchor_ids, pos_table, pos_ids, neg_e,
                                _hits(neg_ids, pos_table.shape[0], pos_ids), None, None, False) / P
@@ -217,6 +245,8 @@ def two_way_softmax_loss(A: torch.Tensor, a: torch.Tensor, B: torch.Tensor, b: t
     if P == 0:
         return (A.sum() + B.sum()) * 0.0
     shared = A is B and neg_a is neg_b
+    if _native(A, B) is not None:
+        return _FusedPairSoftmax.apply(A, a, B, b, neg_b, neg_a, 1 if shared else 2) / (2 * P)
     negB_e = B.index_select(0, neg_b)
     negA_e = None if shared else A.index_select(0, neg_a)
     total = _PairSoftplus.apply(A, a, B, b, negB_e, _hits(neg_b, B.shape[0], b), negA_e, _hits(neg_a, A.shape[0], a),

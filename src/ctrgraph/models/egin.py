@@ -53,8 +53,7 @@ from torch import nn
 from ..data.schema import Field, Kind, Role
 from ..errors import ConfigError
 from ..graphs.search_pairs import (
-    query_sessions,
-    session_pairs,
+    query_session_pairs,
     span_pairs,
     window_pairs,
 )
@@ -299,9 +298,8 @@ class EGIN(CTRModel):
             qts, qcat = batch[self.qhist_ts.name], batch[self.qhist_cat.name].long()
             if cfg.beta > 0:
                 sim = batch[cfg.query_similarity_field] if cfg.query_similarity_field else None
-                sess = query_sessions(qts, qmask, cfg.session_gap, cats=qcat, similarity=sim,
-                                      min_similarity=cfg.min_query_similarity)
-                pr = session_pairs(sess, qmask, both=False).sample(cfg.max_pairs)
+                pr = query_session_pairs(qts, qmask, cfg.session_gap, cats=qcat, similarity=sim,
+                                         min_similarity=cfg.min_query_similarity, both=False).sample(cfg.max_pairs)
                 a, p = pr.ids(qh, qh)
                 out["egin_q2q"] = cfg.beta * two_way_softmax_loss(Wq, a, Wq, p, query_neg, query_neg)
             if cfg.gamma > 0:
@@ -310,8 +308,8 @@ class EGIN(CTRModel):
                 q, i = pr.ids(qh, hist)
                 # query -> item against item negatives, item -> query against query negatives, halved
                 out["egin_q2i"] = cfg.gamma * two_way_softmax_loss(Wq, q, Wi, i, query_neg, item_neg)
-            self.query_queue.push(qh[qkept if sub and cfg.subsample_target == "negatives" else qh > 0])
-        self.item_queue.push(hist[kept if sub and cfg.subsample_target == "negatives" else mask])
+            self.query_queue.push(qh[qkept] if sub and cfg.subsample_target == "negatives" else qh)  # push skips 0
+        self.item_queue.push(hist[kept] if sub and cfg.subsample_target == "negatives" else hist)
         return out
 
     def item_vectors(self) -> torch.Tensor | None:
