@@ -786,3 +786,66 @@ def test_numpy_integer_steps_equal_the_torch_code(tiny, monkeypatch):
         got.append((ids, op.dead_rows, op.dead_cols, op.s))
     for x, y in zip(*got):
         assert torch.equal(x, y)
+
+
+# ----- the training step's cost paths (issue 20): the same numbers as the plain compositions ------------
+def test_linear_attribute_node_equals_the_autograd_composition_bit_for_bit(tiny):
+    """The linear attribute stage as one autograd node (one-hot incidences applied as gathers) gives the
+    values of e W_0^T + sum_f R_f (T_f W_f^T) and the gradients of every table and of W that autograd
+    gives for that composition, bit for bit (categorical fields and a two-valued one, genres)."""
+    from ctrgraph.graphs import spmm
+
+    p = _provider(tiny, attr_mode="linear", graphs="attr")
+    p.train()
+    st = p._g
+    assert all(m[2] is not None for m in st["lin_t"]["u"]) and st["lin_t"]["i"][1][2] is None
+    gen = torch.Generator().manual_seed(0)
+    got = p._attribute_stage({})
+    ups = [torch.randn(z.shape, generator=gen) for z in got]
+    sum((z * u).sum() for z, u in zip(got, ups)).backward()
+    grads = {n: q.grad.clone() for n, q in p.named_parameters() if q.grad is not None}
+    p.zero_grad()
+    want = []
+    for side, owner, fields in (("u", "user_id", p.uattr), ("i", "item_id", p.iattr)):
+        w = p.attr_lin[side].weight.split(4, dim=1)
+        out = p.tables[owner].weight @ w[0].t()
+        for (r, r_t, _), f, wf in zip(st["lin_t"][side], fields, w[1:]):
+            out = out + spmm(r, p.tables[f.table].weight @ wf.t(), r_t)
+        want.append(out)
+    sum((z * u).sum() for z, u in zip(want, ups)).backward()
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    ref = {n: q.grad for n, q in p.named_parameters() if q.grad is not None}
+    assert set(grads) == set(ref) and len(ref) == 8
+    for n in ref:
+        assert torch.equal(grads[n], ref[n]), n
+
+
+def test_provider_tables_pool_lazily_with_the_numbers_of_the_gathered_rows(tiny, monkeypatch):
+    """In training, sequence fields of this step's Eq. 22 table (hist_item_id) and of a plain table (genres)
+    stay lazy (``lookup_table``) and are pooled without the [B, L, d] gather: the field matrix and every
+    parameter's gradient equal those of the gathered rows (``lookup_table`` off) bit for bit."""
+    from ctrgraph.embeddings.base import EmbeddingProvider
+    from ctrgraph.embeddings.dg import DualGraphEmbedding
+    from ctrgraph.layers import native
+    from ctrgraph.layers.lookup import LazyRows
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    batch = _train_batch(tiny, np.arange(0, 300, 3))
+    runs = []
+    for lazy in (True, False):
+        if not lazy:
+            monkeypatch.setattr(DualGraphEmbedding, "lookup_table", EmbeddingProvider.lookup_table)
+        p = _provider(tiny)
+        p.train()
+        eb = p(batch)
+        raw = {n: dict.__getitem__(eb.values, n) for n in ("hist_item_id", "genres")}
+        assert all(isinstance(v, LazyRows) == lazy for v in raw.values())
+        E = eb.matrix()
+        E.backward(torch.randn(E.shape, generator=torch.Generator().manual_seed(1)))
+        runs.append((E.detach(), {n: q.grad for n, q in p.named_parameters() if q.grad is not None}))
+    (ea, ga), (eb_, gb) = runs
+    assert torch.equal(ea, eb_) and set(ga) == set(gb)
+    for n in ga:
+        assert torch.equal(ga[n], gb[n]), n

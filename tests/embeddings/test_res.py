@@ -302,3 +302,36 @@ def test_whole_table_lookup_equals_the_unique_rows_bit_for_bit(planted, g):
     (o1, r1, g1), (o2, r2, g2) = results
     assert torch.equal(o1, o2) and torch.equal(r1, r2) and len(g1) == len(g2) > 0
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+def test_plain_tables_pool_lazily_with_the_numbers_of_the_gathered_rows(planted, monkeypatch):
+    """In training, sequence and multi-valued fields of the plain tables (hist_cat, tags) stay lazy
+    (``lookup_table``; the item table's lookups do not: they record their rows for L(R)): the field
+    matrix, the auxiliary loss and every parameter's gradient equal those of the gathered rows bit for bit."""
+    from ctrgraph.embeddings.base import EmbeddingProvider
+    from ctrgraph.embeddings.res import ResEmbedding
+    from ctrgraph.layers import native
+    from ctrgraph.layers.lookup import LazyRows
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    tr = planted.split("train")
+    batch = {k: torch.as_tensor(np.asarray(v[:200])) for k, v in tr.items()}
+    runs = []
+    for lazy in (True, False):
+        if not lazy:
+            monkeypatch.setattr(ResEmbedding, "lookup_table", EmbeddingProvider.lookup_table)
+        p = _provider(planted, "gcn")
+        p.prepare(planted)
+        p.train()
+        eb = p(batch)
+        raw = {n: dict.__getitem__(eb.values, n) for n in ("hist_cat", "tags", "hist_item_id")}
+        assert [isinstance(v, LazyRows) for v in raw.values()] == [lazy, lazy, False]
+        E = eb.matrix()
+        aux = sum(eb.aux_losses().values())
+        ((E * torch.randn(E.shape, generator=torch.Generator().manual_seed(1))).sum() + aux).backward()
+        runs.append((E.detach(), aux.detach(), {n: q.grad for n, q in p.named_parameters() if q.grad is not None}))
+    (ea, aa, ga), (eb_, ab, gb) = runs
+    assert torch.equal(ea, eb_) and torch.equal(aa, ab) and set(ga) == set(gb)
+    for n in ga:
+        assert torch.equal(ga[n], gb[n]), n

@@ -195,6 +195,16 @@ class EmbeddingProvider(nn.Module):
         """Vectors of ``ids`` (any shape) in ``table`` -> ids.shape + (dim,)."""
         return embedding_rows(self.tables[table], ids)
 
+    def lookup_table(self, table: str, step: Step) -> tuple[torch.Tensor, int | None] | None:
+        """The whole [vocab, dim] tensor (and its padding row) whose rows :meth:`lookup` returns for
+        ``table`` in this step, so that a sequence field of it may stay lazy (pooled without the
+        [B, L, d] gather); None where :meth:`lookup` does more than gather rows of one tensor. A
+        subclass that overrides :meth:`lookup` returns None here unless it overrides this too."""
+        if type(self).lookup is not EmbeddingProvider.lookup:
+            return None
+        emb = self.tables[table]
+        return None if emb.sparse else (emb.weight, emb.padding_idx)
+
     def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
         """Named auxiliary losses of one call (e.g. Res-embedding's L2 on R)."""
         return {}
@@ -206,9 +216,10 @@ class EmbeddingProvider(nn.Module):
     # ----- forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> EmbeddedBatch:
         step = self.begin(batch)
-        # the plain tables' sequence fields may stay lazy (pooled without the [B, L, d] gather);
-        # not when a subclass changes how ids become vectors, or the rows must all be materialised
-        plain = type(self).lookup is EmbeddingProvider.lookup and not self.keep_rows and native_kernel() is not None
+        # sequence fields of a table that lookup only gathers from (plain tables, a graph provider's
+        # tables of this step: lookup_table) may stay lazy (pooled without the [B, L, d] gather);
+        # not when the rows must all be materialised
+        lazy = not self.keep_rows and native_kernel() is not None
         values: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for f in self.fields:
@@ -217,9 +228,9 @@ class EmbeddingProvider(nn.Module):
                 v = x.to(self.numeric[f.name].dtype).unsqueeze(-1) * self.numeric[f.name]
             else:
                 ids = x.long()
-                table = self.tables[f.table] if plain else None
-                if plain and f.is_sequence_like and not table.sparse and lazy_ok(table.weight, ids):
-                    v = LazyRows(table.weight, ids, table.padding_idx)  # gathered when read or pooled
+                src = self.lookup_table(f.table, step) if lazy and f.is_sequence_like else None
+                if src is not None and lazy_ok(src[0], ids):
+                    v = LazyRows(src[0], ids, src[1])  # gathered when read or pooled
                 else:
                     v = self.lookup(f.table, ids, step)
                 if f.is_sequence_like:

@@ -143,6 +143,69 @@ class StageAttention(nn.Module):
         return (w * c).sum(1)
 
 
+def _one_hot_rows(r: torch.Tensor) -> torch.Tensor | None:
+    """For a CSR matrix whose rows hold at most one stored entry, each equal to 1 (a row-normalised
+    categorical incidence), the column of every row, ``r.shape[1]`` for an empty row: ``r @ x`` is then
+    ``cat([x, 0]).index_select(0, sel)``, the same values (one term times 1; tested); None otherwise."""
+    crow, val = r.crow_indices(), r.values()
+    counts = crow.diff()
+    if r.layout != torch.sparse_csr or counts.numel() == 0 or bool((counts > 1).any()) or bool((val != 1).any()):
+        return None
+    sel = torch.full((r.shape[0],), r.shape[1], dtype=torch.int64, device=crow.device)
+    sel[counts == 1] = r.col_indices().long()
+    return sel
+
+
+def _mm_grads(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of ``a.mm(b)`` for the output gradient ``g`` as autograd's ``MmBackward0`` computes
+    them (``mm_mat1_backward`` / ``mm_mat2_backward``: the same products on the same strides)."""
+    if a.stride(0) == 1 and a.stride(1) == a.shape[0]:
+        ga = b.mm(g.t()).t()
+    else:
+        ga = g.mm(b.t())
+    if b.stride(0) == 1 and b.stride(1) == b.shape[0]:
+        gb = g.t().mm(a).t()
+    else:
+        gb = a.t().mm(g)
+    return ga, gb
+
+
+class _LinearAttributes(torch.autograd.Function):
+    """Fig. 4 (i)'s ``e W_0^T + sum_f R_f (T_f W_f^T)`` (``W``'s column blocks ``W_f``, CSR ``R_f`` with
+    their transposes) as one autograd node. Forward and backward run the operations autograd runs for
+    the composition (``mm``, ``sparse.mm``, the split's concatenation), so values and gradients are the
+    same bit for bit (tested), without about 30 autograd nodes per step. Each input gets one gradient
+    from here, so the order in which autograd adds a table's other gradients is unchanged. A one-hot
+    ``R_f`` (``mats``' third item, :func:`_one_hot_rows`) is applied as a gather in the forward."""
+
+    @staticmethod
+    def forward(ctx, e, weight, mats, *tables):
+        w = weight.split(e.shape[1], dim=1)
+        out = e.mm(w[0].t())
+        for (r, _, sel), t, wf in zip(mats, tables, w[1:]):
+            p = t.mm(wf.t())
+            if sel is None:
+                out = out + torch.sparse.mm(r, p)
+            else:  # [p; 0] gathered: r @ p without the sparse product's per-call cost
+                out = out + torch.cat([p, p.new_zeros(1, p.shape[1])]).index_select(0, sel)
+        ctx.save_for_backward(e, weight, *tables)
+        ctx.mats = mats
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        e, weight, *tables = ctx.saved_tensors
+        w = weight.split(e.shape[1], dim=1)
+        ge, gw0 = _mm_grads(g, e, w[0].t())
+        gws, gts = [gw0.t()], []
+        for (_, r_t, _), t, wf in zip(ctx.mats, tables, w[1:]):
+            gt, gwf = _mm_grads(torch.sparse.mm(r_t, g), t, wf.t())
+            gts.append(gt)
+            gws.append(gwf.t())
+        return (ge, torch.cat(gws, dim=1), None, *gts)
+
+
 class _GraphState(dict):
     """The normalised graphs (read-only after :meth:`DualGraphEmbedding.install`); copies of the
     provider share it (torch sparse CSR tensors cannot be deep-copied)."""
@@ -274,7 +337,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     st["lin"][side] = [to_torch_sparse(row_norm(b)) for b in mats]
                     # int32 copies and their transposes for the whole-table step (:meth:`_attribute_stage`):
                     # the backward reuses the transpose, where torch's own rebuilds it (a sort) every step
-                    st["lin_t"][side] = [(csr_int32(r), csr_int32(transpose_csr(r))) for r in st["lin"][side]]
+                    st["lin_t"][side] = [(csr_int32(r), csr_int32(transpose_csr(r)), _one_hot_rows(r))
+                                         for r in st["lin"][side]]
             if mats_all:
                 st["attr"] = DropGraph(sp.block_diag(mats_all, format="csr"), norm, iso).adjacency()
         cf = [(k, m) for k, m in (("uu", g.uu), ("vv", g.vv)) if k in self.graphs]
@@ -297,7 +361,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             return
         st = self._g
         st["lin"] = {s: [a.to(dev) for a in v] for s, v in st["lin"].items()}
-        st["lin_t"] = {s: [(a.to(dev), t.to(dev)) for a, t in v] for s, v in st["lin_t"].items()}
+        st["lin_t"] = {s: [tuple(None if a is None else a.to(dev) for a in m) for m in v] for s, v in st["lin_t"].items()}
         if "attr" in st:
             st["attr"] = st["attr"].to(dev)
         for k in ("cf1", "uv"):
@@ -354,10 +418,15 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     continue
                 # W [e; R_1 T_1; ...] = e W_0^T + sum_f R_f (T_f W_f^T) (W's column blocks W_f): the
                 # value tables are small, so no [n, (F + 1) d] concatenation and no GEMM with it
-                w = self.attr_lin[side].weight.split(e.shape[1], dim=1)
+                weight = self.attr_lin[side].weight
+                tables = [self.tables[f.table].weight for f in fields]
+                if torch.is_grad_enabled() and all(r.layout == torch.sparse_csr for r, *_ in mats):
+                    z[side] = _LinearAttributes.apply(e, weight, mats, *tables)  # one autograd node
+                    continue
+                w = weight.split(e.shape[1], dim=1)
                 out = e @ w[0].t()
-                for (r, r_t), f, wf in zip(mats, fields, w[1:]):
-                    out = out + spmm(r, self.tables[f.table].weight @ wf.t(), r_t)
+                for (r, r_t, _), t, wf in zip(mats, tables, w[1:]):
+                    out = out + spmm(r, t @ wf.t(), r_t)
                 z[side] = out
             return z["u"], z["i"]
         blocks = st["attr_blocks"]
@@ -521,6 +590,17 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         t = step["enh"].get(table)
         # table_lookup: a gather whose backward is one index_add (much cheaper than that of t[ids])
         return super().lookup(table, ids, step) if t is None else table_lookup(t, ids)
+
+    def lookup_table(self, table: str, step: Step) -> tuple[torch.Tensor, int | None] | None:
+        """This step's Eq. 22 table of ``table`` (no padding row), or the plain one; None for the
+        sampled rows of a ``fanouts`` step."""
+        if table in step["rows"]:
+            return None
+        t = step["enh"].get(table)
+        if t is None:
+            emb = self.tables[table]
+            return None if emb.sparse else (emb.weight, emb.padding_idx)
+        return t, None
 
     # ----- copies (eval-cache invalidation and export: served.ServedTables) -----------------
     def __getstate__(self):  # copies / pickles carry no eval cache

@@ -228,6 +228,14 @@ class ResEmbedding(EmbeddingProvider):
         step["rows"] = uniq if step["rows"] is None else torch.unique(torch.cat([step["rows"], uniq]))
         return out
 
+    def lookup_table(self, table: str, step: Step) -> tuple[torch.Tensor, int | None] | None:
+        """The plain table of every vocabulary but the item table (whose lookups record their rows
+        for L(R)): sequence fields of those (``hist_genre``) stay lazy, as with the plain provider."""
+        if table == self.item_table:
+            return None
+        emb = self.tables[table]
+        return None if emb.sparse else (emb.weight, emb.padding_idx)
+
     def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
         """lambda * L(R) (Eq. 9) of one call: over the item rows it looked up (``l2="batch"``)."""
         if not self.use_residual or self.lam == 0:
