@@ -20,7 +20,10 @@ states h [B, n, d_in] (h = e for k = 1), for all fields at once:
   (Eq. 12), H heads concatenated (Eq. 13, each head d_out / H wide) or averaged (Eq. 14, each d_out
   wide); output [B, n, d_out]. Because W_a is linear, Σ_j w_ij W_a(h_i ⊙ h_j) = W_a(h_i ⊙ Σ_j w_ij
   h_j): the [B, n, n, d] message tensor is never formed (only the pair products feeding Eq. 7 and
-  Eq. 10 are, fused in chunks).
+  Eq. 10 are, fused in chunks). On CPU the paper's configuration (this selection, p on the message,
+  softmax over N_i) runs Eq. 7-12 up to W_a in one fused kernel (``GraphFMLayer.native``,
+  layers/graphfm_native.py; same values to rounding); ``CTRGRAPH_NATIVE=0`` and every other switch
+  take the PyTorch path.
 - Readout: e*_i = e^(1)_i ‖ ... (Eq. 15, ``readout`` lists the layers, 0 = the input embedding
   e^(1) = e), mean over fields (Eq. 16), ŷ = p^T e* + b (Eq. 17; the bias is ours: it carries the
   base rate).
