@@ -20,7 +20,10 @@ states h [B, n, d_in] (h = e for k = 1), for all fields at once:
   (Eq. 12), H heads concatenated (Eq. 13, each head d_out / H wide) or averaged (Eq. 14, each d_out
   wide); output [B, n, d_out]. Because W_a is linear, Σ_j w_ij W_a(h_i ⊙ h_j) = W_a(h_i ⊙ Σ_j w_ij
   h_j): the [B, n, n, d] message tensor is never formed (only the pair products feeding Eq. 7 and
-  Eq. 10 are, fused in chunks).
+  Eq. 10 are, fused in chunks). On CPU the paper's configuration (this selection, p on the message,
+  softmax over N_i) runs Eq. 7-12 up to W_a in one fused kernel (``GraphFMLayer.native``,
+  layers/graphfm_native.py; same values to rounding); ``CTRGRAPH_NATIVE=0`` and every other switch
+  take the PyTorch path.
 - Readout: e*_i = e^(1)_i ‖ ... (Eq. 15, ``readout`` lists the layers, 0 = the input embedding
   e^(1) = e), mean over fields (Eq. 16), ŷ = p^T e* + b (Eq. 17; the bias is ours: it carries the
   base rate).
@@ -60,6 +63,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers.activation import activation as make_activation
+from ..layers.graphfm_native import aggregate as native_aggregate
+from ..layers.graphfm_native import applies as native_applies
+from ..layers.graphfm_native import kernel as native_kernel
 from ..layers.pair_linear import circulant_pairs, pair_linear
 from ..layers.softmax import softmax_last
 from .base import CTRModel, ModelConfig
@@ -216,14 +222,43 @@ class GraphFMLayer(nn.Module):
         w = alpha * p.unsqueeze(1) if cfg.p_on == "message" else alpha
         return P, p, mask, w
 
-    def forward(self, h: torch.Tensor, trace: list | None = None) -> torch.Tensor:
+    def native(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Eq. 7-12 up to W_a by the fused kernel (layers/graphfm_native.py) -> (x [B, n, H, d], the edge weights
+        w^h_ij as [B, n, H, n], P [B, n, n], mask [B, n, n]; only x carries gradients), or None where it does not
+        apply: another metric, selection or p/softmax switch, attention dropout while training, a non-CPU
+        tensor, sizes past the kernel's, export, or no kernel (``CTRGRAPH_NATIVE=0``)."""
         cfg = self.cfg
-        P, p, mask, w = self.edges(h)
-        if trace is not None:
-            trace.append({"scores": P.detach(), "p": p.detach(), "mask": mask, "weight": w.detach()})
-        agg = torch.einsum("bhij,bjd->bhid", w, h)  # Σ_j w_ij h_j per head
-        if cfg.aggregate == "interaction":
-            agg = agg * h.unsqueeze(1)  # Σ_j w_ij (h_i ⊙ h_j)
+        if not (cfg.selection and cfg.metric == "nmf" and cfg.select == "top_m" and cfg.p_on == "message"
+                and cfg.softmax_over == "selected" and h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64)
+                and not (self.training and cfg.attention_dropout > 0) and native_applies(self.n, cfg.heads, h.shape[-1])):
+            return None
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or native_kernel() is None:
+            return None
+        first, score = self.metric[0], self.score
+        sb = score.bias if score.bias is not None else score.weight.new_zeros(cfg.heads)
+        wc, bc = torch.cat([first.weight, score.weight]), torch.cat([first.bias, sb])  # Eq. 7's W1 | Eq. 10's a_h
+        slope = 0.2 if cfg.score_activation == "leaky_relu" else 0.0
+        return native_aggregate(h, wc, bc, self.metric[2].weight.view(-1), self.metric[2].bias, self.m,
+                                cfg.self_interaction, slope, cfg.aggregate == "interaction")
+
+    def forward(self, h: torch.Tensor, trace: list | None = None) -> torch.Tensor:
+        """h [B, n, d_in] -> e' [B, n, d_out] (Eq. 7-14)."""
+        cfg = self.cfg
+        nat = self.native(h)
+        if nat is not None:
+            agg, wn, P, mask = nat  # agg [B, n, H, d]: Σ_j w^h_ij (h_i ⊙ h_j); wn [B, n, H, n]
+            if trace is not None:
+                trace.append({"scores": P, "p": P * mask, "mask": mask, "weight": wn.transpose(1, 2)})
+            if cfg.head_merge == "concat" and not cfg.field_specific:  # Eq. 12-13: W^h_a per head, heads side by side
+                return self._finish(h, torch.einsum("bihd,hde->bihe", agg, self.W_a).flatten(2))
+            agg = agg.transpose(1, 2)  # [B, H, n, d] for the general path below
+        else:
+            P, p, mask, w = self.edges(h)
+            if trace is not None:
+                trace.append({"scores": P.detach(), "p": p.detach(), "mask": mask, "weight": w.detach()})
+            agg = torch.einsum("bhij,bjd->bhid", w, h)  # Σ_j w_ij h_j per head
+            if cfg.aggregate == "interaction":
+                agg = agg * h.unsqueeze(1)  # Σ_j w_ij (h_i ⊙ h_j)
         if cfg.field_specific:  # per (field, head) matmuls over the batch; faster than the einsum
             msg = (agg.permute(2, 1, 0, 3) @ self.W_a).permute(2, 1, 0, 3)
         else:
@@ -232,6 +267,12 @@ class GraphFMLayer(nn.Module):
             out = msg.permute(0, 2, 1, 3).flatten(2)  # Eq. 13
         else:
             out = msg.mean(dim=1)  # Eq. 14
+        return self._finish(h, out)
+
+    def _finish(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """σ of Eq. 12 on the merged heads out [B, n, d_out]; with ``residual_layernorm`` the official code's
+        LayerNorm(ReLU(out + ReLU(W_r h)))."""
+        cfg = self.cfg
         if not cfg.residual_layernorm:
             return self.act(out)
         res = F.relu((h.transpose(0, 1) @ self.W_r).transpose(0, 1))  # W_r: [n or 1, d_in, d_out]
