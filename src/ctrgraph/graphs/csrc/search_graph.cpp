@@ -33,10 +33,10 @@
 
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
+#include "../../layers/csrc/simd_exp.h"  // v16, v16i, exp_v16 (shared with layers_native.cpp)
+
 typedef float v8 __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
 constexpr int64_t W = 16;  // lanes
 
 #define CTRGRAPH_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -45,26 +45,6 @@ constexpr int64_t W = 16;  // lanes
 CTRGRAPH_INLINE v16 load16(const float* p) { v16 v; std::memcpy(&v, p, sizeof(v16)); return v; }
 CTRGRAPH_INLINE void store16(float* p, v16 v) { std::memcpy(p, &v, sizeof(v16)); }
 CTRGRAPH_INLINE v16 splat(float x) { return v16{} + x; }
-
-CTRGRAPH_INLINE v16 exp_v16(v16 x) {  // layers_native.cpp's exp_poly, lane-wise
-  const v16 lo = splat(-87.0f), hi = splat(88.0f);
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  v16 r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  v16 p = splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const v16i e = (__builtin_convertvector(n, v16i) + 127) << 23;
-  v16 scale;
-  std::memcpy(&scale, &e, sizeof(v16));
-  return p * scale;
-}
 
 // softplus(z) = max(z, 0) + log1p(u) and sigmoid(z), u = e^-|z| in (0, 1]: log1p(u) = 2 atanh(t),
 // t = u / (2 + u) in (0, 1/3], its series to t^17 (truncation below 1e-9 relative)

@@ -23,6 +23,8 @@
 
 namespace {
 
+#include "simd_exp.h"  // v16, v16i, exp_v16
+
 // exp for the softmax of the attention (inputs <= 0 there): Cody-Waite reduction by ln 2 (n rounded
 // to nearest by the 1.5 * 2^23 trick) and Cephes' degree-6 polynomial for expf (within 2 ulp of std::exp), written without calls or branches so
 // that the loop over a row vectorises
@@ -84,31 +86,10 @@ torch::Tensor pooled_lookup_backward(torch::Tensor g, torch::Tensor ids, torch::
 // row one DH-lane vector. The functions are
 // compiled for AVX-512, AVX2 and the baseline, picked at load time (target_clones), so a cached build
 // runs on any x86-64 CPU.
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-
 template <int DH>
 struct HeadVec {
   typedef float type __attribute__((vector_size(DH * 4)));
 };
-
-inline v16 exp_v16(v16 x) {  // exp_poly, lane-wise
-  const v16 lo = v16{} - 87.0f, hi = v16{} + 88.0f;
-  x = x < lo ? lo : x;
-  x = x > hi ? hi : x;
-  const v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  v16 r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  v16 p = v16{} + 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const v16i e = (__builtin_convertvector(n, v16i) + 127) << 23;
-  return p * reinterpret_cast<const v16&>(e);
-}
 
 // Vectorised over the query row i (lane i of a 16-lane vector, rows beyond F padded with zero Q and
 // G, never stored): a score vector S[j] holds s_{i,j} for all i, so the softmax's max and sum over j
