@@ -25,26 +25,9 @@ namespace {
 
 #include "simd_exp.h"  // v16, v16i, exp_v16
 
-// exp for the softmax of the attention (inputs <= 0 there): Cody-Waite reduction by ln 2 (n rounded
-// to nearest by the 1.5 * 2^23 trick) and Cephes' degree-6 polynomial for expf (within 2 ulp of std::exp), written without calls or branches so
-// that the loop over a row vectorises
-inline float exp_poly(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &e, sizeof(float));
-  return p * scale;
-}
+// exp for the generic attention loops: simd_exp.h's exp_v16 on one lane (the same operations as
+// the vectorised kernels, so both paths round alike)
+inline float exp_poly(float x) { return exp_v16(v16{} + x)[0]; }
 inline double exp_poly(double x) { return std::exp(x); }
 
 torch::Tensor pooled_lookup_backward(torch::Tensor g, torch::Tensor ids, torch::Tensor w, int64_t rows,
