@@ -25,7 +25,9 @@ Each stage runs in its own process so its peak RSS is its own::
     PYTHONPATH=src python benchmarks/out_of_core.py --sizes 1000000,10000000,50000000 --out /tmp/ooc
 
 Prints per size: write (parquet only) / generate+encode / epoch seconds, seconds per million
-instances, peak RSS of each stage (ru_maxrss, which counts the mapped columns' file-backed pages) and
+instances (wall; in brackets and in "fit CPU s / M" the CPU seconds of the encode stage and of the
+whole fit, graphs, epoch and evaluation: with ``--threads 1`` they do not grow with other jobs' load,
+so the linearity check holds on a busy machine too), the load average at the row, peak RSS of each stage (ru_maxrss, which counts the mapped columns' file-backed pages) and
 the anonymous part of it (sampled RssAnon: the memory the stage itself holds), and the epoch's test
 AUC (planted labels: a sanity check).
 """
@@ -58,6 +60,13 @@ CHUNK = 1_000_000
 
 def peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (with one thread: the stage's work whatever else
+    runs on the machine, so seconds per million stay comparable across sizes on a busy machine)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class AnonPeak:
@@ -179,9 +188,10 @@ def dataset(source: str, folder: Path):
 
 
 def encode(source: str, folder: Path) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     ds = dataset(source, folder)
-    return {"seconds": time.perf_counter() - t0, "peak_gib": peak_gib(), "rows": len(ds)}
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": cpu_seconds() - c0, "peak_gib": peak_gib(),
+            "rows": len(ds)}
 
 
 def train(source: str, folder: Path, threads: int, model_name: str = "deepfm") -> dict:
@@ -197,9 +207,10 @@ def train(source: str, folder: Path, threads: int, model_name: str = "deepfm") -
     t0 = time.perf_counter()
     model = build_model(model_name, FeatureSpec(ds.schema, ds.vocab_sizes), {}, dim=16)
     cfg = TrainConfig(epochs=1, batch_size=4096, lr=1e-3, progress=True, num_threads=threads)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), cpu_seconds()
     res = Trainer(cfg).fit(model, ds)  # prepare() (graphs from the memory-mapped train split) included
     return {"seconds": time.perf_counter() - t0, "epoch_seconds": res["seconds_per_epoch"],
+            "fit_cpu_seconds": cpu_seconds() - c1,
             "prepare_seconds": time.perf_counter() - t1 - res["seconds_per_epoch"],
             "peak_gib": peak_gib(), "test_auc": res["test"]["auc"], "model": model_name}
 
@@ -238,9 +249,9 @@ def main() -> None:
     if a.source == "taobao":
         taobao(a)
         return
-    print("| instances | model | write s | encode s | encode s / M | epoch s | epoch s / M | peak GiB write / encode / train "
-          "| of it anonymous (RssAnon) | test AUC |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| instances | model | write s | encode s | encode s / M (CPU) | epoch s | epoch s / M | fit CPU s / M "
+          "| peak GiB write / encode / train | of it anonymous (RssAnon) | test AUC | load avg |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in (int(x) for x in a.sizes.split(",")):
         root = Path(a.out) / f"n{n}"
         shutil.rmtree(root, ignore_errors=True)
@@ -251,10 +262,11 @@ def main() -> None:
         m = n / 1e6
         for model_name in a.models.split(","):
             t = stage("train", *src, "--threads", str(a.threads), "--models", model_name)
-            print(f"| {n:,} | {model_name} | {w['seconds']:.1f} | {e['seconds']:.1f} | {e['seconds'] / m:.2f} | "
-                  f"{t['epoch_seconds']:.1f} | {t['epoch_seconds'] / m:.2f} | {w['peak_gib']:.2f} / {e['peak_gib']:.2f} / "
+            print(f"| {n:,} | {model_name} | {w['seconds']:.1f} | {e['seconds']:.1f} | {e['seconds'] / m:.2f} "
+                  f"({e['cpu_seconds'] / m:.2f}) | {t['epoch_seconds']:.1f} | {t['epoch_seconds'] / m:.2f} | "
+                  f"{t['fit_cpu_seconds'] / m:.2f} | {w['peak_gib']:.2f} / {e['peak_gib']:.2f} / "
                   f"{t['peak_gib']:.2f} | {w['anon_peak_gib']:.2f} / {e['anon_peak_gib']:.2f} / {t['anon_peak_gib']:.2f} | "
-                  f"{t['test_auc']:.4f} |", flush=True)
+                  f"{t['test_auc']:.4f} | {os.getloadavg()[0]:.1f} |", flush=True)
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
 
