@@ -33,8 +33,11 @@ from peer_throughput import SETTINGS, Worker, export
 class TreeWorker(Worker):
     """A ``bound`` worker importing ctrgraph from ``src`` (``Worker`` always uses this tree's)."""
 
-    def __init__(self, src: Path, model: str, npz: Path, settings: dict, log: Path):
-        env = dict(os.environ, PYTHONPATH=str(src))
+    def __init__(self, src: Path, model: str, npz: Path, settings: dict, log: Path, tree: str):
+        # one extension cache per tree: both trees' kernels have the same names, and a shared cache would
+        # rebuild them in turn (one worker can end up timing the other tree's build)
+        ext = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions")) / f"ab_bound-{tree}"
+        env = dict(os.environ, PYTHONPATH=str(src), TORCH_EXTENSIONS_DIR=str(ext))
         self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "peers" / "worker.py"), "--tool", "bound", "--model", model,
@@ -76,7 +79,7 @@ def main() -> None:
         print("| model | base CPU s/epoch | new CPU s/epoch | base / new | last-batch loss base | new |")
         print("| --- | ---: | ---: | ---: | --- | --- |", flush=True)
         for model in a.models.split(","):
-            ws = {k: TreeWorker(src, model, npz, settings, tmp / f"{model}-{k}.log") for k, src in trees.items()}
+            ws = {k: TreeWorker(src, model, npz, settings, tmp / f"{model}-{k}.log", k) for k, src in trees.items()}
             cpu = {k: [] for k in ws}
             loss = {k: [] for k in ws}
             try:

@@ -51,6 +51,22 @@ def test_native_layer_equals_pytorch_path(monkeypatch, kernel, dtype, tol, d_in,
         torch.testing.assert_close(b, a, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("n,d_in,m,hidden", [(16, 5, 7, 20), (2, 33, 1, 16), (16, 64, 16, 3), (13, 17, 4, 16)])
+def test_native_sizes_off_the_16_lane_grid(monkeypatch, kernel, n, d_in, m, hidden):
+    """n = 16 fills every lane of the rank; widths and metric sizes that are no multiple of 16 take the
+    kernel's zero-padded tails; a duplicated field makes exact ties in P (float64 against the PyTorch path)."""
+    torch.manual_seed(6)
+    layer = GraphFMLayer(GraphFMConfig(dims=[48], metric_hidden=hidden), n, d_in, 48, m).double()
+    h = torch.randn(21, n, d_in, dtype=torch.float64)
+    h[:, -1] = h[:, 0]
+    h.requires_grad_(True)
+    g = torch.randn(21, n, 48, dtype=torch.float64)
+    ref = _run(monkeypatch, layer, h, g, native=False)
+    new = _run(monkeypatch, layer, h, g, native=True)
+    for a, b in zip(ref, new):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
 def test_native_gradcheck(kernel):
     """Gradients of x against finite differences (float64; away from selection ties and ReLU kinks)."""
     torch.manual_seed(3)

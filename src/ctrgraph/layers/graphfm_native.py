@@ -8,8 +8,9 @@ Eq. 13's concatenation directly. Per block of 16 batch rows the kernel forms the
 products h_i ⊙ h_j once (in L2) and maps them with one GEMM to the metric's hidden layer and the
 attention scores; the rest runs per row without [B, n, n] or [B, H, n, d] intermediates: Eq. 7's
 sigmoid, Eq. 8-9's top-m (the rank of each candidate: a stable descending sort, ties to the lower
-index), Eq. 10's LeakyReLU, Eq. 11's softmax over N_i and the weighted sum. The backward recomputes the
-sums and the products and writes the gradients of h and of the four parameters directly. The PyTorch
+index), Eq. 10's LeakyReLU, Eq. 11's softmax over N_i and the weighted sum (over N_i only: the other
+terms are exact zeros). The backward recomputes the sums and the products and writes the gradients of h
+and of the four parameters directly. The PyTorch
 path (GraphFMLayer.edges and the einsums) forms P, the mask, the softmax and the aggregates as separate
 [B, n, n] / [B, H, n, n] / [B, H, n, d] tensors, each a pass over memory forward and backward.
 

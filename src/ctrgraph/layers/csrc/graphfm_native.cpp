@@ -18,6 +18,10 @@
 //   the gradients of x (w, P and mask are not differentiated). It recomputes Σ_j w h_j and the pair
 //   products; the parameter gradients are summed per block of rows (threads take whole blocks: no
 //   shared accumulators) and the blocks' partial sums added at the end.
+// The per-row sums over j (softmax, Σ_j w h_j, <gS, h_j>, gh_j) run over N_i only, in ascending j: the
+// terms outside are exact zeros (alpha = w = 0), so skipping them keeps every value (m_2, m_3 < n: half
+// and a quarter of the work). Dot products and weighted sums use 16-lane vectors (Lanes), the rank the
+// 16 candidates at once.
 // The float loops are compiled for AVX-512, AVX2 and the baseline (target_clones), picked at load time,
 // so a cached build runs on any x86-64 CPU.
 #include <torch/extension.h>
@@ -25,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -71,30 +76,103 @@ inline __attribute__((always_inline)) void mirror_scores(const scalar_t* z, cons
     }
 }
 
+// 16 lanes of scalar_t in one vector value (a zmm register for float; GCC lowers it on narrower targets)
+template <typename scalar_t>
+struct Lanes {
+  typedef scalar_t v16 __attribute__((vector_size(16 * sizeof(scalar_t))));
+  typedef scalar_t v8 __attribute__((vector_size(8 * sizeof(scalar_t))));
+  typedef scalar_t v4 __attribute__((vector_size(4 * sizeof(scalar_t))));
+  typedef scalar_t v2 __attribute__((vector_size(2 * sizeof(scalar_t))));
+  static inline __attribute__((always_inline)) v16 load(const scalar_t* p) {
+    v16 v;
+    std::memcpy(&v, p, sizeof(v16));
+    return v;
+  }
+  static inline __attribute__((always_inline)) void store(scalar_t* p, v16 v) { std::memcpy(p, &v, sizeof(v16)); }
+  static inline __attribute__((always_inline)) v16 load_tail(const scalar_t* p, int64_t len) {  // len <= 16, zeros after
+    v16 v{};
+    std::memcpy(&v, p, len * sizeof(scalar_t));
+    return v;
+  }
+  // the pairwise sum of the lanes: lane l += lane l + w for w = 8, 4, 2, 1
+  static inline __attribute__((always_inline)) scalar_t sum(v16 a) {
+    const v8 b = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+    const v4 c = __builtin_shufflevector(b, b, 0, 1, 2, 3) + __builtin_shufflevector(b, b, 4, 5, 6, 7);
+    const v2 e = __builtin_shufflevector(c, c, 0, 1) + __builtin_shufflevector(c, c, 2, 3);
+    return e[0] + e[1];
+  }
+};
+
 // <a, b> over d entries in 16 independent lanes (a vector register), then a pairwise sum of the lanes
+// (a zero-padded tail adds exact zeros to the lanes it does not fill)
 template <typename scalar_t>
 inline __attribute__((always_inline)) scalar_t dot16(const scalar_t* a, const scalar_t* b, int64_t d) {
-  scalar_t acc[16] = {};
+  using L = Lanes<scalar_t>;
+  typename L::v16 acc{};
   int64_t c = 0;
-  for (; c + 16 <= d; c += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += a[c + l] * b[c + l];
-  for (int l = 0; c < d; ++c, ++l) acc[l] += a[c] * b[c];
-  for (int w = 8; w >= 1; w /= 2)
-    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-  return acc[0];
+  for (; c + 16 <= d; c += 16) acc += L::load(a + c) * L::load(b + c);
+  if (c < d) acc += L::load_tail(a + c, d - c) * L::load_tail(b + c, d - c);
+  return L::sum(acc);
 }
 
 // W2 · ReLU(z) over q entries, lanes as dot16
 template <typename scalar_t>
 inline __attribute__((always_inline)) scalar_t relu_dot16(const scalar_t* w2, const scalar_t* z, int64_t q) {
-  scalar_t acc[16] = {};
+  using L = Lanes<scalar_t>;
+  const typename L::v16 zero{};
+  typename L::v16 acc{};
   int64_t c = 0;
-  for (; c + 16 <= q; c += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += w2[c + l] * std::max(z[c + l], scalar_t(0));
-  for (int l = 0; c < q; ++c, ++l) acc[l] += w2[c] * std::max(z[c], scalar_t(0));
-  for (int w = 8; w >= 1; w /= 2)
-    for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-  return acc[0];
+  for (; c + 16 <= q; c += 16) {
+    const typename L::v16 zc = L::load(z + c);
+    acc += L::load(w2 + c) * (zc < zero ? zero : zc);  // std::max(z, 0)
+  }
+  if (c < q) {
+    const typename L::v16 zc = L::load_tail(z + c, q - c);
+    acc += L::load_tail(w2 + c, q - c) * (zc < zero ? zero : zc);
+  }
+  return L::sum(acc);
+}
+
+// out = Σ_{j in J} w_j h_j (in the order of J, from 0; the weights outside J are 0), times h_i where hi is given
+template <typename scalar_t>
+inline __attribute__((always_inline)) void weighted_sum(const scalar_t* hb, int64_t d, const int32_t* J, int64_t nj,
+                                                        const scalar_t* w, const scalar_t* hi, scalar_t* out) {
+  using L = Lanes<scalar_t>;
+  int64_t c = 0;
+  for (; c + 16 <= d; c += 16) {  // 16 columns in a register across all j
+    typename L::v16 acc{};
+    for (int64_t t = 0; t < nj; ++t) acc += w[J[t]] * L::load(hb + J[t] * d + c);
+    L::store(out + c, hi ? acc * L::load(hi + c) : acc);
+  }
+  for (; c < d; ++c) {
+    scalar_t acc = 0;
+    for (int64_t t = 0; t < nj; ++t) acc += w[J[t]] * hb[J[t] * d + c];
+    out[c] = hi ? acc * hi[c] : acc;
+  }
+}
+
+// rank[j] = the place of p[j] (j < n <= 16) in a stable descending sort: #{l : p_l > p_j} + #{l < j : p_l = p_j},
+// over 16 lanes of j at once (the lanes j >= n are never read back)
+template <typename scalar_t>
+inline __attribute__((always_inline)) void top_rank(const scalar_t* p, int64_t n, int32_t* rank) {
+  scalar_t pj[16] = {};
+  for (int64_t j = 0; j < n; ++j) pj[j] = p[j];
+  int32_t rk[16] = {};
+  for (int64_t l = 0; l < n; ++l) {
+    const scalar_t v = p[l];
+    for (int j = 0; j < 16; ++j) rk[j] += (v > pj[j]) | ((v == pj[j]) & (l < j));  // l ranks before j
+  }
+  for (int64_t j = 0; j < n; ++j) rank[j] = rk[j];
+}
+
+// J = the j with sel[j] (ascending); returns their count
+template <typename T>
+inline __attribute__((always_inline)) int64_t selected(const T* sel, int64_t n, int32_t* J) {
+  int64_t nj = 0;
+  for (int64_t j = 0; j < n; ++j)
+    if (sel[j]) J[nj++] = static_cast<int32_t>(j);
+  return nj;
 }
 
 void check(const torch::Tensor& h, const torch::Tensor& wc, const torch::Tensor& w2) {
@@ -127,7 +205,7 @@ inline __attribute__((always_inline)) void forward_rows(const Args<scalar_t>& a,
   const int64_t n = a.n, d = a.d, k = a.k, q = a.q, H = a.H, T = a.T;
   const Pairs& pr = *a.pr;
   scalar_t Pt[256], C[4 * 256], Pl[16], e[16];
-  int32_t rank[16];
+  int32_t rank[16], J[16];
   for (int64_t b = b0; b < b1; ++b) {
     const scalar_t* z = a.Z + b * T * k;
     for (int64_t t = 0; t < T; ++t) {  // Eq. 7: P_ij = sigmoid(W2 ReLU(W1 (h_i ⊙ h_j) + b1) + b2)
@@ -142,51 +220,38 @@ inline __attribute__((always_inline)) void forward_rows(const Args<scalar_t>& a,
     for (int64_t i = 0; i < n; ++i) {  // Eq. 8-9: rank of each candidate in a stable descending sort
       for (int64_t j = 0; j < n; ++j) Pl[j] = Pb[i * n + j];
       if (!a.self_interaction) Pl[i] = scalar_t(-1);  // last (P > 0), never kept: m < n - 1 here
-      for (int64_t j = 0; j < n; ++j) rank[j] = 0;
-      if (!a.keep_all)
-        for (int64_t l = 0; l < n; ++l) {
-          const scalar_t v = Pl[l];
-          for (int64_t j = 0; j < l; ++j) rank[j] += v > Pl[j];  // l after j: only a larger value ranks first
-          for (int64_t j = l + 1; j < n; ++j) rank[j] += v >= Pl[j];  // l before j: ties too
-        }
-      for (int64_t j = 0; j < n; ++j) mb[i * n + j] = rank[j] < a.m && (a.self_interaction || j != i);
+      if (!a.keep_all) top_rank(Pl, n, rank);
+      for (int64_t j = 0; j < n; ++j) mb[i * n + j] = (a.keep_all || rank[j] < a.m) && (a.self_interaction || j != i);
     }
     const scalar_t* hb = a.h + b * n * d;
-    for (int64_t i = 0; i < n; ++i)  // Eq. 10-11 (LeakyReLU, softmax over N_i), w = alpha P on N_i, Eq. 12
+    for (int64_t i = 0; i < n; ++i) {  // Eq. 10-11 (LeakyReLU, softmax over N_i), w = alpha P on N_i, Eq. 12
+      const int64_t nj = selected(mb + i * n, n, J);  // every sum below runs over N_i: the other terms are 0
+      const scalar_t* Pi = Pb + i * n;
       for (int64_t hh = 0; hh < H; ++hh) {
         const scalar_t* cr = C + (hh * n + i) * n;
-        const bool* mr = mb + i * n;
+        const int64_t r = ((b * n + i) * H + hh) * n;
+        scalar_t* al = a.alpha + r;
+        scalar_t* wr = a.w + r;
         scalar_t mx = -std::numeric_limits<scalar_t>::infinity();
-        for (int64_t j = 0; j < n; ++j) {
-          const scalar_t v = cr[j] > 0 ? cr[j] : cr[j] * a.slope;
-          e[j] = mr[j] ? v : -std::numeric_limits<scalar_t>::infinity();
-          mx = std::max(mx, e[j]);
+        for (int64_t t = 0; t < nj; ++t) {
+          const scalar_t c = cr[J[t]];
+          e[t] = c > 0 ? c : c * a.slope;
+          mx = std::max(mx, e[t]);
         }
         scalar_t sum = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          e[j] = std::exp(e[j] - mx);  // exp(-inf) = 0 outside N_i
-          sum += e[j];
+        for (int64_t t = 0; t < nj; ++t) {
+          e[t] = std::exp(e[t] - mx);
+          sum += e[t];
         }
-        const int64_t r = ((b * n + i) * H + hh) * n;
-        const scalar_t* Pi = Pb + i * n;
-        for (int64_t j = 0; j < n; ++j) {
-          const scalar_t al = e[j] / sum;
-          a.alpha[r + j] = al;
-          a.w[r + j] = al * Pi[j];
+        for (int64_t j = 0; j < n; ++j) al[j] = wr[j] = 0;
+        for (int64_t t = 0; t < nj; ++t) {
+          al[J[t]] = e[t] / sum;
+          wr[J[t]] = al[J[t]] * Pi[J[t]];
         }
         // x_ih = h_i ⊙ Σ_j w_ij h_j ("interaction", Eq. 12 before W_a) or Σ_j w_ij h_j ("feature")
-        scalar_t* xr = a.x + ((b * n + i) * H + hh) * d;
-        for (int64_t c = 0; c < d; ++c) xr[c] = 0;
-        for (int64_t j = 0; j < n; ++j) {
-          const scalar_t wj = a.w[r + j];
-          const scalar_t* hj = hb + j * d;
-          for (int64_t c = 0; c < d; ++c) xr[c] += wj * hj[c];
-        }
-        if (a.interaction) {
-          const scalar_t* hi = hb + i * d;
-          for (int64_t c = 0; c < d; ++c) xr[c] *= hi[c];
-        }
+        weighted_sum(hb, d, J, nj, wr, a.interaction ? hb + i * d : nullptr, a.x + ((b * n + i) * H + hh) * d);
       }
+    }
   }
 }
 
@@ -195,27 +260,26 @@ template <typename scalar_t>
 inline __attribute__((always_inline)) void backward_rows(const Args<scalar_t>& a, int64_t b0, int64_t b1) {
   const int64_t n = a.n, d = a.d, k = a.k, q = a.q, H = a.H, T = a.T;
   const Pairs& pr = *a.pr;
-  scalar_t C[4 * 256], gc[4 * 256], gP[256], gw[16], S[512], gS[512];
+  scalar_t gc[4 * 256], gP[256], gw[16], S[512], gS[512];
+  int32_t J[16];
   for (int64_t b = b0; b < b1; ++b) {
     const scalar_t* z = a.Z + b * T * k;
     const scalar_t* Pb = a.P + b * n * n;
     const scalar_t* hb = a.h + b * n * d;
     scalar_t* ghb = a.gh + b * n * d;
     for (int64_t t = 0; t < n * n; ++t) gP[t] = 0;
-    mirror_scores(z, pr, n, k, q, H, C);
+    for (int64_t t = 0; t < H * n * n; ++t) gc[t] = 0;
     for (int64_t i = 0; i < n; ++i)
       for (int64_t hh = 0; hh < H; ++hh) {
         const int64_t r = ((b * n + i) * H + hh) * n;
         const scalar_t* wr = a.w + r;
+        const scalar_t* al = a.alpha + r;
+        const int64_t nj = selected(al, n, J);  // alpha = w = 0 outside: their terms are 0, skipped
         const scalar_t* gxr = a.gx + ((b * n + i) * H + hh) * d;
         const scalar_t* hi = hb + i * d;
         // aggregation: S = Σ_j w_ij h_j (recomputed), gS = gx ⊙ h_i, gh_i += gx ⊙ S, gw_ij = <gS, h_j>
         if (a.interaction) {
-          for (int64_t c = 0; c < d; ++c) S[c] = 0;
-          for (int64_t j = 0; j < n; ++j) {
-            const scalar_t* hj = hb + j * d;
-            for (int64_t c = 0; c < d; ++c) S[c] += wr[j] * hj[c];
-          }
+          weighted_sum(hb, d, J, nj, wr, static_cast<const scalar_t*>(nullptr), S);
           for (int64_t c = 0; c < d; ++c) {
             gS[c] = gxr[c] * hi[c];
             ghb[i * d + c] += gxr[c] * S[c];
@@ -223,23 +287,22 @@ inline __attribute__((always_inline)) void backward_rows(const Args<scalar_t>& a
         } else {
           for (int64_t c = 0; c < d; ++c) gS[c] = gxr[c];
         }
-        for (int64_t j = 0; j < n; ++j) {
-          const scalar_t* hj = hb + j * d;
+        for (int64_t t = 0; t < nj; ++t) {
+          const int64_t j = J[t];
           scalar_t* ghj = ghb + j * d;
-          gw[j] = dot16(gS, hj, d);
+          gw[t] = dot16(gS, hb + j * d, d);
           const scalar_t wj = wr[j];
           for (int64_t c = 0; c < d; ++c) ghj[c] += wj * gS[c];
         }
-        const scalar_t* al = a.alpha + r;  // 0 outside N_i: no mask needed
         const scalar_t* Pi = Pb + i * n;
-        const scalar_t* cr = C + (hh * n + i) * n;
         scalar_t* gcr = gc + (i * H + hh) * n;
         scalar_t dot = 0;  // softmax backward: alpha (g' - <g', alpha>), g' = gw P (Eq. 11-12)
-        for (int64_t j = 0; j < n; ++j) dot += gw[j] * Pi[j] * al[j];
-        for (int64_t j = 0; j < n; ++j) {
-          const scalar_t v = al[j] * (gw[j] * Pi[j] - dot);
-          gcr[j] = cr[j] > 0 ? v : v * a.slope;  // LeakyReLU' (Eq. 10)
-          gP[i * n + j] += gw[j] * al[j];
+        for (int64_t t = 0; t < nj; ++t) dot += gw[t] * Pi[J[t]] * al[J[t]];
+        for (int64_t t = 0; t < nj; ++t) {
+          const int64_t j = J[t];
+          const scalar_t v = al[j] * (gw[t] * Pi[j] - dot);
+          gcr[j] = z[pr.tid[i * n + j] * k + q + hh] > 0 ? v : v * a.slope;  // LeakyReLU' (Eq. 10)
+          gP[i * n + j] += gw[t] * al[j];
         }
       }
     scalar_t* gzb = a.gz + (b - b0) * T * k;
@@ -250,12 +313,14 @@ inline __attribute__((always_inline)) void backward_rows(const Args<scalar_t>& a
       const scalar_t Pv = Pb[i * n + j];
       const scalar_t gs = gPt * (scalar_t(1) - Pv) * Pv;  // sigmoid' (Eq. 7)
       *a.gb2 += gs;
-      const scalar_t* zt = z + t * k;
-      scalar_t* gt = gzb + t * k;
+      const scalar_t* __restrict zt = z + t * k;
+      const scalar_t* __restrict w2 = a.w2;
+      scalar_t* __restrict gw2 = a.gw2;
+      scalar_t* __restrict gt = gzb + t * k;
       for (int64_t c = 0; c < q; ++c) {  // ReLU' of the metric's hidden layer
         const bool on = zt[c] > 0;
-        a.gw2[c] += gs * (on ? zt[c] : scalar_t(0));
-        gt[c] = on ? gs * a.w2[c] : scalar_t(0);
+        gw2[c] += gs * (on ? zt[c] : scalar_t(0));
+        gt[c] = on ? gs * w2[c] : scalar_t(0);
       }
       for (int64_t hh = 0; hh < H; ++hh) {
         scalar_t v = gc[(i * H + hh) * n + j];
