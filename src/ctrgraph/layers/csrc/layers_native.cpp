@@ -230,6 +230,67 @@ std::pair<FwdFn, BwdFn> specialised(int64_t dh, int64_t F) {
   }
 }
 
+// One step of torch.optim.Adam's single-tensor path (no amsgrad, maximize or weight decay) on float32
+// CPU tensors, bit for bit: every element rounded as ATen's kernels of that path round it, in their
+// order. exp_avg.lerp_(g, 1 - beta1) is ATen's vectorised lerp, fma(w, g - m, m) for |w| < 0.5 and
+// fma(w - 1, g - m, g) otherwise (its scalar tail rounds alike); exp_avg_sq.mul_(beta2) then
+// addcmul_(g, g, 1 - beta2) is fma((1 - beta2) g, g, beta2 v); the square root is torch's own
+// (at::sqrt, not correctly rounded everywhere), into a reused buffer; then
+// p + (-step_size m) / (sqrt(v) / bc2 + eps) as addcdiv_. The scalars are the optimizer's Python
+// doubles (same libm pow), cast to float where ATen casts them. Each state step is incremented here.
+CTRGRAPH_CLONES void adam_moments(const float* g, float* m, float* v, int64_t n, float w, float b2, float omb2) {
+  const bool small = std::fabs(w) < 0.5f;
+  const float c = small ? w : w - 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i], mi = m[i];
+    m[i] = std::fma(c, gi - mi, small ? mi : gi);
+    v[i] = std::fma(omb2 * gi, gi, v[i] * b2);
+  }
+}
+
+CTRGRAPH_CLONES void adam_params(float* p, const float* m, const float* s, int64_t n, float bc2s, float eps,
+                                 float nss) {
+  for (int64_t i = 0; i < n; ++i) p[i] = p[i] + (nss * m[i]) / (s[i] / bc2s + eps);
+}
+
+void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> grads,
+               std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
+               std::vector<torch::Tensor> steps, double lr, double beta1, double beta2, double eps) {
+  const size_t k = params.size();
+  TORCH_CHECK(grads.size() == k && exp_avgs.size() == k && exp_avg_sqs.size() == k && steps.size() == k,
+              "adam_step: lists of one length expected");
+  int64_t most = 0;
+  for (size_t i = 0; i < k; ++i) {
+    for (const auto* t : {&params[i], &grads[i], &exp_avgs[i], &exp_avg_sqs[i]})
+      TORCH_CHECK(t->scalar_type() == torch::kFloat && t->device().is_cpu() && t->is_contiguous() &&
+                  t->numel() == params[i].numel(), "adam_step: contiguous float32 CPU tensors of one size expected");
+    TORCH_CHECK(steps[i].scalar_type() == torch::kFloat && steps[i].numel() == 1 && steps[i].device().is_cpu(),
+                "adam_step: float32 CPU steps expected");
+    most = std::max(most, params[i].numel());
+  }
+  auto buf = torch::empty({most}, torch::dtype(torch::kFloat));
+  const float w = static_cast<float>(1.0 - beta1), b2 = static_cast<float>(beta2);
+  const float omb2 = static_cast<float>(1.0 - beta2), fe = static_cast<float>(eps);
+  constexpr int64_t grain = 32768;
+  for (size_t i = 0; i < k; ++i) {
+    float* st = steps[i].data_ptr<float>();
+    *st = *st + 1.0f;
+    const double step = *st;
+    const float nss = static_cast<float>(-(lr / (1.0 - std::pow(beta1, step))));
+    const float bc2s = static_cast<float>(std::pow(1.0 - std::pow(beta2, step), 0.5));
+    const int64_t n = params[i].numel();
+    float* p = params[i].data_ptr<float>();
+    const float* g = grads[i].data_ptr<float>();
+    float* m = exp_avgs[i].data_ptr<float>();
+    float* v = exp_avg_sqs[i].data_ptr<float>();
+    at::parallel_for(0, n, grain, [&](int64_t a, int64_t b) { adam_moments(g + a, m + a, v + a, b - a, w, b2, omb2); });
+    auto sq = buf.narrow(0, 0, n);
+    at::sqrt_out(sq, exp_avg_sqs[i].view({n}));
+    const float* s = sq.data_ptr<float>();
+    at::parallel_for(0, n, grain, [&](int64_t a, int64_t b) { adam_params(p + a, m + a, s + a, b - a, bc2s, fe, nss); });
+  }
+}
+
 // s[b] = sum_l w[b, l] T[ids[b, l]] through torch.bmm on chunks of `chunk` rows whose looked-up
 // rows are gathered into one reused buffer (L2-resident): the values of bmm(w [B, 1, L], T[ids]) bit
 // for bit (bmm computes every batch entry on its own), without the [B, L, d] gather.
@@ -421,4 +482,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
   m.def("small_attention_forward", &small_attention_forward, "softmax(scale Q K^T) V from qkv [B, F, 3 H dh]");
   m.def("small_attention_backward", &small_attention_backward, "dqkv of small_attention_forward");
+  m.def("adam_step", &adam_step, "torch.optim.Adam's single-tensor step on float32 CPU tensors (bit for bit)");
 }
