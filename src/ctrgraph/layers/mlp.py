@@ -6,6 +6,27 @@ from torch import nn
 
 from .activation import activation
 
+# activations whose backward reads their result only: applied in place on a fresh tensor that no
+# backward reads (a Linear's output: its backward reads its input and weight), the same values
+_IN_PLACE = {nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Tanh: torch.tanh_}
+
+
+def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``, in place on ``x`` for ReLU / Sigmoid / Tanh: for a fresh, non-view ``x`` that no
+    backward reads (the caller's promise), one tensor less."""
+    op = _IN_PLACE.get(type(act))
+    return op(x) if op is not None and not (torch.jit.is_tracing() or torch.jit.is_scripting()) else act(x)
+
+
+def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)`` with every ReLU / Sigmoid / Tanh right after a Linear applied in place on the
+    Linear's output (:func:`activate_`)."""
+    prev = None
+    for layer in layers:
+        x = activate_(layer, x) if type(prev) is nn.Linear else layer(x)
+        prev = layer
+    return x
+
 
 class MLP(nn.Module):
     """Linear -> [BatchNorm] -> activation -> [Dropout] per hidden layer, optional linear output."""
@@ -30,15 +51,4 @@ class MLP(nn.Module):
         self.out_dim = d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
-            return self.net(x)
-        prev = None
-        for layer in self.net:
-            if type(layer) is nn.ReLU and type(prev) is nn.Linear:
-                # in place on the linear layer's fresh output (its backward does not read it; ReLU's
-                # reads the result): the same values, one [B, h] tensor less per layer
-                x = torch.relu_(x)
-            else:
-                x = layer(x)
-            prev = layer
-        return x
+        return run_layers(self.net, x)

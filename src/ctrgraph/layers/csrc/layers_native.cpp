@@ -291,6 +291,61 @@ void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> gra
   }
 }
 
+// DCN-V2's cross layer x' = x0 * h + x (h = W x + b from torch's addmm), each product rounded before
+// the sum as torch's (x0 * h).add_(x): one pass instead of two.
+CTRGRAPH_CLONES void cross_fwd(const float* x0, const float* h, const float* x, float* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = x0[i] * h[i] + x[i];
+}
+
+torch::Tensor cross_layer_forward(torch::Tensor x0, torch::Tensor h, torch::Tensor x) {
+  TORCH_CHECK(x0.scalar_type() == torch::kFloat && x0.is_contiguous() && h.is_contiguous() && x.is_contiguous() &&
+              h.sizes() == x0.sizes() && x.sizes() == x0.sizes() && h.scalar_type() == torch::kFloat &&
+              x.scalar_type() == torch::kFloat, "cross_layer_forward: contiguous float32 tensors of one shape expected");
+  auto out = torch::empty_like(x0);
+  const float *a = x0.data_ptr<float>(), *b = h.data_ptr<float>(), *c = x.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, x0.numel(), 32768, [&](int64_t i0, int64_t i1) { cross_fwd(a + i0, b + i0, c + i0, o + i0, i1 - i0); });
+  return out;
+}
+
+// The elementwise part of one cross layer's backward, in autograd's order: the gradient of the
+// layer's output g = gp + gx (gp: the gradient reaching the output itself, gx: the next layer's
+// gh W, or none), written to g; gh = g * x0 (the gradient of h); the gradient of x0 accumulated as
+// autograd's input buffer sums it: acc <- acc_in + g * h, and for the first layer (x = x0: its
+// residual reaches x0 before its product) acc <- (acc_in + g) + g * h; no acc_in: nothing summed
+// yet (the first term is stored as is). g may alias gp, acc may alias acc_in.
+CTRGRAPH_CLONES void cross_bwd(const float* gp, const float* gx, float* go, const float* h, const float* x0,
+                               float* gh, const float* acc_in, float* acc, int64_t n, bool first) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gx ? gp[i] + gx[i] : gp[i];
+    go[i] = g;
+    gh[i] = g * x0[i];
+    const float a = g * h[i];
+    if (first) acc[i] = (acc_in ? acc_in[i] + g : g) + a;
+    else acc[i] = acc_in ? acc_in[i] + a : a;
+  }
+}
+
+void cross_layer_backward(torch::Tensor gp, c10::optional<torch::Tensor> gx, torch::Tensor g, torch::Tensor h,
+                          torch::Tensor x0, torch::Tensor gh, c10::optional<torch::Tensor> acc_in, torch::Tensor acc,
+                          bool first) {
+  for (const auto* t : {&gp, &g, &h, &x0, &gh, &acc})
+    TORCH_CHECK(t->scalar_type() == torch::kFloat && t->is_contiguous() && t->sizes() == x0.sizes(),
+                "cross_layer_backward: contiguous float32 tensors of one shape expected");
+  for (const auto* t : {&gx, &acc_in})
+    TORCH_CHECK(!t->has_value() || ((*t)->scalar_type() == torch::kFloat && (*t)->is_contiguous() &&
+                                    (*t)->sizes() == x0.sizes()), "cross_layer_backward: bad optional tensor");
+  const float* gpp = gp.data_ptr<float>();
+  const float* gxp = gx ? gx->data_ptr<float>() : nullptr;
+  const float *hp = h.data_ptr<float>(), *xp = x0.data_ptr<float>();
+  const float* ain = acc_in ? acc_in->data_ptr<float>() : nullptr;
+  float *gop = g.data_ptr<float>(), *ghp = gh.data_ptr<float>(), *ap = acc.data_ptr<float>();
+  at::parallel_for(0, x0.numel(), 32768, [&](int64_t i0, int64_t i1) {
+    cross_bwd(gpp + i0, gxp ? gxp + i0 : nullptr, gop + i0, hp + i0, xp + i0, ghp + i0, ain ? ain + i0 : nullptr,
+              ap + i0, i1 - i0, first);
+  });
+}
+
 // s[b] = sum_l w[b, l] T[ids[b, l]] through torch.bmm on chunks of `chunk` rows whose looked-up
 // rows are gathered into one reused buffer (L2-resident): the values of bmm(w [B, 1, L], T[ids]) bit
 // for bit (bmm computes every batch entry on its own), without the [B, L, d] gather.
@@ -482,5 +537,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
   m.def("small_attention_forward", &small_attention_forward, "softmax(scale Q K^T) V from qkv [B, F, 3 H dh]");
   m.def("small_attention_backward", &small_attention_backward, "dqkv of small_attention_forward");
+  m.def("cross_layer_forward", &cross_layer_forward, "x0 * h + x (DCN-V2 cross layer after its addmm)");
+  m.def("cross_layer_backward", &cross_layer_backward, "the elementwise backward of a DCN-V2 cross layer");
   m.def("adam_step", &adam_step, "torch.optim.Adam's single-tensor step on float32 CPU tensors (bit for bit)");
 }
