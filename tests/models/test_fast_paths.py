@@ -356,3 +356,36 @@ def test_cross_v2_kernel_is_bit_identical_to_the_modules(layers, structure):
         assert (a is None and b is None) or torch.equal(a, b)
     x64 = torch.randn(4, 48, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: net.double().fork(t)[0], (x64,))
+
+
+def test_augru_kernel_is_bit_identical_to_the_loop():
+    """layers.native.augru_last (DIEN's AUGRU as one native loop): the last state and the gradients of
+    x, the attention scores and all weights equal to the PyTorch loop's bit for bit in float32 (with
+    empty and full rows); float64 and all-state calls take the loop."""
+    from ctrgraph.layers import native
+    from ctrgraph.layers.recurrent import AttentionalGRU, _attentional_loop
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    torch.manual_seed(0)
+    B, L, I, H = 37, 9, 5, 8
+    mask = torch.arange(L) < torch.randint(0, L + 1, (B,)).unsqueeze(1)
+    scores = torch.randn(B, L).masked_fill(~mask, float("-inf"))
+    att = torch.nan_to_num(torch.softmax(scores, dim=1), nan=0.0).requires_grad_()
+    x = torch.randn(B, L, I, requires_grad=True)
+    gru = AttentionalGRU(I, H, "augru")
+    params = [x, att, *gru.parameters()]
+    up = torch.randn(B, H)
+
+    def run(fused: bool):
+        if fused:
+            out = gru.final(x, att, mask)
+        else:
+            a = (att * mask.to(att.dtype)).unsqueeze(-1)
+            out = _attentional_loop(gru.x2h(x), gru.h2h.weight.t(), a, "augru", False)
+        return out, torch.autograd.grad(out, params, up)
+
+    (o0, g0), (o1, g1) = run(False), run(True)
+    assert torch.equal(o0, o1)
+    for a, b in zip(g0, g1):
+        assert torch.equal(a, b)

@@ -20,6 +20,11 @@
   gradient of h and the running sum of x0's gradient). Its values and gradients are the plain
   modules' bit for bit: x0's gradient terms are summed in autograd's order for that graph (another
   branch's gradient on x0, passed back through the second output, first).
+- :func:`augru_last`: DIEN's AUGRU recurrence (the last state) as one Function: torch's mm,
+  sigmoid, tanh (and in the backward mm, sum, tanh_backward, sigmoid_backward) called from one
+  native loop over the steps, the arithmetic between them fused; values and gradients those of
+  :func:`ctrgraph.layers.recurrent._attentional_loop` bit for bit (the gradients of h and of U summed
+  in autograd's order for that loop).
 
 The extension is compiled on first use like :mod:`ctrgraph.graphs.native` (same switch,
 ``CTRGRAPH_NATIVE=0``); where it cannot be built, :func:`kernel` returns None and callers keep their
@@ -138,6 +143,26 @@ def cross_v2(x0: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) 
     (x_{l+1} = x0 * (x_l W_l^T + b_l) + x_l); x0' is x0 for another branch, whose gradient is summed
     into x0's in autograd's order for the plain modules. Needs :func:`kernel`."""
     return _CrossV2.apply(x0, *(t for wb in layers for t in wb))
+
+
+class _AUGRU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gx, w, a):
+        hs, *kept = kernel().augru_forward(gx, w, a)
+        ctx.save_for_backward(w, a, hs, *kept)
+        return hs[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        return tuple(kernel().augru_backward(g, *ctx.saved_tensors))
+
+
+def augru_last(gx: torch.Tensor, w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The last state [B, H] of the AUGRU recurrence over float32 gx [B, L, 3H], w [H, 3H], a [B, L, 1]
+    (:func:`ctrgraph.layers.recurrent._attentional_loop` with ``kind="augru"``, ``keep=False``).
+    Needs :func:`kernel`."""
+    return _AUGRU.apply(gx, w, a)
 
 
 class _SmallAttention(torch.autograd.Function):

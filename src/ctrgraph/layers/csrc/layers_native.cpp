@@ -346,6 +346,123 @@ void cross_layer_backward(torch::Tensor gp, c10::optional<torch::Tensor> gx, tor
   });
 }
 
+// DIEN's AUGRU recurrence (ctrgraph.layers.recurrent._attentional_loop, kind augru, last state only)
+// over gx [B, L, 3H] (W i_t + b: gates u, r, h~), w [H, 3H] (U transposed) and a [B, L, 1]:
+//   P = h w;  [u, r] = sigmoid(gx_u,r + P_u,r);  h~ = tanh(gx_h + r * P_h);  h' = h + (a u) (h~ - h)
+// with torch's mm, sigmoid and tanh (and in the backward its mm, sum, tanh_backward and
+// sigmoid_backward) and the arithmetic between them in native loops, each operation rounded as the
+// PyTorch loop's (no contraction). The forward keeps the states hs [L + 1, B, H], the gates S
+// [L, B, 2H], h~ [L, B, H], P_h [L, B, H] and a u [L, B, H] for the backward.
+std::vector<torch::Tensor> augru_forward(torch::Tensor gx, torch::Tensor w, torch::Tensor a) {
+  TORCH_CHECK(gx.dim() == 3 && gx.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat &&
+              a.scalar_type() == torch::kFloat && w.dim() == 2 && gx.size(2) == 3 * w.size(0) &&
+              w.size(1) == 3 * w.size(0) && a.dim() == 3 && a.size(0) == gx.size(0) && a.size(1) == gx.size(1) &&
+              a.size(2) == 1, "augru_forward: float32 gx [B, L, 3H], w [H, 3H], a [B, L, 1] expected");
+  gx = gx.contiguous();
+  a = a.contiguous();
+  const int64_t B = gx.size(0), L = gx.size(1), H = w.size(0), H3 = 3 * H;
+  auto hs = torch::zeros({L + 1, B, H}, gx.options());
+  auto S = torch::empty({L, B, 2 * H}, gx.options()), C = torch::empty({L, B, H}, gx.options());
+  auto GN = torch::empty({L, B, H}, gx.options()), UA = torch::empty({L, B, H}, gx.options());
+  const float *gp = gx.data_ptr<float>(), *ap = a.data_ptr<float>();
+  for (int64_t t = 0; t < L; ++t) {
+    auto h = hs[t];
+    auto P = at::mm(h, w);
+    const float* pp = P.data_ptr<float>();
+    float *sp = S[t].data_ptr<float>(), *cp = C[t].data_ptr<float>(), *np = GN[t].data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float *g = gp + (b * L + t) * H3, *pb = pp + b * H3;
+      float* sb = sp + b * 2 * H;
+      for (int64_t j = 0; j < 2 * H; ++j) sb[j] = g[j] + pb[j];
+    }
+    S[t].sigmoid_();
+    for (int64_t b = 0; b < B; ++b) {
+      const float *g = gp + (b * L + t) * H3 + 2 * H, *pb = pp + b * H3 + 2 * H, *r = sp + b * 2 * H + H;
+      float *cb = cp + b * H, *nb = np + b * H;
+      for (int64_t k = 0; k < H; ++k) {
+        nb[k] = pb[k];
+        cb[k] = g[k] + r[k] * pb[k];
+      }
+    }
+    C[t].tanh_();
+    const float* hp = h.data_ptr<float>();
+    float *up = UA[t].data_ptr<float>(), *op = hs[t + 1].data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float at = ap[b * L + t];
+      for (int64_t k = 0; k < H; ++k) {
+        const int64_t i = b * H + k;
+        const float ua = at * sp[b * 2 * H + k];
+        up[i] = ua;
+        op[i] = hp[i] + ua * (cp[i] - hp[i]);
+      }
+    }
+  }
+  return {hs, S, C, GN, UA};
+}
+
+// The gradients (gx [B, L, 3H], w [H, 3H], a [B, L, 1]) of augru_forward's last state, summed in
+// autograd's order for the PyTorch loop: h's gradient (g_h' - g_h' a u) + (g_P w^T); w's gradient
+// the steps' (g_P^T h)^T from the last step to the first.
+std::vector<torch::Tensor> augru_backward(torch::Tensor gH, torch::Tensor w, torch::Tensor a, torch::Tensor hs,
+                                          torch::Tensor S, torch::Tensor C, torch::Tensor GN, torch::Tensor UA) {
+  a = a.contiguous();
+  const int64_t L = C.size(0), B = C.size(1), H = C.size(2), H3 = 3 * H;
+  auto opts = C.options();
+  auto ggx = torch::empty({B, L, H3}, opts), ga = torch::empty({B, L, 1}, opts);
+  auto g = gH.contiguous().clone(), ghp = torch::empty({B, H}, opts), gdiff = torch::empty({B, H}, opts);
+  auto pu = torch::empty({B, H}, opts), gn = torch::empty({B, H}, opts), gS = torch::empty({B, 2 * H}, opts);
+  auto gpre = torch::empty({B, 2 * H}, opts), gP = torch::empty({B, H3}, opts), gat = torch::empty({B, 1}, opts);
+  auto wt = w.t();
+  torch::Tensor gw;
+  const float* ap = a.data_ptr<float>();
+  float *ggp = ggx.data_ptr<float>(), *gap = ga.data_ptr<float>(), *gg = g.data_ptr<float>();
+  float *ghpp = ghp.data_ptr<float>(), *gdp = gdiff.data_ptr<float>(), *pup = pu.data_ptr<float>();
+  float *gnp = gn.data_ptr<float>(), *gsp = gS.data_ptr<float>(), *gprep = gpre.data_ptr<float>();
+  float *gPp = gP.data_ptr<float>(), *gatp = gat.data_ptr<float>();
+  for (int64_t t = L - 1; t >= 0; --t) {
+    auto h = hs[t];
+    const float *hp = h.data_ptr<float>(), *sp = S[t].data_ptr<float>(), *cp = C[t].data_ptr<float>();
+    const float *np = GN[t].data_ptr<float>(), *up = UA[t].data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float at = ap[b * L + t];
+      for (int64_t k = 0; k < H; ++k) {
+        const int64_t i = b * H + k;
+        const float gua = gg[i] * (cp[i] - hp[i]);
+        const float gd = gg[i] * up[i];
+        gdp[i] = gd;
+        ghpp[i] = gg[i] + (-gd);
+        pup[i] = gua * sp[b * 2 * H + k];
+        gsp[b * 2 * H + k] = gua * at;
+      }
+    }
+    at::sum_out(gat, pu, {1}, true);
+    for (int64_t b = 0; b < B; ++b) gap[b * L + t] = gatp[b];
+    at::tanh_backward_out(gn, gdiff, C[t]);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < H; ++k) {
+        const int64_t i = b * H + k;
+        gsp[b * 2 * H + H + k] = gnp[i] * np[i];
+        gPp[b * H3 + 2 * H + k] = gnp[i] * sp[b * 2 * H + H + k];
+        ggp[(b * L + t) * H3 + 2 * H + k] = gnp[i];
+      }
+    at::sigmoid_backward_out(gpre, gS, S[t]);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < 2 * H; ++j) {
+        const float v = gprep[b * 2 * H + j];
+        gPp[b * H3 + j] = v;
+        ggp[(b * L + t) * H3 + j] = v;
+      }
+    auto dw = gP.t().mm(h).t();
+    gw = gw.defined() ? gw + dw : dw;
+    if (t > 0) {
+      auto gm = gP.mm(wt);
+      const float* gmp = gm.data_ptr<float>();
+      for (int64_t i = 0; i < B * H; ++i) gg[i] = ghpp[i] + gmp[i];
+    }
+  }
+  return {ggx, gw, ga};
+}
+
 // s[b] = sum_l w[b, l] T[ids[b, l]] through torch.bmm on chunks of `chunk` rows whose looked-up
 // rows are gathered into one reused buffer (L2-resident): the values of bmm(w [B, 1, L], T[ids]) bit
 // for bit (bmm computes every batch entry on its own), without the [B, L, d] gather.
@@ -539,5 +656,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("small_attention_backward", &small_attention_backward, "dqkv of small_attention_forward");
   m.def("cross_layer_forward", &cross_layer_forward, "x0 * h + x (DCN-V2 cross layer after its addmm)");
   m.def("cross_layer_backward", &cross_layer_backward, "the elementwise backward of a DCN-V2 cross layer");
+  m.def("augru_forward", &augru_forward, "DIEN's AUGRU recurrence, last state (and what the backward needs)");
+  m.def("augru_backward", &augru_backward, "gradients of augru_forward (autograd's order for the PyTorch loop)");
   m.def("adam_step", &adam_step, "torch.optim.Adam's single-tensor step on float32 CPU tensors (bit for bit)");
 }
