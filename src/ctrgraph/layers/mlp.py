@@ -1,6 +1,8 @@
 """Multi-layer perceptron (DG-ENN Eq. 5-6: a^(l) = sigma(W a^(l-1) + b))."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -11,19 +13,22 @@ from .activation import activation
 _IN_PLACE = {nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Tanh: torch.tanh_}
 
 
-def activate_(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)``, in place on ``x`` for ReLU / Sigmoid / Tanh: for a fresh, non-view ``x`` that no
-    backward reads (the caller's promise), one tensor less."""
-    op = _IN_PLACE.get(type(act))
-    return op(x) if op is not None and not (torch.jit.is_tracing() or torch.jit.is_scripting()) else act(x)
+def in_place_activation(act: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The in-place form of ``act`` (ReLU / Sigmoid / Tanh: their backward reads their result only),
+    for a fresh, non-view input that no backward reads; None for any other module, and while
+    tracing or scripting."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return None
+    return _IN_PLACE.get(type(act))
 
 
 def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """``layers(x)`` with every ReLU / Sigmoid / Tanh right after a Linear applied in place on the
-    Linear's output (:func:`activate_`)."""
+    Linear's output (:func:`in_place_activation`): the same values, one tensor less each."""
     prev = None
     for layer in layers:
-        x = activate_(layer, x) if type(prev) is nn.Linear else layer(x)
+        op = in_place_activation(layer) if type(prev) is nn.Linear else None
+        x = op(x) if op is not None else layer(x)
         prev = layer
     return x
 
