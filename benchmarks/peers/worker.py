@@ -38,6 +38,7 @@ class OursSide:
         from ctrgraph.data.loader import BatchLoader
         from ctrgraph.data.schema import FeatureSpec
         from ctrgraph.runs.assemble import dataset_for, model_for
+        from ctrgraph.train.optim import build_optimizer
         from ctrgraph.train.trainer import init_prior_bias, predict_logits
 
         ov = ["data.name=ml100k", f"data.data_dir={settings['data_dir']}", f"model.name={model}",
@@ -59,7 +60,7 @@ class OursSide:
         m.prepare(data)
         if m.wants_prior_bias():
             init_prior_bias(m, data)  # as the trainer does (train.prior_bias: auto)
-        self.opt = torch.optim.Adam(m.parameters(), lr=settings["lr"], weight_decay=cfg.train.weight_decay)
+        self.opt = build_optimizer(m, cfg.train)  # the trainer's: Adam at train.lr = settings["lr"]
         self.aux_weights = cfg.train.aux_weights
         self.loader = BatchLoader(data.split("train"), data.schema, settings["batch_size"], shuffle=True,
                                   seed=settings["seed"])

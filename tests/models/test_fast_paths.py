@@ -316,3 +316,76 @@ def test_small_attention_kernel_matches_sdpa_and_gradcheck():
             torch.testing.assert_close(native.small_attention(qkv, H, scale), ref, rtol=1e-5, atol=1e-5)
     x = torch.randn(3, 5, 3 * 2 * 4, dtype=torch.double, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: native.small_attention(t, 2, 0.7), (x,))
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("structure", ["parallel", "stacked", "cross_only"])
+def test_cross_v2_kernel_is_bit_identical_to_the_modules(layers, structure):
+    """layers.native.cross_v2 (DCN-V2's cross network as one Function, CrossNetV2.fork): the loss and
+    every gradient equal to the plain modules' bit for bit in float32, with x0 also feeding a deep
+    branch (its gradient summed into x0's in autograd's order), feeding nothing else, or with the
+    deep branch on top; float64 takes the modules."""
+    from ctrgraph.layers import native
+    from ctrgraph.layers.cross import CrossNetV2
+    from ctrgraph.layers.mlp import MLP
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    torch.manual_seed(layers)
+    net, deep = CrossNetV2(48, layers), MLP(48, [32, 16], out_dim=None)
+    head = nn.Linear({"parallel": 48 + 16, "stacked": 16, "cross_only": 48}[structure], 1)
+    emb = torch.randn(64, 3, 16, requires_grad=True)
+    params = [emb, *net.parameters(), *deep.parameters()]
+
+    def run(fused: bool):
+        x0 = emb.flatten(1) * 1.0
+        if fused:
+            xc, x0d = net.fork(x0)
+        else:
+            xc, x0d = x0, x0
+            for lin in net.layers:
+                xc = x0 * lin(xc) + xc
+        z = {"parallel": lambda: torch.cat([xc, deep(x0d)], 1), "stacked": lambda: deep(xc),
+             "cross_only": lambda: xc}[structure]()
+        loss = torch.sigmoid(head(z)).sum()
+        return loss, torch.autograd.grad(loss, params, allow_unused=True)
+
+    (lr, gr), (lf, gf) = run(False), run(True)
+    assert torch.equal(lr, lf)
+    for a, b in zip(gr, gf):
+        assert (a is None and b is None) or torch.equal(a, b)
+    x64 = torch.randn(4, 48, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: net.double().fork(t)[0], (x64,))
+
+
+def test_augru_kernel_is_bit_identical_to_the_loop():
+    """layers.native.augru_last (DIEN's AUGRU as one native loop): the last state and the gradients of
+    x, the attention scores and all weights equal to the PyTorch loop's bit for bit in float32 (with
+    empty and full rows); float64 and all-state calls take the loop."""
+    from ctrgraph.layers import native
+    from ctrgraph.layers.recurrent import AttentionalGRU, _attentional_loop
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    torch.manual_seed(0)
+    B, L, I, H = 37, 9, 5, 8
+    mask = torch.arange(L) < torch.randint(0, L + 1, (B,)).unsqueeze(1)
+    scores = torch.randn(B, L).masked_fill(~mask, float("-inf"))
+    att = torch.nan_to_num(torch.softmax(scores, dim=1), nan=0.0).requires_grad_()
+    x = torch.randn(B, L, I, requires_grad=True)
+    gru = AttentionalGRU(I, H, "augru")
+    params = [x, att, *gru.parameters()]
+    up = torch.randn(B, H)
+
+    def run(fused: bool):
+        if fused:
+            out = gru.final(x, att, mask)
+        else:
+            a = (att * mask.to(att.dtype)).unsqueeze(-1)
+            out = _attentional_loop(gru.x2h(x), gru.h2h.weight.t(), a, "augru", False)
+        return out, torch.autograd.grad(out, params, up)
+
+    (o0, g0), (o1, g1) = run(False), run(True)
+    assert torch.equal(o0, o1)
+    for a, b in zip(g0, g1):
+        assert torch.equal(a, b)

@@ -115,5 +115,5 @@ def test_dense_default_is_plain_adam(planted):
     model = _model(planted, sparse=False)
     assert not sparse_parameters(model)
     opt = build_optimizer(model, TrainConfig(lr=0.01, weight_decay=0.001))
-    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["weight_decay"] == 0.001
+    assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["weight_decay"] == 0.001
     assert len(opt.param_groups) == 1 and len(opt.param_groups[0]["params"]) == len(list(model.parameters()))

@@ -13,6 +13,8 @@ from torch import nn
 
 from .activation import activation
 from .interaction import upper_pairs
+from .native import cross_v2
+from .native import kernel as native_kernel
 
 
 class CrossNet(nn.Module):
@@ -45,12 +47,26 @@ class CrossNetV2(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_layers))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.fork(x0)[0]
+
+    def fork(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_L, x0 for another branch of the model). Training on contiguous float32 CPU inputs with
+        the native kernel: :func:`~ctrgraph.layers.native.cross_v2` (the same values and gradients,
+        the elementwise work fused; x0's gradient from the other branch enters through the second
+        output, so its terms add up in the plain graph's order); otherwise the modules."""
+        params = [t for lin in self.layers for t in (lin.weight, lin.bias)]
+        if (len(self.layers) and x0.device.type == "cpu" and x0.dtype == torch.float32 and x0.is_contiguous()
+                and x0.dim() == 2
+                and torch.is_grad_enabled() and (x0.requires_grad or any(p.requires_grad for p in params))
+                and all(p.dtype == torch.float32 for p in params) and not torch.is_autocast_enabled("cpu")
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting() and native_kernel() is not None):
+            return cross_v2(x0, [(lin.weight, lin.bias) for lin in self.layers])
         x = x0
         for lin in self.layers:
             # x0 * lin(x) + x, the sum taken in place on the fresh product (the product's backward
             # reads x0 and lin(x), not its result): the same values, one [B, D] tensor less per layer
             x = (x0 * lin(x)).add_(x)
-        return x
+        return x, x0
 
 
 class CrossNetMix(nn.Module):
@@ -89,6 +105,10 @@ class CrossNetMix(nn.Module):
             gates = torch.softmax(x @ self.gate[l], dim=-1)         # [B, K]
             x = torch.einsum("bk,bkd->bd", gates, experts) + x
         return x
+
+    def fork(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_L, x0), as :meth:`CrossNetV2.fork`."""
+        return self(x0), x0
 
 
 def _symmetric_products(x: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,36 @@
 """Multi-layer perceptron (DG-ENN Eq. 5-6: a^(l) = sigma(W a^(l-1) + b))."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from .activation import activation
+
+# activations whose backward reads their result only: applied in place on a fresh tensor that no
+# backward reads (a Linear's output: its backward reads its input and weight), the same values
+_IN_PLACE = {nn.ReLU: torch.relu_, nn.Sigmoid: torch.sigmoid_, nn.Tanh: torch.tanh_}
+
+
+def in_place_activation(act: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The in-place form of ``act`` (ReLU / Sigmoid / Tanh: their backward reads their result only),
+    for a fresh, non-view input that no backward reads; None for any other module, and while
+    tracing or scripting."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return None
+    return _IN_PLACE.get(type(act))
+
+
+def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``layers(x)`` with every ReLU / Sigmoid / Tanh right after a Linear applied in place on the
+    Linear's output (:func:`in_place_activation`): the same values, one tensor less each."""
+    prev = None
+    for layer in layers:
+        op = in_place_activation(layer) if type(prev) is nn.Linear else None
+        x = op(x) if op is not None else layer(x)
+        prev = layer
+    return x
 
 
 class MLP(nn.Module):
@@ -30,15 +56,4 @@ class MLP(nn.Module):
         self.out_dim = d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.jit.is_scripting():
-            return self.net(x)
-        prev = None
-        for layer in self.net:
-            if type(layer) is nn.ReLU and type(prev) is nn.Linear:
-                # in place on the linear layer's fresh output (its backward does not read it; ReLU's
-                # reads the result): the same values, one [B, h] tensor less per layer
-                x = torch.relu_(x)
-            else:
-                x = layer(x)
-            prev = layer
-        return x
+        return run_layers(self.net, x)

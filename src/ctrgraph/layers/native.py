@@ -14,6 +14,18 @@
   AutoInt's training amplifies them (ml100k-ctr, 2 epochs, seed 1, d' = 32: test logloss 0.51676 ->
   0.51770; one thread -> two on SDPA alone: 0.51676 -> 0.51666): see docs/zoo-attention.md.
 
+- :func:`cross_v2`: DCN-V2's full-rank cross network x_{l+1} = x0 * (W_l x_l + b_l) + x_l as one
+  Function: torch's addmm / mm / sum for the matrix products and the bias sums, one native pass per
+  layer for the elementwise rest (forward: x0 * h + x; backward: the output's gradient, the
+  gradient of h and the running sum of x0's gradient). Its values and gradients are the plain
+  modules' bit for bit: x0's gradient terms are summed in autograd's order for that graph (another
+  branch's gradient on x0, passed back through the second output, first).
+- :func:`augru_last`: DIEN's AUGRU recurrence (the last state) as one Function: torch's mm,
+  sigmoid, tanh (and in the backward mm, sum, tanh_backward, sigmoid_backward) called from one
+  native loop over the steps, the arithmetic between them fused; values and gradients those of
+  :func:`ctrgraph.layers.recurrent._attentional_loop` bit for bit (the gradients of h and of U summed
+  in autograd's order for that loop).
+
 The extension is compiled on first use like :mod:`ctrgraph.graphs.native` (same switch,
 ``CTRGRAPH_NATIVE=0``); where it cannot be built, :func:`kernel` returns None and callers keep their
 PyTorch path. CUDA tensors, tracing and scripting always take the PyTorch path.
@@ -86,6 +98,71 @@ def pooled_table(w: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, paddi
     of ``bmm(w, weight[ids])`` (bmm by chunks of 64 rows gathered into one reused buffer), the table's
     gradient as :func:`pooled_lookup`'s. Needs :func:`kernel`."""
     return _PooledTable.apply(w, weight, ids, padding_idx)
+
+
+class _CrossV2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x0, *wb):
+        k = kernel()
+        Ws = wb[0::2]
+        xs, hs, x = [], [], x0
+        for W, b in zip(Ws, wb[1::2]):
+            h = torch.addmm(b, x, W.t())  # F.linear's own call for a 2-d input
+            xs.append(x)
+            hs.append(h)
+            x = k.cross_layer_forward(x0, h, x)
+        ctx.save_for_backward(x0, *Ws, *xs[1:], *hs)
+        ctx.bias_shapes = [b.shape for b in wb[1::2]]
+        ctx.set_materialize_grads(False)
+        return x, x0.view_as(x0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout, gtap):
+        k = kernel()
+        L = len(ctx.bias_shapes)
+        x0, Ws, xs, hs = ctx.saved_tensors[0], ctx.saved_tensors[1:L + 1], ctx.saved_tensors[L + 1:2 * L], \
+            ctx.saved_tensors[2 * L:]
+        xs = (x0, *xs)
+        g, gh, acc = torch.empty_like(x0), torch.empty_like(x0), torch.empty_like(x0)
+        gp = gout.contiguous() if gout is not None else torch.zeros_like(x0)
+        gx, acc_in = None, None if gtap is None else gtap.contiguous()
+        grads: list[torch.Tensor | None] = [None] * (2 * L)
+        for l in reversed(range(L)):
+            k.cross_layer_backward(gp, gx, g, hs[l], x0, gh, acc_in, acc, l == 0)
+            gp, acc_in = g, acc
+            grads[2 * l] = gh.t().mm(xs[l])  # addmm's backward for a transposed weight, W's gradient
+            grads[2 * l + 1] = gh.sum_to_size(ctx.bias_shapes[l])
+            gx = gh.mm(Ws[l])
+        acc.add_(gx)
+        return (acc if ctx.needs_input_grad[0] else None), *grads
+
+
+def cross_v2(x0: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_L, x0') of DCN-V2's cross network on contiguous float32 x0 [B, D] with ``layers`` = [(W_l, b_l)]
+    (x_{l+1} = x0 * (x_l W_l^T + b_l) + x_l); x0' is x0 for another branch, whose gradient is summed
+    into x0's in autograd's order for the plain modules. Needs :func:`kernel`."""
+    return _CrossV2.apply(x0, *(t for wb in layers for t in wb))
+
+
+class _AUGRU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gx, w, a):
+        hs, *kept = kernel().augru_forward(gx, w, a)
+        ctx.save_for_backward(w, a, hs, *kept)
+        return hs[-1].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        return tuple(kernel().augru_backward(g, *ctx.saved_tensors))
+
+
+def augru_last(gx: torch.Tensor, w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The last state [B, H] of the AUGRU recurrence over float32 gx [B, L, 3H], w [H, 3H], a [B, L, 1]
+    (:func:`ctrgraph.layers.recurrent._attentional_loop` with ``kind="augru"``, ``keep=False``).
+    Needs :func:`kernel`."""
+    return _AUGRU.apply(gx, w, a)
 
 
 class _SmallAttention(torch.autograd.Function):

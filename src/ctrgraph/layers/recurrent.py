@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .native import augru_last
+from .native import kernel as native_kernel
 
 GRU_TYPES = ("gru", "aigru", "agru", "augru")
 
@@ -99,7 +101,12 @@ class AttentionalGRU(nn.Module):
         # h + u (h~ - h) = h: with a zeroed on padded steps no torch.where is needed per step
         # (a * 1 = a on valid steps: the same numbers as masking h with torch.where)
         a = (att * mask.to(att.dtype)).unsqueeze(-1)
-        return _attentional_loop(self.x2h(x), self.h2h.weight.t(), a, self.gru_type, keep)
+        gx, w = self.x2h(x), self.h2h.weight.t()
+        if (not keep and self.gru_type == "augru" and torch.is_grad_enabled() and gx.device.type == "cpu"
+                and gx.dtype == w.dtype == a.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting() and native_kernel() is not None):
+            return augru_last(gx, w, a)  # the same loop in one native call, bit for bit
+        return _attentional_loop(gx, w, a, self.gru_type, keep)
 
 
 class InterestEvolution(nn.Module):

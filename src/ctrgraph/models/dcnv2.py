@@ -63,7 +63,7 @@ class DCNV2(CTRModel):
     def forward(self, batch):
         eb = self.embedding(batch)
         x0 = eb.matrix(seq_pool=self.cfg.seq_pool).flatten(1)
-        xc = self.cross(x0)
+        xc, x0 = self.cross.fork(x0)  # x0's gradient from the deep side summed in the plain graph's order
         if self.cfg.structure == "stacked":
             z = self.deep(xc)
         elif self.cfg.structure == "parallel":

@@ -44,7 +44,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..layers.attention import TargetAttention
-from ..layers.mlp import MLP
+from ..layers.mlp import MLP, in_place_activation, run_layers
 from ..layers.recurrent import InterestEvolution
 from .base import CTRModel, TowerConfig, tower
 
@@ -178,7 +178,10 @@ class DIEN(CTRModel):
         w_h, w_e = first.weight.split((H, first.weight.shape[1] - H), dim=1)
         z = nn.functional.linear(torch.cat([pos, neg], 0), w_e).view(2, n, -1) + \
             nn.functional.linear(hs, w_h, first.bias)  # [2, n, hidden]: rows [h_t, e_{t+1}] then [h_t, neg]
-        logits = rest(z.view(2 * n, -1)).squeeze(-1)
+        act = in_place_activation(rest[0]) if len(rest) else None
+        if act is not None:  # the sum is fresh and not a view: activated in place
+            z, rest = act(z), rest[1:]
+        logits = run_layers(rest, z.view(2 * n, -1)).squeeze(-1)
         pos_l, neg_l = logits[:n], logits[n:]
         f = nn.functional.softplus  # -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x)
         return (f(-pos_l) + f(neg_l)).mean()

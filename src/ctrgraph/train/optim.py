@@ -9,6 +9,9 @@ other parameter with ``torch.optim.Adam``, at the same learning rate. It is one
 SparseAdam has no weight decay, and ``clip_grad_norm_`` cannot take the norm of sparse gradients:
 ``train.weight_decay`` > 0 and ``train.grad_clip`` are refused with sparse tables
 (``train.embedding_l2``, the L2 on the vectors each batch uses, works).
+
+:class:`Adam` is ``torch.optim.Adam`` whose step on float32 CPU parameters is one native call
+(``layers/csrc/layers_native.cpp``: ``adam_step``) with the same parameters and state bit for bit.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..layers.native import kernel as native_kernel
 
 
 def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -27,6 +31,55 @@ def sparse_parameters(model: nn.Module) -> list[nn.Parameter]:
             seen.add(id(m.weight))
             out.append(m.weight)
     return out
+
+
+class Adam(torch.optim.Adam):
+    """``torch.optim.Adam`` with a native step for float32 CPU parameters (``layers_native.cpp``'s
+    ``adam_step``: the single-tensor step's operations fused, two passes per tensor around torch's own
+    square root, the same bits and the same state), taken where the group's options are Adam's
+    defaults (no amsgrad, maximize, weight decay, foreach, fused, capturable or differentiable) and
+    the native kernel is built; every other case is torch's own step."""
+
+    def _native_groups(self) -> list[tuple[list, list, list, list, list, dict]] | None:
+        """Per group (params, grads, exp_avgs, exp_avg_sqs, steps, group) for the native step, state
+        initialised as torch's step does; None where any group needs torch's step."""
+        if native_kernel() is None:
+            return None
+        plain = {"amsgrad": False, "maximize": False, "foreach": None, "fused": None, "capturable": False,
+                 "differentiable": False, "weight_decay": 0.0}
+        out = []
+        for group in self.param_groups:
+            if any(group.get(k, v) not in (v, False) for k, v in plain.items()) \
+                    or not all(isinstance(group[k], float) for k in ("lr", "eps")) \
+                    or not all(isinstance(b, float) for b in group["betas"]):
+                return None
+            live = [p for p in group["params"] if p.grad is not None]
+            if not all(p.dtype == torch.float32 and p.device.type == "cpu" and p.is_contiguous()
+                       and not p.grad.is_sparse and p.grad.dtype == torch.float32 and p.grad.is_contiguous()
+                       for p in live):
+                return None
+            lists: tuple[list, list, list, list, list] = ([], [], [], [], [])
+            self._init_group(group, *lists[:4], [], lists[4])
+            out.append((*lists, group))
+        return out
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        groups = self._native_groups()
+        if groups is None:
+            plain = torch.optim.Adam.step
+            if getattr(plain, "hooked", False):  # the hooks of this step already ran around ours
+                plain = plain.__wrapped__
+            return plain(self, closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for params, grads, avgs, sqs, steps, group in groups:
+            if params:
+                native_kernel().adam_step(params, grads, avgs, sqs, steps, group["lr"], *group["betas"],
+                                          group["eps"])
+        return loss
 
 
 class SparseDenseAdam(torch.optim.Optimizer):
@@ -78,7 +131,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """Adam over every parameter, or :class:`SparseDenseAdam` when the model has sparse tables."""
     sparse = sparse_parameters(model)
     if not sparse:
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.weight_decay > 0:
         raise ConfigError("embedding.sparse: SparseAdam has no weight decay; set train.weight_decay: 0 "
                           "(train.embedding_l2 regularises the rows each batch uses)")

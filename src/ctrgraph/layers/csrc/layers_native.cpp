@@ -230,6 +230,239 @@ std::pair<FwdFn, BwdFn> specialised(int64_t dh, int64_t F) {
   }
 }
 
+// One step of torch.optim.Adam's single-tensor path (no amsgrad, maximize or weight decay) on float32
+// CPU tensors, bit for bit: every element rounded as ATen's kernels of that path round it, in their
+// order. exp_avg.lerp_(g, 1 - beta1) is ATen's vectorised lerp, fma(w, g - m, m) for |w| < 0.5 and
+// fma(w - 1, g - m, g) otherwise (its scalar tail rounds alike); exp_avg_sq.mul_(beta2) then
+// addcmul_(g, g, 1 - beta2) is fma((1 - beta2) g, g, beta2 v); the square root is torch's own
+// (at::sqrt, not correctly rounded everywhere), into a reused buffer; then
+// p + (-step_size m) / (sqrt(v) / bc2 + eps) as addcdiv_. The scalars are the optimizer's Python
+// doubles (same libm pow), cast to float where ATen casts them. Each state step is incremented here.
+CTRGRAPH_CLONES void adam_moments(const float* g, float* m, float* v, int64_t n, float w, float b2, float omb2) {
+  const bool small = std::fabs(w) < 0.5f;
+  const float c = small ? w : w - 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float gi = g[i], mi = m[i];
+    m[i] = std::fma(c, gi - mi, small ? mi : gi);
+    v[i] = std::fma(omb2 * gi, gi, v[i] * b2);
+  }
+}
+
+CTRGRAPH_CLONES void adam_params(float* p, const float* m, const float* s, int64_t n, float bc2s, float eps,
+                                 float nss) {
+  for (int64_t i = 0; i < n; ++i) p[i] = p[i] + (nss * m[i]) / (s[i] / bc2s + eps);
+}
+
+void adam_step(std::vector<torch::Tensor> params, std::vector<torch::Tensor> grads,
+               std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs,
+               std::vector<torch::Tensor> steps, double lr, double beta1, double beta2, double eps) {
+  const size_t k = params.size();
+  TORCH_CHECK(grads.size() == k && exp_avgs.size() == k && exp_avg_sqs.size() == k && steps.size() == k,
+              "adam_step: lists of one length expected");
+  int64_t most = 0;
+  for (size_t i = 0; i < k; ++i) {
+    for (const auto* t : {&params[i], &grads[i], &exp_avgs[i], &exp_avg_sqs[i]})
+      TORCH_CHECK(t->scalar_type() == torch::kFloat && t->device().is_cpu() && t->is_contiguous() &&
+                  t->numel() == params[i].numel(), "adam_step: contiguous float32 CPU tensors of one size expected");
+    TORCH_CHECK(steps[i].scalar_type() == torch::kFloat && steps[i].numel() == 1 && steps[i].device().is_cpu(),
+                "adam_step: float32 CPU steps expected");
+    most = std::max(most, params[i].numel());
+  }
+  auto buf = torch::empty({most}, torch::dtype(torch::kFloat));
+  const float w = static_cast<float>(1.0 - beta1), b2 = static_cast<float>(beta2);
+  const float omb2 = static_cast<float>(1.0 - beta2), fe = static_cast<float>(eps);
+  constexpr int64_t grain = 32768;
+  for (size_t i = 0; i < k; ++i) {
+    float* st = steps[i].data_ptr<float>();
+    *st = *st + 1.0f;
+    const double step = *st;
+    const float nss = static_cast<float>(-(lr / (1.0 - std::pow(beta1, step))));
+    const float bc2s = static_cast<float>(std::pow(1.0 - std::pow(beta2, step), 0.5));
+    const int64_t n = params[i].numel();
+    float* p = params[i].data_ptr<float>();
+    const float* g = grads[i].data_ptr<float>();
+    float* m = exp_avgs[i].data_ptr<float>();
+    float* v = exp_avg_sqs[i].data_ptr<float>();
+    at::parallel_for(0, n, grain, [&](int64_t a, int64_t b) { adam_moments(g + a, m + a, v + a, b - a, w, b2, omb2); });
+    auto sq = buf.narrow(0, 0, n);
+    at::sqrt_out(sq, exp_avg_sqs[i].view({n}));
+    const float* s = sq.data_ptr<float>();
+    at::parallel_for(0, n, grain, [&](int64_t a, int64_t b) { adam_params(p + a, m + a, s + a, b - a, bc2s, fe, nss); });
+  }
+}
+
+// DCN-V2's cross layer x' = x0 * h + x (h = W x + b from torch's addmm), each product rounded before
+// the sum as torch's (x0 * h).add_(x): one pass instead of two.
+CTRGRAPH_CLONES void cross_fwd(const float* x0, const float* h, const float* x, float* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = x0[i] * h[i] + x[i];
+}
+
+torch::Tensor cross_layer_forward(torch::Tensor x0, torch::Tensor h, torch::Tensor x) {
+  TORCH_CHECK(x0.scalar_type() == torch::kFloat && x0.is_contiguous() && h.is_contiguous() && x.is_contiguous() &&
+              h.sizes() == x0.sizes() && x.sizes() == x0.sizes() && h.scalar_type() == torch::kFloat &&
+              x.scalar_type() == torch::kFloat, "cross_layer_forward: contiguous float32 tensors of one shape expected");
+  auto out = torch::empty_like(x0);
+  const float *a = x0.data_ptr<float>(), *b = h.data_ptr<float>(), *c = x.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, x0.numel(), 32768, [&](int64_t i0, int64_t i1) { cross_fwd(a + i0, b + i0, c + i0, o + i0, i1 - i0); });
+  return out;
+}
+
+// The elementwise part of one cross layer's backward, in autograd's order: the gradient of the
+// layer's output g = gp + gx (gp: the gradient reaching the output itself, gx: the next layer's
+// gh W, or none), written to g; gh = g * x0 (the gradient of h); the gradient of x0 accumulated as
+// autograd's input buffer sums it: acc <- acc_in + g * h, and for the first layer (x = x0: its
+// residual reaches x0 before its product) acc <- (acc_in + g) + g * h; no acc_in: nothing summed
+// yet (the first term is stored as is). g may alias gp, acc may alias acc_in.
+CTRGRAPH_CLONES void cross_bwd(const float* gp, const float* gx, float* go, const float* h, const float* x0,
+                               float* gh, const float* acc_in, float* acc, int64_t n, bool first) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gx ? gp[i] + gx[i] : gp[i];
+    go[i] = g;
+    gh[i] = g * x0[i];
+    const float a = g * h[i];
+    if (first) acc[i] = (acc_in ? acc_in[i] + g : g) + a;
+    else acc[i] = acc_in ? acc_in[i] + a : a;
+  }
+}
+
+void cross_layer_backward(torch::Tensor gp, c10::optional<torch::Tensor> gx, torch::Tensor g, torch::Tensor h,
+                          torch::Tensor x0, torch::Tensor gh, c10::optional<torch::Tensor> acc_in, torch::Tensor acc,
+                          bool first) {
+  for (const auto* t : {&gp, &g, &h, &x0, &gh, &acc})
+    TORCH_CHECK(t->scalar_type() == torch::kFloat && t->is_contiguous() && t->sizes() == x0.sizes(),
+                "cross_layer_backward: contiguous float32 tensors of one shape expected");
+  for (const auto* t : {&gx, &acc_in})
+    TORCH_CHECK(!t->has_value() || ((*t)->scalar_type() == torch::kFloat && (*t)->is_contiguous() &&
+                                    (*t)->sizes() == x0.sizes()), "cross_layer_backward: bad optional tensor");
+  const float* gpp = gp.data_ptr<float>();
+  const float* gxp = gx ? gx->data_ptr<float>() : nullptr;
+  const float *hp = h.data_ptr<float>(), *xp = x0.data_ptr<float>();
+  const float* ain = acc_in ? acc_in->data_ptr<float>() : nullptr;
+  float *gop = g.data_ptr<float>(), *ghp = gh.data_ptr<float>(), *ap = acc.data_ptr<float>();
+  at::parallel_for(0, x0.numel(), 32768, [&](int64_t i0, int64_t i1) {
+    cross_bwd(gpp + i0, gxp ? gxp + i0 : nullptr, gop + i0, hp + i0, xp + i0, ghp + i0, ain ? ain + i0 : nullptr,
+              ap + i0, i1 - i0, first);
+  });
+}
+
+// DIEN's AUGRU recurrence (ctrgraph.layers.recurrent._attentional_loop, kind augru, last state only)
+// over gx [B, L, 3H] (W i_t + b: gates u, r, h~), w [H, 3H] (U transposed) and a [B, L, 1]:
+//   P = h w;  [u, r] = sigmoid(gx_u,r + P_u,r);  h~ = tanh(gx_h + r * P_h);  h' = h + (a u) (h~ - h)
+// with torch's mm, sigmoid and tanh (and in the backward its mm, sum, tanh_backward and
+// sigmoid_backward) and the arithmetic between them in native loops, each operation rounded as the
+// PyTorch loop's (no contraction). The forward keeps the states hs [L + 1, B, H], the gates S
+// [L, B, 2H], h~ [L, B, H], P_h [L, B, H] and a u [L, B, H] for the backward.
+std::vector<torch::Tensor> augru_forward(torch::Tensor gx, torch::Tensor w, torch::Tensor a) {
+  TORCH_CHECK(gx.dim() == 3 && gx.scalar_type() == torch::kFloat && w.scalar_type() == torch::kFloat &&
+              a.scalar_type() == torch::kFloat && w.dim() == 2 && gx.size(2) == 3 * w.size(0) &&
+              w.size(1) == 3 * w.size(0) && a.dim() == 3 && a.size(0) == gx.size(0) && a.size(1) == gx.size(1) &&
+              a.size(2) == 1, "augru_forward: float32 gx [B, L, 3H], w [H, 3H], a [B, L, 1] expected");
+  gx = gx.contiguous();
+  a = a.contiguous();
+  const int64_t B = gx.size(0), L = gx.size(1), H = w.size(0), H3 = 3 * H;
+  auto hs = torch::zeros({L + 1, B, H}, gx.options());
+  auto S = torch::empty({L, B, 2 * H}, gx.options()), C = torch::empty({L, B, H}, gx.options());
+  auto GN = torch::empty({L, B, H}, gx.options()), UA = torch::empty({L, B, H}, gx.options());
+  const float *gp = gx.data_ptr<float>(), *ap = a.data_ptr<float>();
+  for (int64_t t = 0; t < L; ++t) {
+    auto h = hs[t];
+    auto P = at::mm(h, w);
+    const float* pp = P.data_ptr<float>();
+    float *sp = S[t].data_ptr<float>(), *cp = C[t].data_ptr<float>(), *np = GN[t].data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float *g = gp + (b * L + t) * H3, *pb = pp + b * H3;
+      float* sb = sp + b * 2 * H;
+      for (int64_t j = 0; j < 2 * H; ++j) sb[j] = g[j] + pb[j];
+    }
+    S[t].sigmoid_();
+    for (int64_t b = 0; b < B; ++b) {
+      const float *g = gp + (b * L + t) * H3 + 2 * H, *pb = pp + b * H3 + 2 * H, *r = sp + b * 2 * H + H;
+      float *cb = cp + b * H, *nb = np + b * H;
+      for (int64_t k = 0; k < H; ++k) {
+        nb[k] = pb[k];
+        cb[k] = g[k] + r[k] * pb[k];
+      }
+    }
+    C[t].tanh_();
+    const float* hp = h.data_ptr<float>();
+    float *up = UA[t].data_ptr<float>(), *op = hs[t + 1].data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float at = ap[b * L + t];
+      for (int64_t k = 0; k < H; ++k) {
+        const int64_t i = b * H + k;
+        const float ua = at * sp[b * 2 * H + k];
+        up[i] = ua;
+        op[i] = hp[i] + ua * (cp[i] - hp[i]);
+      }
+    }
+  }
+  return {hs, S, C, GN, UA};
+}
+
+// The gradients (gx [B, L, 3H], w [H, 3H], a [B, L, 1]) of augru_forward's last state, summed in
+// autograd's order for the PyTorch loop: h's gradient (g_h' - g_h' a u) + (g_P w^T); w's gradient
+// the steps' (g_P^T h)^T from the last step to the first.
+std::vector<torch::Tensor> augru_backward(torch::Tensor gH, torch::Tensor w, torch::Tensor a, torch::Tensor hs,
+                                          torch::Tensor S, torch::Tensor C, torch::Tensor GN, torch::Tensor UA) {
+  a = a.contiguous();
+  const int64_t L = C.size(0), B = C.size(1), H = C.size(2), H3 = 3 * H;
+  auto opts = C.options();
+  auto ggx = torch::empty({B, L, H3}, opts), ga = torch::empty({B, L, 1}, opts);
+  auto g = gH.contiguous().clone(), ghp = torch::empty({B, H}, opts), gdiff = torch::empty({B, H}, opts);
+  auto pu = torch::empty({B, H}, opts), gn = torch::empty({B, H}, opts), gS = torch::empty({B, 2 * H}, opts);
+  auto gpre = torch::empty({B, 2 * H}, opts), gP = torch::empty({B, H3}, opts), gat = torch::empty({B, 1}, opts);
+  auto wt = w.t();
+  torch::Tensor gw;
+  const float* ap = a.data_ptr<float>();
+  float *ggp = ggx.data_ptr<float>(), *gap = ga.data_ptr<float>(), *gg = g.data_ptr<float>();
+  float *ghpp = ghp.data_ptr<float>(), *gdp = gdiff.data_ptr<float>(), *pup = pu.data_ptr<float>();
+  float *gnp = gn.data_ptr<float>(), *gsp = gS.data_ptr<float>(), *gprep = gpre.data_ptr<float>();
+  float *gPp = gP.data_ptr<float>(), *gatp = gat.data_ptr<float>();
+  for (int64_t t = L - 1; t >= 0; --t) {
+    auto h = hs[t];
+    const float *hp = h.data_ptr<float>(), *sp = S[t].data_ptr<float>(), *cp = C[t].data_ptr<float>();
+    const float *np = GN[t].data_ptr<float>(), *up = UA[t].data_ptr<float>();
+    for (int64_t b = 0; b < B; ++b) {
+      const float at = ap[b * L + t];
+      for (int64_t k = 0; k < H; ++k) {
+        const int64_t i = b * H + k;
+        const float gua = gg[i] * (cp[i] - hp[i]);
+        const float gd = gg[i] * up[i];
+        gdp[i] = gd;
+        ghpp[i] = gg[i] + (-gd);
+        pup[i] = gua * sp[b * 2 * H + k];
+        gsp[b * 2 * H + k] = gua * at;
+      }
+    }
+    at::sum_out(gat, pu, {1}, true);
+    for (int64_t b = 0; b < B; ++b) gap[b * L + t] = gatp[b];
+    at::tanh_backward_out(gn, gdiff, C[t]);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < H; ++k) {
+        const int64_t i = b * H + k;
+        gsp[b * 2 * H + H + k] = gnp[i] * np[i];
+        gPp[b * H3 + 2 * H + k] = gnp[i] * sp[b * 2 * H + H + k];
+        ggp[(b * L + t) * H3 + 2 * H + k] = gnp[i];
+      }
+    at::sigmoid_backward_out(gpre, gS, S[t]);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < 2 * H; ++j) {
+        const float v = gprep[b * 2 * H + j];
+        gPp[b * H3 + j] = v;
+        ggp[(b * L + t) * H3 + j] = v;
+      }
+    auto dw = gP.t().mm(h).t();
+    gw = gw.defined() ? gw + dw : dw;
+    if (t > 0) {
+      auto gm = gP.mm(wt);
+      const float* gmp = gm.data_ptr<float>();
+      for (int64_t i = 0; i < B * H; ++i) gg[i] = ghpp[i] + gmp[i];
+    }
+  }
+  return {ggx, gw, ga};
+}
+
 // s[b] = sum_l w[b, l] T[ids[b, l]] through torch.bmm on chunks of `chunk` rows whose looked-up
 // rows are gathered into one reused buffer (L2-resident): the values of bmm(w [B, 1, L], T[ids]) bit
 // for bit (bmm computes every batch entry on its own), without the [B, L, d] gather.
@@ -421,4 +654,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
   m.def("small_attention_forward", &small_attention_forward, "softmax(scale Q K^T) V from qkv [B, F, 3 H dh]");
   m.def("small_attention_backward", &small_attention_backward, "dqkv of small_attention_forward");
+  m.def("cross_layer_forward", &cross_layer_forward, "x0 * h + x (DCN-V2 cross layer after its addmm)");
+  m.def("cross_layer_backward", &cross_layer_backward, "the elementwise backward of a DCN-V2 cross layer");
+  m.def("augru_forward", &augru_forward, "DIEN's AUGRU recurrence, last state (and what the backward needs)");
+  m.def("augru_backward", &augru_backward, "gradients of augru_forward (autograd's order for the PyTorch loop)");
+  m.def("adam_step", &adam_step, "torch.optim.Adam's single-tensor step on float32 CPU tensors (bit for bit)");
 }
