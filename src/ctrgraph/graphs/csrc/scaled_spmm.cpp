@@ -4,8 +4,9 @@
 //   y[r, :] = s[r] * ( sum_{e in row r} s[col[e]] * x[col[e], :]  (+ the dropped-edge correction) )
 //
 // for a fixed 0/1 CSR structure A (rowptr, col: int32 or int64; no values are read: every stored
-// entry is 1) and per-node scales s. The dropped edges (tgt[k], src[k]) are subtracted after the row
-// sums, in one of the two orders of the PyTorch composition it replaces:
+// entry is 1) and per-node scales s. The dropped edges (tgt[k], src[k]) are subtracted from their row's
+// sum right after it is formed (each row's drops kept in list order, Drops), in one of the two orders of
+// the PyTorch composition it replaces:
 //
 //   mode 0 (forward):  y[t] = (...((acc[t] + (-v1)) + (-v2)) ...)         (index_add of -v, in list order)
 //   mode 1 (backward): y[t] = acc[t] + (((0 + (-v1)) + (-v2)) ...)        (a zero tensor's index_add, then add)
@@ -42,9 +43,11 @@ struct Epi {
   scalar_t* xsn = nullptr;           // xsn[r] = s[r] * (xsn_from_t ? t : y)
   scalar_t div = scalar_t(1);
   bool add_div = false, out_div = false, xsn_from_t = false;
-  // rows with dropped edges: the raw sum goes to dbuf[slot[r]] and the epilogue runs after the drops
-  const int32_t* slot = nullptr;
-  scalar_t* dbuf = nullptr;
+  // the dropped edges by target row: row r's sources dsrc[dptr[r] .. dptr[r + 1]) in list order (null:
+  // none); mode 0 subtracts them from the row sum one by one, mode 1 adds their sum from zero
+  const int64_t* dptr = nullptr;
+  const int64_t* dsrc = nullptr;
+  int64_t mode = 0;
 
   inline void row(int64_t r, const scalar_t* acc, scalar_t sr, int64_t d) const {
     for (int64_t k = 0; k < d; ++k) {
@@ -75,12 +78,22 @@ void rows_any(const index_t* __restrict__ rowptr, const index_t* __restrict__ co
       for (int64_t k = 0; k < d; ++k) pw[k] = pw[k] + xc[k];
     }
     for (int64_t k = 0; k < d; ++k) acc[k] = (part[k] + part[d + k]) + (part[2 * d + k] + part[3 * d + k]);
-    if (ep.slot != nullptr && ep.slot[r] >= 0) {
-      scalar_t* db = ep.dbuf + static_cast<int64_t>(ep.slot[r]) * d;
-      for (int64_t k = 0; k < d; ++k) db[k] = acc[k];
-    } else {
-      ep.row(r, acc.data(), s[r], d);
+    if (ep.dptr != nullptr && ep.dptr[r] < ep.dptr[r + 1]) {
+      if (ep.mode == 0) {  // acc + (-v1) + (-v2) ... (a - b is a + (-b) in IEEE arithmetic)
+        for (int64_t q = ep.dptr[r]; q < ep.dptr[r + 1]; ++q) {
+          const scalar_t* v = x + ep.dsrc[q] * d;
+          for (int64_t k = 0; k < d; ++k) acc[k] = acc[k] - v[k];
+        }
+      } else {  // acc + ((0 + (-v1)) + (-v2) ...)
+        for (int64_t k = 0; k < d; ++k) part[k] = scalar_t(0);
+        for (int64_t q = ep.dptr[r]; q < ep.dptr[r + 1]; ++q) {
+          const scalar_t* v = x + ep.dsrc[q] * d;
+          for (int64_t k = 0; k < d; ++k) part[k] = part[k] - v[k];
+        }
+        for (int64_t k = 0; k < d; ++k) acc[k] = acc[k] + part[k];
+      }
     }
+    ep.row(r, acc.data(), s[r], d);
   }
 }
 
@@ -124,17 +137,27 @@ void rows_any(const index_t* __restrict__ rowptr, const index_t* __restrict__ co
         const float* xc = x + static_cast<int64_t>(col[j + 2]) * D;                                       \
         for (int v = 0; v < V; ++v) p2[v] = PRE##_add_ps(p2[v], PRE##_loadu_ps(xc + LANES * v));          \
       }                                                                                                   \
-      if (ep.slot != nullptr && ep.slot[r] >= 0) {                                                        \
-        float* db = ep.dbuf + static_cast<int64_t>(ep.slot[r]) * D;                                       \
-        for (int v = 0; v < V; ++v)                                                                       \
-          PRE##_storeu_ps(db + LANES * v, PRE##_add_ps(PRE##_add_ps(p0[v], p1[v]), PRE##_add_ps(p2[v], p3[v]))); \
-        continue;                                                                                         \
+      VT acc[V];                                                                                          \
+      for (int v = 0; v < V; ++v) acc[v] = PRE##_add_ps(PRE##_add_ps(p0[v], p1[v]), PRE##_add_ps(p2[v], p3[v])); \
+      if (ep.dptr != nullptr && ep.dptr[r] < ep.dptr[r + 1]) { /* this row's drops, as rows_any */        \
+        if (ep.mode == 0) {                                                                               \
+          for (int64_t q = ep.dptr[r]; q < ep.dptr[r + 1]; ++q) {                                         \
+            const float* xv = x + ep.dsrc[q] * D;                                                         \
+            for (int v = 0; v < V; ++v) acc[v] = PRE##_sub_ps(acc[v], PRE##_loadu_ps(xv + LANES * v));    \
+          }                                                                                               \
+        } else {                                                                                          \
+          for (int v = 0; v < V; ++v) p0[v] = PRE##_setzero_ps();                                         \
+          for (int64_t q = ep.dptr[r]; q < ep.dptr[r + 1]; ++q) {                                         \
+            const float* xv = x + ep.dsrc[q] * D;                                                         \
+            for (int v = 0; v < V; ++v) p0[v] = PRE##_sub_ps(p0[v], PRE##_loadu_ps(xv + LANES * v));      \
+          }                                                                                               \
+          for (int v = 0; v < V; ++v) acc[v] = PRE##_add_ps(acc[v], p0[v]);                               \
+        }                                                                                                 \
       }                                                                                                   \
       const VT sr = PRE##_set1_ps(s[r]);                                                                  \
       for (int v = 0; v < V; ++v) {                                                                       \
         const int64_t o = r * D + LANES * v;                                                              \
-        const VT acc = PRE##_add_ps(PRE##_add_ps(p0[v], p1[v]), PRE##_add_ps(p2[v], p3[v]));              \
-        const VT yv = PRE##_mul_ps(acc, sr);                                                              \
+        const VT yv = PRE##_mul_ps(acc[v], sr);                                                           \
         if (ep.y != nullptr) PRE##_storeu_ps(ep.y + o, yv);                                               \
         if (ep.add != nullptr) {                                                                          \
           VT a = PRE##_loadu_ps(ep.add + o);                                                              \
@@ -175,40 +198,36 @@ bool rows_simd(const index_t* rowptr, const index_t* col, const float* s, const 
   return false;
 }
 
-// The dropped edges of one product: their targets (in order of first appearance) and each node's slot
-template <typename scalar_t>
+// The dropped edges of one product grouped by target row, each row's in list order (a stable counting
+// sort): row r's sources are src[ptr[r] .. ptr[r + 1]), applied right after the row's sum
 struct Drops {
-  const int64_t* tgt = nullptr;
-  const int64_t* src = nullptr;
   int64_t K = 0;
-  std::vector<int64_t> rows;
-  std::vector<int32_t> slot;
-  std::vector<scalar_t> dbuf, tmp;
+  std::vector<int64_t> ptr, src;
 
-  Drops(const torch::Tensor& t, const torch::Tensor& s, int64_t n, int64_t d)
-      : tgt(t.data_ptr<int64_t>()), src(s.data_ptr<int64_t>()), K(t.numel()) {
+  Drops(const torch::Tensor& t, const torch::Tensor& s, int64_t n) : K(t.numel()) {
     if (!K) return;
-    slot.assign(n, -1);
+    const int64_t* tgt = t.data_ptr<int64_t>();
+    const int64_t* sp = s.data_ptr<int64_t>();
+    ptr.assign(n + 1, 0);
     for (int64_t k = 0; k < K; ++k) {
-      TORCH_CHECK(tgt[k] >= 0 && tgt[k] < n && src[k] >= 0 && src[k] < n, "scaled_spmm: dropped edge out of range");
-      if (slot[tgt[k]] < 0) {
-        slot[tgt[k]] = static_cast<int32_t>(rows.size());
-        rows.push_back(tgt[k]);
-      }
+      TORCH_CHECK(tgt[k] >= 0 && tgt[k] < n && sp[k] >= 0 && sp[k] < n, "scaled_spmm: dropped edge out of range");
+      ++ptr[tgt[k] + 1];
     }
-    dbuf.resize(rows.size() * d);
-    tmp.resize(rows.size() * d);
+    for (int64_t r = 0; r < n; ++r) ptr[r + 1] += ptr[r];
+    std::vector<int64_t> fill(ptr.begin(), ptr.end() - 1);
+    src.resize(K);
+    for (int64_t k = 0; k < K; ++k) src[fill[tgt[k]]++] = sp[k];
   }
 };
 
-// One product xs -> epilogue: the row sums (deferred for rows with drops), then the drops in their
-// order (mode 0 / 1), then those rows' epilogues
+// One product xs -> epilogue, each row's drops (mode 0 / 1) applied to its sum before its epilogue
 template <typename scalar_t, typename index_t>
 void product(const index_t* rowptr, const index_t* col, const scalar_t* s, const scalar_t* xs, Epi<scalar_t> ep,
-             Drops<scalar_t>& dr, int64_t mode, int64_t n, int64_t d) {
+             const Drops& dr, int64_t mode, int64_t n, int64_t d) {
   if (dr.K) {
-    ep.slot = dr.slot.data();
-    ep.dbuf = dr.dbuf.data();
+    ep.dptr = dr.ptr.data();
+    ep.dsrc = dr.src.data();
+    ep.mode = mode;
   }
   at::parallel_for(0, n, 512, [&](int64_t lo, int64_t hi) {
     if constexpr (std::is_same_v<scalar_t, float>) {
@@ -216,32 +235,12 @@ void product(const index_t* rowptr, const index_t* col, const scalar_t* s, const
     }
     rows_any<scalar_t, index_t>(rowptr, col, s, xs, ep, d, lo, hi);
   });
-  if (!dr.K) return;
-  if (mode == 0) {
-    for (int64_t k = 0; k < dr.K; ++k) {
-      scalar_t* yt = dr.dbuf.data() + static_cast<int64_t>(dr.slot[dr.tgt[k]]) * d;
-      const scalar_t* v = xs + dr.src[k] * d;
-      for (int64_t j = 0; j < d; ++j) yt[j] = yt[j] + (-v[j]);
-    }
-  } else {
-    std::fill(dr.tmp.begin(), dr.tmp.end(), scalar_t(0));
-    for (int64_t k = 0; k < dr.K; ++k) {
-      scalar_t* tt = dr.tmp.data() + static_cast<int64_t>(dr.slot[dr.tgt[k]]) * d;
-      const scalar_t* v = xs + dr.src[k] * d;
-      for (int64_t j = 0; j < d; ++j) tt[j] = tt[j] + (-v[j]);
-    }
-    for (size_t i = 0; i < dr.dbuf.size(); ++i) dr.dbuf[i] = dr.dbuf[i] + dr.tmp[i];
-  }
-  for (size_t i = 0; i < dr.rows.size(); ++i) {
-    const int64_t t = dr.rows[i];
-    ep.row(t, dr.dbuf.data() + static_cast<int64_t>(i) * d, s[t], d);
-  }
 }
 
 // product() for the structure's index type (int32 or int64 CSR)
 template <typename scalar_t>
 void product_any_index(const torch::Tensor& rowptr, const torch::Tensor& col, const torch::Tensor& s,
-                       const torch::Tensor& xs, const Epi<scalar_t>& ep, Drops<scalar_t>& dr, int64_t mode,
+                       const torch::Tensor& xs, const Epi<scalar_t>& ep, const Drops& dr, int64_t mode,
                        int64_t n, int64_t d) {
   if (rowptr.scalar_type() == torch::kInt32) {
     product<scalar_t, int32_t>(rowptr.data_ptr<int32_t>(), col.data_ptr<int32_t>(), s.data_ptr<scalar_t>(),
@@ -289,7 +288,7 @@ std::vector<torch::Tensor> scaled_spmm(torch::Tensor rowptr, torch::Tensor col, 
       ep.out_div = div != 0.0;
       ep.div = static_cast<scalar_t>(div != 0.0 ? div : 1.0);
     }
-    Drops<scalar_t> dr(tgt, src, n, d);
+    Drops dr(tgt, src, n);
     product_any_index<scalar_t>(rowptr, col, s, xs, ep, dr, mode, n, d);
   });
   return {y, z};
@@ -313,7 +312,7 @@ torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s,
   auto out = torch::empty_like(x);
   const int64_t n = x.size(0), d = x.size(1);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lightgcn", [&] {
-    Drops<scalar_t> dr(tgt, src, n, d);
+    Drops dr(tgt, src, n);
     for (int64_t l = 0; l < n_layers; ++l) {
       const bool last = l == n_layers - 1;
       Epi<scalar_t> ep;
