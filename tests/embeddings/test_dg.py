@@ -788,6 +788,43 @@ def test_numpy_integer_steps_equal_the_torch_code(tiny, monkeypatch):
         assert torch.equal(x, y)
 
 
+def test_drop_table_gives_the_ids_of_the_three_searches(tiny):
+    """target_drops on the CPU looks each positive (u, v) up once in a table built from the fixed graphs
+    (_drop_table); it returns the ids of the per-step searches (uv pair, sequence position, vv pairs;
+    the path a per-step cf1 graph takes) in the same order, also for repeated and non-edge pairs."""
+    p = _provider(tiny)
+    tr = tiny.split("train")
+    rng = np.random.default_rng(5)
+    pos = np.flatnonzero(tr["label"] > 0)
+    for rows in (rng.choice(len(tr["label"]), 60, replace=False), pos[:80], np.r_[pos[:10], pos[:10]]):
+        batch = _train_batch(tiny, rows)
+        du, dv = p.target_drops(batch)
+        ru, rv = p._target_drops_np(batch, p._g["cf1"])  # the three searches, on the same (stored) graph
+        assert du.dtype == dv.dtype == torch.int64
+        assert torch.equal(du, ru) and torch.equal(dv, rv)
+    assert du.numel() and dv.numel()
+    batch = _train_batch(tiny, pos[:40])  # other items: most (u, v) then no uv edge, no sequence position
+    batch["item_id"] = (batch["item_id"] % (len(tiny.vocabs["item_id"]) - 2)) + 2
+    assert all(torch.equal(a, b) for a, b in zip(p.target_drops(batch), p._target_drops_np(batch, p._g["cf1"])))
+
+
+def test_operator_scales_from_the_degree_table_equal_the_recomputed_ones(tiny):
+    """DropGraph.operator on the CPU (LightGCN's literal norm) sets only the changed nodes' scales from a
+    table of _scales over all degrees: bit for bit the scales of the degrees after the drop."""
+    p = _provider(tiny)
+    tr = tiny.split("train")
+    batch = _train_batch(tiny, np.flatnonzero(tr["label"] > 0)[:80])
+    du, dv = p.target_drops(batch)
+    for g, d in ((p._g["uv"], du), (p._g["cf1"], dv)):
+        deg, _ = g._drop(d)
+        assert torch.equal(g.operator(d).s, g._scales(deg)) and not torch.equal(deg, g.deg0)
+        assert torch.equal(g.operator(None).s, g._scales(g.deg0))
+    v = torch.arange(0, 5000, dtype=torch.float32)[torch.randperm(5000)]
+    g = DropGraph(sp.csr_matrix(np.ones((3, 3), dtype=np.float32)))
+    g._scale_table = g._scales(torch.arange(5000, dtype=torch.float32)).numpy()
+    assert torch.equal(torch.from_numpy(g._scale_table[v.long().numpy()]), g._scales(v))
+
+
 # ----- the training step's cost paths (issue 20): the same numbers as the plain compositions ------------
 def test_linear_attribute_node_equals_the_autograd_composition_bit_for_bit(tiny):
     """The linear attribute stage as one autograd node (one-hot incidences applied as gathers) gives the

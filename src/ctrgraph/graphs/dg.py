@@ -185,6 +185,7 @@ class DropGraph:
         for k in ("rows", "cols", "is_diag", "pid", "crow", "pair_keys", "pair_cnt", "pair_edges", "diag_edges",
                   "never", "deg0", "a01", "crow_idx", "cols_idx"):
             setattr(self, k, getattr(self, k).to(device))
+        self._scale_table = None
         return self
 
     def _gone(self, drop: torch.Tensor | None) -> torch.Tensor | None:
@@ -225,6 +226,10 @@ class DropGraph:
         per step only the degrees, the node scales and the dropped edges are computed (O(nodes +
         dropped)), where :meth:`adjacency` recomputes a value per edge (O(edges))."""
         deg, rows, cols, gone = self.deg0, None, None, self._gone(drop)
+        literal = self.norm == "sym" and self.isolated == 0.0  # no diagonal: only the scales are needed
+        scales = None
+        if literal and _np(self.deg0) and (gone is None or _np(gone)):
+            scales = self._scales_np(None)
         if gone is not None:
             # the dropped directed edges (lo, hi), (hi, lo) of each gone pair, in pair order: the rows and
             # columns of :meth:`_drop`'s ``pair_edges[gone]`` (the same sequence), from the pair keys
@@ -233,19 +238,44 @@ class DropGraph:
                 key = self.pair_keys.numpy()[gone.numpy()]
                 lo, hi = key // self.n, key % self.n
                 rows, cols = np.stack([lo, hi], 1).reshape(-1), np.stack([hi, lo], 1).reshape(-1)
-                cnt = torch.from_numpy(np.bincount(rows, minlength=self.n))
+                cnt_np = np.bincount(rows, minlength=self.n)
                 rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
+                if scales is not None:  # the changed nodes' scales only (deg stays unused)
+                    scales = self._scales_np(cnt_np)
+                    cnt = None
+                else:
+                    cnt = torch.from_numpy(cnt_np)
             else:
                 key = self.pair_keys[gone]
                 lo, hi = torch.div(key, self.n, rounding_mode="floor"), torch.remainder(key, self.n)
                 rows, cols = torch.stack([lo, hi], 1).reshape(-1), torch.stack([hi, lo], 1).reshape(-1)
                 cnt = torch.bincount(rows, minlength=self.n)
-            deg = deg - cnt.to(deg.dtype)
-        if self.norm == "sym" and self.isolated == 0.0:  # no diagonal at all (LightGCN / NGCF, literal isolated)
+            if cnt is not None:
+                deg = deg - cnt.to(deg.dtype)
+        if literal:  # no diagonal at all (LightGCN / NGCF, literal isolated)
             if getattr(self, "_zero_diag", None) is None or self._zero_diag.device != deg.device:
                 self._zero_diag = torch.zeros_like(self.deg0)
-            return ScaledAdjacency(self.a01, self._scales(deg), self._zero_diag, rows, cols, has_diag=False)
+            return ScaledAdjacency(self.a01, self._scales(deg) if scales is None else scales, self._zero_diag, rows,
+                                   cols, has_diag=False)
         return ScaledAdjacency(self.a01, self._scales(deg), self._diagonal(deg), rows, cols)
+
+    def _scales_np(self, cnt: np.ndarray | None) -> torch.Tensor:
+        """:meth:`_scales` of ``deg0 - cnt`` (CPU) without a pass of torch ops over all nodes: the full
+        graph's scales, copied with the nodes whose degree changed set from a table of :meth:`_scales`
+        of every degree 0 .. max (the same function of the same integer values, so the same bits;
+        tested). ``cnt`` None: the full graph's scales (one shared tensor, only read)."""
+        if getattr(self, "_scale_table", None) is None:
+            top = int(self.deg0.max()) if self.deg0.numel() else 0
+            self._scale_table = self._scales(torch.arange(top + 1, dtype=self.deg0.dtype)).numpy()
+            self._s0 = self._scales(self.deg0)
+            self._s0_np, self._deg0_np = self._s0.numpy(), self.deg0.numpy().astype(np.int64)
+        if cnt is None:
+            return self._s0
+        ch = np.flatnonzero(cnt)
+        s = self._s0_np.copy()
+        d = self._deg0_np[ch] - cnt[ch]  # integer degrees, >= 0 (only present edges are dropped)
+        s[ch] = self._scale_table[np.maximum(d, 0)]
+        return torch.from_numpy(s)
 
     def pair_ids(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Ids of the undirected pairs (a[i], b[i]) that are edges of the graph (others dropped)."""
