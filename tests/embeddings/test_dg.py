@@ -697,6 +697,30 @@ def test_native_scaled_spmm_equals_its_documented_order_bit_for_bit(d):
                                        rtol=1e-5, atol=1e-6)
 
 
+def test_native_ordered_sum_equals_the_torch_additions_bit_for_bit():
+    """ordered_sum (base + dense or gathered terms, in order; index == rows: a zero row) equals the torch
+    additions it replaces bit for bit, signed zeros included (-0 + 0 is +0), float32 and float64."""
+    native = _native_or_skip()
+    gen = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.float64):
+        n, d = 50, 16
+        base = torch.randn(n, d, generator=gen, dtype=dtype)
+        base[:5] = -0.0
+        p1, p2 = torch.randn(7, d, generator=gen, dtype=dtype), torch.randn(4, d, generator=gen, dtype=dtype)
+        dense = torch.randn(n, d, generator=gen, dtype=dtype)
+        s1, s2 = torch.randint(0, 8, (n,), generator=gen), torch.randint(0, 5, (n,), generator=gen)
+        s1[:5] = 7  # zero rows onto -0 entries
+        want = base
+        for t, sel in ((p1, s1), (dense, None), (p2, s2)):
+            want = want + (t if sel is None else torch.cat([t, t.new_zeros(1, d)]).index_select(0, sel))
+        got = native.ordered_sum(base, [p1, dense, p2], [s1, None, s2])
+        assert torch.equal(got, want) and torch.equal(got.view(torch.int64 if dtype == torch.float64 else torch.int32),
+                                                      want.view(torch.int64 if dtype == torch.float64 else torch.int32))
+        assert torch.signbit(got[:5]).logical_not().any()
+    with pytest.raises(RuntimeError):
+        native.ordered_sum(base, [p1], [torch.full((n,), 9)])
+
+
 def test_native_scaled_product_and_lightgcn_stage_gradcheck():
     """float64 gradcheck of ScaledAdjacency.mm and of the fused LightGCN stage (1-3 layers, mean and sum)
     on the native kernel: a random symmetric graph with isolated nodes, with and without drops."""
@@ -826,11 +850,15 @@ def test_operator_scales_from_the_degree_table_equal_the_recomputed_ones(tiny):
 
 
 # ----- the training step's cost paths (issue 20): the same numbers as the plain compositions ------------
-def test_linear_attribute_node_equals_the_autograd_composition_bit_for_bit(tiny):
-    """The linear attribute stage as one autograd node (one-hot incidences applied as gathers) gives the
-    values of e W_0^T + sum_f R_f (T_f W_f^T) and the gradients of every table and of W that autograd
-    gives for that composition, bit for bit (categorical fields and a two-valued one, genres)."""
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_linear_attribute_node_equals_the_autograd_composition_bit_for_bit(tiny, native, monkeypatch):
+    """The linear attribute stage as one autograd node (one-hot incidences applied as gathers; the sum's
+    additions in the native ordered_sum where it is built, else torch ops) gives the values of
+    e W_0^T + sum_f R_f (T_f W_f^T) and the gradients of every table and of W that autograd gives for
+    that composition, bit for bit (categorical fields and a two-valued one, genres)."""
     from ctrgraph.graphs import spmm
+
+    monkeypatch.setenv("CTRGRAPH_NATIVE", native)
 
     p = _provider(tiny, attr_mode="linear", graphs="attr")
     p.train()

@@ -180,14 +180,23 @@ class _LinearAttributes(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, e, weight, mats, *tables):
+        from ..graphs import native
+
         w = weight.split(e.shape[1], dim=1)
         out = e.mm(w[0].t())
+        # the sum's additions in one kernel pass (the same, in the same order) where it is built
+        fused = e.device.type == "cpu" and e.dtype in (torch.float32, torch.float64) and native.spmm_kernel() is not None
+        terms = []
         for (r, _, sel), t, wf in zip(mats, tables, w[1:]):
             p = t.mm(wf.t())
-            if sel is None:
+            if fused:
+                terms.append(torch.sparse.mm(r, p) if sel is None else p)
+            elif sel is None:
                 out = out + torch.sparse.mm(r, p)
             else:  # [p; 0] gathered: r @ p without the sparse product's per-call cost
                 out = out + torch.cat([p, p.new_zeros(1, p.shape[1])]).index_select(0, sel)
+        if fused:
+            out = native.ordered_sum(out, terms, [sel for _, _, sel in mats])
         ctx.save_for_backward(e, weight, *tables)
         ctx.mats = mats
         return out

@@ -125,6 +125,18 @@ def lightgcn(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch.Te
                         mode, n_layers, float(div))
 
 
+def ordered_sum(base: torch.Tensor, terms: list[torch.Tensor], sels: list[torch.Tensor | None]) -> torch.Tensor:
+    """``((base + t_1) + t_2) + ...`` row by row in the kernel, term ``i`` the dense [n, d] ``terms[i]`` (``sels[i]``
+    None) or the rows ``terms[i][sels[i]]`` with index ``terms[i].shape[0]`` a zero row: the additions of
+    ``base + torch.cat([p, zeros(1, d)]).index_select(0, sel) + ...`` (same values, bit for bit; tested) in
+    one pass, without the gathered copies. CPU float tensors; needs :func:`spmm_kernel`."""
+    ext = spmm_kernel()
+    if ext is None:
+        raise RuntimeError("ordered_sum: the native kernel is not available (ctrgraph.graphs.native.spmm_kernel())")
+    none = torch.zeros(0, dtype=torch.int64)
+    return ext.ordered_sum(base, list(terms), [none if s is None else s for s in sels])
+
+
 class _CSRAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_i, s_j, v, z, rowptr, col, inst):

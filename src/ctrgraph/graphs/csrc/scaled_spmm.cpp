@@ -336,10 +336,62 @@ torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s,
   return out;
 }
 
+// out = ((base + t_1) + t_2) + ... row by row (DG-ENN's linear attribute stage, e W_0^T + sum_f R_f P_f): term
+// i is a dense [n, d] tensor (sels[i] empty) or the rows p_i[sels[i][r]] of a small table, where
+// sels[i][r] == p_i.size(0) adds a zero row: the additions of ``base + cat([p, 0])[sel] + ...`` in that
+// order, one pass and no gathered [n, d] copies
+torch::Tensor ordered_sum(torch::Tensor base, std::vector<torch::Tensor> terms, std::vector<torch::Tensor> sels) {
+  TORCH_CHECK(!base.is_cuda() && base.dim() == 2 && terms.size() == sels.size(), "ordered_sum: CPU [n, d] base, one sel per term");
+  base = base.contiguous();
+  const int64_t n = base.size(0), d = base.size(1);
+  const size_t T = terms.size();
+  std::vector<int64_t> rows(T);
+  for (size_t i = 0; i < T; ++i) {
+    terms[i] = terms[i].contiguous();
+    TORCH_CHECK(terms[i].dim() == 2 && terms[i].size(1) == d && terms[i].scalar_type() == base.scalar_type(),
+                "ordered_sum: terms must be [*, d] of the base's dtype");
+    rows[i] = terms[i].size(0);
+    if (sels[i].numel()) {
+      sels[i] = sels[i].to(torch::kInt64).contiguous();
+      TORCH_CHECK(sels[i].numel() == n, "ordered_sum: one index per row");
+      const int64_t* sp = sels[i].data_ptr<int64_t>();
+      for (int64_t r = 0; r < n; ++r) TORCH_CHECK(sp[r] >= 0 && sp[r] <= rows[i], "ordered_sum: index out of range");
+    } else {
+      TORCH_CHECK(rows[i] == n, "ordered_sum: a dense term needs n rows");
+    }
+  }
+  auto out = torch::empty_like(base);
+  AT_DISPATCH_FLOATING_TYPES(base.scalar_type(), "ordered_sum", [&] {
+    std::vector<const scalar_t*> tp(T);
+    std::vector<const int64_t*> sp(T, nullptr);
+    for (size_t i = 0; i < T; ++i) {
+      tp[i] = terms[i].data_ptr<scalar_t>();
+      if (sels[i].numel()) sp[i] = sels[i].data_ptr<int64_t>();
+    }
+    const scalar_t* b = base.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < n; ++r) {
+      scalar_t* orow = o + r * d;
+      for (int64_t k = 0; k < d; ++k) orow[k] = b[r * d + k];
+      for (size_t i = 0; i < T; ++i) {
+        const int64_t j = sp[i] == nullptr ? r : sp[i][r];
+        if (j < rows[i]) {
+          const scalar_t* t = tp[i] + j * d;
+          for (int64_t k = 0; k < d; ++k) orow[k] = orow[k] + t[k];
+        } else {  // the zero row (x + 0 is not always x: -0 + 0 = +0)
+          for (int64_t k = 0; k < d; ++k) orow[k] = orow[k] + scalar_t(0);
+        }
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_simd", [](bool on) { simd_enabled = on; }, "use the AVX-512 / AVX2 loops where the CPU has them");
   m.def("scaled_spmm", &scaled_spmm, "s * (A (s x) - dropped edges) for a 0/1 CSR structure A, and (add + that) [/ div]");
+  m.def("ordered_sum", &ordered_sum, "base + term_1 + term_2 ... row by row; a term dense or gathered rows of a small table");
   m.def("lightgcn", &lightgcn, "LightGCN's layers of the scaled product and their sum (forward / backward)");
 }
