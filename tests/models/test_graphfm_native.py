@@ -148,3 +148,67 @@ def test_pytorch_fallback_and_unsupported_switches_take_the_pytorch_path(monkeyp
     assert GraphFMLayer(GraphFMConfig(), 17, 16, 64, 6).native(torch.randn(2, 17, 16)) is None  # n > 16
     drop = GraphFMLayer(GraphFMConfig(attention_dropout=0.1), 12, 16, 64, 6)
     assert drop.native(h) is None and (graphfm_native.kernel() is None or drop.eval().native(h) is not None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_head_linear_equals_einsum(dtype):
+    """Eq. 12-13's per-head W^h_a on strided views (the native path's product) = the einsum, values and gradients."""
+    torch.manual_seed(7)
+    x = torch.randn(9, 5, 3, 7, dtype=dtype, requires_grad=True)
+    W = torch.randn(3, 7, 4, dtype=dtype, requires_grad=True)
+    g = torch.randn(9, 5, 12, dtype=dtype)
+    grads = []
+    for f in (lambda: torch.einsum("bihd,hde->bihe", x, W).flatten(2), lambda: graphfm_native.head_linear(x, W)):
+        x.grad = W.grad = None
+        y = f()
+        (y * g).sum().backward()
+        grads.append((y.detach(), x.grad, W.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(graphfm_native.head_linear, (x[:3, :2], W))
+
+
+def test_native_float32_extreme_scores(monkeypatch, kernel):
+    """float32 metric scores far past exp's range (|s| up to ~1e3): the kernel's vectorised exp gives P of exactly 0
+    or 1 and finite softmax weights, as the PyTorch path (values, selection and gradients)."""
+    torch.manual_seed(8)
+    layer = GraphFMLayer(GraphFMConfig(), 12, 16, 64, 6)
+    with torch.no_grad():
+        layer.metric[2].weight.mul_(300.0)
+        layer.score.weight.mul_(50.0)
+    h = torch.randn(33, 12, 16, requires_grad=True)
+    g = torch.randn(33, 12, 64)
+    traces, outs = {}, {}
+    for native in (False, True):
+        trace: list = []
+        monkeypatch.setenv("CTRGRAPH_NATIVE", "1" if native else "0")
+        assert (layer.native(h) is not None) == native
+        outs[native] = _run(monkeypatch, layer, h, g, native)
+        with torch.no_grad():
+            layer(h, trace)
+        traces[native] = trace[0]
+    P = traces[True]["scores"]
+    assert bool(((P == 0) | (P == 1)).float().mean() > 0.5) and torch.isfinite(P).all()
+    assert torch.equal(traces[True]["mask"], traces[False]["mask"])
+    torch.testing.assert_close(P, traces[False]["scores"], rtol=1e-5, atol=1e-6)
+    for a, b in zip(outs[False], outs[True]):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_head_linear_with_relu_equals_einsum_then_relu():
+    torch.manual_seed(9)
+    x = torch.randn(6, 4, 2, 5, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(6, 4, 6, dtype=torch.float64)
+    res = []
+    for f in (lambda: torch.relu(torch.einsum("bihd,hde->bihe", x, W).flatten(2)),
+              lambda: graphfm_native.head_linear(x, W, relu=True)):
+        x.grad = W.grad = None
+        y = f()
+        (y * g).sum().backward()
+        res.append((y.detach(), x.grad, W.grad))
+    for a, b in zip(*res):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, b: graphfm_native.head_linear(a, b, True), (x[:2], W))

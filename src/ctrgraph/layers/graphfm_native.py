@@ -10,12 +10,16 @@ attention scores; the rest runs per row without [B, n, n] or [B, H, n, d] interm
 sigmoid, Eq. 8-9's top-m (the rank of each candidate: a stable descending sort, ties to the lower
 index), Eq. 10's LeakyReLU, Eq. 11's softmax over N_i and the weighted sum (over N_i only: the other
 terms are exact zeros). The backward recomputes the sums and the products and writes the gradients of h
-and of the four parameters directly. The PyTorch
+and of the four parameters directly. The per-block GEMMs call the BLAS that libtorch carries (``sgemm_`` /
+``dgemm_``) directly, without ATen's per-call dispatch and bias copy; Eq. 7's sigmoid and Eq. 11's exps (float32)
+take 16 lanes at once. :func:`head_linear` then applies Eq. 12-13's per-head W^h_a (and σ = ReLU, in place) with
+one 2-D product per head on strided views, without the permuted copies of an einsum. The PyTorch
 path (GraphFMLayer.edges and the einsums) forms P, the mask, the softmax and the aggregates as separate
 [B, n, n] / [B, H, n, n] / [B, H, n, d] tensors, each a pass over memory forward and backward.
 
 The values equal the PyTorch path's up to the last bits (other summation orders in the GEMMs, the
-metric's second layer and the weighted sums; libm's exp): tests/test_graphfm_native.py. Built like
+metric's second layer and the weighted sums; the kernel's float32 exp, within an ulp or two of libm's):
+tests/models/test_graphfm_native.py. Built like
 :mod:`ctrgraph.layers.native` (``CTRGRAPH_NATIVE=0``: PyTorch path).
 """
 from __future__ import annotations
@@ -45,14 +49,70 @@ class _Layer(torch.autograd.Function):
         ctx.save_for_backward(h, wc, w2, Z, P, alpha, w)
         ctx.slope, ctx.interaction = slope, interaction
         ctx.mark_non_differentiable(w, P, mask)
+        ctx.set_materialize_grads(False)  # no zero-filled [B, n, H, n] / [B, n, n] gradients for w, P, mask
         return x, w, P, mask
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gx, _gw, _gP, _gmask):
+        if gx is None:  # x unused
+            return None, None, None, None, None, None, None, None, None
         h, wc, w2, Z, P, alpha, w = ctx.saved_tensors
         gh, gwc, gbc, gw2, gb2 = kernel().graphfm_backward(gx, h, wc, w2, Z, P, alpha, w, ctx.slope, ctx.interaction)
         return gh, gwc, gbc, gw2, gb2, None, None, None, None
+
+
+class _HeadLinear(torch.autograd.Function):
+    """x [B, n, H, d] -> [B, n, H e], head h's block of columns x[:, :, h] W[h] (W [H, d, e]): one 2-D product per
+    head on strided views of x, the output and the gradients (no permuted copies, as einsum / bmm make); with
+    ``relu`` the ReLU in place on that output (its backward: threshold_backward on the output, as ReLU's)."""
+
+    @staticmethod
+    def forward(ctx, x, W, relu):
+        B, n, H, d = x.shape
+        e = W.shape[-1]
+        x = x.contiguous()
+        out = x.new_empty(B, n, H * e)
+        xv, ov = x.view(B * n, H * d), out.view(B * n, H * e)
+        for h in range(H):
+            torch.mm(xv[:, h * d:(h + 1) * d], W[h], out=ov[:, h * e:(h + 1) * e])
+        if relu:
+            out.relu_()
+            ctx.save_for_backward(x, W, out)
+        else:
+            ctx.save_for_backward(x, W)
+        ctx.relu = relu
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g, *_):
+        x, W = ctx.saved_tensors[:2]
+        B, n, H, d = x.shape
+        e = W.shape[-1]
+        if ctx.relu:
+            g = torch.ops.aten.threshold_backward(g, ctx.saved_tensors[2], 0)
+        gv, xv = g.contiguous().view(B * n, H * e), x.view(B * n, H * d)
+        gx = gW = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.empty_like(x)
+            gxv = gx.view(B * n, H * d)
+            for h in range(H):
+                torch.mm(gv[:, h * e:(h + 1) * e], W[h].t(), out=gxv[:, h * d:(h + 1) * d])
+        if ctx.needs_input_grad[1]:
+            gW = torch.empty_like(W)
+            for h in range(H):
+                torch.mm(xv[:, h * d:(h + 1) * d].t(), gv[:, h * e:(h + 1) * e], out=gW[h])
+        return gx, gW, None
+
+
+def head_linear(x: torch.Tensor, W: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """Eq. 12-13's per-head W^h_a with the heads side by side: x [B, n, H, d], W [H, d, e] -> [B, n, H e]
+    (= einsum("bihd,hde->bihe", x, W).flatten(2)), then ReLU where ``relu`` (σ of Eq. 12)."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        out = torch.einsum("bihd,hde->bihe", x, W).flatten(2)
+        return torch.relu(out) if relu else out
+    return _HeadLinear.apply(x, W, relu)
 
 
 def applies(n: int, heads: int, d: int) -> bool:

@@ -65,6 +65,7 @@ from ..errors import ConfigError
 from ..layers.activation import activation as make_activation
 from ..layers.graphfm_native import aggregate as native_aggregate
 from ..layers.graphfm_native import applies as native_applies
+from ..layers.graphfm_native import head_linear as native_head_linear
 from ..layers.graphfm_native import kernel as native_kernel
 from ..layers.pair_linear import circulant_pairs, pair_linear
 from ..layers.softmax import softmax_last
@@ -250,7 +251,9 @@ class GraphFMLayer(nn.Module):
             if trace is not None:
                 trace.append({"scores": P, "p": P * mask, "mask": mask, "weight": wn.transpose(1, 2)})
             if cfg.head_merge == "concat" and not cfg.field_specific:  # Eq. 12-13: W^h_a per head, heads side by side
-                return self._finish(h, torch.einsum("bihd,hde->bihe", agg, self.W_a).flatten(2))
+                if not cfg.residual_layernorm and isinstance(self.act, nn.ReLU):  # σ = ReLU fused (in place)
+                    return native_head_linear(agg, self.W_a, relu=True)
+                return self._finish(h, native_head_linear(agg, self.W_a))  # per-head mm on strided views
             agg = agg.transpose(1, 2)  # [B, H, n, d] for the general path below
         else:
             P, p, mask, w = self.edges(h)

@@ -22,6 +22,8 @@
 // terms outside are exact zeros (alpha = w = 0), so skipping them keeps every value (m_2, m_3 < n: half
 // and a quarter of the work). Dot products and weighted sums use 16-lane vectors (Lanes), the rank the
 // 16 candidates at once.
+// The block GEMMs call libtorch's BLAS (sgemm_ / dgemm_) directly (at::mm_out where the symbol is absent); Eq. 7's
+// sigmoid and Eq. 11's exps run 16 float lanes at once (exp_lanes; double: std::exp).
 // The float loops are compiled for AVX-512, AVX2 and the baseline (target_clones), picked at load time,
 // so a cached build runs on any x86-64 CPU.
 #include <torch/extension.h>
@@ -31,7 +33,18 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+// The BLAS that libtorch carries (MKL's Fortran symbols on x86-64 builds), called directly per block: at::addmm_out /
+// mm_out / sum_out cost a dispatch, views and a broadcast copy of the bias per call, 64 blocks per layer and pass.
+// Weak: where the library has no such symbol the blocks fall back to at::mm_out / addmm_.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*,
+            const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*,
+            const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+}
 
 namespace {
 
@@ -104,6 +117,37 @@ struct Lanes {
   }
 };
 
+// exp of 16 floats at once (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial in r, times 2^n):
+// within an ulp or two of libm's expf; for x > 88.376 (libm: >= 2.4e38, inf from 88.723) inf, for x < -87.336
+// (libm: subnormals) 0. In place over v[0..16) whatever len (the lanes past len are scratch: the caller's buffers
+// hold 16 entries from v; full-vector loads, no tail copies); double: std::exp on v[0..len).
+inline __attribute__((always_inline)) void exp_lanes(float* v, int64_t) {
+  using L = Lanes<float>;
+  typedef int32_t vi16 __attribute__((vector_size(64)));
+  typename L::v16 x = L::load(v);
+  const typename L::v16 hi = x > 88.3762626647949f ? std::numeric_limits<float>::infinity() : 1.0f;
+  const typename L::v16 lo = x < -87.3365447504f ? 0.0f : 1.0f;
+  x = x > 88.3762626647949f ? 0.0f : x;
+  x = x < -87.3365447504f ? 0.0f : x;
+  const typename L::v16 fx = x * 1.44269504088896341f;
+  const vi16 n = __builtin_convertvector(fx + (fx < 0.0f ? -0.5f : 0.5f), vi16);  // round half away from 0
+  const typename L::v16 nf = __builtin_convertvector(n, typename L::v16);
+  const typename L::v16 r = (x - nf * 0.693359375f) - nf * -2.12194440e-4f;
+  typename L::v16 y = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * (r * r) + r + 1.0f;
+  const vi16 bits = (n + 127) << 23;
+  typename L::v16 p2;
+  std::memcpy(&p2, &bits, sizeof(p2));
+  L::store(v, y * p2 * hi * lo);
+}
+inline __attribute__((always_inline)) void exp_lanes(double* v, int64_t len) {
+  for (int64_t t = 0; t < len; ++t) v[t] = std::exp(v[t]);
+}
+
 // <a, b> over d entries in 16 independent lanes (a vector register), then a pairwise sum of the lanes
 // (a zero-padded tail adds exact zeros to the lanes it does not fill)
 template <typename scalar_t>
@@ -175,6 +219,30 @@ inline __attribute__((always_inline)) int64_t selected(const T* sel, int64_t n, 
   return nj;
 }
 
+// C [M, N] = op(A) op(B) + beta C (beta 0 or 1), row-major with leading dimensions lda, ldb, ldc; op = transpose
+// where ta / tb. A row-major product is the column-major one of the transposes: C^T = op(B)^T op(A)^T.
+template <typename scalar_t>
+void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const scalar_t* A, int64_t lda, const scalar_t* B,
+             int64_t ldb, scalar_t beta, scalar_t* C, int64_t ldc) {
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+  const char tra = tb ? 'T' : 'N', trb = ta ? 'T' : 'N';
+  const scalar_t one = 1;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (sgemm_) return sgemm_(&tra, &trb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  } else {
+    if (dgemm_) return dgemm_(&tra, &trb, &m, &n, &k, &one, B, &la, A, &lb, &beta, C, &lc);
+  }
+  const auto opt = torch::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  auto a = torch::from_blob(const_cast<scalar_t*>(A), {ta ? K : M, ta ? M : K}, {lda, 1}, opt);
+  auto b = torch::from_blob(const_cast<scalar_t*>(B), {tb ? N : K, tb ? K : N}, {ldb, 1}, opt);
+  auto c = torch::from_blob(C, {M, N}, {ldc, 1}, opt);
+  if (beta == scalar_t(0))
+    at::mm_out(c, ta ? a.t() : a, tb ? b.t() : b);
+  else
+    c.addmm_(ta ? a.t() : a, tb ? b.t() : b);
+}
+
 void check(const torch::Tensor& h, const torch::Tensor& wc, const torch::Tensor& w2) {
   TORCH_CHECK(h.dim() == 3 && wc.dim() == 2 && wc.size(1) == h.size(2) && w2.dim() == 1 &&
                   w2.size(0) < wc.size(0),
@@ -204,14 +272,14 @@ template <typename scalar_t>
 inline __attribute__((always_inline)) void forward_rows(const Args<scalar_t>& a, int64_t b0, int64_t b1) {
   const int64_t n = a.n, d = a.d, k = a.k, q = a.q, H = a.H, T = a.T;
   const Pairs& pr = *a.pr;
-  scalar_t Pt[256], C[4 * 256], Pl[16], e[16];
+  scalar_t Pt[256 + 16] = {}, C[4 * 256], Pl[16], e[16] = {};  // Pt, e: whole 16-lane vectors for exp_lanes
   int32_t rank[16], J[16];
   for (int64_t b = b0; b < b1; ++b) {
     const scalar_t* z = a.Z + b * T * k;
-    for (int64_t t = 0; t < T; ++t) {  // Eq. 7: P_ij = sigmoid(W2 ReLU(W1 (h_i ⊙ h_j) + b1) + b2)
-      const scalar_t s = a.b2 + relu_dot16(a.w2, z + t * k, q);
-      Pt[t] = scalar_t(1) / (scalar_t(1) + std::exp(-s));
-    }
+    for (int64_t t = 0; t < T; ++t)  // Eq. 7: P_ij = sigmoid(W2 ReLU(W1 (h_i ⊙ h_j) + b1) + b2) = 1 / (1 + exp(-s))
+      Pt[t] = -(a.b2 + relu_dot16(a.w2, z + t * k, q));
+    for (int64_t t = 0; t < T; t += 16) exp_lanes(Pt + t, std::min<int64_t>(16, T - t));  // 16 at once
+    for (int64_t t = 0; t < T; ++t) Pt[t] = scalar_t(1) / (scalar_t(1) + Pt[t]);
     scalar_t* Pb = a.P + b * n * n;
     bool* mb = a.mask + b * n * n;
     for (int64_t i = 0; i < n; ++i)
@@ -238,11 +306,10 @@ inline __attribute__((always_inline)) void forward_rows(const Args<scalar_t>& a,
           e[t] = c > 0 ? c : c * a.slope;
           mx = std::max(mx, e[t]);
         }
+        for (int64_t t = 0; t < nj; ++t) e[t] -= mx;
+        exp_lanes(e, nj);  // nj <= 16: one vector
         scalar_t sum = 0;
-        for (int64_t t = 0; t < nj; ++t) {
-          e[t] = std::exp(e[t] - mx);
-          sum += e[t];
-        }
+        for (int64_t t = 0; t < nj; ++t) sum += e[t];
         for (int64_t j = 0; j < n; ++j) al[j] = wr[j] = 0;
         for (int64_t t = 0; t < nj; ++t) {
           al[J[t]] = e[t] / sum;
@@ -267,6 +334,13 @@ inline __attribute__((always_inline)) void backward_rows(const Args<scalar_t>& a
     const scalar_t* Pb = a.P + b * n * n;
     const scalar_t* hb = a.h + b * n * d;
     scalar_t* ghb = a.gh + b * n * d;
+    // Z is read at the selected pairs below (scattered over the row): fetch this row's (on the first) and the next's
+    constexpr int64_t line = 64 / sizeof(scalar_t);
+    if (b == b0)
+      for (int64_t o = 0; o < T * k; o += line) __builtin_prefetch(z + o);
+    if (b + 1 < b1)
+      for (int64_t o = 0; o < T * k; o += line) __builtin_prefetch(z + T * k + o);
+    std::memset(ghb, 0, n * d * sizeof(scalar_t));
     for (int64_t t = 0; t < n * n; ++t) gP[t] = 0;
     for (int64_t t = 0; t < H * n * n; ++t) gc[t] = 0;
     for (int64_t i = 0; i < n; ++i)
@@ -392,7 +466,6 @@ std::vector<torch::Tensor> graphfm_forward(torch::Tensor h, torch::Tensor wc, to
   auto w = torch::empty({B, n, H, n}, h.options());
   auto x = torch::empty({B, n, H, d}, h.options());
   auto mask = torch::empty({B, n, n}, h.options().dtype(torch::kBool));
-  const auto wct = wc.t();
   const int64_t nblocks = (B + BLOCK - 1) / BLOCK;
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "graphfm_forward", [&] {
     Args<scalar_t> a{};
@@ -404,13 +477,17 @@ std::vector<torch::Tensor> graphfm_forward(torch::Tensor h, torch::Tensor wc, to
     a.h = h.data_ptr<scalar_t>(), a.w2 = w2.data_ptr<scalar_t>();
     a.Z = Z.data_ptr<scalar_t>(), a.P = P.data_ptr<scalar_t>(), a.alpha = alpha.data_ptr<scalar_t>();
     a.w = w.data_ptr<scalar_t>(), a.x = x.data_ptr<scalar_t>(), a.mask = mask.data_ptr<bool>();
+    const scalar_t* wcp = wc.data_ptr<scalar_t>();
+    const scalar_t* bcp = bc.data_ptr<scalar_t>();
     at::parallel_for(0, nblocks, 1, [&](int64_t blk0, int64_t blk1) {
-      auto prod = torch::empty({BLOCK * T, d}, h.options());
+      std::vector<scalar_t> prod(BLOCK * T * d);
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t b0 = blk * BLOCK, bs = std::min(BLOCK, B - b0);
-        products_f(a.h, pr, n, d, b0, b0 + bs, prod.data_ptr<scalar_t>());
-        auto zb = Z.narrow(0, b0, bs).view({bs * T, k});
-        at::addmm_out(zb, bc, prod.narrow(0, 0, bs * T), wct);  // Eq. 7's W1 and Eq. 10's a_h, all pairs
+        products_f(a.h, pr, n, d, b0, b0 + bs, prod.data());
+        // Eq. 7's W1 and Eq. 10's a_h on all pairs: Z = bc + prod wc^T (the bias rows first, as addmm does)
+        scalar_t* zb = a.Z + b0 * T * k;
+        for (int64_t r = 0; r < bs * T; ++r) std::memcpy(zb + r * k, bcp, k * sizeof(scalar_t));
+        gemm_rm<scalar_t>(false, true, bs * T, k, d, prod.data(), d, wcp, d, scalar_t(1), zb, k);
         forward_f(a, b0, b0 + bs);
       }
     });
@@ -433,7 +510,7 @@ std::vector<torch::Tensor> graphfm_backward(torch::Tensor gx, torch::Tensor h, t
                   w.sizes() == alpha.sizes(),
               "graphfm_backward: saved tensors do not match");
   const int64_t nblocks = (B + BLOCK - 1) / BLOCK;
-  auto gh = torch::zeros_like(h);
+  auto gh = torch::empty_like(h);  // each row zeroed where its backward starts (in cache, not a separate pass)
   auto gwc_part = torch::empty({nblocks, k, d}, h.options());
   auto gbc_part = torch::empty({nblocks, k}, h.options());
   auto gw2_part = torch::zeros({nblocks, q}, h.options());
@@ -447,25 +524,25 @@ std::vector<torch::Tensor> graphfm_backward(torch::Tensor gx, torch::Tensor h, t
     a0.h = h.data_ptr<scalar_t>(), a0.w2 = w2.data_ptr<scalar_t>();
     a0.Z = Z.data_ptr<scalar_t>(), a0.P = P.data_ptr<scalar_t>(), a0.alpha = alpha.data_ptr<scalar_t>();
     a0.w = w.data_ptr<scalar_t>(), a0.gx = gx.data_ptr<scalar_t>(), a0.gh = gh.data_ptr<scalar_t>();
+    const scalar_t* wcp = wc.data_ptr<scalar_t>();
     at::parallel_for(0, nblocks, 1, [&](int64_t blk0, int64_t blk1) {
-      auto prod = torch::empty({BLOCK * T, d}, h.options());
-      auto gprod = torch::empty({BLOCK * T, d}, h.options());
-      auto gz = torch::empty({BLOCK * T, k}, h.options());
+      std::vector<scalar_t> prod(BLOCK * T * d), gprod(BLOCK * T * d), gz(BLOCK * T * k);
       Args<scalar_t> a = a0;
-      a.gz = gz.data_ptr<scalar_t>(), a.gprod = gprod.data_ptr<scalar_t>();
+      a.gz = gz.data(), a.gprod = gprod.data();
       for (int64_t blk = blk0; blk < blk1; ++blk) {
-        const int64_t b0 = blk * BLOCK, bs = std::min(BLOCK, B - b0);
+        const int64_t b0 = blk * BLOCK, bs = std::min(BLOCK, B - b0), M = bs * T;
         a.gw2 = gw2_part.data_ptr<scalar_t>() + blk * q;
         a.gb2 = gb2_part.data_ptr<scalar_t>() + blk;
         backward_f(a, b0, b0 + bs);
-        products_f(a.h, pr, n, d, b0, b0 + bs, prod.data_ptr<scalar_t>());
-        auto gzv = gz.narrow(0, 0, bs * T);
-        auto gwcb = gwc_part[blk];
-        at::mm_out(gwcb, gzv.t(), prod.narrow(0, 0, bs * T));
-        auto gbcb = gbc_part[blk];
-        at::sum_out(gbcb, gzv, {0});
-        auto gpv = gprod.narrow(0, 0, bs * T);
-        at::mm_out(gpv, gzv, wc);
+        products_f(a.h, pr, n, d, b0, b0 + bs, prod.data());
+        // this block's gwc = gz^T prod, gbc = the column sums of gz, gprod = gz wc
+        gemm_rm<scalar_t>(true, false, k, d, M, gz.data(), k, prod.data(), d, scalar_t(0),
+                          gwc_part.data_ptr<scalar_t>() + blk * k * d, d);
+        scalar_t* gbcb = gbc_part.data_ptr<scalar_t>() + blk * k;
+        for (int64_t c = 0; c < k; ++c) gbcb[c] = 0;
+        for (int64_t r = 0; r < M; ++r)
+          for (int64_t c = 0; c < k; ++c) gbcb[c] += gz[r * k + c];
+        gemm_rm<scalar_t>(false, false, M, d, k, gz.data(), k, wcp, d, scalar_t(0), gprod.data(), d);
         product_grad_f(a, b0, b0 + bs);
       }
     });
