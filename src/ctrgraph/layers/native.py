@@ -20,6 +20,10 @@
   gradient of h and the running sum of x0's gradient). Its values and gradients are the plain
   modules' bit for bit: x0's gradient terms are summed in autograd's order for that graph (another
   branch's gradient on x0, passed back through the second output, first).
+- :func:`pair_attention`: AFM's attention over the pairwise interactions (``PairwiseAttention``) as
+  one Function: the pair products, the ReLU's backward and the gradient of E (the two index_selects'
+  index_add_ sums, in their order) in native passes, the matmuls, softmax and bmm torch's own calls
+  with the operands autograd passes them; the plain modules' values and gradients bit for bit.
 - :func:`augru_last`: DIEN's AUGRU recurrence (the last state) as one Function: torch's mm,
   sigmoid, tanh (and in the backward mm, sum, tanh_backward, sigmoid_backward) called from one
   native loop over the steps, the arithmetic between them fused; values and gradients those of
@@ -143,6 +147,49 @@ def cross_v2(x0: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) 
     (x_{l+1} = x0 * (x_l W_l^T + b_l) + x_l); x0' is x0 for another branch, whose gradient is summed
     into x0's in autograd's order for the plain modules. Needs :func:`kernel`."""
     return _CrossV2.apply(x0, *(t for wb in layers for t in wb))
+
+
+class _PairAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, E, W, b, h):
+        k = kernel()
+        B, F, d = E.shape
+        n = F * (F - 1) // 2
+        P = k.pair_products(E)                                  # [B, n, d]
+        H = torch.addmm(b, P.view(B * n, d), W.t()).relu_()    # F.linear's call for [B n, d], ReLU in place
+        s = torch.mm(H, h.t())                                  # [B n, 1]: the score projection's mm
+        a = torch.softmax(s.view(B, n), dim=1)
+        out = torch.bmm(a.unsqueeze(1), P).view(B, d)          # einsum("bp,bpd->bd")'s bmm
+        ctx.save_for_backward(E, W, h, P, H, a)
+        ctx.bias_shape = b.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        k = kernel()
+        E, W, h, P, H, a = ctx.saved_tensors
+        B, n, d = P.shape
+        g = g.contiguous()
+        ga = torch.bmm(g.view(B, 1, d), P.transpose(1, 2))     # bmm's backward, its first operand's gradient
+        gs = torch._softmax_backward_data(ga.view(B, n), a, 1, a.dtype).contiguous()
+        gh = gs.view(B * n, 1).t().mm(H)                        # mm's backward for a transposed weight
+        gH = k.pair_relu_backward(gs, h, H)                     # gs h^T (K = 1), then the ReLU's backward
+        gW = gH.t().mm(P.view(B * n, d))                        # addmm's backward for a transposed weight
+        gb = gH.sum_to_size(ctx.bias_shape)
+        gE = None
+        if ctx.needs_input_grad[0]:
+            gE = k.pair_products_backward(gH.mm(W), a, g, E)    # gP = gH W + a g, then the index_selects' sums
+        return gE, gW, gb, gh
+
+
+def pair_attention(E: torch.Tensor, W: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """AFM's attention-based pooling sum_p softmax_p(h^T ReLU(W P_p + b)) P_p over the pair products
+    P_p = E[:, i] * E[:, j] (i < j, row-major) of contiguous float32 E [B, F, d], as one Function: torch's
+    addmm, mm, softmax and bmm (and in the backward their backward calls) with the pair products, the
+    ReLU's backward and the gradient of E native; values and gradients those of
+    :class:`ctrgraph.layers.cross.PairwiseAttention`'s modules bit for bit. Needs :func:`kernel`."""
+    return _PairAttention.apply(E, W, b, h)
 
 
 class _AUGRU(torch.autograd.Function):

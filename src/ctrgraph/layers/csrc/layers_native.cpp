@@ -649,6 +649,111 @@ torch::Tensor small_attention_backward(torch::Tensor g, torch::Tensor qkv, torch
 
 }  // namespace
 
+// AFM's attention over pairwise interactions (ctrgraph.layers.cross.PairwiseAttention), the
+// elementwise parts around torch's own matmuls, softmax and bmm (ctrgraph.layers.native.pair_attention):
+// pair_products: P[b, p] = E[b, i_p] * E[b, j_p] for the pairs i < j in row-major order, [B, F, d] ->
+//   [B, P, d] (one pass for index_select, index_select, mul);
+// pair_relu_backward: gH = H <= 0 ? 0 : gs * h (the score projection's K = 1 product gs h^T, then
+//   threshold_backward on the ReLU's result H [B P, t]);
+// pair_products_backward: gP = gW + a g (the two gradients of P, the attention's [B P, d] matmul and the
+//   weighted sum's outer product a_bp g_b) and the gradient of E as the two index_selects' backward
+//   sums it: per field f, A_f = 0 + sum over the pairs (f, j) of gP * E_j and B_f = 0 + sum over the
+//   pairs (i, f) of gP * E_i, each in the pairs' order (index_add_'s), then A_f + B_f.
+// Each product is rounded before it is added (-ffp-contract=off), as the PyTorch operations do.
+CTRGRAPH_CLONES void pair_prod_rows(const float* E, float* P, int64_t b0, int64_t b1, int64_t F, int64_t d) {
+  const int64_t np = F * (F - 1) / 2;
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* e = E + b * F * d;
+    float* o = P + b * np * d;
+    for (int64_t i = 0; i < F; ++i)
+      for (int64_t j = i + 1; j < F; ++j, o += d)
+        for (int64_t k = 0; k < d; ++k) o[k] = e[i * d + k] * e[j * d + k];
+  }
+}
+
+torch::Tensor pair_products(torch::Tensor E) {
+  TORCH_CHECK(E.dim() == 3 && E.scalar_type() == torch::kFloat && E.is_contiguous(),
+              "pair_products: contiguous float32 [B, F, d] expected");
+  const int64_t B = E.size(0), F = E.size(1), d = E.size(2);
+  auto P = torch::empty({B, F * (F - 1) / 2, d}, E.options());
+  const float* e = E.data_ptr<float>();
+  float* o = P.data_ptr<float>();
+  at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) { pair_prod_rows(e, o, b0, b1, F, d); });
+  return P;
+}
+
+CTRGRAPH_CLONES void pair_relu_bwd(const float* gs, const float* h, const float* H, float* gH, int64_t r0, int64_t r1,
+                                   int64_t t) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float s = gs[r];
+    const float* x = H + r * t;
+    float* o = gH + r * t;
+    for (int64_t k = 0; k < t; ++k) o[k] = x[k] <= 0.0f ? 0.0f : s * h[k];
+  }
+}
+
+torch::Tensor pair_relu_backward(torch::Tensor gs, torch::Tensor h, torch::Tensor H) {
+  TORCH_CHECK(H.dim() == 2 && gs.numel() == H.size(0) && h.numel() == H.size(1) && H.is_contiguous() &&
+              gs.is_contiguous() && h.is_contiguous() && H.scalar_type() == torch::kFloat &&
+              gs.scalar_type() == torch::kFloat && h.scalar_type() == torch::kFloat,
+              "pair_relu_backward: contiguous float32 gs [R], h [t], H [R, t] expected");
+  const int64_t R = H.size(0), t = H.size(1);
+  auto gH = torch::empty_like(H);
+  const float *a = gs.data_ptr<float>(), *w = h.data_ptr<float>(), *x = H.data_ptr<float>();
+  float* o = gH.data_ptr<float>();
+  at::parallel_for(0, R, 2048, [&](int64_t r0, int64_t r1) { pair_relu_bwd(a, w, x, o, r0, r1, t); });
+  return gH;
+}
+
+CTRGRAPH_CLONES void pair_prod_bwd(const float* gW, const float* a, const float* g, const float* E, float* gE,
+                                   float* acc, int64_t b0, int64_t b1, int64_t F, int64_t d) {
+  const int64_t np = F * (F - 1) / 2;
+  float* A = acc;           // [F, d]: the first index_select's gradient
+  float* Bs = acc + F * d;  // [F, d]: the second's
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* e = E + b * F * d;
+    const float* gb = g + b * d;
+    const float* ab = a + b * np;
+    const float* gw = gW + b * np * d;
+    for (int64_t k = 0; k < 2 * F * d; ++k) acc[k] = 0.0f;
+    int64_t p = 0;
+    for (int64_t i = 0; i < F; ++i)
+      for (int64_t j = i + 1; j < F; ++j, ++p) {
+        const float w = ab[p];
+        const float* x = gw + p * d;
+        float* Ai = A + i * d;
+        float* Bj = Bs + j * d;
+        const float* ei = e + i * d;
+        const float* ej = e + j * d;
+        for (int64_t k = 0; k < d; ++k) {
+          const float gp = x[k] + w * gb[k];
+          Ai[k] = Ai[k] + gp * ej[k];
+          Bj[k] = Bj[k] + gp * ei[k];
+        }
+      }
+    float* o = gE + b * F * d;
+    for (int64_t k = 0; k < F * d; ++k) o[k] = A[k] + Bs[k];
+  }
+}
+
+torch::Tensor pair_products_backward(torch::Tensor gW, torch::Tensor a, torch::Tensor g, torch::Tensor E) {
+  TORCH_CHECK(E.dim() == 3 && E.scalar_type() == torch::kFloat && E.is_contiguous(),
+              "pair_products_backward: contiguous float32 E [B, F, d] expected");
+  const int64_t B = E.size(0), F = E.size(1), d = E.size(2), np = F * (F - 1) / 2;
+  TORCH_CHECK(gW.numel() == B * np * d && a.numel() == B * np && g.numel() == B * d && gW.is_contiguous() &&
+              a.is_contiguous() && g.is_contiguous() && gW.scalar_type() == torch::kFloat &&
+              a.scalar_type() == torch::kFloat && g.scalar_type() == torch::kFloat,
+              "pair_products_backward: contiguous float32 gW [B, P, d], a [B, P], g [B, d] expected");
+  auto gE = torch::empty_like(E);
+  const float *x = gW.data_ptr<float>(), *w = a.data_ptr<float>(), *gg = g.data_ptr<float>(), *e = E.data_ptr<float>();
+  float* o = gE.data_ptr<float>();
+  at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
+    std::vector<float> acc(2 * F * d);
+    pair_prod_bwd(x, w, gg, e, o, acc.data(), b0, b1, F, d);
+  });
+  return gE;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pooled_lookup_forward", &pooled_lookup_forward, "sum_l w[b, l] T[ids[b, l]] (bmm by chunks)");
   m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
@@ -658,5 +763,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cross_layer_backward", &cross_layer_backward, "the elementwise backward of a DCN-V2 cross layer");
   m.def("augru_forward", &augru_forward, "DIEN's AUGRU recurrence, last state (and what the backward needs)");
   m.def("augru_backward", &augru_backward, "gradients of augru_forward (autograd's order for the PyTorch loop)");
+  m.def("pair_products", &pair_products, "E[:, i] * E[:, j] for the field pairs i < j (AFM)");
+  m.def("pair_relu_backward", &pair_relu_backward, "threshold_backward(gs h^T, H) of AFM's attention net");
+  m.def("pair_products_backward", &pair_products_backward, "gradient of E through AFM's pair products");
   m.def("adam_step", &adam_step, "torch.optim.Adam's single-tensor step on float32 CPU tensors (bit for bit)");
 }
