@@ -660,15 +660,23 @@ torch::Tensor small_attention_backward(torch::Tensor g, torch::Tensor qkv, torch
 //   sums it: per field f, A_f = 0 + sum over the pairs (f, j) of gP * E_j and B_f = 0 + sum over the
 //   pairs (i, f) of gP * E_i, each in the pairs' order (index_add_'s), then A_f + B_f.
 // Each product is rounded before it is added (-ffp-contract=off), as the PyTorch operations do.
-CTRGRAPH_CLONES void pair_prod_rows(const float* E, float* P, int64_t b0, int64_t b1, int64_t F, int64_t d) {
-  const int64_t np = F * (F - 1) / 2;
+// D: the embedding size as a compile-time constant (0: the run-time d), so that d = 16 is one vector
+template <int64_t D>
+inline __attribute__((always_inline)) void pair_prod_rows_t(const float* __restrict__ E, float* __restrict__ P,
+                                                            int64_t b0, int64_t b1, int64_t F, int64_t dd) {
+  const int64_t d = D ? D : dd, np = F * (F - 1) / 2;
   for (int64_t b = b0; b < b1; ++b) {
-    const float* e = E + b * F * d;
-    float* o = P + b * np * d;
+    const float* __restrict__ e = E + b * F * d;
+    float* __restrict__ o = P + b * np * d;
     for (int64_t i = 0; i < F; ++i)
       for (int64_t j = i + 1; j < F; ++j, o += d)
         for (int64_t k = 0; k < d; ++k) o[k] = e[i * d + k] * e[j * d + k];
   }
+}
+
+CTRGRAPH_CLONES void pair_prod_rows(const float* E, float* P, int64_t b0, int64_t b1, int64_t F, int64_t d) {
+  if (d == 16) pair_prod_rows_t<16>(E, P, b0, b1, F, d);
+  else pair_prod_rows_t<0>(E, P, b0, b1, F, d);
 }
 
 torch::Tensor pair_products(torch::Tensor E) {
@@ -682,14 +690,35 @@ torch::Tensor pair_products(torch::Tensor E) {
   return P;
 }
 
-CTRGRAPH_CLONES void pair_relu_bwd(const float* gs, const float* h, const float* H, float* gH, int64_t r0, int64_t r1,
-                                   int64_t t) {
+template <int64_t T>
+inline __attribute__((always_inline)) void pair_relu_bwd_t(const float* __restrict__ gs, const float* __restrict__ h,
+                                                           const float* __restrict__ H, float* __restrict__ gH,
+                                                           int64_t r0, int64_t r1, int64_t tt) {
+  const int64_t t = T ? T : tt;
+  if (T == 16) {  // a vector select: the element-wise form compiles to a branch per element
+    v16 hv;
+    std::memcpy(&hv, h, sizeof(v16));
+    for (int64_t r = r0; r < r1; ++r) {
+      v16 x, o;
+      std::memcpy(&x, H + r * 16, sizeof(v16));
+      const v16 v = gs[r] * hv;
+      o = x <= 0.0f ? v16{} : v;
+      std::memcpy(gH + r * 16, &o, sizeof(v16));
+    }
+    return;
+  }
   for (int64_t r = r0; r < r1; ++r) {
     const float s = gs[r];
-    const float* x = H + r * t;
-    float* o = gH + r * t;
+    const float* __restrict__ x = H + r * t;
+    float* __restrict__ o = gH + r * t;
     for (int64_t k = 0; k < t; ++k) o[k] = x[k] <= 0.0f ? 0.0f : s * h[k];
   }
+}
+
+CTRGRAPH_CLONES void pair_relu_bwd(const float* gs, const float* h, const float* H, float* gH, int64_t r0, int64_t r1,
+                                   int64_t t) {
+  if (t == 16) pair_relu_bwd_t<16>(gs, h, H, gH, r0, r1, t);
+  else pair_relu_bwd_t<0>(gs, h, H, gH, r0, r1, t);
 }
 
 torch::Tensor pair_relu_backward(torch::Tensor gs, torch::Tensor h, torch::Tensor H) {
@@ -705,35 +734,45 @@ torch::Tensor pair_relu_backward(torch::Tensor gs, torch::Tensor h, torch::Tenso
   return gH;
 }
 
-CTRGRAPH_CLONES void pair_prod_bwd(const float* gW, const float* a, const float* g, const float* E, float* gE,
-                                   float* acc, int64_t b0, int64_t b1, int64_t F, int64_t d) {
-  const int64_t np = F * (F - 1) / 2;
-  float* A = acc;           // [F, d]: the first index_select's gradient
-  float* Bs = acc + F * d;  // [F, d]: the second's
+template <int64_t D>
+inline __attribute__((always_inline)) void pair_prod_bwd_t(const float* __restrict__ gW, const float* __restrict__ a,
+                                                           const float* __restrict__ g, const float* __restrict__ E,
+                                                           float* __restrict__ gE, float* __restrict__ acc,
+                                                           int64_t b0, int64_t b1, int64_t F, int64_t dd) {
+  const int64_t d = D ? D : dd, np = F * (F - 1) / 2;
+  float* __restrict__ A = acc;           // [F, d]: the first index_select's gradient
+  float* __restrict__ Bs = acc + F * d;  // [F, d]: the second's
   for (int64_t b = b0; b < b1; ++b) {
-    const float* e = E + b * F * d;
-    const float* gb = g + b * d;
-    const float* ab = a + b * np;
-    const float* gw = gW + b * np * d;
+    const float* __restrict__ e = E + b * F * d;
+    const float* __restrict__ gb = g + b * d;
+    const float* __restrict__ ab = a + b * np;
+    const float* __restrict__ gw = gW + b * np * d;
     for (int64_t k = 0; k < 2 * F * d; ++k) acc[k] = 0.0f;
     int64_t p = 0;
-    for (int64_t i = 0; i < F; ++i)
+    for (int64_t i = 0; i < F; ++i) {
+      const float* __restrict__ ei = e + i * d;
+      float* __restrict__ Ai = A + i * d;
       for (int64_t j = i + 1; j < F; ++j, ++p) {
         const float w = ab[p];
-        const float* x = gw + p * d;
-        float* Ai = A + i * d;
-        float* Bj = Bs + j * d;
-        const float* ei = e + i * d;
-        const float* ej = e + j * d;
+        const float* __restrict__ x = gw + p * d;
+        float* __restrict__ Bj = Bs + j * d;
+        const float* __restrict__ ej = e + j * d;
         for (int64_t k = 0; k < d; ++k) {
           const float gp = x[k] + w * gb[k];
           Ai[k] = Ai[k] + gp * ej[k];
           Bj[k] = Bj[k] + gp * ei[k];
         }
       }
-    float* o = gE + b * F * d;
+    }
+    float* __restrict__ o = gE + b * F * d;
     for (int64_t k = 0; k < F * d; ++k) o[k] = A[k] + Bs[k];
   }
+}
+
+CTRGRAPH_CLONES void pair_prod_bwd(const float* gW, const float* a, const float* g, const float* E, float* gE,
+                                   float* acc, int64_t b0, int64_t b1, int64_t F, int64_t d) {
+  if (d == 16) pair_prod_bwd_t<16>(gW, a, g, E, gE, acc, b0, b1, F, d);
+  else pair_prod_bwd_t<0>(gW, a, g, E, gE, acc, b0, b1, F, d);
 }
 
 torch::Tensor pair_products_backward(torch::Tensor gW, torch::Tensor a, torch::Tensor g, torch::Tensor E) {
