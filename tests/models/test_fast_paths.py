@@ -460,3 +460,35 @@ def test_afm_training_with_the_pair_attention_kernel_is_bit_identical(planted, m
     assert len(calls) == len(batches)
     for a, b in zip(with_kernel, plain):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("upstream", ["expanded_row", "scalar_sum", "column_block"])
+def test_cross_v2_backward_reads_every_output_gradient_layout(upstream):
+    """The cross network's backward reads an output gradient with strided rows in place (a column
+    block of a concatenation) and copies any other layout (a broadcast row: zero row stride; a sum:
+    zero strides): the gradients of the input and weights equal the plain modules' bit for bit."""
+    from ctrgraph.layers import native
+    from ctrgraph.layers.cross import CrossNetV2
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    torch.manual_seed(2)
+    net = CrossNetV2(40, 3)
+    x = torch.randn(32, 40, requires_grad=True)
+    v, other = torch.randn(40), torch.randn(32, 24)
+    params = [x, *net.parameters()]
+
+    def run(fused: bool):
+        x0 = x * 1.0
+        if fused:
+            xc = net.fork(x0)[0]
+        else:
+            xc = x0
+            for lin in net.layers:
+                xc = x0 * lin(xc) + xc
+        loss = {"expanded_row": lambda: xc.sum(0) @ v, "scalar_sum": lambda: xc.sum(),
+                "column_block": lambda: torch.cat([xc, other], 1).pow(2).sum()}[upstream]()
+        return torch.autograd.grad(loss, params)
+
+    for a, b in zip(run(False), run(True)):
+        assert torch.equal(a, b)

@@ -128,13 +128,26 @@ class _CrossV2(torch.autograd.Function):
         x0, Ws, xs, hs = ctx.saved_tensors[0], ctx.saved_tensors[1:L + 1], ctx.saved_tensors[L + 1:2 * L], \
             ctx.saved_tensors[2 * L:]
         xs = (x0, *xs)
-        g, gh, acc = torch.empty_like(x0), torch.empty_like(x0), torch.empty_like(x0)
-        gp = gout.contiguous() if gout is not None else torch.zeros_like(x0)
+        g, gh, acc = None, torch.empty_like(x0), torch.empty_like(x0)
+        # the output's gradient read in place where its rows are contiguous (the column block of the
+        # model's concatenation that CatBackward hands over), not copied
+        if gout is None:
+            gp = torch.zeros_like(x0)
+        elif gout.stride(1) == 1 and gout.stride(0) >= gout.shape[1]:
+            gp = gout
+        else:
+            gp = gout.contiguous()
         gx, acc_in = None, None if gtap is None else gtap.contiguous()
         grads: list[torch.Tensor | None] = [None] * (2 * L)
         for l in reversed(range(L)):
-            k.cross_layer_backward(gp, gx, g, hs[l], x0, gh, acc_in, acc, l == 0)
-            gp, acc_in = g, acc
+            # g = gp + gx, written only where a next layer reads it: with no gx it is gp itself
+            if gx is not None and l > 0 and g is None:
+                g = torch.empty_like(x0)
+            k.cross_layer_backward(gp, gx, g if gx is not None and l > 0 else None, hs[l], x0, gh, acc_in, acc,
+                                   l == 0)
+            if gx is not None and l > 0:
+                gp = g
+            acc_in = acc
             grads[2 * l] = gh.t().mm(xs[l])  # addmm's backward for a transposed weight, W's gradient
             grads[2 * l + 1] = gh.sum_to_size(ctx.bias_shapes[l])
             gx = gh.mm(Ws[l])

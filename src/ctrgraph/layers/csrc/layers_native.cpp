@@ -310,15 +310,17 @@ torch::Tensor cross_layer_forward(torch::Tensor x0, torch::Tensor h, torch::Tens
 
 // The elementwise part of one cross layer's backward, in autograd's order: the gradient of the
 // layer's output g = gp + gx (gp: the gradient reaching the output itself, gx: the next layer's
-// gh W, or none), written to g; gh = g * x0 (the gradient of h); the gradient of x0 accumulated as
+// gh W, or none), written to go unless go is null (the caller then needs no g: the first layer, or
+// g = gp kept as it is); gh = g * x0 (the gradient of h); the gradient of x0 accumulated as
 // autograd's input buffer sums it: acc <- acc_in + g * h, and for the first layer (x = x0: its
 // residual reaches x0 before its product) acc <- (acc_in + g) + g * h; no acc_in: nothing summed
-// yet (the first term is stored as is). g may alias gp, acc may alias acc_in.
+// yet (the first term is stored as is). go may alias gp, acc may alias acc_in. One row of D values;
+// gp's rows may lie further apart (a column block of the model's concatenation, read in place).
 CTRGRAPH_CLONES void cross_bwd(const float* gp, const float* gx, float* go, const float* h, const float* x0,
                                float* gh, const float* acc_in, float* acc, int64_t n, bool first) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gx ? gp[i] + gx[i] : gp[i];
-    go[i] = g;
+    if (go) go[i] = g;
     gh[i] = g * x0[i];
     const float a = g * h[i];
     if (first) acc[i] = (acc_in ? acc_in[i] + g : g) + a;
@@ -326,23 +328,36 @@ CTRGRAPH_CLONES void cross_bwd(const float* gp, const float* gx, float* go, cons
   }
 }
 
-void cross_layer_backward(torch::Tensor gp, c10::optional<torch::Tensor> gx, torch::Tensor g, torch::Tensor h,
-                          torch::Tensor x0, torch::Tensor gh, c10::optional<torch::Tensor> acc_in, torch::Tensor acc,
-                          bool first) {
-  for (const auto* t : {&gp, &g, &h, &x0, &gh, &acc})
+void cross_layer_backward(torch::Tensor gp, c10::optional<torch::Tensor> gx, c10::optional<torch::Tensor> g,
+                          torch::Tensor h, torch::Tensor x0, torch::Tensor gh, c10::optional<torch::Tensor> acc_in,
+                          torch::Tensor acc, bool first) {
+  for (const auto* t : {&h, &x0, &gh, &acc})
     TORCH_CHECK(t->scalar_type() == torch::kFloat && t->is_contiguous() && t->sizes() == x0.sizes(),
                 "cross_layer_backward: contiguous float32 tensors of one shape expected");
-  for (const auto* t : {&gx, &acc_in})
+  for (const auto* t : {&gx, &g, &acc_in})
     TORCH_CHECK(!t->has_value() || ((*t)->scalar_type() == torch::kFloat && (*t)->is_contiguous() &&
                                     (*t)->sizes() == x0.sizes()), "cross_layer_backward: bad optional tensor");
+  TORCH_CHECK(x0.dim() == 2 && gp.dim() == 2 && gp.sizes() == x0.sizes() && gp.scalar_type() == torch::kFloat &&
+              gp.stride(1) == 1 && gp.stride(0) >= x0.size(1),
+              "cross_layer_backward: float32 gp [B, D] with contiguous rows expected");
+  const int64_t R = x0.size(0), D = x0.size(1), gps = gp.stride(0);
   const float* gpp = gp.data_ptr<float>();
   const float* gxp = gx ? gx->data_ptr<float>() : nullptr;
   const float *hp = h.data_ptr<float>(), *xp = x0.data_ptr<float>();
   const float* ain = acc_in ? acc_in->data_ptr<float>() : nullptr;
-  float *gop = g.data_ptr<float>(), *ghp = gh.data_ptr<float>(), *ap = acc.data_ptr<float>();
-  at::parallel_for(0, x0.numel(), 32768, [&](int64_t i0, int64_t i1) {
-    cross_bwd(gpp + i0, gxp ? gxp + i0 : nullptr, gop + i0, hp + i0, xp + i0, ghp + i0, ain ? ain + i0 : nullptr,
-              ap + i0, i1 - i0, first);
+  float *gop = g ? g->data_ptr<float>() : nullptr, *ghp = gh.data_ptr<float>(), *ap = acc.data_ptr<float>();
+  at::parallel_for(0, R, std::max<int64_t>(1, 32768 / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+    if (gps == D) {  // contiguous: one pass over the rows' block
+      const int64_t i0 = r0 * D;
+      cross_bwd(gpp + i0, gxp ? gxp + i0 : nullptr, gop ? gop + i0 : nullptr, hp + i0, xp + i0, ghp + i0,
+                ain ? ain + i0 : nullptr, ap + i0, (r1 - r0) * D, first);
+      return;
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i0 = r * D;
+      cross_bwd(gpp + r * gps, gxp ? gxp + i0 : nullptr, gop ? gop + i0 : nullptr, hp + i0, xp + i0, ghp + i0,
+                ain ? ain + i0 : nullptr, ap + i0, D, first);
+    }
   });
 }
 
