@@ -20,6 +20,10 @@
   gradient of h and the running sum of x0's gradient). Its values and gradients are the plain
   modules' bit for bit: x0's gradient terms are summed in autograd's order for that graph (another
   branch's gradient on x0, passed back through the second output, first).
+- :func:`field_lookups`: the one-valued fields' table lookups of a plain provider as one Function
+  (native gathers from the int32 / int64 ids as they come, the table gradients as ``_Lookup``'s
+  index_add_ in batch order), instead of one lookup, one int64 conversion and one autograd node per
+  field; the same values and gradients bit for bit.
 - :func:`pair_attention`: AFM's attention over the pairwise interactions (``PairwiseAttention``) as
   one Function: the pair products, the ReLU's backward and the gradient of E (the two index_selects'
   index_add_ sums, in their order) in native passes, the matmuls, softmax and bmm torch's own calls
@@ -203,6 +207,35 @@ def pair_attention(E: torch.Tensor, W: torch.Tensor, b: torch.Tensor, h: torch.T
     ReLU's backward and the gradient of E native; values and gradients those of
     :class:`ctrgraph.layers.cross.PairwiseAttention`'s modules bit for bit. Needs :func:`kernel`."""
     return _PairAttention.apply(E, W, b, h)
+
+
+class _FieldLookups(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pads, *tensors):
+        n = len(pads)
+        weights, ids = tensors[:n], tensors[n:]
+        ctx.save_for_backward(*ids)
+        ctx.rows, ctx.pads = [w.shape[0] for w in weights], pads
+        ctx.set_materialize_grads(False)
+        return tuple(kernel().field_lookups_forward(list(weights), list(ids)))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        k = kernel()
+        ids = ctx.saved_tensors
+        out = [None if g is None or not ctx.needs_input_grad[1 + f]
+               else k.lookup_backward(g, ids[f], ctx.rows[f], ctx.pads[f]) for f, g in enumerate(grads)]
+        return (None, *out, *([None] * len(ids)))
+
+
+def field_lookups(weights: list[torch.Tensor], ids: list[torch.Tensor], pads: list[int]) -> tuple[torch.Tensor, ...]:
+    """``weights[f][ids[f]]`` [B, d] for several one-valued fields (int32 or int64 ids [B], contiguous
+    float32 tables, ``pads[f]`` the padding row or -1) as one autograd node: the values of
+    index_select, and each table's gradient as :class:`ctrgraph.layers.lookup._Lookup`'s (zeros, then
+    index_add_ of the rows in batch order, the padding row zeroed; none for a field whose output
+    gets no gradient), bit for bit. Each table must feed no other field of the call. Needs :func:`kernel`."""
+    return _FieldLookups.apply(tuple(pads), *weights, *ids)
 
 
 class _AUGRU(torch.autograd.Function):

@@ -808,6 +808,78 @@ torch::Tensor pair_products_backward(torch::Tensor gW, torch::Tensor a, torch::T
   return gE;
 }
 
+// Single-valued fields' lookups as one call (ctrgraph.layers.native.field_lookups): the rows
+// weights[f][ids[f]] [B, d] of every field f (index_select's values: copies), from int32 or int64 ids
+// [B]; the backward of one field, lookup_backward: the table gradient zeros, then dT[ids[b]] += g[b]
+// in the order b = 0, 1, ... (index_add_'s, each sum rounded alike), the padding row zeroed after (as
+// nn.Embedding's padding_idx), reading g's rows in place (a column block of the field matrix's
+// gradient).
+template <typename I>
+void check_ids(const I* ip, int64_t n, int64_t V, const char* what) {
+  for (int64_t i = 0; i < n; ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < V, what, ": index ", static_cast<int64_t>(ip[i]), " out of range [0, ", V, ")");
+}
+
+std::vector<torch::Tensor> field_lookups_forward(std::vector<torch::Tensor> weights, std::vector<torch::Tensor> ids) {
+  TORCH_CHECK(weights.size() == ids.size(), "field_lookups_forward: one ids tensor per table expected");
+  std::vector<torch::Tensor> out;
+  out.reserve(weights.size());
+  for (size_t f = 0; f < weights.size(); ++f) {
+    const auto& W = weights[f];
+    const auto& x = ids[f];
+    TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.scalar_type() == torch::kFloat && x.dim() == 1 &&
+                x.is_contiguous() && (x.scalar_type() == torch::kInt || x.scalar_type() == torch::kLong),
+                "field_lookups_forward: contiguous float32 tables [V, d] and int32 / int64 ids [B] expected");
+    const int64_t B = x.size(0), V = W.size(0), d = W.size(1);
+    auto o = torch::empty({B, d}, W.options());
+    const float* wp = W.data_ptr<float>();
+    float* op = o.data_ptr<float>();
+    if (x.scalar_type() == torch::kInt) {
+      const int32_t* ip = x.data_ptr<int32_t>();
+      check_ids(ip, B, V, "field_lookups_forward");
+      for (int64_t b = 0; b < B; ++b) std::memcpy(op + b * d, wp + static_cast<int64_t>(ip[b]) * d, d * sizeof(float));
+    } else {
+      const int64_t* ip = x.data_ptr<int64_t>();
+      check_ids(ip, B, V, "field_lookups_forward");
+      for (int64_t b = 0; b < B; ++b) std::memcpy(op + b * d, wp + ip[b] * d, d * sizeof(float));
+    }
+    out.push_back(o);
+  }
+  return out;
+}
+
+template <typename I>
+void lookup_bwd_rows(const float* gp, int64_t gs, const I* ip, float* op, int64_t B, int64_t d) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* gb = gp + b * gs;
+    float* orow = op + static_cast<int64_t>(ip[b]) * d;
+    for (int64_t c = 0; c < d; ++c) orow[c] = orow[c] + gb[c];
+  }
+}
+
+torch::Tensor lookup_backward(torch::Tensor g, torch::Tensor ids, int64_t rows, int64_t padding_idx) {
+  TORCH_CHECK(g.dim() == 2 && ids.dim() == 1 && g.size(0) == ids.size(0) && g.scalar_type() == torch::kFloat &&
+              (ids.scalar_type() == torch::kInt || ids.scalar_type() == torch::kLong),
+              "lookup_backward: float32 g [B, d] and int32 / int64 ids [B] expected");
+  if (!(g.stride(1) == 1 && g.stride(0) >= g.size(1))) g = g.contiguous();
+  ids = ids.contiguous();
+  const int64_t B = g.size(0), d = g.size(1);
+  auto out = torch::zeros({rows, d}, g.options());
+  const float* gp = g.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  if (ids.scalar_type() == torch::kInt) {
+    const int32_t* ip = ids.data_ptr<int32_t>();
+    check_ids(ip, B, rows, "lookup_backward");
+    lookup_bwd_rows(gp, g.stride(0), ip, op, B, d);
+  } else {
+    const int64_t* ip = ids.data_ptr<int64_t>();
+    check_ids(ip, B, rows, "lookup_backward");
+    lookup_bwd_rows(gp, g.stride(0), ip, op, B, d);
+  }
+  if (padding_idx >= 0) out[padding_idx].zero_();
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pooled_lookup_forward", &pooled_lookup_forward, "sum_l w[b, l] T[ids[b, l]] (bmm by chunks)");
   m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
@@ -820,5 +892,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pair_products", &pair_products, "E[:, i] * E[:, j] for the field pairs i < j (AFM)");
   m.def("pair_relu_backward", &pair_relu_backward, "threshold_backward(gs h^T, H) of AFM's attention net");
   m.def("pair_products_backward", &pair_products_backward, "gradient of E through AFM's pair products");
+  m.def("field_lookups_forward", &field_lookups_forward, "weights[f][ids[f]] for several one-valued fields");
+  m.def("lookup_backward", &lookup_backward, "the table gradient of one lookup (index_add_'s order)");
   m.def("adam_step", &adam_step, "torch.optim.Adam's single-tensor step on float32 CPU tensors (bit for bit)");
 }
