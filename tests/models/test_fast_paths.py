@@ -389,3 +389,106 @@ def test_augru_kernel_is_bit_identical_to_the_loop():
     assert torch.equal(o0, o1)
     for a, b in zip(g0, g1):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("B, F, d, t", [(64, 12, 16, 16), (37, 5, 3, 4), (9, 2, 8, 256)])
+def test_pair_attention_kernel_is_bit_identical_to_the_modules(B, F, d, t):
+    """layers.native.pair_attention (AFM's attention over pairs as one Function, the path
+    PairwiseAttention takes when training in float32 on the CPU): the output and the gradients of E, W,
+    b and h equal to the modules' (index_select pairs, Linear, ReLU, Linear, softmax, einsum) bit for
+    bit; float64, eval with dropout and active dropout take the modules."""
+    from ctrgraph.layers import native
+    from ctrgraph.layers.cross import PairwiseAttention
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    torch.manual_seed(F)
+    att = PairwiseAttention(d, t)
+    E = torch.randn(B, F, d, requires_grad=True)
+    params = [E, *att.parameters()]
+    up = torch.randn(B, d)
+
+    def plain(E):
+        P = att.pairs(E)
+        return torch.einsum("bp,bpd->bd", att.weights(P), att.dropout(P))
+
+    assert att._fused(E)
+    out_f = att(E)
+    assert type(out_f.grad_fn).__name__ == "_PairAttentionBackward"
+    out_p = plain(E)
+    assert torch.equal(out_f, out_p)
+    for a, b in zip(torch.autograd.grad(out_f, params, up), torch.autograd.grad(out_p, params, up)):
+        assert torch.equal(a, b)
+    assert not att.double()._fused(E.detach().double().requires_grad_())
+    drop = PairwiseAttention(d, t, dropout=0.5)
+    assert not drop._fused(E) and drop.eval()._fused(E)
+
+
+def test_afm_training_with_the_pair_attention_kernel_is_bit_identical(planted, monkeypatch):
+    """AFM on the planted data, 4 Adam steps from one seed: every parameter equal bit for bit with the
+    native pair attention and with the modules (PairwiseAttention._fused forced off)."""
+    from ctrgraph.data.loader import BatchLoader
+    from ctrgraph.data.schema import FeatureSpec
+    from ctrgraph.layers import cross, native
+    from ctrgraph.registry import build_model
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    spec = FeatureSpec(planted.schema, planted.vocab_sizes)
+    batches = [b for _, b in zip(range(4), BatchLoader(planted.split("train"), planted.schema, 256, shuffle=True,
+                                                         seed=0))]
+    calls = []
+    fused = cross.pair_attention
+    monkeypatch.setattr(cross, "pair_attention", lambda *a: calls.append(1) or fused(*a))
+
+    def train(use_kernel: bool):
+        if not use_kernel:
+            monkeypatch.setattr(cross.PairwiseAttention, "_fused", lambda self, E: False)
+        torch.manual_seed(0)
+        m = build_model("afm", spec, {}, dim=8)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        for b in batches:
+            loss = nn.functional.binary_cross_entropy_with_logits(m(b).logits, b[planted.schema.label])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.detach().clone() for p in m.parameters()]
+
+    with_kernel = train(True)
+    assert len(calls) == len(batches)
+    plain = train(False)
+    assert len(calls) == len(batches)
+    for a, b in zip(with_kernel, plain):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("upstream", ["expanded_row", "scalar_sum", "column_block"])
+def test_cross_v2_backward_reads_every_output_gradient_layout(upstream):
+    """The cross network's backward reads an output gradient with strided rows in place (a column
+    block of a concatenation) and copies any other layout (a broadcast row: zero row stride; a sum:
+    zero strides): the gradients of the input and weights equal the plain modules' bit for bit."""
+    from ctrgraph.layers import native
+    from ctrgraph.layers.cross import CrossNetV2
+
+    if native.kernel() is None:
+        pytest.skip("the native layer kernels are not available")
+    torch.manual_seed(2)
+    net = CrossNetV2(40, 3)
+    x = torch.randn(32, 40, requires_grad=True)
+    v, other = torch.randn(40), torch.randn(32, 24)
+    params = [x, *net.parameters()]
+
+    def run(fused: bool):
+        x0 = x * 1.0
+        if fused:
+            xc = net.fork(x0)[0]
+        else:
+            xc = x0
+            for lin in net.layers:
+                xc = x0 * lin(xc) + xc
+        loss = {"expanded_row": lambda: xc.sum(0) @ v, "scalar_sum": lambda: xc.sum(),
+                "column_block": lambda: torch.cat([xc, other], 1).pow(2).sum()}[upstream]()
+        return torch.autograd.grad(loss, params)
+
+    for a, b in zip(run(False), run(True)):
+        assert torch.equal(a, b)

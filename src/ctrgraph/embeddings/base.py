@@ -26,6 +26,7 @@ from torch import nn
 from ..data.schema import FeatureSpec, Field, Kind
 from ..errors import ConfigError
 from ..layers.lookup import LazyRows, embedding_rows, lazy_ok
+from ..layers.native import field_lookups
 from ..layers.native import kernel as native_kernel
 from ..layers.pooling import pooled_field, pooled_rows, weighted_sum
 
@@ -182,6 +183,10 @@ class EmbeddingProvider(nn.Module):
         self.numeric = nn.ParameterDict({
             f.name: nn.Parameter(torch.randn(dim) * init_std) for f in self.fields if f.kind == Kind.NUMERIC
         })
+        # one-valued fields whose table feeds no other field: looked up together (_single_lookups)
+        uses = [f.table for f in self.fields if f.kind != Kind.NUMERIC]
+        self._own_table = [(f.name, f.table) for f in self.fields
+                           if f.kind == Kind.CATEGORICAL and not f.is_sequence_like and uses.count(f.table) == 1]
 
     # ----- the contract graph-enhanced providers override ------------------------------------
     def prepare(self, data) -> None:
@@ -220,11 +225,14 @@ class EmbeddingProvider(nn.Module):
         # tables of this step: lookup_table) may stay lazy (pooled without the [B, L, d] gather);
         # not when the rows must all be materialised
         lazy = not self.keep_rows and native_kernel() is not None
+        single = self._single_lookups(batch)
         values: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for f in self.fields:
             x = batch[f.name]
-            if f.kind == Kind.NUMERIC:
+            if f.name in single:
+                v = single[f.name]
+            elif f.kind == Kind.NUMERIC:
                 v = x.to(self.numeric[f.name].dtype).unsqueeze(-1) * self.numeric[f.name]
             else:
                 ids = x.long()
@@ -238,6 +246,33 @@ class EmbeddingProvider(nn.Module):
                     masks[f.name] = src != 0
             values[f.name] = v
         return EmbeddedBatch(self.spec, values, masks, self, step, fuse_pooling=not self.keep_rows)
+
+    def _single_lookups(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The rows of the one-valued fields whose table feeds no other field, all looked up by one
+        native call (:func:`~ctrgraph.layers.native.field_lookups`: the values and table gradients of
+        :meth:`lookup` for each, bit for bit, without an int64 copy of the ids and one autograd node
+        per field), where :meth:`lookup` is the plain one, while training on dense float32 CPU tables;
+        {} otherwise (each field then takes :meth:`lookup`)."""
+        if (len(self._own_table) < 2 or type(self).lookup is not EmbeddingProvider.lookup
+                or not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting()
+                or native_kernel() is None):
+            return {}
+        names, weights, ids, pads = [], [], [], []
+        for name, table in self._own_table:
+            emb = self.tables[table]
+            x = batch[name]
+            w = emb.weight
+            if (emb.sparse or not w.requires_grad or w.dtype != torch.float32 or w.device.type != "cpu"
+                    or not w.is_contiguous() or x.dim() != 1 or x.dtype not in (torch.int32, torch.int64)
+                    or x.device.type != "cpu"):
+                continue
+            names.append(name)
+            weights.append(w)
+            ids.append(x.contiguous())
+            pads.append(-1 if emb.padding_idx is None else emb.padding_idx)
+        if len(names) < 2:
+            return {}
+        return dict(zip(names, field_lookups(weights, ids, pads)))
 
 
 def use_sparse_gradients(model: nn.Module) -> int:

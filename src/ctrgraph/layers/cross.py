@@ -13,7 +13,7 @@ from torch import nn
 
 from .activation import activation
 from .interaction import upper_pairs
-from .native import cross_v2
+from .native import cross_v2, pair_attention
 from .native import kernel as native_kernel
 
 
@@ -239,9 +239,22 @@ class PairwiseAttention(nn.Module):
         return torch.softmax(self.h(torch.relu(self.W(P))).squeeze(-1), dim=1)   # [B, P]
 
     def forward(self, E: torch.Tensor) -> torch.Tensor:
+        if self._fused(E):
+            return pair_attention(E, self.W.weight, self.W.bias, self.h.weight)
         P = self.pairs(E)
         a = self.weights(P)
         return torch.einsum("bp,bpd->bd", a, self.dropout(P))
+
+    def _fused(self, E: torch.Tensor) -> bool:
+        """Training on contiguous float32 CPU input with no active dropout and the native kernel:
+        :func:`~ctrgraph.layers.native.pair_attention` (the same values and gradients)."""
+        params = (self.W.weight, self.W.bias, self.h.weight)
+        return (E.device.type == "cpu" and E.dtype == torch.float32 and E.dim() == 3 and E.shape[1] >= 2
+                and E.is_contiguous() and torch.is_grad_enabled()
+                and (E.requires_grad or any(p.requires_grad for p in params))
+                and all(p.dtype == torch.float32 and p.device.type == "cpu" for p in params)
+                and not (self.training and self.dropout.p > 0) and not torch.is_autocast_enabled("cpu")
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting() and native_kernel() is not None)
 
 
 def anova_kernels(E: torch.Tensor, order: int) -> list[torch.Tensor]:

@@ -20,6 +20,14 @@
   gradient of h and the running sum of x0's gradient). Its values and gradients are the plain
   modules' bit for bit: x0's gradient terms are summed in autograd's order for that graph (another
   branch's gradient on x0, passed back through the second output, first).
+- :func:`field_lookups`: the one-valued fields' table lookups of a plain provider as one Function
+  (native gathers from the int32 / int64 ids as they come, the table gradients as ``_Lookup``'s
+  index_add_ in batch order), instead of one lookup, one int64 conversion and one autograd node per
+  field; the same values and gradients bit for bit.
+- :func:`pair_attention`: AFM's attention over the pairwise interactions (``PairwiseAttention``) as
+  one Function: the pair products, the ReLU's backward and the gradient of E (the two index_selects'
+  index_add_ sums, in their order) in native passes, the matmuls, softmax and bmm torch's own calls
+  with the operands autograd passes them; the plain modules' values and gradients bit for bit.
 - :func:`augru_last`: DIEN's AUGRU recurrence (the last state) as one Function: torch's mm,
   sigmoid, tanh (and in the backward mm, sum, tanh_backward, sigmoid_backward) called from one
   native loop over the steps, the arithmetic between them fused; values and gradients those of
@@ -124,13 +132,26 @@ class _CrossV2(torch.autograd.Function):
         x0, Ws, xs, hs = ctx.saved_tensors[0], ctx.saved_tensors[1:L + 1], ctx.saved_tensors[L + 1:2 * L], \
             ctx.saved_tensors[2 * L:]
         xs = (x0, *xs)
-        g, gh, acc = torch.empty_like(x0), torch.empty_like(x0), torch.empty_like(x0)
-        gp = gout.contiguous() if gout is not None else torch.zeros_like(x0)
+        g, gh, acc = None, torch.empty_like(x0), torch.empty_like(x0)
+        # the output's gradient read in place where its rows are contiguous (the column block of the
+        # model's concatenation that CatBackward hands over), not copied
+        if gout is None:
+            gp = torch.zeros_like(x0)
+        elif gout.stride(1) == 1 and gout.stride(0) >= gout.shape[1]:
+            gp = gout
+        else:
+            gp = gout.contiguous()
         gx, acc_in = None, None if gtap is None else gtap.contiguous()
         grads: list[torch.Tensor | None] = [None] * (2 * L)
         for l in reversed(range(L)):
-            k.cross_layer_backward(gp, gx, g, hs[l], x0, gh, acc_in, acc, l == 0)
-            gp, acc_in = g, acc
+            # g = gp + gx, written only where a next layer reads it: with no gx it is gp itself
+            if gx is not None and l > 0 and g is None:
+                g = torch.empty_like(x0)
+            k.cross_layer_backward(gp, gx, g if gx is not None and l > 0 else None, hs[l], x0, gh, acc_in, acc,
+                                   l == 0)
+            if gx is not None and l > 0:
+                gp = g
+            acc_in = acc
             grads[2 * l] = gh.t().mm(xs[l])  # addmm's backward for a transposed weight, W's gradient
             grads[2 * l + 1] = gh.sum_to_size(ctx.bias_shapes[l])
             gx = gh.mm(Ws[l])
@@ -143,6 +164,78 @@ def cross_v2(x0: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) 
     (x_{l+1} = x0 * (x_l W_l^T + b_l) + x_l); x0' is x0 for another branch, whose gradient is summed
     into x0's in autograd's order for the plain modules. Needs :func:`kernel`."""
     return _CrossV2.apply(x0, *(t for wb in layers for t in wb))
+
+
+class _PairAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, E, W, b, h):
+        k = kernel()
+        B, F, d = E.shape
+        n = F * (F - 1) // 2
+        P = k.pair_products(E)                                  # [B, n, d]
+        H = torch.addmm(b, P.view(B * n, d), W.t()).relu_()    # F.linear's call for [B n, d], ReLU in place
+        s = torch.mm(H, h.t())                                  # [B n, 1]: the score projection's mm
+        a = torch.softmax(s.view(B, n), dim=1)
+        out = torch.bmm(a.unsqueeze(1), P).view(B, d)          # einsum("bp,bpd->bd")'s bmm
+        ctx.save_for_backward(E, W, h, P, H, a)
+        ctx.bias_shape = b.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        k = kernel()
+        E, W, h, P, H, a = ctx.saved_tensors
+        B, n, d = P.shape
+        g = g.contiguous()
+        ga = torch.bmm(g.view(B, 1, d), P.transpose(1, 2))     # bmm's backward, its first operand's gradient
+        gs = torch._softmax_backward_data(ga.view(B, n), a, 1, a.dtype).contiguous()
+        gh = gs.view(B * n, 1).t().mm(H)                        # mm's backward for a transposed weight
+        gH = k.pair_relu_backward(gs, h, H)                     # gs h^T (K = 1), then the ReLU's backward
+        gW = gH.t().mm(P.view(B * n, d))                        # addmm's backward for a transposed weight
+        gb = gH.sum_to_size(ctx.bias_shape)
+        gE = None
+        if ctx.needs_input_grad[0]:
+            gE = k.pair_products_backward(gH.mm(W), a, g, E)    # gP = gH W + a g, then the index_selects' sums
+        return gE, gW, gb, gh
+
+
+def pair_attention(E: torch.Tensor, W: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """AFM's attention-based pooling sum_p softmax_p(h^T ReLU(W P_p + b)) P_p over the pair products
+    P_p = E[:, i] * E[:, j] (i < j, row-major) of contiguous float32 E [B, F, d], as one Function: torch's
+    addmm, mm, softmax and bmm (and in the backward their backward calls) with the pair products, the
+    ReLU's backward and the gradient of E native; values and gradients those of
+    :class:`ctrgraph.layers.cross.PairwiseAttention`'s modules bit for bit. Needs :func:`kernel`."""
+    return _PairAttention.apply(E, W, b, h)
+
+
+class _FieldLookups(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pads, *tensors):
+        n = len(pads)
+        weights, ids = tensors[:n], tensors[n:]
+        ctx.save_for_backward(*ids)
+        ctx.rows, ctx.pads = [w.shape[0] for w in weights], pads
+        ctx.set_materialize_grads(False)
+        return tuple(kernel().field_lookups_forward(list(weights), list(ids)))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads):
+        k = kernel()
+        ids = ctx.saved_tensors
+        out = [None if g is None or not ctx.needs_input_grad[1 + f]
+               else k.lookup_backward(g, ids[f], ctx.rows[f], ctx.pads[f]) for f, g in enumerate(grads)]
+        return (None, *out, *([None] * len(ids)))
+
+
+def field_lookups(weights: list[torch.Tensor], ids: list[torch.Tensor], pads: list[int]) -> tuple[torch.Tensor, ...]:
+    """``weights[f][ids[f]]`` [B, d] for several one-valued fields (int32 or int64 ids [B], contiguous
+    float32 tables, ``pads[f]`` the padding row or -1) as one autograd node: the values of
+    index_select, and each table's gradient as :class:`ctrgraph.layers.lookup._Lookup`'s (zeros, then
+    index_add_ of the rows in batch order, the padding row zeroed; none for a field whose output
+    gets no gradient), bit for bit. Each table must feed no other field of the call. Needs :func:`kernel`."""
+    return _FieldLookups.apply(tuple(pads), *weights, *ids)
 
 
 class _AUGRU(torch.autograd.Function):

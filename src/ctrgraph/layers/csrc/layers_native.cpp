@@ -310,15 +310,17 @@ torch::Tensor cross_layer_forward(torch::Tensor x0, torch::Tensor h, torch::Tens
 
 // The elementwise part of one cross layer's backward, in autograd's order: the gradient of the
 // layer's output g = gp + gx (gp: the gradient reaching the output itself, gx: the next layer's
-// gh W, or none), written to g; gh = g * x0 (the gradient of h); the gradient of x0 accumulated as
+// gh W, or none), written to go unless go is null (the caller then needs no g: the first layer, or
+// g = gp kept as it is); gh = g * x0 (the gradient of h); the gradient of x0 accumulated as
 // autograd's input buffer sums it: acc <- acc_in + g * h, and for the first layer (x = x0: its
 // residual reaches x0 before its product) acc <- (acc_in + g) + g * h; no acc_in: nothing summed
-// yet (the first term is stored as is). g may alias gp, acc may alias acc_in.
+// yet (the first term is stored as is). go may alias gp, acc may alias acc_in. One row of D values;
+// gp's rows may lie further apart (a column block of the model's concatenation, read in place).
 CTRGRAPH_CLONES void cross_bwd(const float* gp, const float* gx, float* go, const float* h, const float* x0,
                                float* gh, const float* acc_in, float* acc, int64_t n, bool first) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gx ? gp[i] + gx[i] : gp[i];
-    go[i] = g;
+    if (go) go[i] = g;
     gh[i] = g * x0[i];
     const float a = g * h[i];
     if (first) acc[i] = (acc_in ? acc_in[i] + g : g) + a;
@@ -326,23 +328,36 @@ CTRGRAPH_CLONES void cross_bwd(const float* gp, const float* gx, float* go, cons
   }
 }
 
-void cross_layer_backward(torch::Tensor gp, c10::optional<torch::Tensor> gx, torch::Tensor g, torch::Tensor h,
-                          torch::Tensor x0, torch::Tensor gh, c10::optional<torch::Tensor> acc_in, torch::Tensor acc,
-                          bool first) {
-  for (const auto* t : {&gp, &g, &h, &x0, &gh, &acc})
+void cross_layer_backward(torch::Tensor gp, c10::optional<torch::Tensor> gx, c10::optional<torch::Tensor> g,
+                          torch::Tensor h, torch::Tensor x0, torch::Tensor gh, c10::optional<torch::Tensor> acc_in,
+                          torch::Tensor acc, bool first) {
+  for (const auto* t : {&h, &x0, &gh, &acc})
     TORCH_CHECK(t->scalar_type() == torch::kFloat && t->is_contiguous() && t->sizes() == x0.sizes(),
                 "cross_layer_backward: contiguous float32 tensors of one shape expected");
-  for (const auto* t : {&gx, &acc_in})
+  for (const auto* t : {&gx, &g, &acc_in})
     TORCH_CHECK(!t->has_value() || ((*t)->scalar_type() == torch::kFloat && (*t)->is_contiguous() &&
                                     (*t)->sizes() == x0.sizes()), "cross_layer_backward: bad optional tensor");
+  TORCH_CHECK(x0.dim() == 2 && gp.dim() == 2 && gp.sizes() == x0.sizes() && gp.scalar_type() == torch::kFloat &&
+              gp.stride(1) == 1 && gp.stride(0) >= x0.size(1),
+              "cross_layer_backward: float32 gp [B, D] with contiguous rows expected");
+  const int64_t R = x0.size(0), D = x0.size(1), gps = gp.stride(0);
   const float* gpp = gp.data_ptr<float>();
   const float* gxp = gx ? gx->data_ptr<float>() : nullptr;
   const float *hp = h.data_ptr<float>(), *xp = x0.data_ptr<float>();
   const float* ain = acc_in ? acc_in->data_ptr<float>() : nullptr;
-  float *gop = g.data_ptr<float>(), *ghp = gh.data_ptr<float>(), *ap = acc.data_ptr<float>();
-  at::parallel_for(0, x0.numel(), 32768, [&](int64_t i0, int64_t i1) {
-    cross_bwd(gpp + i0, gxp ? gxp + i0 : nullptr, gop + i0, hp + i0, xp + i0, ghp + i0, ain ? ain + i0 : nullptr,
-              ap + i0, i1 - i0, first);
+  float *gop = g ? g->data_ptr<float>() : nullptr, *ghp = gh.data_ptr<float>(), *ap = acc.data_ptr<float>();
+  at::parallel_for(0, R, std::max<int64_t>(1, 32768 / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
+    if (gps == D) {  // contiguous: one pass over the rows' block
+      const int64_t i0 = r0 * D;
+      cross_bwd(gpp + i0, gxp ? gxp + i0 : nullptr, gop ? gop + i0 : nullptr, hp + i0, xp + i0, ghp + i0,
+                ain ? ain + i0 : nullptr, ap + i0, (r1 - r0) * D, first);
+      return;
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t i0 = r * D;
+      cross_bwd(gpp + r * gps, gxp ? gxp + i0 : nullptr, gop ? gop + i0 : nullptr, hp + i0, xp + i0, ghp + i0,
+                ain ? ain + i0 : nullptr, ap + i0, D, first);
+    }
   });
 }
 
@@ -649,6 +664,222 @@ torch::Tensor small_attention_backward(torch::Tensor g, torch::Tensor qkv, torch
 
 }  // namespace
 
+// AFM's attention over pairwise interactions (ctrgraph.layers.cross.PairwiseAttention), the
+// elementwise parts around torch's own matmuls, softmax and bmm (ctrgraph.layers.native.pair_attention):
+// pair_products: P[b, p] = E[b, i_p] * E[b, j_p] for the pairs i < j in row-major order, [B, F, d] ->
+//   [B, P, d] (one pass for index_select, index_select, mul);
+// pair_relu_backward: gH = H <= 0 ? 0 : gs * h (the score projection's K = 1 product gs h^T, then
+//   threshold_backward on the ReLU's result H [B P, t]);
+// pair_products_backward: gP = gW + a g (the two gradients of P, the attention's [B P, d] matmul and the
+//   weighted sum's outer product a_bp g_b) and the gradient of E as the two index_selects' backward
+//   sums it: per field f, A_f = 0 + sum over the pairs (f, j) of gP * E_j and B_f = 0 + sum over the
+//   pairs (i, f) of gP * E_i, each in the pairs' order (index_add_'s), then A_f + B_f.
+// Each product is rounded before it is added (-ffp-contract=off), as the PyTorch operations do.
+// D: the embedding size as a compile-time constant (0: the run-time d), so that d = 16 is one vector
+template <int64_t D>
+inline __attribute__((always_inline)) void pair_prod_rows_t(const float* __restrict__ E, float* __restrict__ P,
+                                                            int64_t b0, int64_t b1, int64_t F, int64_t dd) {
+  const int64_t d = D ? D : dd, np = F * (F - 1) / 2;
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* __restrict__ e = E + b * F * d;
+    float* __restrict__ o = P + b * np * d;
+    for (int64_t i = 0; i < F; ++i)
+      for (int64_t j = i + 1; j < F; ++j, o += d)
+        for (int64_t k = 0; k < d; ++k) o[k] = e[i * d + k] * e[j * d + k];
+  }
+}
+
+CTRGRAPH_CLONES void pair_prod_rows(const float* E, float* P, int64_t b0, int64_t b1, int64_t F, int64_t d) {
+  if (d == 16) pair_prod_rows_t<16>(E, P, b0, b1, F, d);
+  else pair_prod_rows_t<0>(E, P, b0, b1, F, d);
+}
+
+torch::Tensor pair_products(torch::Tensor E) {
+  TORCH_CHECK(E.dim() == 3 && E.scalar_type() == torch::kFloat && E.is_contiguous(),
+              "pair_products: contiguous float32 [B, F, d] expected");
+  const int64_t B = E.size(0), F = E.size(1), d = E.size(2);
+  auto P = torch::empty({B, F * (F - 1) / 2, d}, E.options());
+  const float* e = E.data_ptr<float>();
+  float* o = P.data_ptr<float>();
+  at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) { pair_prod_rows(e, o, b0, b1, F, d); });
+  return P;
+}
+
+template <int64_t T>
+inline __attribute__((always_inline)) void pair_relu_bwd_t(const float* __restrict__ gs, const float* __restrict__ h,
+                                                           const float* __restrict__ H, float* __restrict__ gH,
+                                                           int64_t r0, int64_t r1, int64_t tt) {
+  const int64_t t = T ? T : tt;
+  if (T == 16) {  // a vector select: the element-wise form compiles to a branch per element
+    v16 hv;
+    std::memcpy(&hv, h, sizeof(v16));
+    for (int64_t r = r0; r < r1; ++r) {
+      v16 x, o;
+      std::memcpy(&x, H + r * 16, sizeof(v16));
+      const v16 v = gs[r] * hv;
+      o = x <= 0.0f ? v16{} : v;
+      std::memcpy(gH + r * 16, &o, sizeof(v16));
+    }
+    return;
+  }
+  for (int64_t r = r0; r < r1; ++r) {
+    const float s = gs[r];
+    const float* __restrict__ x = H + r * t;
+    float* __restrict__ o = gH + r * t;
+    for (int64_t k = 0; k < t; ++k) o[k] = x[k] <= 0.0f ? 0.0f : s * h[k];
+  }
+}
+
+CTRGRAPH_CLONES void pair_relu_bwd(const float* gs, const float* h, const float* H, float* gH, int64_t r0, int64_t r1,
+                                   int64_t t) {
+  if (t == 16) pair_relu_bwd_t<16>(gs, h, H, gH, r0, r1, t);
+  else pair_relu_bwd_t<0>(gs, h, H, gH, r0, r1, t);
+}
+
+torch::Tensor pair_relu_backward(torch::Tensor gs, torch::Tensor h, torch::Tensor H) {
+  TORCH_CHECK(H.dim() == 2 && gs.numel() == H.size(0) && h.numel() == H.size(1) && H.is_contiguous() &&
+              gs.is_contiguous() && h.is_contiguous() && H.scalar_type() == torch::kFloat &&
+              gs.scalar_type() == torch::kFloat && h.scalar_type() == torch::kFloat,
+              "pair_relu_backward: contiguous float32 gs [R], h [t], H [R, t] expected");
+  const int64_t R = H.size(0), t = H.size(1);
+  auto gH = torch::empty_like(H);
+  const float *a = gs.data_ptr<float>(), *w = h.data_ptr<float>(), *x = H.data_ptr<float>();
+  float* o = gH.data_ptr<float>();
+  at::parallel_for(0, R, 2048, [&](int64_t r0, int64_t r1) { pair_relu_bwd(a, w, x, o, r0, r1, t); });
+  return gH;
+}
+
+template <int64_t D>
+inline __attribute__((always_inline)) void pair_prod_bwd_t(const float* __restrict__ gW, const float* __restrict__ a,
+                                                           const float* __restrict__ g, const float* __restrict__ E,
+                                                           float* __restrict__ gE, float* __restrict__ acc,
+                                                           int64_t b0, int64_t b1, int64_t F, int64_t dd) {
+  const int64_t d = D ? D : dd, np = F * (F - 1) / 2;
+  float* __restrict__ A = acc;           // [F, d]: the first index_select's gradient
+  float* __restrict__ Bs = acc + F * d;  // [F, d]: the second's
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* __restrict__ e = E + b * F * d;
+    const float* __restrict__ gb = g + b * d;
+    const float* __restrict__ ab = a + b * np;
+    const float* __restrict__ gw = gW + b * np * d;
+    for (int64_t k = 0; k < 2 * F * d; ++k) acc[k] = 0.0f;
+    int64_t p = 0;
+    for (int64_t i = 0; i < F; ++i) {
+      const float* __restrict__ ei = e + i * d;
+      float* __restrict__ Ai = A + i * d;
+      for (int64_t j = i + 1; j < F; ++j, ++p) {
+        const float w = ab[p];
+        const float* __restrict__ x = gw + p * d;
+        float* __restrict__ Bj = Bs + j * d;
+        const float* __restrict__ ej = e + j * d;
+        for (int64_t k = 0; k < d; ++k) {
+          const float gp = x[k] + w * gb[k];
+          Ai[k] = Ai[k] + gp * ej[k];
+          Bj[k] = Bj[k] + gp * ei[k];
+        }
+      }
+    }
+    float* __restrict__ o = gE + b * F * d;
+    for (int64_t k = 0; k < F * d; ++k) o[k] = A[k] + Bs[k];
+  }
+}
+
+CTRGRAPH_CLONES void pair_prod_bwd(const float* gW, const float* a, const float* g, const float* E, float* gE,
+                                   float* acc, int64_t b0, int64_t b1, int64_t F, int64_t d) {
+  if (d == 16) pair_prod_bwd_t<16>(gW, a, g, E, gE, acc, b0, b1, F, d);
+  else pair_prod_bwd_t<0>(gW, a, g, E, gE, acc, b0, b1, F, d);
+}
+
+torch::Tensor pair_products_backward(torch::Tensor gW, torch::Tensor a, torch::Tensor g, torch::Tensor E) {
+  TORCH_CHECK(E.dim() == 3 && E.scalar_type() == torch::kFloat && E.is_contiguous(),
+              "pair_products_backward: contiguous float32 E [B, F, d] expected");
+  const int64_t B = E.size(0), F = E.size(1), d = E.size(2), np = F * (F - 1) / 2;
+  TORCH_CHECK(gW.numel() == B * np * d && a.numel() == B * np && g.numel() == B * d && gW.is_contiguous() &&
+              a.is_contiguous() && g.is_contiguous() && gW.scalar_type() == torch::kFloat &&
+              a.scalar_type() == torch::kFloat && g.scalar_type() == torch::kFloat,
+              "pair_products_backward: contiguous float32 gW [B, P, d], a [B, P], g [B, d] expected");
+  auto gE = torch::empty_like(E);
+  const float *x = gW.data_ptr<float>(), *w = a.data_ptr<float>(), *gg = g.data_ptr<float>(), *e = E.data_ptr<float>();
+  float* o = gE.data_ptr<float>();
+  at::parallel_for(0, B, 64, [&](int64_t b0, int64_t b1) {
+    std::vector<float> acc(2 * F * d);
+    pair_prod_bwd(x, w, gg, e, o, acc.data(), b0, b1, F, d);
+  });
+  return gE;
+}
+
+// Single-valued fields' lookups as one call (ctrgraph.layers.native.field_lookups): the rows
+// weights[f][ids[f]] [B, d] of every field f (index_select's values: copies), from int32 or int64 ids
+// [B]; the backward of one field, lookup_backward: the table gradient zeros, then dT[ids[b]] += g[b]
+// in the order b = 0, 1, ... (index_add_'s, each sum rounded alike), the padding row zeroed after (as
+// nn.Embedding's padding_idx), reading g's rows in place (a column block of the field matrix's
+// gradient).
+template <typename I>
+void check_ids(const I* ip, int64_t n, int64_t V, const char* what) {
+  for (int64_t i = 0; i < n; ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < V, what, ": index ", static_cast<int64_t>(ip[i]), " out of range [0, ", V, ")");
+}
+
+std::vector<torch::Tensor> field_lookups_forward(std::vector<torch::Tensor> weights, std::vector<torch::Tensor> ids) {
+  TORCH_CHECK(weights.size() == ids.size(), "field_lookups_forward: one ids tensor per table expected");
+  std::vector<torch::Tensor> out;
+  out.reserve(weights.size());
+  for (size_t f = 0; f < weights.size(); ++f) {
+    const auto& W = weights[f];
+    const auto& x = ids[f];
+    TORCH_CHECK(W.dim() == 2 && W.is_contiguous() && W.scalar_type() == torch::kFloat && x.dim() == 1 &&
+                x.is_contiguous() && (x.scalar_type() == torch::kInt || x.scalar_type() == torch::kLong),
+                "field_lookups_forward: contiguous float32 tables [V, d] and int32 / int64 ids [B] expected");
+    const int64_t B = x.size(0), V = W.size(0), d = W.size(1);
+    auto o = torch::empty({B, d}, W.options());
+    const float* wp = W.data_ptr<float>();
+    float* op = o.data_ptr<float>();
+    if (x.scalar_type() == torch::kInt) {
+      const int32_t* ip = x.data_ptr<int32_t>();
+      check_ids(ip, B, V, "field_lookups_forward");
+      for (int64_t b = 0; b < B; ++b) std::memcpy(op + b * d, wp + static_cast<int64_t>(ip[b]) * d, d * sizeof(float));
+    } else {
+      const int64_t* ip = x.data_ptr<int64_t>();
+      check_ids(ip, B, V, "field_lookups_forward");
+      for (int64_t b = 0; b < B; ++b) std::memcpy(op + b * d, wp + ip[b] * d, d * sizeof(float));
+    }
+    out.push_back(o);
+  }
+  return out;
+}
+
+template <typename I>
+void lookup_bwd_rows(const float* gp, int64_t gs, const I* ip, float* op, int64_t B, int64_t d) {
+  for (int64_t b = 0; b < B; ++b) {
+    const float* gb = gp + b * gs;
+    float* orow = op + static_cast<int64_t>(ip[b]) * d;
+    for (int64_t c = 0; c < d; ++c) orow[c] = orow[c] + gb[c];
+  }
+}
+
+torch::Tensor lookup_backward(torch::Tensor g, torch::Tensor ids, int64_t rows, int64_t padding_idx) {
+  TORCH_CHECK(g.dim() == 2 && ids.dim() == 1 && g.size(0) == ids.size(0) && g.scalar_type() == torch::kFloat &&
+              (ids.scalar_type() == torch::kInt || ids.scalar_type() == torch::kLong),
+              "lookup_backward: float32 g [B, d] and int32 / int64 ids [B] expected");
+  if (!(g.stride(1) == 1 && g.stride(0) >= g.size(1))) g = g.contiguous();
+  ids = ids.contiguous();
+  const int64_t B = g.size(0), d = g.size(1);
+  auto out = torch::zeros({rows, d}, g.options());
+  const float* gp = g.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  if (ids.scalar_type() == torch::kInt) {
+    const int32_t* ip = ids.data_ptr<int32_t>();
+    check_ids(ip, B, rows, "lookup_backward");
+    lookup_bwd_rows(gp, g.stride(0), ip, op, B, d);
+  } else {
+    const int64_t* ip = ids.data_ptr<int64_t>();
+    check_ids(ip, B, rows, "lookup_backward");
+    lookup_bwd_rows(gp, g.stride(0), ip, op, B, d);
+  }
+  if (padding_idx >= 0) out[padding_idx].zero_();
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pooled_lookup_forward", &pooled_lookup_forward, "sum_l w[b, l] T[ids[b, l]] (bmm by chunks)");
   m.def("pooled_lookup_backward", &pooled_lookup_backward, "dT of sum_l w[b, l] T[ids[b, l]] (index_add order)");
@@ -658,5 +889,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cross_layer_backward", &cross_layer_backward, "the elementwise backward of a DCN-V2 cross layer");
   m.def("augru_forward", &augru_forward, "DIEN's AUGRU recurrence, last state (and what the backward needs)");
   m.def("augru_backward", &augru_backward, "gradients of augru_forward (autograd's order for the PyTorch loop)");
+  m.def("pair_products", &pair_products, "E[:, i] * E[:, j] for the field pairs i < j (AFM)");
+  m.def("pair_relu_backward", &pair_relu_backward, "threshold_backward(gs h^T, H) of AFM's attention net");
+  m.def("pair_products_backward", &pair_products_backward, "gradient of E through AFM's pair products");
+  m.def("field_lookups_forward", &field_lookups_forward, "weights[f][ids[f]] for several one-valued fields");
+  m.def("lookup_backward", &lookup_backward, "the table gradient of one lookup (index_add_'s order)");
   m.def("adam_step", &adam_step, "torch.optim.Adam's single-tensor step on float32 CPU tensors (bit for bit)");
 }
