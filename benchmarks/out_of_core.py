@@ -5,6 +5,15 @@ up to 50, n_users = N / 100, 100k items) is generated and encoded out of core in
 streamed passes into memory-mapped columns, data/stream.py), then DeepFM trains one epoch on the
 memory-mapped data (block-wise shuffling, data/loader.py).
 
+Tables: the trained models use **sparse-gradient lookup tables** by default (``--tables sparse``, i.e.
+``embedding.sparse: true``): this log's user vocabulary grows with the data (n_users = N / 100: 500k
+users at 50M), and dense Adam updates every row of every table each step, so a dense epoch costs
+O(N x vocabulary), not O(N). With sparse tables a step updates the rows its batch used (LazyAdam,
+train/optim.py: SparseAdam's update by index), so its cost follows the batch. ``--tables dense`` trains
+the dense default (Adam over every row) for comparison. Sparse tables are lazy Adam: a row's moments
+move only in the steps that use it (docs/large-vocabularies.md); large vocabularies are meant to be
+trained that way.
+
 ``--source parquet``: a partitioned parquet folder of N instances in the layout a Spark / Hive job
 writes (``day=k/`` sub-folders, ``hist`` a list<int32> column of up to 50 of 1M item ids) is written,
 then encoded by the ``table`` recipe out of core, then trained on the same way.
@@ -29,7 +38,11 @@ instances (wall; in brackets and in "fit CPU s / M" the CPU seconds of the encod
 whole fit, graphs, epoch and evaluation: with ``--threads 1`` they do not grow with other jobs' load,
 so the linearity check holds on a busy machine too), the load average at the row, peak RSS of each stage (ru_maxrss, which counts the mapped columns' file-backed pages) and
 the anonymous part of it (sampled RssAnon: the memory the stage itself holds), and the epoch's test
-AUC (planted labels: a sanity check).
+AUC (planted labels: a sanity check). A second table splits the training stage's RssAnon peak by
+phase: model (data set opened, model built and prepared), epoch (the training loop: one shuffle
+window of ``train.shuffle_buffer_rows`` rows read, permuted and batched), epoch eval (the epoch's
+validation), predict (the best model's valid and test logits, 4 bytes per row) and metrics (AUC,
+gAUC, logloss, ECE over every prediction of a split: about 34 bytes per evaluated row).
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """CPU milliseconds of one DeepFM training step (forward, backward, optimizer step; batch 4096, one
 thread) against the size of the user table: dense Adam (the native step) vs sparse-gradient tables
-stepped by torch's ``SparseAdam`` vs by :class:`ctrgraph.train.optim.LazyAdam` (``embedding.sparse``).
+(``embedding.sparse``) three ways: ``sparse before`` (``nn.Embedding(sparse=True)`` lookups, torch's
+``SparseAdam``: the path before LazyAdam), ``sparse torch SparseAdam`` (today's row-sparse lookups,
+torch's step) and ``sparse LazyAdam`` (today's path, :class:`ctrgraph.train.optim.LazyAdam`).
 
 Batches are rows of the ``synthetic`` recipe (100k items, histories up to 50) with user ids drawn
 uniformly from the table, as the out-of-core benchmark's log (n_users = N / 100) has them::
@@ -45,11 +47,18 @@ def main() -> None:
             b["user_id"] = torch.from_numpy(rng.integers(1, users, 4096).astype(np.int32))
             batches.append(b)
         for _round in range(a.rounds):
-            for config in ("dense", "sparse torch SparseAdam", "sparse LazyAdam"):
+            for config in ("dense", "sparse before", "sparse torch SparseAdam", "sparse LazyAdam"):
                 torch.manual_seed(0)
                 model = build_model("deepfm", FeatureSpec(ds.schema, vocab), {}, dim=16, sparse=config != "dense")
                 opt = build_optimizer(model, TrainConfig(lr=1e-3))
-                if config == "sparse torch SparseAdam":
+                if config == "sparse before":  # torch's own sparse lookups, no lazy pooling
+                    from ctrgraph.embeddings.base import EmbeddingProvider
+
+                    for mod in model.modules():
+                        if isinstance(mod, EmbeddingProvider):
+                            mod.lookup = lambda table, ids, step, mod=mod: mod.tables[table](ids)
+                            mod.lookup_table = lambda table, step: None
+                if config in ("sparse before", "sparse torch SparseAdam"):
                     assert isinstance(opt, SparseDenseAdam) and isinstance(opt._sparse, LazyAdam)
                     plain = torch.optim.SparseAdam.step
                     opt._sparse.step = lambda closure=None, o=opt._sparse: plain(o, closure)
