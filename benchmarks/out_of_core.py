@@ -5,6 +5,15 @@ up to 50, n_users = N / 100, 100k items) is generated and encoded out of core in
 streamed passes into memory-mapped columns, data/stream.py), then DeepFM trains one epoch on the
 memory-mapped data (block-wise shuffling, data/loader.py).
 
+Tables: the trained models use **sparse-gradient lookup tables** by default (``--tables sparse``, i.e.
+``embedding.sparse: true``): this log's user vocabulary grows with the data (n_users = N / 100: 500k
+users at 50M), and dense Adam updates every row of every table each step, so a dense epoch costs
+O(N x vocabulary), not O(N). With sparse tables a step updates the rows its batch used (LazyAdam,
+train/optim.py: SparseAdam's update by index), so its cost follows the batch. ``--tables dense`` trains
+the dense default (Adam over every row) for comparison. Sparse tables are lazy Adam: a row's moments
+move only in the steps that use it (docs/large-vocabularies.md); large vocabularies are meant to be
+trained that way.
+
 ``--source parquet``: a partitioned parquet folder of N instances in the layout a Spark / Hive job
 writes (``day=k/`` sub-folders, ``hist`` a list<int32> column of up to 50 of 1M item ids) is written,
 then encoded by the ``table`` recipe out of core, then trained on the same way.
@@ -29,7 +38,11 @@ instances (wall; in brackets and in "fit CPU s / M" the CPU seconds of the encod
 whole fit, graphs, epoch and evaluation: with ``--threads 1`` they do not grow with other jobs' load,
 so the linearity check holds on a busy machine too), the load average at the row, peak RSS of each stage (ru_maxrss, which counts the mapped columns' file-backed pages) and
 the anonymous part of it (sampled RssAnon: the memory the stage itself holds), and the epoch's test
-AUC (planted labels: a sanity check).
+AUC (planted labels: a sanity check). A second table splits the training stage's RssAnon peak by
+phase: model (data set opened, model built and prepared), epoch (the training loop: one shuffle
+window of ``train.shuffle_buffer_rows`` rows read, permuted and batched), epoch eval (the epoch's
+validation), predict (the best model's valid and test logits, 4 bytes per row) and metrics (AUC,
+gAUC, logloss, ECE over every prediction of a split: about 34 bytes per evaluated row).
 """
 from __future__ import annotations
 
@@ -79,6 +92,8 @@ class AnonPeak:
         import threading
 
         self.peak_kib = 0
+        self.phase = "start"  # a stage may name its phases: the peak of each is kept too
+        self.phases: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
@@ -88,7 +103,9 @@ class AnonPeak:
             with open("/proc/self/status") as f:
                 for line in f:
                     if line.startswith("RssAnon:"):
-                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                        kib = int(line.split()[1])
+                        self.peak_kib = max(self.peak_kib, kib)
+                        self.phases[self.phase] = max(self.phases.get(self.phase, 0), kib)
                         return
         except OSError:
             pass
@@ -100,6 +117,11 @@ class AnonPeak:
     def gib(self) -> float:
         self._sample()
         return self.peak_kib / 2**20
+
+    def enter(self, phase: str) -> None:
+        self._sample()  # the peak so far belongs to the phase that ends
+        self.phase = phase
+        self._sample()
 
 
 def write(n: int, out: Path, seed: int = 0) -> dict:
@@ -194,25 +216,63 @@ def encode(source: str, folder: Path) -> dict:
             "rows": len(ds)}
 
 
-def train(source: str, folder: Path, threads: int, model_name: str = "deepfm") -> dict:
+PHASES = ("model", "epoch", "epoch eval", "predict", "metrics")
+
+
+def train(source: str, folder: Path, threads: int, model_name: str = "deepfm", tables: str = "sparse",
+          anon: AnonPeak | None = None) -> dict:
+    """One epoch of ``model_name`` with ``tables`` lookup tables (sparse: ``embedding.sparse: true``);
+    ``anon`` gets the phases (model: data + model + prepare; epoch: the training loop; epoch eval: the
+    epoch's validation; predict: the best model's valid and test logits; metrics: their metrics)."""
     import torch
 
     from ctrgraph.config import TrainConfig
+    from ctrgraph.data import loader
     from ctrgraph.data.schema import FeatureSpec
     from ctrgraph.registry import build_model
+    from ctrgraph.train import trainer
     from ctrgraph.train.trainer import Trainer
 
+    if anon is not None:  # phase marks around the trainer's own steps
+        anon.enter("model")
+
+        def marked(f, phase):
+            def g(*a, **k):
+                before = anon.phase
+                if before != "epoch eval":  # the epoch's validation keeps its own phase throughout
+                    anon.enter(phase)
+                try:
+                    return f(*a, **k)
+                finally:
+                    anon.enter(before)
+            return g
+
+        init = loader.BatchLoader.__init__
+
+        def loader_init(self, *a, **k):
+            init(self, *a, **k)
+            if k.get("shuffle"):
+                anon.enter("epoch")
+
+        loader.BatchLoader.__init__ = loader_init
+        trainer.evaluate_split = marked(trainer.evaluate_split, "epoch eval")
+        trainer.predict_logits = marked(trainer.predict_logits, "predict")
+        trainer.split_metrics = marked(trainer.split_metrics, "metrics")
     ds = dataset(source, folder)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = build_model(model_name, FeatureSpec(ds.schema, ds.vocab_sizes), {}, dim=16)
+    model = build_model(model_name, FeatureSpec(ds.schema, ds.vocab_sizes), {}, dim=16, sparse=tables == "sparse")
     cfg = TrainConfig(epochs=1, batch_size=4096, lr=1e-3, progress=True, num_threads=threads)
     t1, c1 = time.perf_counter(), cpu_seconds()
     res = Trainer(cfg).fit(model, ds)  # prepare() (graphs from the memory-mapped train split) included
-    return {"seconds": time.perf_counter() - t0, "epoch_seconds": res["seconds_per_epoch"],
-            "fit_cpu_seconds": cpu_seconds() - c1,
-            "prepare_seconds": time.perf_counter() - t1 - res["seconds_per_epoch"],
-            "peak_gib": peak_gib(), "test_auc": res["test"]["auc"], "model": model_name}
+    out = {"seconds": time.perf_counter() - t0, "epoch_seconds": res["seconds_per_epoch"],
+           "fit_cpu_seconds": cpu_seconds() - c1,
+           "prepare_seconds": time.perf_counter() - t1 - res["seconds_per_epoch"],
+           "peak_gib": peak_gib(), "test_auc": res["test"]["auc"], "model": model_name}
+    if anon is not None:
+        anon.enter("end")
+        out["anon_phases_gib"] = {k: v / 2**20 for k, v in anon.phases.items()}
+    return out
 
 
 def stage(name: str, *args: str) -> dict:
@@ -234,6 +294,10 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the parquet folders and the cache")
     ap.add_argument("--models", default="deepfm", help="models trained one epoch each (e.g. deepfm,dg-din,res-din: "
                                                        "the graph models build their graphs from the mapped train split)")
+    ap.add_argument("--tables", choices=["sparse", "dense"], default="sparse",
+                    help="lookup tables of the trained models: sparse (embedding.sparse: true; the table rows a "
+                         "batch uses are updated, by LazyAdam: the step's cost follows the batch, not the "
+                         "vocabulary, which grows with N here) or dense (Adam over every row each step)")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--arg", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -242,7 +306,8 @@ def main() -> None:
         anon = AnonPeak()
         r = (write(int(os.environ["OOC_N"]), folder) if a.stage == "write" else
              write_taobao(int(os.environ["OOC_N"]), folder) if a.stage == "write-taobao" else
-             encode(a.source, folder) if a.stage == "encode" else train(a.source, folder, a.threads, a.models))
+             encode(a.source, folder) if a.stage == "encode" else
+             train(a.source, folder, a.threads, a.models, a.tables, anon))
         r["anon_peak_gib"] = anon.gib()
         print(json.dumps(r))
         return
@@ -252,6 +317,7 @@ def main() -> None:
     print("| instances | model | write s | encode s | encode s / M (CPU) | epoch s | epoch s / M | fit CPU s / M "
           "| peak GiB write / encode / train | of it anonymous (RssAnon) | test AUC | load avg |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    phases = []
     for n in (int(x) for x in a.sizes.split(",")):
         root = Path(a.out) / f"n{n}"
         shutil.rmtree(root, ignore_errors=True)
@@ -261,14 +327,20 @@ def main() -> None:
         e = stage("encode", *src)
         m = n / 1e6
         for model_name in a.models.split(","):
-            t = stage("train", *src, "--threads", str(a.threads), "--models", model_name)
-            print(f"| {n:,} | {model_name} | {w['seconds']:.1f} | {e['seconds']:.1f} | {e['seconds'] / m:.2f} "
+            t = stage("train", *src, "--threads", str(a.threads), "--models", model_name, "--tables", a.tables)
+            phases.append((n, model_name, t["anon_phases_gib"]))
+            print(f"| {n:,} | {model_name} ({a.tables}) | {w['seconds']:.1f} | {e['seconds']:.1f} | {e['seconds'] / m:.2f} "
                   f"({e['cpu_seconds'] / m:.2f}) | {t['epoch_seconds']:.1f} | {t['epoch_seconds'] / m:.2f} | "
                   f"{t['fit_cpu_seconds'] / m:.2f} | {w['peak_gib']:.2f} / {e['peak_gib']:.2f} / "
                   f"{t['peak_gib']:.2f} | {w['anon_peak_gib']:.2f} / {e['anon_peak_gib']:.2f} / {t['anon_peak_gib']:.2f} | "
                   f"{t['test_auc']:.4f} | {os.getloadavg()[0]:.1f} |", flush=True)
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)
+    print(f"\ntraining stage, peak anonymous GiB (RssAnon) by phase; tables: {a.tables}")
+    print("| instances | model | " + " | ".join(PHASES) + " |")
+    print("| --- | --- |" + " --- |" * len(PHASES))
+    for n, model_name, ph in phases:
+        print(f"| {n:,} | {model_name} | " + " | ".join(f"{ph.get(p, 0.0):.2f}" for p in PHASES) + " |")
 
 
 def taobao(a) -> None:
@@ -288,7 +360,8 @@ def taobao(a) -> None:
                 continue
             os.environ.update(OOC_TAOBAO_STREAM=stream, CTRGRAPH_CACHE=str(root / f"cache{stream}"))
             e = stage("encode", "--arg", str(csv), "--source", "taobao")
-            t = stage("train", "--arg", str(csv), "--source", "taobao", "--threads", str(a.threads)) \
+            t = stage("train", "--arg", str(csv), "--source", "taobao", "--threads", str(a.threads),
+                      "--tables", a.tables) \
                 if a.train and stream == "1" else None
             path = "streamed" if stream == "1" else "in memory"
             epoch = f"{t['epoch_seconds']:.1f} | {t['peak_gib']:.2f}" if t else "- | -"

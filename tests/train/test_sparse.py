@@ -117,3 +117,117 @@ def test_dense_default_is_plain_adam(planted):
     opt = build_optimizer(model, TrainConfig(lr=0.01, weight_decay=0.001))
     assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["weight_decay"] == 0.001
     assert len(opt.param_groups) == 1 and len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+
+
+def _sparse_adam_pair(V=50, d=3, lr=1e-2):
+    from ctrgraph.train.optim import LazyAdam
+
+    torch.manual_seed(0)
+    w1 = torch.nn.Parameter(torch.randn(V, d))
+    w2 = torch.nn.Parameter(w1.detach().clone())
+    return w1, w2, torch.optim.SparseAdam([w1], lr=lr), LazyAdam([w2], lr=lr)
+
+
+@pytest.mark.parametrize("coalesced", [False, True])
+def test_lazy_adam_equals_torch_sparse_adam(coalesced):
+    """LazyAdam (index-based rows) against torch.optim.SparseAdam over steps with repeated ids in a
+    step (summed), rows unused for several steps, and the table's first and last rows."""
+    V, d = 50, 3
+    w1, w2, o1, o2 = _sparse_adam_pair(V, d)
+    g = torch.Generator().manual_seed(1)
+    for step in range(30):
+        ids = torch.randint(0, V // (1 + step % 3), (40,), generator=g)
+        ids[:2] = torch.tensor([0, V - 1]) if step % 5 == 0 else ids[:2]
+        vals = torch.randn(40, d, generator=g)
+        grad = torch.sparse_coo_tensor(ids[None], vals, (V, d))
+        if coalesced:
+            grad = grad.coalesce()
+        for w, o in ((w1, o1), (w2, o2)):
+            o.zero_grad()
+            w.grad = grad.clone()
+            o.step()
+        torch.testing.assert_close(w2, w1, rtol=1e-5, atol=1e-6)  # duplicates summed in another order
+    s1, s2 = o1.state[w1], o2.state[w2]
+    assert s1["step"] == s2["step"] == 30
+    torch.testing.assert_close(s2["exp_avg"], s1["exp_avg"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s2["exp_avg_sq"], s1["exp_avg_sq"], rtol=1e-5, atol=1e-6)
+    o1.load_state_dict(o2.state_dict())  # the same state layout as SparseAdam's
+
+
+def test_lazy_adam_is_torch_sparse_adam_bit_for_bit_on_distinct_rows():
+    """Without duplicate rows in a step (nothing to sum) the same operations run in the same order."""
+    w1, w2, o1, o2 = _sparse_adam_pair()
+    for step in range(10):
+        ids = torch.randperm(50, generator=torch.Generator().manual_seed(step))[:20]
+        grad = torch.sparse_coo_tensor(ids[None], torch.randn(20, 3), (50, 3)).coalesce()
+        for w, o in ((w1, o1), (w2, o2)):
+            o.zero_grad()
+            w.grad = grad.clone()
+            o.step()
+    assert torch.equal(w1, w2)
+    assert torch.equal(o1.state[w1]["exp_avg_sq"], o2.state[w2]["exp_avg_sq"])
+
+
+@pytest.mark.parametrize("n_rows", [30, 100_000])  # marked rows / sorted ids (unique_rows' two ways)
+def test_row_sparse_lookup_gradient_equals_nn_embedding_sparse(n_rows):
+    from ctrgraph.layers.lookup import embedding_rows
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(n_rows, 4, padding_idx=0, sparse=True)
+    ids = torch.randint(0, 30, (64, 7))
+    ids[:, -2:] = 0  # padding
+    g = torch.randn(64, 7, 4)
+    out = embedding_rows(emb, ids)
+    assert torch.equal(out, emb(ids))
+    out.backward(g)
+    ours, emb.weight.grad = emb.weight.grad, None
+    emb(ids).backward(g)
+    ref = emb.weight.grad.coalesce()
+    rows = ours._indices()[0]
+    assert bool((rows[1:] > rows[:-1]).all()) and 0 not in rows.tolist()  # each row once, in order, no padding
+    assert torch.equal(ours._indices(), ref._indices())
+    torch.testing.assert_close(ours._values(), ref._values(), rtol=1e-5, atol=1e-5)  # summed in another order
+
+
+def test_sparse_pooled_table_gradient_is_the_dense_kernels_rows():
+    """A sequence field of a sparse table pooled by the native kernel: its row-sparse gradient holds
+    exactly the rows of the dense-table kernel's gradient that the batch used (padding row left out)."""
+    from ctrgraph.layers.native import kernel, pooled_table
+
+    if kernel() is None:
+        pytest.skip("native kernel not built")
+    torch.manual_seed(0)
+    weight = torch.randn(1000, 8, requires_grad=True)
+    ids = torch.randint(0, 1000, (32, 20))
+    ids[:, 15:] = 0
+    w = (ids != 0).float() / (ids != 0).sum(1, keepdim=True).clamp_min(1)
+    g = torch.randn(32, 8)
+    dense = torch.autograd.grad(pooled_table(w, weight, ids, 0), weight, g)[0]
+    sparse = torch.autograd.grad(pooled_table(w, weight, ids, 0, sparse=True), weight, g)[0]
+    assert sparse.is_sparse
+    rows = sparse._indices()[0]
+    assert torch.equal(rows, torch.unique(ids[ids != 0]))
+    assert torch.equal(sparse._values(), dense[rows])
+    assert torch.equal(sparse.to_dense(), dense)
+
+
+def test_sparse_model_step_matches_nn_embedding_sparse_path(planted):
+    """One DeepFM step with sparse tables: the LazyRows / row-sparse path gives the gradients of the
+    plain nn.Embedding(sparse=True) lookups (to float tolerance) and the same updated parameters."""
+    from ctrgraph.embeddings.base import EmbeddingProvider
+
+    batch = _batch(planted, 256)
+    m1, m2 = _model(planted), _model(planted)
+    m2.load_state_dict(m1.state_dict())
+    for mod in m2.modules():  # the reference: torch's own sparse lookups, no lazy pooling
+        if isinstance(mod, EmbeddingProvider):
+            mod.lookup = lambda table, ids, step, mod=mod: mod.tables[table](ids)
+            mod.lookup_table = lambda table, step: None
+    for m in (m1, m2):
+        opt = build_optimizer(m, TrainConfig(lr=1e-2))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(m(batch).logits, batch[planted.schema.label])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for (k, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
+        torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6, msg=k)

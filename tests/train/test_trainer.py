@@ -149,3 +149,24 @@ def test_log_test_logs_test_metrics_per_epoch_without_selecting_on_them(planted)
     assert all("monitor_test_logloss" in h and "monitor_test_auc" in h for h in r2["history"])
     assert not any(k.startswith("monitor_test") for h in r1["history"] for k in h)
     assert r2["history"][r2["best_epoch"] - 1]["monitor_test_auc"] == pytest.approx(r2["test"]["auc"], abs=1e-9)
+
+
+def test_predict_logits_are_the_batches_logits_in_order(planted):
+    """predict_logits writes each batch's logits into one preallocated array: the values and order of
+    the per-batch outputs concatenated (a batch size that does not divide the rows, and one row)."""
+    import numpy as np
+
+    from ctrgraph.data.loader import BatchLoader
+    from ctrgraph.train.trainer import predict_logits
+
+    torch.manual_seed(0)
+    model = build_model("deepfm", FeatureSpec(planted.schema, planted.vocab_sizes), {"hidden": [8]}, dim=4)
+    model.eval()
+    arrays = planted.split("test")
+    for bs in (333, 1 << 20):
+        with torch.no_grad():
+            ref = torch.cat([model(b).logits.float() for b in BatchLoader(arrays, planted.schema, bs)]).numpy()
+        got = predict_logits(model, arrays, planted.schema, bs)
+        assert got.dtype == np.float32 and np.array_equal(got, ref)
+    one = {k: v[:1] for k, v in arrays.items()}
+    assert predict_logits(model, one, planted.schema, 7).shape == (1,)

@@ -35,6 +35,18 @@ def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     return start, start + base + (rank < extra)
 
 
+def _read_blocks(a: np.ndarray, blocks: np.ndarray, R: int, n: int) -> np.ndarray:
+    """Blocks ``blocks`` (of ``R`` rows, the last one shorter) of ``a`` read one after the other into one
+    array (the rows of ``np.concatenate`` of the blocks, without a second copy of the window)."""
+    sizes = [min(n, (b + 1) * R) - b * R for b in blocks]
+    out = np.empty((sum(sizes), *a.shape[1:]), dtype=a.dtype)
+    at = 0
+    for b, m in zip(blocks, sizes):
+        out[at:at + m] = read_rows(a, b * R, b * R + m)
+        at += m
+    return out
+
+
 class BatchLoader:
     def __init__(self, arrays: dict[str, np.ndarray], schema: Schema, batch_size: int = 1024,
                  shuffle: bool = False, seed: int = 0, device: str | torch.device = "cpu",
@@ -94,7 +106,9 @@ class BatchLoader:
             a, z = shard_bounds(n_global, self.rank, self.world)
             s, e = s + a, s + z
             self.batch_scale = (e - s) * self.world / n_global
-        if idx is None:
+        if idx is None and self.lazy:  # copies: a batch the caller still holds must not keep a window alive
+            batch = {k: v[s:e].clone() for k, v in cols.items()}
+        elif idx is None:
             batch = {k: v[s:e] for k, v in cols.items()}
         else:
             rows = idx[s:e]
@@ -118,8 +132,7 @@ class BatchLoader:
         for w in range(0, nb, self.window_blocks):
             wb = np.sort(blocks[w:w + self.window_blocks])  # ascending: sequential reads
             cols = None  # the previous window is released before the next one is read
-            cols = {k: torch.from_numpy(np.concatenate([read_rows(a, b * R, min(n, (b + 1) * R)) for b in wb]))
-                    for k, a in self.arrays.items()}
+            cols = {k: torch.from_numpy(_read_blocks(a, wb, R, n)) for k, a in self.arrays.items()}
             if rng is not None:
                 perm = torch.from_numpy(rng.permutation(next(iter(cols.values())).shape[0]))
                 cols = {k: v.index_select(0, perm) for k, v in cols.items()}

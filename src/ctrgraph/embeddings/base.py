@@ -208,7 +208,7 @@ class EmbeddingProvider(nn.Module):
         if type(self).lookup is not EmbeddingProvider.lookup:
             return None
         emb = self.tables[table]
-        return None if emb.sparse else (emb.weight, emb.padding_idx)
+        return emb.weight, emb.padding_idx  # a sparse-gradient table's rows stay lazy too (LazyRows(sparse=True))
 
     def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
         """Named auxiliary losses of one call (e.g. Res-embedding's L2 on R)."""
@@ -238,7 +238,9 @@ class EmbeddingProvider(nn.Module):
                 ids = x.long()
                 src = self.lookup_table(f.table, step) if lazy and f.is_sequence_like else None
                 if src is not None and lazy_ok(src[0], ids):
-                    v = LazyRows(src[0], ids, src[1])  # gathered when read or pooled
+                    emb = self.tables[f.table] if f.table in self.tables else None
+                    sparse = emb is not None and emb.sparse and emb.weight is src[0]
+                    v = LazyRows(src[0], ids, src[1], sparse)  # gathered when read or pooled
                 else:
                     v = self.lookup(f.table, ids, step)
                 if f.is_sequence_like:

@@ -68,10 +68,61 @@ def lookup_source(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] 
     return src[0], src[1], src[2]
 
 
+def unique_rows(flat: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted distinct ids, each id's position among them) of the int64 ids ``flat`` < ``n_rows``,
+    as ``torch.unique(flat, sorted=True, return_inverse=True)``. Where the table is small against the
+    ids (n_rows <= 8 x their number: a history's items) by marking the rows (a byte per row, no sort);
+    otherwise by torch's sort, whose cost follows the ids, not the table."""
+    if n_rows <= 8 * flat.numel():
+        mark = torch.zeros(n_rows, dtype=torch.bool, device=flat.device).index_fill_(0, flat, True)
+        uniq = mark.nonzero().squeeze(1)
+        pos = torch.empty(n_rows, dtype=torch.int64, device=flat.device)
+        pos.index_copy_(0, uniq, torch.arange(uniq.numel(), device=flat.device))
+        return uniq, pos.index_select(0, flat)
+    return torch.unique(flat, sorted=True, return_inverse=True)
+
+
+def row_sparse_grad(flat: torch.Tensor, rows: torch.Tensor, shape: torch.Size, padding_idx: int = -1) -> torch.Tensor:
+    """The gradient of a table whose rows ``flat`` received ``rows`` [n, d], as a coalesced sparse COO
+    tensor (distinct sorted row ids, each id's rows summed in input order); rows of ``padding_idx`` are
+    left out, as ``nn.Embedding(sparse=True)`` leaves them."""
+    uniq, inv = unique_rows(flat, shape[0])
+    vals = rows.new_zeros((uniq.numel(), *rows.shape[1:])).index_add_(0, inv, rows)
+    if padding_idx >= 0:
+        keep = uniq != padding_idx
+        if not bool(keep.all()):
+            uniq, vals = uniq[keep], vals[keep]
+    return torch.sparse_coo_tensor(uniq.unsqueeze(0), vals, shape, is_coalesced=True, check_invariants=False)
+
+
+class _SparseLookup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        ctx.save_for_backward(flat)
+        ctx.shape, ctx.padding_idx = weight.shape, padding_idx
+        return weight.index_select(0, flat).view(*ids.shape, weight.shape[1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (flat,) = ctx.saved_tensors
+        return row_sparse_grad(flat, grad.reshape(-1, ctx.shape[1]), ctx.shape, ctx.padding_idx), None, None
+
+
 def embedding_rows(emb: torch.nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
     """``emb(ids)`` through :func:`table_lookup` (the same values and gradients, padding row included,
-    with the cheaper CPU backward); a sparse-gradient table keeps its own lookup."""
-    return emb(ids) if emb.sparse else table_lookup(emb.weight, ids, emb.padding_idx)
+    with the cheaper CPU backward). A sparse-gradient table (``embedding.sparse``) on CPU gets its
+    gradient from :func:`row_sparse_grad` (already coalesced: each used row once), the values of
+    ``nn.Embedding(sparse=True)``'s uncoalesced one summed; elsewhere (CUDA, scripting, tracing, no
+    gradient) its own lookup."""
+    if not emb.sparse:
+        return table_lookup(emb.weight, ids, emb.padding_idx)
+    if (ids.device.type != "cpu" or not emb.weight.requires_grad or not torch.is_grad_enabled()
+            or torch.jit.is_scripting() or torch.jit.is_tracing() or emb.max_norm is not None):
+        return emb(ids)
+    pad = -1 if emb.padding_idx is None else emb.padding_idx
+    return _SparseLookup.apply(emb.weight, ids.long(), pad)
 
 
 class LazyRows:
@@ -81,9 +132,10 @@ class LazyRows:
     way its gradient reaches the table where this lookup's own would (the order in which a table's
     gradients are summed stays that of an eager lookup)."""
 
-    __slots__ = ("handle", "ids", "padding_idx", "shape", "_rows")
+    __slots__ = ("handle", "ids", "padding_idx", "shape", "sparse", "_rows")
 
-    def __init__(self, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | None):
+    def __init__(self, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int | None, sparse: bool = False):
+        self.sparse = sparse  # the table's gradient row-sparse (embedding.sparse: :func:`row_sparse_grad`)
         self.handle = _TableHandle.apply(weight)
         self.ids = ids
         self.padding_idx = -1 if padding_idx is None else padding_idx
@@ -95,7 +147,7 @@ class LazyRows:
 
     def rows(self) -> torch.Tensor:
         if self._rows is None:
-            self._rows = _Lookup.apply(self.handle, self.ids, self.padding_idx)
+            self._rows = (_SparseLookup if self.sparse else _Lookup).apply(self.handle, self.ids, self.padding_idx)
         return self._rows
 
 

@@ -89,23 +89,41 @@ def pooled_lookup(w: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor, ids
 
 class _PooledTable(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w, weight, ids, padding_idx):
+    def forward(ctx, w, weight, ids, padding_idx, sparse=False):
         ctx.save_for_backward(w, ids)
-        ctx.rows, ctx.padding_idx = weight.shape[0], padding_idx
+        ctx.shape, ctx.padding_idx, ctx.sparse = weight.shape, padding_idx, sparse
         return kernel().pooled_lookup_forward(weight, ids, w, 64)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         w, ids = ctx.saved_tensors
-        return None, kernel().pooled_lookup_backward(g, ids, w, ctx.rows, ctx.padding_idx), None, None
+        if not ctx.sparse:
+            return None, kernel().pooled_lookup_backward(g, ids, w, ctx.shape[0], ctx.padding_idx), None, None, None
+        # row-sparse: the same kernel over the batch's distinct rows (ids renumbered 0..k-1), whose
+        # [k, d] result is the sparse gradient's values (each row's terms summed in the same order)
+        from .lookup import unique_rows
+
+        uniq, inv = unique_rows(ids.reshape(-1), ctx.shape[0])
+        pad = -1
+        if ctx.padding_idx >= 0:
+            at = int(torch.searchsorted(uniq, ctx.padding_idx))
+            pad = at if at < uniq.numel() and int(uniq[at]) == ctx.padding_idx else -1
+        vals = kernel().pooled_lookup_backward(g, inv.view(ids.shape), w, uniq.numel(), pad)
+        if pad >= 0:
+            uniq, vals = torch.cat([uniq[:pad], uniq[pad + 1:]]), torch.cat([vals[:pad], vals[pad + 1:]])
+        gt = torch.sparse_coo_tensor(uniq.unsqueeze(0), vals, ctx.shape, is_coalesced=True, check_invariants=False)
+        return None, gt, None, None, None
 
 
-def pooled_table(w: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+def pooled_table(w: torch.Tensor, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int,
+                 sparse: bool = False) -> torch.Tensor:
     """sum_l w[:, l] weight[ids[:, l]] [B, d] for weights ``w`` [B, L] without a gradient: the values
     of ``bmm(w, weight[ids])`` (bmm by chunks of 64 rows gathered into one reused buffer), the table's
-    gradient as :func:`pooled_lookup`'s. Needs :func:`kernel`."""
-    return _PooledTable.apply(w, weight, ids, padding_idx)
+    gradient as :func:`pooled_lookup`'s; with ``sparse`` that gradient as a coalesced row-sparse COO
+    tensor over the rows ``ids`` uses (``embedding.sparse``), the padding row left out. Needs
+    :func:`kernel`."""
+    return _PooledTable.apply(w, weight, ids, padding_idx, sparse)
 
 
 class _CrossV2(torch.autograd.Function):

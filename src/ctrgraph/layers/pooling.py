@@ -75,5 +75,5 @@ def pooled_rows(w: torch.Tensor, v: LazyRows) -> torch.Tensor:
     otherwise :func:`pooled_field` of ``v.rows()``."""
     if (not w.requires_grad and w.dtype == v.handle.dtype and torch.is_grad_enabled()
             and not torch.is_autocast_enabled("cpu") and native_kernel() is not None):
-        return pooled_table(w, v.handle, v.ids, v.padding_idx)
+        return pooled_table(w, v.handle, v.ids, v.padding_idx, v.sparse)
     return pooled_field(w, v.rows())

@@ -73,11 +73,16 @@ def _predict_local(model: nn.Module, arrays: dict[str, np.ndarray], schema: Sche
                    device: torch.device | str, amp: bool) -> np.ndarray:
     model.eval()
     device = torch.device(device)
-    out = []
+    n = int(next(iter(arrays.values())).shape[0]) if arrays else 0
+    out, at = None, 0  # written batch by batch into one array (no list of batches, no concatenated copy)
     for batch in BatchLoader(arrays, schema, batch_size, shuffle=False, device=device):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            out.append(model(batch).logits.float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+            z = model(batch).logits.float().cpu().numpy()
+        if out is None:
+            out = np.empty((n, *z.shape[1:]), dtype=np.float32)
+        out[at:at + z.shape[0]] = z
+        at += z.shape[0]
+    return out[:at] if out is not None else np.zeros(0, dtype=np.float32)
 
 
 def split_metrics(data: EncodedDataset, split: str, logits: np.ndarray) -> dict:
