@@ -914,3 +914,37 @@ def test_provider_tables_pool_lazily_with_the_numbers_of_the_gathered_rows(tiny,
     assert torch.equal(ea, eb_) and set(ga) == set(gb)
     for n in ga:
         assert torch.equal(ga[n], gb[n]), n
+
+
+def test_plain_fields_of_a_graph_provider_take_the_batched_lookup_bit_for_bit(tiny, monkeypatch):
+    """The dg provider's fields that no graph enhances join the one native lookup
+    (EmbeddingProvider._single_lookups via plain_lookup); values and every table gradient equal the
+    per-field lookups exactly."""
+    from ctrgraph.layers.native import kernel
+    if kernel() is None:
+        pytest.skip("no native kernel")
+    batch = _train_batch(tiny, np.arange(64))
+    runs = []
+    for batched in (True, False):
+        p = _provider(tiny)
+        p.train()
+        step = p.begin(batch)
+        plain = [t for _, t in p._own_table if p.plain_lookup(t, step)]
+        enhanced = [t for _, t in p._own_table if not p.plain_lookup(t, step)]
+        if batched:
+            assert len(p._single_lookups(batch, step)) >= 2  # the batched path is taken
+        else:
+            monkeypatch.setattr(type(p), "_single_lookups", lambda self, b, s: {})
+        torch.manual_seed(3)
+        out = p(batch)
+        vals = torch.cat([out.values[f.name].reshape(len(batch[f.name]), -1) for f in p.fields
+                          if not f.is_sequence_like], 1)
+        vals.pow(2).sum().backward()
+        runs.append((vals.detach(), {n: e.weight.grad.clone() for n, e in p.tables.items()
+                                     if e.weight.grad is not None}))
+        monkeypatch.undo()
+    assert plain and enhanced  # the tiny set has both kinds of field
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert runs[0][1].keys() == runs[1][1].keys()
+    for n in runs[0][1]:
+        assert torch.equal(runs[0][1][n], runs[1][1][n]), n

@@ -210,6 +210,13 @@ class EmbeddingProvider(nn.Module):
         emb = self.tables[table]
         return emb.weight, emb.padding_idx  # a sparse-gradient table's rows stay lazy too (LazyRows(sparse=True))
 
+    def plain_lookup(self, table: str, step: Step) -> bool:
+        """True where :meth:`lookup` of ``table`` in this step is the plain table's row gather
+        (:meth:`EmbeddingProvider.lookup`), so that its one-valued fields may join the batched native
+        lookups (:meth:`_single_lookups`). A subclass that overrides :meth:`lookup` overrides this
+        too where some of its tables stay plain (a graph provider's non-graph fields)."""
+        return type(self).lookup is EmbeddingProvider.lookup
+
     def aux_losses(self, step: Step) -> dict[str, torch.Tensor]:
         """Named auxiliary losses of one call (e.g. Res-embedding's L2 on R)."""
         return {}
@@ -225,7 +232,7 @@ class EmbeddingProvider(nn.Module):
         # tables of this step: lookup_table) may stay lazy (pooled without the [B, L, d] gather);
         # not when the rows must all be materialised
         lazy = not self.keep_rows and native_kernel() is not None
-        single = self._single_lookups(batch)
+        single = self._single_lookups(batch, step)
         values: dict[str, torch.Tensor] = {}
         masks: dict[str, torch.Tensor] = {}
         for f in self.fields:
@@ -249,18 +256,19 @@ class EmbeddingProvider(nn.Module):
             values[f.name] = v
         return EmbeddedBatch(self.spec, values, masks, self, step, fuse_pooling=not self.keep_rows)
 
-    def _single_lookups(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _single_lookups(self, batch: dict[str, torch.Tensor], step: Step) -> dict[str, torch.Tensor]:
         """The rows of the one-valued fields whose table feeds no other field, all looked up by one
         native call (:func:`~ctrgraph.layers.native.field_lookups`: the values and table gradients of
         :meth:`lookup` for each, bit for bit, without an int64 copy of the ids and one autograd node
-        per field), where :meth:`lookup` is the plain one, while training on dense float32 CPU tables;
-        {} otherwise (each field then takes :meth:`lookup`)."""
-        if (len(self._own_table) < 2 or type(self).lookup is not EmbeddingProvider.lookup
-                or not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting()
+        per field), where :meth:`lookup` is the plain one (:meth:`plain_lookup`), while training on dense
+        float32 CPU tables; {} otherwise (each field then takes :meth:`lookup`)."""
+        if (len(self._own_table) < 2 or not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting()
                 or native_kernel() is None):
             return {}
         names, weights, ids, pads = [], [], [], []
         for name, table in self._own_table:
+            if not self.plain_lookup(table, step):
+                continue
             emb = self.tables[table]
             x = batch[name]
             w = emb.weight

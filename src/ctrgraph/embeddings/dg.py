@@ -657,6 +657,10 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         # table_lookup: a gather whose backward is one index_add (much cheaper than that of t[ids])
         return super().lookup(table, ids, step) if t is None else table_lookup(t, ids)
 
+    def plain_lookup(self, table: str, step: Step) -> bool:
+        """Tables neither enhanced (Eq. 22) nor sampled in this step are plain row gathers."""
+        return table not in step["rows"] and step["enh"].get(table) is None
+
     def lookup_table(self, table: str, step: Step) -> tuple[torch.Tensor, int | None] | None:
         """This step's Eq. 22 table of ``table`` (no padding row), or the plain one; None for the
         sampled rows of a ``fanouts`` step."""

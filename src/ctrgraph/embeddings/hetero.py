@@ -182,6 +182,10 @@ class HeteroGraphEmbedding(ServedTables, EmbeddingProvider):
         t = step["enh"].get(table)
         return super().lookup(table, ids, step) if t is None else table_lookup(t, ids)
 
+    def plain_lookup(self, table: str, step: Step) -> bool:
+        """Tables this step does not enhance are plain row gathers."""
+        return step["enh"].get(table) is None
+
     # ----- cache invalidation, copies ----------------------------------------------------------------
 
     def __getstate__(self):

@@ -228,6 +228,10 @@ class ResEmbedding(EmbeddingProvider):
         step["rows"] = uniq if step["rows"] is None else torch.unique(torch.cat([step["rows"], uniq]))
         return out
 
+    def plain_lookup(self, table: str, step: Step) -> bool:
+        """Every table but the item table (whose lookups record their rows for L(R)) is plain."""
+        return table != self.item_table
+
     def lookup_table(self, table: str, step: Step) -> tuple[torch.Tensor, int | None] | None:
         """The plain table of every vocabulary but the item table (whose lookups record their rows
         for L(R)): sequence fields of those (``hist_genre``) stay lazy, as with the plain provider."""
