@@ -95,13 +95,8 @@ def row_sparse_grad(flat: torch.Tensor, rows: torch.Tensor, shape: torch.Size, p
     return torch.sparse_coo_tensor(uniq.unsqueeze(0), vals, shape, is_coalesced=True, check_invariants=False)
 
 
-class _SparseLookup(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
-        flat = ids.reshape(-1)
-        ctx.save_for_backward(flat)
-        ctx.shape, ctx.padding_idx = weight.shape, padding_idx
-        return weight.index_select(0, flat).view(*ids.shape, weight.shape[1])
+class _SparseLookup(_Lookup):
+    """_Lookup's forward; the backward gives the row-summed sparse gradient."""
 
     @staticmethod
     @torch.autograd.function.once_differentiable
