@@ -20,6 +20,11 @@
   gradient of h and the running sum of x0's gradient). Its values and gradients are the plain
   modules' bit for bit: x0's gradient terms are summed in autograd's order for that graph (another
   branch's gradient on x0, passed back through the second output, first).
+- :func:`dcnv2_parallel`: DCN-V2's parallel body while training (cross network, deep Linear + ReLU
+  network, head) as one Function: the last cross layer and the last deep layer write their outputs
+  into the two column blocks of the head's input (no concatenation, no CatBackward), the head's
+  gradient is read there in place; torch's addmm / mm / threshold_backward / sum with the operands
+  the modules' graph passes them, so values and gradients are that graph's bit for bit.
 - :func:`field_lookups`: the one-valued fields' table lookups of a plain provider as one Function
   (native gathers from the int32 / int64 ids as they come, the table gradients as ``_Lookup``'s
   index_add_ in batch order), instead of one lookup, one int64 conversion and one autograd node per
