@@ -494,85 +494,27 @@ def test_cross_v2_backward_reads_every_output_gradient_layout(upstream):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("hidden", [[32, 16], [24]])
-def test_dcnv2_fused_body_is_bit_identical_to_the_modules(hidden):
-    """layers.native.dcnv2_parallel (DCN-V2's parallel body as one Function: cross network, deep
-    network written into the concatenation's buffer, head): the logits and every gradient (the
-    input's included) equal those of the modules' graph (CrossNetV2.fork, MLP, torch.cat, nn.Linear)
-    bit for bit."""
+@pytest.mark.parametrize("d", [16, 12])
+def test_lookup_kernels_rows_of_16_match_the_reference(d):
+    """The native lookups' rows of 16 floats (one vector each: pooled_lookup_forward's gather,
+    pooled_lookup_backward's accumulation, field_lookups_forward) equal the reference computations
+    bit for bit: bmm over the gathered rows, index_add_ of the rounded products w * g, index_select;
+    d = 12 takes the generic loops."""
     from ctrgraph.layers import native
-    from ctrgraph.layers.cross import CrossNetV2
-    from ctrgraph.layers.mlp import MLP
 
-    if native.kernel() is None:
+    k = native.kernel()
+    if k is None:
         pytest.skip("the native layer kernels are not available")
-    torch.manual_seed(len(hidden))
-    net, deep = CrossNetV2(48, 3), MLP(48, hidden, out_dim=None)
-    head = nn.Linear(48 + hidden[-1], 1)
-    emb = torch.randn(64, 3, 16, requires_grad=True)
-    params = [emb, *net.parameters(), *deep.parameters(), *head.parameters()]
-    up = torch.randn(64)
-
-    def run(fused: bool):
-        x0 = emb.flatten(1) * 1.0
-        if fused:
-            out = native.dcnv2_parallel(x0, [(l.weight, l.bias) for l in net.layers],
-                                        [(l.weight, l.bias) for l in deep.net if isinstance(l, nn.Linear)],
-                                        (head.weight, head.bias))
-        else:
-            xc, x0d = net.fork(x0)
-            out = head(torch.cat([xc, deep(x0d)], 1)).squeeze(-1)
-        return out, torch.autograd.grad(out, params, up)
-
-    (lr, gr), (lf, gf) = run(False), run(True)
-    assert torch.equal(lr, lf)
-    for a, b in zip(gr, gf):
-        assert torch.equal(a, b)
-
-
-def test_dcnv2_training_with_the_fused_body_is_bit_identical(planted, monkeypatch):
-    """DCN-V2 (parallel) on the planted data, 4 Adam steps from one seed: the fused body is taken at
-    every training step, and every parameter and the scores after training equal those of the module
-    path (DCNV2._fused forced off) bit for bit; stacked and dropout models keep the modules."""
-    from ctrgraph.data.loader import BatchLoader
-    from ctrgraph.data.schema import FeatureSpec
-    from ctrgraph.layers import native
-    from ctrgraph.models import dcnv2 as dcnv2_mod
-    from ctrgraph.registry import build_model
-
-    if native.kernel() is None:
-        pytest.skip("the native layer kernels are not available")
-    spec = FeatureSpec(planted.schema, planted.vocab_sizes)
-    batches = [b for _, b in zip(range(4), BatchLoader(planted.split("train"), planted.schema, 256, shuffle=True,
-                                                         seed=0))]
-    calls = []
-    fused = dcnv2_mod.dcnv2_parallel
-    monkeypatch.setattr(dcnv2_mod, "dcnv2_parallel", lambda *a: calls.append(1) or fused(*a))
-
-    def train(use_fused: bool):
-        if not use_fused:
-            monkeypatch.setattr(dcnv2_mod.DCNV2, "_fused", lambda self, x0: None)
-        torch.manual_seed(0)
-        m = build_model("dcnv2", spec, {}, dim=8)
-        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-        for b in batches:
-            loss = nn.functional.binary_cross_entropy_with_logits(m(b).logits, b[planted.schema.label])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            scores = m(batches[0]).logits
-        return [p.detach().clone() for p in m.parameters()], scores
-
-    (pf, sf) = train(True)
-    assert len(calls) == len(batches)
-    (pp, sp) = train(False)
-    assert len(calls) == len(batches)
-    assert torch.equal(sf, sp)
-    for a, b in zip(pf, pp):
-        assert torch.equal(a, b)
-    monkeypatch.undo()
-    for over in ({"structure": "stacked"}, {"dropout": 0.1}, {"low_rank": True}):
-        m = build_model("dcnv2", spec, over, dim=8)
-        assert m._fused(torch.zeros(4, m.cross.layers[0].in_features if hasattr(m.cross, "layers")
-                                    else m.cross.b.shape[1])) is None
+    g = torch.Generator().manual_seed(d)
+    V, B, L = 57, 200, 9
+    T = torch.randn(V, d, generator=g)
+    ids = torch.randint(0, V, (B, L), generator=g)
+    w = torch.rand(B, L, generator=g)
+    assert torch.equal(k.pooled_lookup_forward(T, ids, w, 64), torch.bmm(w.unsqueeze(1), T[ids]).squeeze(1))
+    gr = torch.randn(B, d, generator=g)
+    ref = torch.zeros(V, d).index_add_(0, ids.reshape(-1), (w.unsqueeze(-1) * gr.unsqueeze(1)).reshape(-1, d))
+    ref[0] = 0
+    assert torch.equal(k.pooled_lookup_backward(gr, ids, w, V, 0), ref)
+    for dt in (torch.int32, torch.int64):
+        x = ids[:, 0].to(dt).contiguous()
+        assert torch.equal(k.field_lookups_forward([T], [x])[0], T.index_select(0, x.long()))

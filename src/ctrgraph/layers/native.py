@@ -20,11 +20,6 @@
   gradient of h and the running sum of x0's gradient). Its values and gradients are the plain
   modules' bit for bit: x0's gradient terms are summed in autograd's order for that graph (another
   branch's gradient on x0, passed back through the second output, first).
-- :func:`dcnv2_parallel`: DCN-V2's parallel body while training (cross network, deep Linear + ReLU
-  network, head) as one Function: the last cross layer and the last deep layer write their outputs
-  into the two column blocks of the head's input (no concatenation, no CatBackward), the head's
-  gradient is read there in place; torch's addmm / mm / threshold_backward / sum with the operands
-  the modules' graph passes them, so values and gradients are that graph's bit for bit.
 - :func:`field_lookups`: the one-valued fields' table lookups of a plain provider as one Function
   (native gathers from the int32 / int64 ids as they come, the table gradients as ``_Lookup``'s
   index_add_ in batch order), instead of one lookup, one int64 conversion and one autograd node per
@@ -150,43 +145,36 @@ class _CrossV2(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout, gtap):
+        k = kernel()
         L = len(ctx.bias_shapes)
         x0, Ws, xs, hs = ctx.saved_tensors[0], ctx.saved_tensors[1:L + 1], ctx.saved_tensors[L + 1:2 * L], \
             ctx.saved_tensors[2 * L:]
-        acc, grads = _cross_v2_backward(x0, Ws, (x0, *xs), hs, ctx.bias_shapes, gout, gtap)
+        xs = (x0, *xs)
+        g, gh, acc = None, torch.empty_like(x0), torch.empty_like(x0)
+        # the output's gradient read in place where its rows are contiguous (the column block of the
+        # model's concatenation that CatBackward hands over), not copied
+        if gout is None:
+            gp = torch.zeros_like(x0)
+        elif gout.stride(1) == 1 and gout.stride(0) >= gout.shape[1]:
+            gp = gout
+        else:
+            gp = gout.contiguous()
+        gx, acc_in = None, None if gtap is None else gtap.contiguous()
+        grads: list[torch.Tensor | None] = [None] * (2 * L)
+        for l in reversed(range(L)):
+            # g = gp + gx, written only where a next layer reads it: with no gx it is gp itself
+            if gx is not None and l > 0 and g is None:
+                g = torch.empty_like(x0)
+            k.cross_layer_backward(gp, gx, g if gx is not None and l > 0 else None, hs[l], x0, gh, acc_in, acc,
+                                   l == 0)
+            if gx is not None and l > 0:
+                gp = g
+            acc_in = acc
+            grads[2 * l] = gh.t().mm(xs[l])  # addmm's backward for a transposed weight, W's gradient
+            grads[2 * l + 1] = gh.sum_to_size(ctx.bias_shapes[l])
+            gx = gh.mm(Ws[l])
+        acc.add_(gx)
         return (acc if ctx.needs_input_grad[0] else None), *grads
-
-
-def _cross_v2_backward(x0, Ws, xs, hs, bias_shapes, gout, gtap):
-    """The gradients of x0 and of [W_0, b_0, W_1, ...] of :class:`_CrossV2` from the output's gradient
-    ``gout`` (None: zero) and the other branch's gradient on x0 ``gtap`` (or None)."""
-    k = kernel()
-    L = len(bias_shapes)
-    g, gh, acc = None, torch.empty_like(x0), torch.empty_like(x0)
-    # the output's gradient read in place where its rows are contiguous (the column block of the
-    # model's concatenation that CatBackward hands over), not copied
-    if gout is None:
-        gp = torch.zeros_like(x0)
-    elif gout.stride(1) == 1 and gout.stride(0) >= gout.shape[1]:
-        gp = gout
-    else:
-        gp = gout.contiguous()
-    gx, acc_in = None, None if gtap is None else gtap.contiguous()
-    grads: list[torch.Tensor | None] = [None] * (2 * L)
-    for l in reversed(range(L)):
-        # g = gp + gx, written only where a next layer reads it: with no gx it is gp itself
-        if gx is not None and l > 0 and g is None:
-            g = torch.empty_like(x0)
-        k.cross_layer_backward(gp, gx, g if gx is not None and l > 0 else None, hs[l], x0, gh, acc_in, acc,
-                               l == 0)
-        if gx is not None and l > 0:
-            gp = g
-        acc_in = acc
-        grads[2 * l] = gh.t().mm(xs[l])  # addmm's backward for a transposed weight, W's gradient
-        grads[2 * l + 1] = gh.sum_to_size(bias_shapes[l])
-        gx = gh.mm(Ws[l])
-    acc.add_(gx)
-    return acc, grads
 
 
 def cross_v2(x0: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,77 +182,6 @@ def cross_v2(x0: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]) 
     (x_{l+1} = x0 * (x_l W_l^T + b_l) + x_l); x0' is x0 for another branch, whose gradient is summed
     into x0's in autograd's order for the plain modules. Needs :func:`kernel`."""
     return _CrossV2.apply(x0, *(t for wb in layers for t in wb))
-
-
-class _DCNV2Parallel(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x0, n_cross, n_deep, *params):
-        k = kernel()
-        B, D = x0.shape
-        cw, dw, (hw, hb) = params[:2 * n_cross], params[2 * n_cross:2 * (n_cross + n_deep)], params[-2:]
-        H = dw[-2].shape[0]
-        z = torch.empty(B, D + H, dtype=x0.dtype)      # [x_L, deep(x0)], written in place
-        xs, hs, x = [], [], x0
-        for l in range(n_cross):
-            h = torch.addmm(cw[2 * l + 1], x, cw[2 * l].t())   # F.linear's own call for a 2-d input
-            xs.append(x)
-            hs.append(h)
-            if l < n_cross - 1:
-                x = k.cross_layer_forward(x0, h, x)
-            else:
-                k.cross_layer_forward_into(x0, h, x, z[:, :D])
-        acts, a = [], x0
-        for j in range(n_deep):
-            acts.append(a)
-            if j < n_deep - 1:
-                a = torch.addmm(dw[2 * j + 1], a, dw[2 * j].t()).relu_()
-            else:
-                a = torch.addmm(dw[2 * j + 1], a, dw[2 * j].t(), out=z[:, D:]).relu_()
-        logit = torch.addmm(hb, z, hw.t())
-        ctx.save_for_backward(x0, *cw[0::2], *xs[1:], *hs, *dw[0::2], *acts[1:], z, hw)
-        ctx.shapes = (n_cross, n_deep, [t.shape for t in cw[1::2]], [t.shape for t in dw[1::2]], hb.shape)
-        return logit.view(B)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        n_cross, n_deep, cb_shapes, db_shapes, hb_shape = ctx.shapes
-        t = ctx.saved_tensors
-        x0, t = t[0], t[1:]
-        Ws, t = t[:n_cross], t[n_cross:]
-        xs, t = (x0, *t[:n_cross - 1]), t[n_cross - 1:]
-        hs, t = t[:n_cross], t[n_cross:]
-        dW, t = t[:n_deep], t[n_deep:]
-        acts, (z, hw) = (x0, *t[:n_deep - 1]), t[n_deep - 1:]
-        D = x0.shape[1]
-        # the head: AddmmBackward0 of F.linear(z, w, b) (the weight's gradient as for a transposed
-        # weight), then the concatenation's column blocks, read in place
-        g1 = g.unsqueeze(-1)
-        ghw = g1.t().mm(z)
-        ghb = g1.sum_to_size(hb_shape)
-        gz = g1.mm(hw)
-        gd = gz[:, D:]
-        dgrads: list[torch.Tensor | None] = [None] * (2 * n_deep)
-        for j in reversed(range(n_deep)):
-            out = z[:, D:] if j == n_deep - 1 else acts[j + 1]
-            gd = torch.ops.aten.threshold_backward(gd, out, 0)    # ReLU's backward from its result
-            dgrads[2 * j] = gd.t().mm(acts[j])
-            dgrads[2 * j + 1] = gd.sum_to_size(db_shapes[j])
-            gd = gd.mm(dW[j])
-        acc, cgrads = _cross_v2_backward(x0, Ws, xs, hs, cb_shapes, gz[:, :D], gd)
-        return (acc if ctx.needs_input_grad[0] else None), None, None, *cgrads, *dgrads, ghw, ghb
-
-
-def dcnv2_parallel(x0: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]],
-                   deep: list[tuple[torch.Tensor, torch.Tensor]], head: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The logits [B] of DCN-V2's parallel body on contiguous float32 x0 [B, D]: the cross network
-    (:func:`cross_v2`'s layers), the deep network (Linear + ReLU per ``deep`` layer) on x0, the two
-    outputs concatenated into one buffer as they are computed, and the head ``head`` = (w [1, D + H],
-    b [1]); as one Function whose values and gradients are those of the modules' graph (cross_v2,
-    MLP, torch.cat, nn.Linear) bit for bit: the same torch calls with the same operands, the
-    gradients of x0 summed in that graph's order. Needs :func:`kernel`."""
-    return _DCNV2Parallel.apply(x0, len(cross), len(deep), *(t for wb in cross for t in wb),
-                                *(t for wb in deep for t in wb), *head)
 
 
 class _PairAttention(torch.autograd.Function):

@@ -22,8 +22,6 @@ from torch import nn
 
 from ..layers.cross import CrossNetMix, CrossNetV2
 from ..layers.mlp import MLP
-from ..layers.native import dcnv2_parallel
-from ..layers.native import kernel as native_kernel
 from .base import CTRModel, TowerConfig
 
 
@@ -62,33 +60,9 @@ class DCNV2(CTRModel):
     def output_bias(self):
         return self.head.bias
 
-    def _fused(self, x0: torch.Tensor) -> list | None:
-        """The layers of the parallel full-rank body as (cross, deep, head) weight pairs for
-        :func:`~ctrgraph.layers.native.dcnv2_parallel`, while training on contiguous float32 CPU input
-        with the native kernel and a deep network of Linear + ReLU layers only; None otherwise."""
-        if (self.cfg.structure != "parallel" or not isinstance(self.cross, CrossNetV2) or not len(self.cross.layers)
-                or x0.device.type != "cpu" or x0.dtype != torch.float32 or x0.dim() != 2 or not x0.is_contiguous()
-                or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or torch.jit.is_tracing()
-                or torch.jit.is_scripting()):
-            return None
-        net = list(self.deep.net)
-        if not net or len(net) % 2 or not all(type(a) is nn.Linear and type(r) is nn.ReLU
-                                             for a, r in zip(net[0::2], net[1::2])):
-            return None
-        lins = [*self.cross.layers, *net[0::2], self.head]
-        params = [t for lin in lins for t in (lin.weight, lin.bias)]
-        if (any(t is None or t.dtype != torch.float32 or t.device.type != "cpu" for t in params)
-                or not (x0.requires_grad or any(t.requires_grad for t in params)) or native_kernel() is None):
-            return None
-        wb = [(lin.weight, lin.bias) for lin in lins]
-        return [wb[:len(self.cross.layers)], wb[len(self.cross.layers):-1], wb[-1]]
-
     def forward(self, batch):
         eb = self.embedding(batch)
         x0 = eb.matrix(seq_pool=self.cfg.seq_pool).flatten(1)
-        fused = self._fused(x0)
-        if fused is not None:  # the same numbers as below, the body as one Function (layers.native)
-            return self.output(dcnv2_parallel(x0, *fused), eb)
         xc, x0 = self.cross.fork(x0)  # x0's gradient from the deep side summed in the plain graph's order
         if self.cfg.structure == "stacked":
             z = self.deep(xc)

@@ -340,22 +340,6 @@ torch::Tensor cross_layer_forward(torch::Tensor x0, torch::Tensor h, torch::Tens
   return out;
 }
 
-// cross_layer_forward written into ``out`` [B, D] whose rows may lie further apart (a column block
-// of the model's concatenation, written in place instead of concatenated afterwards).
-void cross_layer_forward_into(torch::Tensor x0, torch::Tensor h, torch::Tensor x, torch::Tensor out) {
-  TORCH_CHECK(x0.scalar_type() == torch::kFloat && x0.is_contiguous() && h.is_contiguous() && x.is_contiguous() &&
-              h.sizes() == x0.sizes() && x.sizes() == x0.sizes() && h.scalar_type() == torch::kFloat &&
-              x.scalar_type() == torch::kFloat && x0.dim() == 2 && out.sizes() == x0.sizes() &&
-              out.scalar_type() == torch::kFloat && out.stride(1) == 1 && out.stride(0) >= x0.size(1),
-              "cross_layer_forward_into: contiguous float32 tensors of one shape and an output with contiguous rows expected");
-  const int64_t R = x0.size(0), D = x0.size(1), os = out.stride(0);
-  const float *a = x0.data_ptr<float>(), *b = h.data_ptr<float>(), *c = x.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  at::parallel_for(0, R, std::max<int64_t>(1, 32768 / std::max<int64_t>(D, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) cross_fwd(a + r * D, b + r * D, c + r * D, o + r * os, D);
-  });
-}
-
 // The elementwise part of one cross layer's backward, in autograd's order: the gradient of the
 // layer's output g = gp + gx (gp: the gradient reaching the output itself, gx: the next layer's
 // gh W, or none), written to go unless go is null (the caller then needs no g: the first layer, or
@@ -939,7 +923,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("small_attention_forward", &small_attention_forward, "softmax(scale Q K^T) V from qkv [B, F, 3 H dh]");
   m.def("small_attention_backward", &small_attention_backward, "dqkv of small_attention_forward");
   m.def("cross_layer_forward", &cross_layer_forward, "x0 * h + x (DCN-V2 cross layer after its addmm)");
-  m.def("cross_layer_forward_into", &cross_layer_forward_into, "cross_layer_forward into an output with strided rows");
   m.def("cross_layer_backward", &cross_layer_backward, "the elementwise backward of a DCN-V2 cross layer");
   m.def("augru_forward", &augru_forward, "DIEN's AUGRU recurrence, last state (and what the backward needs)");
   m.def("augru_backward", &augru_backward, "gradients of augru_forward (autograd's order for the PyTorch loop)");
