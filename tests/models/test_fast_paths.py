@@ -492,3 +492,29 @@ def test_cross_v2_backward_reads_every_output_gradient_layout(upstream):
 
     for a, b in zip(run(False), run(True)):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("d", [16, 12])
+def test_lookup_kernels_rows_of_16_match_the_reference(d):
+    """The native lookups' rows of 16 floats (one vector each: pooled_lookup_forward's gather,
+    pooled_lookup_backward's accumulation, field_lookups_forward) equal the reference computations
+    bit for bit: bmm over the gathered rows, index_add_ of the rounded products w * g, index_select;
+    d = 12 takes the generic loops."""
+    from ctrgraph.layers import native
+
+    k = native.kernel()
+    if k is None:
+        pytest.skip("the native layer kernels are not available")
+    g = torch.Generator().manual_seed(d)
+    V, B, L = 57, 200, 9
+    T = torch.randn(V, d, generator=g)
+    ids = torch.randint(0, V, (B, L), generator=g)
+    w = torch.rand(B, L, generator=g)
+    assert torch.equal(k.pooled_lookup_forward(T, ids, w, 64), torch.bmm(w.unsqueeze(1), T[ids]).squeeze(1))
+    gr = torch.randn(B, d, generator=g)
+    ref = torch.zeros(V, d).index_add_(0, ids.reshape(-1), (w.unsqueeze(-1) * gr.unsqueeze(1)).reshape(-1, d))
+    ref[0] = 0
+    assert torch.equal(k.pooled_lookup_backward(gr, ids, w, V, 0), ref)
+    for dt in (torch.int32, torch.int64):
+        x = ids[:, 0].to(dt).contiguous()
+        assert torch.equal(k.field_lookups_forward([T], [x])[0], T.index_select(0, x.long()))
