@@ -464,9 +464,10 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         return s / len(cands) if self.collab == "mean" else s
 
     def enhanced_tables(self, drop_uv: torch.Tensor | None = None, drop_vv: torch.Tensor | None = None,
-                        cf1: DropGraph | None = None) -> dict[str, torch.Tensor]:
+                        cf1: DropGraph | None = None, ops: tuple | None = None) -> dict[str, torch.Tensor]:
         """Eq. 22's tables ``{table: [vocab, d]}`` with the given uv / vv pair ids dropped (``cf1``: this
-        step's uu + vv graph instead of the stored one, see :meth:`leave_out_cf1`)."""
+        step's uu + vv graph instead of the stored one, see :meth:`leave_out_cf1`; ``ops``: this step's
+        (uu + vv, uv) operators instead, :meth:`step_operators`)."""
         if self._g is None:
             raise ConfigError("dg embedding: graphs are not built; call prepare(data) with the training data "
                               "(or serve the tables written by `ctrgraph export`)")
@@ -481,7 +482,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             keys = st["cf1_keys"]
             xs = [z_u if k == "uu" else z_v for k in keys]
             whole = organized and "uv" in self.graphs and keys == ["uu", "vv"]
-            hs = self._block_propagate((cf1 or st["cf1"]).operator(drop_vv), xs, [self.cf_prop[k] for k in keys],
+            op = ops[0] if ops is not None else (cf1 or st["cf1"]).operator(drop_vv)
+            hs = self._block_propagate(op, xs, [self.cf_prop[k] for k in keys],
                                        self.layers, split=not whole)
             if whole:  # the uv stage starts from these rows as they are (no split, then cat, of the same rows)
                 zh, hs = hs, []
@@ -492,7 +494,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     zh_v = h
         p_u, p_v = zh_u, zh_v
         if "uv" in self.graphs:  # Eqs. 19-21
-            a = st["uv"].operator(drop_uv)
+            a = ops[1] if ops is not None else st["uv"].operator(drop_uv)
             start = zh if zh is not None else torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
             q = self.cf_prop["uv"](a, start, adj_t=a)
             # one split (its backward: one concatenation of the two tables' gradients), not two slices
@@ -594,6 +596,37 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         st["drop_table"] = (k, uv_id, pv, nv)
         return st["drop_table"]
 
+    def step_operators(self, batch: dict[str, torch.Tensor]) -> tuple | None:
+        """This training step's (uu + vv, uv) operators without the batch's own positive edges in one native
+        call (:func:`ctrgraph.graphs.native.dg_drops`: the lookups of :meth:`_target_drops_np` in
+        :meth:`_drop_table`, then the dropped pairs and scales of :meth:`DropGraph.operator`; the same
+        dropped edges in the same order and the same scales, bit for bit, tested), where that applies:
+        target drops on, the stored graphs (no per-step kNN graph) on the CPU, LightGCN's literal norm, the
+        native kernel built; None otherwise (:meth:`target_drops` then :meth:`DropGraph.operator`). A
+        step's numpy work was about 25 small calls, each slower than its arithmetic inside a training loop."""
+        from ..graphs import native
+
+        st = self._g
+        label = self.spec.schema.label
+        if (not self.drop_target_edges or label not in batch or not graph_dg.NUMPY_ON_CPU
+                or st["seq"][0].device.type != "cpu" or batch[label].device.type != "cpu" or native.spmm_kernel() is None):
+            return None
+        graphs = [st.get("uv"), st.get("cf1")]
+        states = [None if g is None else g.native_state() for g in graphs]
+        if any(g is not None and a is None for g, a in zip(graphs, states)):
+            return None
+        if "drop_index" not in st:
+            k, uv_id, pv, nv = self._drop_table()
+            n_u, n_i = st["n"]
+            uptr = np.searchsorted(k, np.arange(n_u + 1, dtype=np.int64) * n_i).astype(np.int64)
+            st["drop_index"] = (torch.from_numpy(k), torch.from_numpy(uptr),
+                                [torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in (uv_id, pv, nv)])
+        keys, uptr, ids = st["drop_index"]
+        out = native.dg_drops(batch[label], batch[self.user_field.name], batch[self.item_field.name], st["n"][1],
+                              keys, uptr, ids, states[0] or [], states[1] or [])
+        uv, cf1 = (None if g is None else g.scaled(*out[3 * i: 3 * i + 3]) for i, g in enumerate(graphs))
+        return cf1, uv
+
     def _target_drops_np(self, batch: dict[str, torch.Tensor], cf1: DropGraph | None
                          ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """:meth:`target_drops` on the CPU, in numpy (the same ids, ordered by (u, v)): about 40
@@ -648,6 +681,9 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if self.fanouts is not None:
             return self._begin_sampled(batch)
         cf1 = self.leave_out_cf1(batch) if self.knn_leave_out and self.spec.schema.label in batch else None
+        ops = self.step_operators(batch) if cf1 is None else None
+        if ops is not None:
+            return {"enh": self.enhanced_tables(ops=ops), "rows": {}}
         return {"enh": self.enhanced_tables(*self.target_drops(batch, cf1), cf1=cf1), "rows": {}}
 
     def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:
