@@ -516,6 +516,49 @@ std::vector<torch::Tensor> dg_drops(torch::Tensor label, torch::Tensor user, tor
   return out;
 }
 
+// DG-ENN's linear attribute stage e W_0^T + sum_f R_f (T_f W_f^T) (W's column blocks W_f; embeddings/dg.py,
+// _LinearAttributes) with the ATen operations the Python node runs, in the same order (so the same bits),
+// without a Python call per operation: forward and backward. A field with an index (sels[f] non-empty: a
+// one-hot R_f) is applied as a gather inside ordered_sum; otherwise R_f (CSR) by torch.sparse.mm's
+// at::_sparse_mm.
+torch::Tensor linear_attr_forward(torch::Tensor e, torch::Tensor weight, std::vector<torch::Tensor> tables,
+                                  std::vector<torch::Tensor> sels, std::vector<torch::Tensor> mats) {
+  TORCH_CHECK(tables.size() == sels.size() && tables.size() == mats.size(), "linear_attr_forward: one sel, one matrix per table");
+  const auto w = weight.split(e.size(1), 1);
+  TORCH_CHECK(w.size() == tables.size() + 1, "linear_attr_forward: weight has one block per table and one for e");
+  torch::Tensor out = e.mm(w[0].t());
+  std::vector<torch::Tensor> terms;
+  for (size_t f = 0; f < tables.size(); ++f) {
+    torch::Tensor p = tables[f].mm(w[f + 1].t());
+    terms.push_back(sels[f].numel() ? p : at::_sparse_mm(mats[f], p));
+  }
+  return ordered_sum(out, terms, sels);
+}
+
+// (d a, d b) of a.mm(b) for the output gradient g, as autograd's MmBackward0 forms them (embeddings/dg.py, _mm_grads)
+std::pair<torch::Tensor, torch::Tensor> mm_grads(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& b) {
+  torch::Tensor ga = (a.stride(0) == 1 && a.stride(1) == a.size(0)) ? b.mm(g.t()).t() : g.mm(b.t());
+  torch::Tensor gb = (b.stride(0) == 1 && b.stride(1) == b.size(0)) ? g.t().mm(a).t() : a.t().mm(g);
+  return {ga, gb};
+}
+
+// {d e, d weight, d T_1, ...} (mats_t: the transposes R_f^T, CSR)
+std::vector<torch::Tensor> linear_attr_backward(torch::Tensor g, torch::Tensor e, torch::Tensor weight,
+                                                std::vector<torch::Tensor> tables, std::vector<torch::Tensor> mats_t) {
+  TORCH_CHECK(tables.size() == mats_t.size(), "linear_attr_backward: one transposed matrix per table");
+  const auto w = weight.split(e.size(1), 1);
+  TORCH_CHECK(w.size() == tables.size() + 1, "linear_attr_backward: weight has one block per table and one for e");
+  auto g0 = mm_grads(g, e, w[0].t());
+  std::vector<torch::Tensor> gws{g0.second.t()}, out{g0.first, torch::Tensor()};
+  for (size_t f = 0; f < tables.size(); ++f) {
+    auto gf = mm_grads(at::_sparse_mm(mats_t[f], g), tables[f], w[f + 1].t());
+    out.push_back(gf.first);
+    gws.push_back(gf.second.t());
+  }
+  out[1] = at::cat(gws, 1);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -523,5 +566,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scaled_spmm", &scaled_spmm, "s * (A (s x) - dropped edges) for a 0/1 CSR structure A, and (add + that) [/ div]");
   m.def("ordered_sum", &ordered_sum, "base + term_1 + term_2 ... row by row; a term dense or gathered rows of a small table");
   m.def("dg_drops", &dg_drops, "DG-ENN's per-step dropped pairs and node scales of its uv and uu + vv graphs");
+  m.def("linear_attr_forward", &linear_attr_forward, "DG-ENN's linear attribute stage, forward");
+  m.def("linear_attr_backward", &linear_attr_backward, "DG-ENN's linear attribute stage, backward");
   m.def("lightgcn", &lightgcn, "LightGCN's layers of the scaled product and their sum (forward / backward)");
 }
