@@ -849,6 +849,74 @@ def test_operator_scales_from_the_degree_table_equal_the_recomputed_ones(tiny):
     assert torch.equal(torch.from_numpy(g._scale_table[v.long().numpy()]), g._scales(v))
 
 
+@pytest.mark.parametrize("graphs", ["all", "uv", "uu,vv", "vv,uv"])
+def test_native_step_operators_equal_target_drops_then_operator(tiny, graphs):
+    """A training step's two operators from one native call (step_operators: dg_drops looks the positives
+    up in the drop table and computes the dropped pairs and scales) equal target_drops followed by
+    DropGraph.operator: the same dropped edges in the same order, the same scales (the same tensor where
+    nothing is dropped), bit for bit; also for repeated positives, batches without positives and (u, v)
+    without any edge. begin() takes it, and Eq. 22's tables and gradients are those of the reference path."""
+    from ctrgraph.graphs import native
+
+    if native.spmm_kernel() is None:
+        pytest.skip("the native sparse-product kernel is not available")
+    p = _provider(tiny, graphs=graphs)
+    p.train()
+    tr = tiny.split("train")
+    rng = np.random.default_rng(7)
+    pos, neg = np.flatnonzero(tr["label"] > 0), np.flatnonzero(tr["label"] <= 0)
+    other = _train_batch(tiny, pos[:40])
+    other["item_id"] = (other["item_id"] % (len(tiny.vocabs["item_id"]) - 2)) + 2
+    batches = [_train_batch(tiny, r) for r in (rng.choice(len(tr["label"]), 60, replace=False), pos[:80],
+                                               np.r_[pos[:10], pos[:10], pos[3:6]], neg[:30])] + [other]
+    st = p._g
+    seen = 0
+    for batch in batches:
+        batch["user_id"] = batch["user_id"].int()  # the loader's int32 ids
+        ops = p.step_operators(batch)
+        assert ops is not None
+        du, dv = p.target_drops(batch)
+        want = (st["cf1"].operator(dv) if "cf1" in st else None, st["uv"].operator(du) if "uv" in st else None)
+        for got, ref in zip(ops, want):
+            assert (got is None) == (ref is None)
+            if ref is None:
+                continue
+            assert (got.dead_rows is None) == (ref.dead_rows is None)
+            if ref.dead_rows is not None:
+                seen += 1
+                assert torch.equal(got.dead_rows, ref.dead_rows) and torch.equal(got.dead_cols, ref.dead_cols)
+                assert got.dead_rows.dtype == got.dead_cols.dtype == torch.int64
+            else:
+                assert got.s is ref.s
+            assert got.s.dtype == ref.s.dtype and torch.equal(got.s, ref.s)
+            assert torch.equal(got.diag, ref.diag) and got.has_diag == ref.has_diag == False  # noqa: E712
+            assert got.a01 is ref.a01
+    assert seen
+    batch = batches[1]
+    runs = []
+    for fast in (True, False):
+        p.zero_grad()
+        if not fast:
+            p.step_operators = lambda b: None
+        out = p.begin(batch)["enh"]
+        gen = torch.Generator().manual_seed(2)
+        sum((t * torch.randn(t.shape, generator=gen)).sum() for t in out.values()).backward()
+        runs.append(({k: v.detach() for k, v in out.items()},
+                     {n: q.grad.clone() for n, q in p.named_parameters() if q.grad is not None}))
+    del p.step_operators
+    (ta, ga), (tb, gb) = runs
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert ga.keys() == gb.keys() and all(torch.equal(ga[n], gb[n]) for n in ga)
+
+
+def test_native_step_operators_stand_aside_where_they_do_not_apply(tiny):
+    """Other normalisations (GCN's centre term, isolated nodes kept) and drops turned off keep the
+    reference path."""
+    batch = _train_batch(tiny, np.arange(60))
+    for kw in ({"aggregator": "gcn"}, {"isolated": "keep"}, {"drop_target_edges": False}):
+        assert _provider(tiny, **kw).step_operators(batch) is None
+
+
 # ----- the training step's cost paths (issue 20): the same numbers as the plain compositions ------------
 @pytest.mark.parametrize("native", ["1", "0"])
 def test_linear_attribute_node_equals_the_autograd_composition_bit_for_bit(tiny, native, monkeypatch):

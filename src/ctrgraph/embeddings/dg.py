@@ -170,41 +170,52 @@ def _mm_grads(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.
     return ga, gb
 
 
+_NO_SEL = torch.zeros(0, dtype=torch.int64)
+
+
 class _LinearAttributes(torch.autograd.Function):
     """Fig. 4 (i)'s ``e W_0^T + sum_f R_f (T_f W_f^T)`` (``W``'s column blocks ``W_f``, CSR ``R_f`` with
     their transposes) as one autograd node. Forward and backward run the operations autograd runs for
     the composition (``mm``, ``sparse.mm``, the split's concatenation), so values and gradients are the
     same bit for bit (tested), without about 30 autograd nodes per step. Each input gets one gradient
     from here, so the order in which autograd adds a table's other gradients is unchanged. A one-hot
-    ``R_f`` (``mats``' third item, :func:`_one_hot_rows`) is applied as a gather in the forward."""
+    ``R_f`` (``mats``' third item, :func:`_one_hot_rows`) is applied as a gather in the forward. On CPU
+    float tensors with the native kernel built, forward and backward run those operations in C++
+    (``csrc/scaled_spmm.cpp``: ``linear_attr_forward`` / ``linear_attr_backward``), one call each
+    instead of about 20 Python calls (bit for bit the same, tested)."""
 
     @staticmethod
     def forward(ctx, e, weight, mats, *tables):
         from ..graphs import native
 
-        w = weight.split(e.shape[1], dim=1)
-        out = e.mm(w[0].t())
         # the sum's additions in one kernel pass (the same, in the same order) where it is built
         fused = e.device.type == "cpu" and e.dtype in (torch.float32, torch.float64) and native.spmm_kernel() is not None
-        terms = []
+        ctx.save_for_backward(e, weight, *tables)
+        ctx.mats, ctx.fused = mats, fused
+        if fused:  # the operations below in C++ (csrc/scaled_spmm.cpp: linear_attr_forward), the sum's
+            # additions in one pass (ordered_sum: the same, in the same order; a one-hot R_f's rows gathered there)
+            return native.spmm_kernel().linear_attr_forward(e, weight, list(tables),
+                                                            [_NO_SEL if sel is None else sel for *_, sel in mats],
+                                                            [r for r, *_ in mats])
+        w = weight.split(e.shape[1], dim=1)
+        out = e.mm(w[0].t())
         for (r, _, sel), t, wf in zip(mats, tables, w[1:]):
             p = t.mm(wf.t())
-            if fused:
-                terms.append(torch.sparse.mm(r, p) if sel is None else p)
-            elif sel is None:
+            if sel is None:
                 out = out + torch.sparse.mm(r, p)
             else:  # [p; 0] gathered: r @ p without the sparse product's per-call cost
                 out = out + torch.cat([p, p.new_zeros(1, p.shape[1])]).index_select(0, sel)
-        if fused:
-            out = native.ordered_sum(out, terms, [sel for _, _, sel in mats])
-        ctx.save_for_backward(e, weight, *tables)
-        ctx.mats = mats
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         e, weight, *tables = ctx.saved_tensors
+        if ctx.fused:  # the operations below in C++ (linear_attr_backward)
+            from ..graphs import native
+
+            ge, gw, *gts = native.spmm_kernel().linear_attr_backward(g, e, weight, tables, [r_t for _, r_t, _ in ctx.mats])
+            return (ge, gw, None, *gts)
         w = weight.split(e.shape[1], dim=1)
         ge, gw0 = _mm_grads(g, e, w[0].t())
         gws, gts = [gw0.t()], []
@@ -464,9 +475,10 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         return s / len(cands) if self.collab == "mean" else s
 
     def enhanced_tables(self, drop_uv: torch.Tensor | None = None, drop_vv: torch.Tensor | None = None,
-                        cf1: DropGraph | None = None) -> dict[str, torch.Tensor]:
+                        cf1: DropGraph | None = None, ops: tuple | None = None) -> dict[str, torch.Tensor]:
         """Eq. 22's tables ``{table: [vocab, d]}`` with the given uv / vv pair ids dropped (``cf1``: this
-        step's uu + vv graph instead of the stored one, see :meth:`leave_out_cf1`)."""
+        step's uu + vv graph instead of the stored one, see :meth:`leave_out_cf1`; ``ops``: this step's
+        (uu + vv, uv) operators instead, :meth:`step_operators`)."""
         if self._g is None:
             raise ConfigError("dg embedding: graphs are not built; call prepare(data) with the training data "
                               "(or serve the tables written by `ctrgraph export`)")
@@ -481,7 +493,8 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             keys = st["cf1_keys"]
             xs = [z_u if k == "uu" else z_v for k in keys]
             whole = organized and "uv" in self.graphs and keys == ["uu", "vv"]
-            hs = self._block_propagate((cf1 or st["cf1"]).operator(drop_vv), xs, [self.cf_prop[k] for k in keys],
+            op = ops[0] if ops is not None else (cf1 or st["cf1"]).operator(drop_vv)
+            hs = self._block_propagate(op, xs, [self.cf_prop[k] for k in keys],
                                        self.layers, split=not whole)
             if whole:  # the uv stage starts from these rows as they are (no split, then cat, of the same rows)
                 zh, hs = hs, []
@@ -492,7 +505,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     zh_v = h
         p_u, p_v = zh_u, zh_v
         if "uv" in self.graphs:  # Eqs. 19-21
-            a = st["uv"].operator(drop_uv)
+            a = ops[1] if ops is not None else st["uv"].operator(drop_uv)
             start = zh if zh is not None else torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
             q = self.cf_prop["uv"](a, start, adj_t=a)
             # one split (its backward: one concatenation of the two tables' gradients), not two slices
@@ -594,6 +607,37 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         st["drop_table"] = (k, uv_id, pv, nv)
         return st["drop_table"]
 
+    def step_operators(self, batch: dict[str, torch.Tensor]) -> tuple | None:
+        """This training step's (uu + vv, uv) operators without the batch's own positive edges in one native
+        call (:func:`ctrgraph.graphs.native.dg_drops`: the lookups of :meth:`_target_drops_np` in
+        :meth:`_drop_table`, then the dropped pairs and scales of :meth:`DropGraph.operator`; the same
+        dropped edges in the same order and the same scales, bit for bit, tested), where that applies:
+        target drops on, the stored graphs (no per-step kNN graph) on the CPU, LightGCN's literal norm, the
+        native kernel built; None otherwise (:meth:`target_drops` then :meth:`DropGraph.operator`). A
+        step's numpy work was about 25 small calls, each slower than its arithmetic inside a training loop."""
+        from ..graphs import native
+
+        st = self._g
+        label = self.spec.schema.label
+        if (not self.drop_target_edges or label not in batch or not graph_dg.NUMPY_ON_CPU
+                or st["seq"][0].device.type != "cpu" or batch[label].device.type != "cpu" or native.spmm_kernel() is None):
+            return None
+        graphs = [st.get("uv"), st.get("cf1")]
+        states = [None if g is None else g.native_state() for g in graphs]
+        if any(g is not None and a is None for g, a in zip(graphs, states)):
+            return None
+        if "drop_index" not in st:
+            k, uv_id, pv, nv = self._drop_table()
+            n_u, n_i = st["n"]
+            uptr = np.searchsorted(k, np.arange(n_u + 1, dtype=np.int64) * n_i).astype(np.int64)
+            st["drop_index"] = (torch.from_numpy(k), torch.from_numpy(uptr),
+                                [torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in (uv_id, pv, nv)])
+        keys, uptr, ids = st["drop_index"]
+        out = native.dg_drops(batch[label], batch[self.user_field.name], batch[self.item_field.name], st["n"][1],
+                              keys, uptr, ids, states[0] or [], states[1] or [])
+        uv, cf1 = (None if g is None else g.scaled(*out[3 * i: 3 * i + 3]) for i, g in enumerate(graphs))
+        return cf1, uv
+
     def _target_drops_np(self, batch: dict[str, torch.Tensor], cf1: DropGraph | None
                          ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """:meth:`target_drops` on the CPU, in numpy (the same ids, ordered by (u, v)): about 40
@@ -648,6 +692,9 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         if self.fanouts is not None:
             return self._begin_sampled(batch)
         cf1 = self.leave_out_cf1(batch) if self.knn_leave_out and self.spec.schema.label in batch else None
+        ops = self.step_operators(batch) if cf1 is None else None
+        if ops is not None:
+            return {"enh": self.enhanced_tables(ops=ops), "rows": {}}
         return {"enh": self.enhanced_tables(*self.target_drops(batch, cf1), cf1=cf1), "rows": {}}
 
     def lookup(self, table: str, ids: torch.Tensor, step: Step) -> torch.Tensor:

@@ -185,7 +185,7 @@ class DropGraph:
         for k in ("rows", "cols", "is_diag", "pid", "crow", "pair_keys", "pair_cnt", "pair_edges", "diag_edges",
                   "never", "deg0", "a01", "crow_idx", "cols_idx"):
             setattr(self, k, getattr(self, k).to(device))
-        self._scale_table = None
+        self._scale_table = self._native_state = None
         return self
 
     def _gone(self, drop: torch.Tensor | None) -> torch.Tensor | None:
@@ -258,6 +258,25 @@ class DropGraph:
             return ScaledAdjacency(self.a01, self._scales(deg) if scales is None else scales, self._zero_diag, rows,
                                    cols, has_diag=False)
         return ScaledAdjacency(self.a01, self._scales(deg), self._diagonal(deg), rows, cols)
+
+    def native_state(self) -> list[torch.Tensor] | None:
+        """What :func:`ctrgraph.graphs.native.dg_drops` reads of this graph (pair counts, pair keys, the full
+        graph's scales, its integer degrees, the scale of every degree 0 .. max), for LightGCN's literal
+        norm on the CPU; None otherwise (:meth:`operator` then)."""
+        if not (self.norm == "sym" and self.isolated == 0.0 and _np(self.deg0) and _np(self.pair_keys)):
+            return None
+        if getattr(self, "_native_state", None) is None:
+            self._scales_np(None)  # the degree table, the full graph's scales
+            self._native_state = [self.pair_cnt.contiguous(), self.pair_keys.contiguous(), self._s0,
+                                  torch.from_numpy(self._deg0_np), torch.from_numpy(self._scale_table)]
+        return self._native_state
+
+    def scaled(self, rows: torch.Tensor | None, cols: torch.Tensor | None, s: torch.Tensor) -> ScaledAdjacency:
+        """:meth:`operator`'s result for LightGCN's literal norm from the dropped edges and scales that
+        :func:`ctrgraph.graphs.native.dg_drops` computed."""
+        if getattr(self, "_zero_diag", None) is None or self._zero_diag.device != self.deg0.device:
+            self._zero_diag = torch.zeros_like(self.deg0)
+        return ScaledAdjacency(self.a01, s, self._zero_diag, rows, cols, has_diag=False)
 
     def _scales_np(self, cnt: np.ndarray | None) -> torch.Tensor:
         """:meth:`_scales` of ``deg0 - cnt`` (CPU) without a pass of torch ops over all nodes: the full

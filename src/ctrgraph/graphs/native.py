@@ -137,6 +137,24 @@ def ordered_sum(base: torch.Tensor, terms: list[torch.Tensor], sels: list[torch.
     return ext.ordered_sum(base, list(terms), [none if s is None else s for s in sels])
 
 
+def dg_drops(label: torch.Tensor, user: torch.Tensor, item: torch.Tensor, n_items: int, keys: torch.Tensor,
+             uptr: torch.Tensor, ids: list[torch.Tensor], uv: list[torch.Tensor], vv: list[torch.Tensor]
+             ) -> list[torch.Tensor | None]:
+    """DG-ENN's per-step drops in one call (``csrc/scaled_spmm.cpp``: ``dg_drops``): the batch's positive
+    keys ``user * n_items + item`` looked up in the drop table (``keys`` sorted, ``uptr`` each user's first
+    key, ``ids`` = its uv pair ids and (previous, v) / (next, v) vv pair ids), then per graph (``uv`` /
+    ``vv``: :meth:`~ctrgraph.graphs.dg.DropGraph.native_state`, [] for none) the dropped directed edges
+    and the node scales after the drop. Returns ``[rows, cols, s]`` of the uv graph then of the vv graph
+    (rows / cols None where no pair is gone, all three None for a missing graph); the values of
+    ``DualGraphEmbedding._target_drops_np`` followed by ``DropGraph.operator`` (tested). Needs
+    :func:`spmm_kernel`."""
+    ext = spmm_kernel()
+    if ext is None:
+        raise RuntimeError("dg_drops: the native kernel is not available (ctrgraph.graphs.native.spmm_kernel())")
+    out = ext.dg_drops(label, user, item, int(n_items), keys, uptr, ids, uv, vv)
+    return [None if (i % 3 < 2 and t is not None and t.numel() == 0) else t for i, t in enumerate(out)]
+
+
 class _CSRAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_i, s_j, v, z, rowptr, col, inst):

@@ -387,11 +387,186 @@ torch::Tensor ordered_sum(torch::Tensor base, std::vector<torch::Tensor> terms, 
   return out;
 }
 
+// DG-ENN's per-step target drops and the two operators' inputs in one call (DualGraphEmbedding.step_operators;
+// the numpy steps of _target_drops_np and DropGraph.operator for LightGCN's literal norm, the same results):
+// every positive row (label > 0) of the batch, key q = u * n_items + v, is looked up in the sorted keys of
+// the drop table (within user u's range keys[uptr[u] .. uptr[u + 1]), the same index as a search of all
+// keys), and its uv pair id (ids[0]) and vv pair ids (ids[1], ids[2]) are counted where >= 0. Per graph
+// (g = {pair_cnt f32, pair_keys i64, s0 f32, deg0 i64, table f32}, empty: no such graph): the pairs whose
+// count reaches 0 (pair_cnt > 0 and pair_cnt - drops <= 0), ascending; their directed edges
+// (lo, hi), (hi, lo) as rows / cols; the node scales s0 with each changed node's set to
+// table[max(deg0 - lost edges, 0)]. Returns {rows_uv, cols_uv, s_uv, rows_vv, cols_vv, s_vv}: rows empty
+// where no pair is gone (s is then s0 itself).
+namespace dg {
+
+// the drop-table index of every positive's key (none where it has no entry), ascending: the keys sorted, each
+// found by a forward scan from the larger of the previous find and its user's first key (one user's keys are
+// a short run; the table is read front to back, never by dependent binary-search probes, which cost a cache
+// miss each inside a training loop)
+template <typename label_t>
+void positives(const label_t* lab, const int64_t* u, const int64_t* v, int64_t B, int64_t n_items,
+               const int64_t* keys, const int64_t* uptr, int64_t n_users, std::vector<int64_t>& at) {
+  std::vector<int64_t> q;
+  q.reserve(B);
+  for (int64_t i = 0; i < B; ++i) {
+    if (!(lab[i] > 0)) continue;
+    TORCH_CHECK(u[i] >= 0 && u[i] < n_users && v[i] >= 0 && v[i] < n_items, "dg_drops: id out of range");
+    q.push_back(u[i] * n_items + v[i]);
+  }
+  std::sort(q.begin(), q.end());
+  int64_t p = 0;
+  for (const int64_t key : q) {
+    const int64_t user = key / n_items, end = uptr[user + 1];
+    p = std::max(p, uptr[user]);
+    while (p < end && keys[p] < key) ++p;
+    if (p < end && keys[p] == key) at.push_back(p);
+  }
+}
+
+void graph(std::vector<int64_t>& ids, const std::vector<torch::Tensor>& g, std::vector<torch::Tensor>& out) {
+  if (g.empty()) {
+    out.insert(out.end(), {torch::Tensor(), torch::Tensor(), torch::Tensor()});
+    return;
+  }
+  const float* cnt = g[0].data_ptr<float>();
+  const int64_t* pkeys = g[1].data_ptr<int64_t>();
+  const torch::Tensor& s0 = g[2];
+  const int64_t* deg0 = g[3].data_ptr<int64_t>();
+  const float* table = g[4].data_ptr<float>();
+  const int64_t n = s0.size(0), n_pairs = g[0].numel(), n_table = g[4].numel();
+  std::sort(ids.begin(), ids.end());
+  std::vector<int64_t> gone;
+  for (size_t a = 0; a < ids.size();) {
+    size_t b = a;
+    while (b < ids.size() && ids[b] == ids[a]) ++b;
+    TORCH_CHECK(ids[a] >= 0 && ids[a] < n_pairs, "dg_drops: pair id out of range");
+    const double was = cnt[ids[a]];
+    if (was > 0 && was - static_cast<double>(b - a) <= 0) gone.push_back(ids[a]);
+    a = b;
+  }
+  if (gone.empty()) {
+    out.insert(out.end(), {torch::empty({0}, torch::kInt64), torch::empty({0}, torch::kInt64), s0});
+    return;
+  }
+  const int64_t K = static_cast<int64_t>(gone.size());
+  auto rows = torch::empty({2 * K}, torch::kInt64), cols = torch::empty({2 * K}, torch::kInt64);
+  int64_t* rp = rows.data_ptr<int64_t>();
+  int64_t* cp = cols.data_ptr<int64_t>();
+  std::vector<int32_t> lost(n, 0);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t key = pkeys[gone[k]], lo = key / n, hi = key % n;
+    rp[2 * k] = lo; rp[2 * k + 1] = hi;
+    cp[2 * k] = hi; cp[2 * k + 1] = lo;
+    ++lost[lo]; ++lost[hi];
+  }
+  auto s = s0.clone();
+  float* sp = s.data_ptr<float>();
+  for (int64_t r = 0; r < n; ++r) {
+    if (!lost[r]) continue;
+    const int64_t d = std::max<int64_t>(deg0[r] - lost[r], 0);
+    TORCH_CHECK(d < n_table, "dg_drops: degree beyond the scale table");
+    sp[r] = table[d];
+  }
+  out.insert(out.end(), {rows, cols, s});
+}
+
+}  // namespace dg
+
+std::vector<torch::Tensor> dg_drops(torch::Tensor label, torch::Tensor user, torch::Tensor item, int64_t n_items,
+                                    torch::Tensor keys, torch::Tensor uptr, std::vector<torch::Tensor> ids,
+                                    std::vector<torch::Tensor> uv, std::vector<torch::Tensor> vv) {
+  TORCH_CHECK(!label.is_cuda() && label.dim() == 1 && user.numel() == label.numel() && item.numel() == label.numel(),
+              "dg_drops: CPU label, user and item of one batch");
+  TORCH_CHECK(ids.size() == 3 && keys.scalar_type() == torch::kInt64 && uptr.scalar_type() == torch::kInt64,
+              "dg_drops: int64 keys, user offsets and three id arrays");
+  for (const auto* g : {&uv, &vv}) {
+    TORCH_CHECK(g->empty() || (g->size() == 5 && (*g)[0].scalar_type() == torch::kFloat32 &&
+                               (*g)[1].scalar_type() == torch::kInt64 && (*g)[2].scalar_type() == torch::kFloat32 &&
+                               (*g)[3].scalar_type() == torch::kInt64 && (*g)[4].scalar_type() == torch::kFloat32 &&
+                               (*g)[0].is_contiguous() && (*g)[1].is_contiguous() && (*g)[2].is_contiguous() &&
+                               (*g)[3].is_contiguous() && (*g)[4].is_contiguous() && (*g)[3].numel() == (*g)[2].numel()),
+                "dg_drops: a graph is {pair_cnt f32, pair_keys i64, s0 f32, deg0 i64, table f32}, contiguous");
+  }
+  user = user.to(torch::kInt64).contiguous();
+  item = item.to(torch::kInt64).contiguous();
+  label = label.contiguous();
+  keys = keys.contiguous();
+  uptr = uptr.contiguous();
+  const int64_t B = label.numel(), n_users = uptr.numel() - 1;
+  std::vector<int64_t> at;
+  at.reserve(B);
+  AT_DISPATCH_ALL_TYPES(label.scalar_type(), "dg_drops", [&] {
+    dg::positives<scalar_t>(label.data_ptr<scalar_t>(), user.data_ptr<int64_t>(), item.data_ptr<int64_t>(), B, n_items,
+                            keys.data_ptr<int64_t>(), uptr.data_ptr<int64_t>(), n_users, at);
+  });
+  for (const auto& t : ids) TORCH_CHECK(t.scalar_type() == torch::kInt64 && t.is_contiguous() && t.numel() == keys.numel(),
+                                        "dg_drops: one int64 id per key");
+  const int64_t* uv_id = ids[0].data_ptr<int64_t>();
+  const int64_t* pv = ids[1].data_ptr<int64_t>();
+  const int64_t* nv = ids[2].data_ptr<int64_t>();
+  std::vector<int64_t> du, dv;
+  for (int64_t a : at) {
+    if (uv_id[a] >= 0) du.push_back(uv_id[a]);
+    if (pv[a] >= 0) dv.push_back(pv[a]);
+    if (nv[a] >= 0) dv.push_back(nv[a]);
+  }
+  std::vector<torch::Tensor> out;
+  dg::graph(du, uv, out);
+  dg::graph(dv, vv, out);
+  return out;
+}
+
+// DG-ENN's linear attribute stage e W_0^T + sum_f R_f (T_f W_f^T) (W's column blocks W_f; embeddings/dg.py,
+// _LinearAttributes) with the ATen operations the Python node runs, in the same order (so the same bits),
+// without a Python call per operation: forward and backward. A field with an index (sels[f] non-empty: a
+// one-hot R_f) is applied as a gather inside ordered_sum; otherwise R_f (CSR) by torch.sparse.mm's
+// at::_sparse_mm.
+torch::Tensor linear_attr_forward(torch::Tensor e, torch::Tensor weight, std::vector<torch::Tensor> tables,
+                                  std::vector<torch::Tensor> sels, std::vector<torch::Tensor> mats) {
+  TORCH_CHECK(tables.size() == sels.size() && tables.size() == mats.size(), "linear_attr_forward: one sel, one matrix per table");
+  const auto w = weight.split(e.size(1), 1);
+  TORCH_CHECK(w.size() == tables.size() + 1, "linear_attr_forward: weight has one block per table and one for e");
+  torch::Tensor out = e.mm(w[0].t());
+  std::vector<torch::Tensor> terms;
+  for (size_t f = 0; f < tables.size(); ++f) {
+    torch::Tensor p = tables[f].mm(w[f + 1].t());
+    terms.push_back(sels[f].numel() ? p : at::_sparse_mm(mats[f], p));
+  }
+  return ordered_sum(out, terms, sels);
+}
+
+// (d a, d b) of a.mm(b) for the output gradient g, as autograd's MmBackward0 forms them (embeddings/dg.py, _mm_grads)
+std::pair<torch::Tensor, torch::Tensor> mm_grads(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& b) {
+  torch::Tensor ga = (a.stride(0) == 1 && a.stride(1) == a.size(0)) ? b.mm(g.t()).t() : g.mm(b.t());
+  torch::Tensor gb = (b.stride(0) == 1 && b.stride(1) == b.size(0)) ? g.t().mm(a).t() : a.t().mm(g);
+  return {ga, gb};
+}
+
+// {d e, d weight, d T_1, ...} (mats_t: the transposes R_f^T, CSR)
+std::vector<torch::Tensor> linear_attr_backward(torch::Tensor g, torch::Tensor e, torch::Tensor weight,
+                                                std::vector<torch::Tensor> tables, std::vector<torch::Tensor> mats_t) {
+  TORCH_CHECK(tables.size() == mats_t.size(), "linear_attr_backward: one transposed matrix per table");
+  const auto w = weight.split(e.size(1), 1);
+  TORCH_CHECK(w.size() == tables.size() + 1, "linear_attr_backward: weight has one block per table and one for e");
+  auto g0 = mm_grads(g, e, w[0].t());
+  std::vector<torch::Tensor> gws{g0.second.t()}, out{g0.first, torch::Tensor()};
+  for (size_t f = 0; f < tables.size(); ++f) {
+    auto gf = mm_grads(at::_sparse_mm(mats_t[f], g), tables[f], w[f + 1].t());
+    out.push_back(gf.first);
+    gws.push_back(gf.second.t());
+  }
+  out[1] = at::cat(gws, 1);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_simd", [](bool on) { simd_enabled = on; }, "use the AVX-512 / AVX2 loops where the CPU has them");
   m.def("scaled_spmm", &scaled_spmm, "s * (A (s x) - dropped edges) for a 0/1 CSR structure A, and (add + that) [/ div]");
   m.def("ordered_sum", &ordered_sum, "base + term_1 + term_2 ... row by row; a term dense or gathered rows of a small table");
+  m.def("dg_drops", &dg_drops, "DG-ENN's per-step dropped pairs and node scales of its uv and uu + vv graphs");
+  m.def("linear_attr_forward", &linear_attr_forward, "DG-ENN's linear attribute stage, forward");
+  m.def("linear_attr_backward", &linear_attr_backward, "DG-ENN's linear attribute stage, backward");
   m.def("lightgcn", &lightgcn, "LightGCN's layers of the scaled product and their sum (forward / backward)");
 }
