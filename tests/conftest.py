@@ -16,6 +16,42 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _native_kernels_built_in_background():
+    """Compile the native kernels (an empty extensions cache on a fresh clone: minutes of compiler time)
+    in one background process, on the core the test process leaves idle, rather than inside the tests
+    that first need them (tests/build_native.py); those tests wait on torch's build lock. Stopped at the
+    end of the session if still running (a lock never stays behind)."""
+    import signal
+    import subprocess
+    import sys
+
+    from ctrgraph.graphs.native import enabled
+
+    if not enabled():
+        yield
+        return
+    import torch
+
+    from ctrgraph.train.threads import process_threads
+
+    # train.num_threads "auto" is measured once per process, at its first run: measure it now, before the
+    # builder loads the machine, so that this process trains with the thread count it chose without one
+    process_threads(torch.get_num_threads())
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("build_native.py"))], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    yield
+    if proc.poll() is None:  # its own process group: the builder, ninja and the compiler
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def shared_data(name: str) -> Path:
     p = SHARED_DATA / name
     if not p.exists():

@@ -37,10 +37,13 @@ def test_hash_is_pinned_and_stable_across_processes():
             f"i = np.array({INTS.tolist()}, dtype=np.int64); s = np.array({STRS.tolist()!r}, dtype=object); "
             "print(json.dumps({'int': HashedVocab('t', 1000, 'int').encode(i).tolist(), "
             "'str': HashedVocab('t', 1000, 'str').encode(s).tolist()}))")
-    for seed in ("1", "2"):
-        env = dict(os.environ, PYTHONPATH=SRC, PYTHONHASHSEED=seed)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        assert json.loads(out.stdout) == here
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=SRC, PYTHONHASHSEED=seed),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seed in ("1", "2")]  # two fresh interpreters, started together
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        assert json.loads(out) == here
     m = (1 << 64) - 1
 
     def splitmix(x: int) -> int:  # the reference, in Python integers

@@ -184,36 +184,48 @@ def _train_cmd(out: Path) -> list[str]:
             *[x for s in BASE + ["train.epochs=6", "train.patience=0"] for x in ("--set", s)]]
 
 
+def _kill_and_resume(run: Path, env: dict, rng: random.Random) -> int:
+    """Train into ``run``, killed twice with -9 and resumed until it finishes; returns the resumes."""
+    kills = resumes = 0
+    while not (run / "metrics.json").exists():
+        cmd = _train_cmd(run)
+        if (run / "last.pt").exists():
+            cmd = [*cmd[:4], "--resume", *cmd[4:6]]  # `train --resume --out DIR`, the run's own config
+            resumes += 1
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if kills < 2:  # kill after a random number of logged epochs plus a random part of the next
+            epochs = rng.randint(1, 4)  # of 6: at least one epoch and the evaluation remain
+            log, first, n = run / "metrics.jsonl", None, 0
+            while p.poll() is None and n < epochs:
+                n = log.read_text().count("\n") if log.exists() else 0
+                first = first or (time.time() if n >= 1 else None)
+                time.sleep(0.002)
+            per_epoch = (time.time() - first) / (epochs - 1) if first and epochs > 1 else 0.2
+            time.sleep(rng.uniform(0.0, per_epoch))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                kills += 1
+        _, err = p.communicate(timeout=300)
+        assert p.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+    return resumes
+
+
 def test_kill_minus_nine_then_resume_gives_identical_metrics(tmp_path):
+    """The uninterrupted reference run and two killed-and-resumed runs, the three at once (independent
+    run directories, one thread per process; each trial's kill points drawn from its own seeded stream)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     ref = tmp_path / "ref"
-    subprocess.run(_train_cmd(ref), env=env, check=True, capture_output=True, timeout=300)
+    seed = os.environ.get("CTRGRAPH_KILL_SEED", "7")
+    with ThreadPoolExecutor(2) as pool:
+        trials = [pool.submit(_kill_and_resume, tmp_path / f"cut{trial}", env, random.Random(f"{seed}-{trial}"))
+                  for trial in range(2)]
+        subprocess.run(_train_cmd(ref), env=env, check=True, capture_output=True, timeout=300)
+        resumes = sum(t.result() for t in trials)
     want = json.loads((ref / "metrics.json").read_text())
-    rng = random.Random(os.environ.get("CTRGRAPH_KILL_SEED", "7"))
-    resumes = 0
     for trial in range(2):
         run = tmp_path / f"cut{trial}"
-        kills = 0
-        while not (run / "metrics.json").exists():
-            cmd = _train_cmd(run)
-            if (run / "last.pt").exists():
-                cmd = [*cmd[:4], "--resume", *cmd[4:6]]  # `train --resume --out DIR`, the run's own config
-                resumes += 1
-            p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            if kills < 2:  # kill after a random number of logged epochs plus a random part of the next
-                epochs = rng.randint(1, 4)  # of 6: at least one epoch and the evaluation remain
-                log, first, n = run / "metrics.jsonl", None, 0
-                while p.poll() is None and n < epochs:
-                    n = log.read_text().count("\n") if log.exists() else 0
-                    first = first or (time.time() if n >= 1 else None)
-                    time.sleep(0.002)
-                per_epoch = (time.time() - first) / (epochs - 1) if first and epochs > 1 else 0.2
-                time.sleep(rng.uniform(0.0, per_epoch))
-                if p.poll() is None:
-                    p.send_signal(signal.SIGKILL)
-                    kills += 1
-            _, err = p.communicate(timeout=300)
-            assert p.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
         got = json.loads((run / "metrics.json").read_text())
         assert got["best_epoch"] == want["best_epoch"]
         for split in ("valid", "test"):

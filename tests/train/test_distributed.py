@@ -38,15 +38,40 @@ def _env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
 
 
-def _ctrgraph(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
+def _start(*args: str, nproc: int = 1) -> subprocess.Popen:
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "ctrgraph", *args]
     else:
         cmd = [sys.executable, "-m", "ctrgraph", *args]
-    p = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return p
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(p: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        out, err = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
+    assert p.returncode == 0, out[-3000:] + err[-3000:]
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def _ctrgraph(*args: str, nproc: int = 1) -> subprocess.CompletedProcess:
+    return _finish(_start(*args, nproc=nproc))
+
+
+def _ctrgraph_both(one: list[str], two: list[str]) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """The one-process run ``one`` and the two-process run ``two`` (its ``--nproc 2``), launched together:
+    independent runs of one thread per process, so the same results as one after the other."""
+    p1, p2 = _start(*one), _start(*two)
+    try:
+        return _finish(p1), _finish(p2)
+    finally:
+        for p in (p1, p2):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_shards_cover_each_global_batch_and_scale_to_its_mean():
@@ -82,8 +107,8 @@ def test_shards_cover_each_global_batch_and_scale_to_its_mean():
 def runs(tmp_path_factory):
     """The same dropout-free DeepFM, 2 epochs of 5 steps of 2000 rows: one process and two (--nproc)."""
     root = tmp_path_factory.mktemp("ddp")
-    _ctrgraph("train", *PLAIN, "--set", "train.epochs=2", "--out", str(root / "one"))
-    two = _ctrgraph("train", *PLAIN, "--set", "train.epochs=2", "--out", str(root / "two"), "--nproc", "2")
+    _, two = _ctrgraph_both(["train", *PLAIN, "--set", "train.epochs=2", "--out", str(root / "one")],
+                            ["train", *PLAIN, "--set", "train.epochs=2", "--out", str(root / "two"), "--nproc", "2"])
     assert two.stdout.count("test:  AUC") == 1, two.stdout  # rank 0 alone reports
     return root
 
@@ -107,8 +132,8 @@ def test_sparse_embeddings_under_ddp_hold_the_parameters_of_one_process(tmp_path
     """``embedding.sparse`` (sparse gradients, SparseAdam on the tables) under DDP: 2 processes end
     where one process ends with the same global batch (DDP all-reduces the sparse gradients)."""
     sparse = [*PLAIN, "--set", "embedding.sparse=true", "--set", "train.epochs=1"]
-    _ctrgraph("train", *sparse, "--out", str(tmp_path / "one"))
-    _ctrgraph("train", *sparse, "--out", str(tmp_path / "two"), "--nproc", "2")
+    _ctrgraph_both(["train", *sparse, "--out", str(tmp_path / "one")],
+                   ["train", *sparse, "--out", str(tmp_path / "two"), "--nproc", "2"])
     one, two = load_torch(tmp_path / "one" / "last.pt"), load_torch(tmp_path / "two" / "last.pt")
     tables = [k for k in one["model"] if ".tables." in k]
     assert tables
