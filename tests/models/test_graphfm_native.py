@@ -150,6 +150,17 @@ def test_pytorch_fallback_and_unsupported_switches_take_the_pytorch_path(monkeyp
     assert drop.native(h) is None and (graphfm_native.kernel() is None or drop.eval().native(h) is not None)
 
 
+def _outputs_and_grads(fns, x, W, g):
+    """For each function of (x, W): its output and the gradients of x and W for the upstream gradient g."""
+    out = []
+    for f in fns:
+        x.grad = W.grad = None
+        y = f()
+        (y * g).sum().backward()
+        out.append((y.detach(), x.grad, W.grad))
+    return out
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_head_linear_equals_einsum(dtype):
     """Eq. 12-13's per-head W^h_a on strided views (the native path's product) = the einsum, values and gradients."""
@@ -157,12 +168,8 @@ def test_head_linear_equals_einsum(dtype):
     x = torch.randn(9, 5, 3, 7, dtype=dtype, requires_grad=True)
     W = torch.randn(3, 7, 4, dtype=dtype, requires_grad=True)
     g = torch.randn(9, 5, 12, dtype=dtype)
-    grads = []
-    for f in (lambda: torch.einsum("bihd,hde->bihe", x, W).flatten(2), lambda: graphfm_native.head_linear(x, W)):
-        x.grad = W.grad = None
-        y = f()
-        (y * g).sum().backward()
-        grads.append((y.detach(), x.grad, W.grad))
+    grads = _outputs_and_grads((lambda: torch.einsum("bihd,hde->bihe", x, W).flatten(2),
+                                lambda: graphfm_native.head_linear(x, W)), x, W, g)
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     if dtype == torch.float64:
@@ -202,13 +209,8 @@ def test_head_linear_with_relu_equals_einsum_then_relu():
     x = torch.randn(6, 4, 2, 5, dtype=torch.float64, requires_grad=True)
     W = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
     g = torch.randn(6, 4, 6, dtype=torch.float64)
-    res = []
-    for f in (lambda: torch.relu(torch.einsum("bihd,hde->bihe", x, W).flatten(2)),
-              lambda: graphfm_native.head_linear(x, W, relu=True)):
-        x.grad = W.grad = None
-        y = f()
-        (y * g).sum().backward()
-        res.append((y.detach(), x.grad, W.grad))
+    res = _outputs_and_grads((lambda: torch.relu(torch.einsum("bihd,hde->bihe", x, W).flatten(2)),
+                              lambda: graphfm_native.head_linear(x, W, relu=True)), x, W, g)
     for a, b in zip(*res):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lambda a, b: graphfm_native.head_linear(a, b, True), (x[:2], W))

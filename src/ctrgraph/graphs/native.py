@@ -129,7 +129,9 @@ def ordered_sum(base: torch.Tensor, terms: list[torch.Tensor], sels: list[torch.
     """``((base + t_1) + t_2) + ...`` row by row in the kernel, term ``i`` the dense [n, d] ``terms[i]`` (``sels[i]``
     None) or the rows ``terms[i][sels[i]]`` with index ``terms[i].shape[0]`` a zero row: the additions of
     ``base + torch.cat([p, zeros(1, d)]).index_select(0, sel) + ...`` (same values, bit for bit; tested) in
-    one pass, without the gathered copies. CPU float tensors; needs :func:`spmm_kernel`."""
+    one pass, without the gathered copies. CPU float tensors; needs :func:`spmm_kernel`. The linear attribute
+    stage calls the kernel's ``ordered_sum`` from C++ (``linear_attr_forward``); this wrapper exposes it to
+    its bit-for-bit test."""
     ext = spmm_kernel()
     if ext is None:
         raise RuntimeError("ordered_sum: the native kernel is not available (ctrgraph.graphs.native.spmm_kernel())")
