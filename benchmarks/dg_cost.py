@@ -9,6 +9,10 @@ synthetic generator, both bases in one interleaved run::
     PYTHONPATH=src python benchmarks/dg_cost.py --dataset synthetic --base pnn,din --threads 1 \
         --set data.params.n_users=20000 --set data.params.n_items=12000 --set data.params.n_instances=400000
 
+``--dg-variant KEY=VALUE`` adds a third model, ``dg-<base>`` with those overrides (e.g. the labelled
+non-paper sampler ``embedding.params.edge_parts=4``, docs/dg-enn.md "Sampled edge parts"), trained in
+the same turns; its cost ratio and its test AUC are printed beside the exact model's.
+
 Training: the two models live in one process and take turns, one full epoch each (forward, BCE +
 auxiliary losses, backward, Adam), so both see the same background load (``train_throughput.py
 --interleave``). Inference: after training, the test split is scored ``--repeat`` times by (1) the
@@ -49,15 +53,45 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="interleaved training rounds")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=7, help="timed scorings of the test split per model")
+    ap.add_argument("--dg-variant", action="append", default=[], metavar="KEY=VALUE",
+                    help="also train dg-<base> with these overrides (repeatable: all of them on one extra model), "
+                         "e.g. embedding.params.edge_parts=4; its ratio and its test AUC beside the exact one's")
     a = ap.parse_args()
     bases = a.base.split(",")
-    names = [n for b in bases for n in (b, f"dg-{b}")]
+    variant = "@".join([""] + a.dg_variant) if a.dg_variant else ""
+    names = [n for b in bases for n in (b, f"dg-{b}") + ((f"dg-{b}{variant}",) if variant else ())]
     res = interleaved(names, a.dataset, a.data_dir, a.epochs, a.threads, a.set)
-    for b in bases[1:]:  # interleaved() prints ratios to the first model; each dg model to its own base
-        for key in ("seconds", "cpu"):
-            print(f"dg-{b} / {b} ({key}): {statistics.median(res[key][f'dg-{b}']) / statistics.median(res[key][b]):.2f}x")
+    for b in bases:  # interleaved() prints ratios to the first model; each dg model to its own base
+        for dg in [f"dg-{b}"] + ([f"dg-{b}{variant}"] if variant else []):
+            if b == bases[0] and dg == f"dg-{b}":
+                continue
+            for key in ("seconds", "cpu"):
+                print(f"{dg} / {b} ({key}): {statistics.median(res[key][dg]) / statistics.median(res[key][b]):.2f}x")
+    if variant:
+        _variant_auc(a, bases, variant, res)
     for b in bases:
         _inference(a, b, res)
+
+
+def _variant_auc(a, bases: list[str], variant: str, res: dict) -> None:
+    """Test AUC of each exact dg model and of its ``--dg-variant`` after the same interleaved epochs."""
+    import numpy as np
+
+    from ctrgraph.train.metrics import auc
+    from ctrgraph.train.trainer import predict_logits
+
+    data = res["data"]
+    test = data.split("test")
+    y = np.asarray(test[data.schema.label]) > 0
+    for b in bases:
+        got = {}
+        for name in (f"dg-{b}", f"dg-{b}{variant}"):
+            m = res["models"][name]
+            m.eval()
+            got[name] = auc(y, predict_logits(m, test, data.schema))
+        exact, other = got[f"dg-{b}"], got[f"dg-{b}{variant}"]
+        print(f"# test AUC after {a.epochs} interleaved epochs: dg-{b} {exact:.4f}  dg-{b}{variant} {other:.4f}  "
+              f"difference {other - exact:+.4f}")
 
 
 def _inference(a, base_name: str, res: dict) -> None:

@@ -73,7 +73,8 @@ def one(model: str, dataset: str, data_dir: str | None, epochs: int, threads: in
 
 def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: int, threads: int | None,
                 overrides: list[str] | None = None) -> dict:
-    """Train ``models`` in one process, one epoch each in turn, for ``rounds`` rounds; print and return
+    """Train ``models`` in one process, one epoch each in turn, for ``rounds`` rounds (a name
+    ``model@key=value[@key=value ...]`` is ``model`` with those overrides of its own); print and return
     ``{"data": the data set, "models": {name: model}, "seconds": {name: [...]}, "cpu": {name: [...]}}``."""
     import statistics
 
@@ -93,8 +94,9 @@ def interleaved(models: list[str], dataset: str, data_dir: str | None, rounds: i
     data = dataset_for(cfg)
     spec = FeatureSpec(data.schema, data.vocab_sizes)
     runs = []
-    for name in models:
-        c = load_config(None, ov + [f"model.name={name}"])
+    for name in models:  # "model@key=value@...": a model with its own overrides (a labelled variant)
+        model, *extra = name.split("@")
+        c = load_config(None, ov + [f"model.name={model}"] + extra)
         torch.manual_seed(1)
         m = model_for(c, spec)
         m.prepare(data)

@@ -72,6 +72,8 @@ Neighbour sampling (§4.4, ``fanouts``; default None = the whole-graph step abov
 computes Eq. 22 only for the user / item ids the batch looks up, on sampled multi-hop blocks (uv
 stage from those ids, uu/vv stage from the uv stage's input frontier, attribute stage on the rows
 of the uu/vv frontier); see :mod:`ctrgraph.embeddings.dg_sampled`, :mod:`ctrgraph.graphs.drop_sampling` and docs/dg-enn.md.
+Sampled edge parts (``edge_parts`` = K > 1; not the paper's, default 1): each LightGCN layer of a training
+step on one of K fixed hash parts of the edges, scaled by K (unbiased; :meth:`DualGraphEmbedding._edge_sampled`).
 
 Ablation switches (paper §5.3-5.4): ``graphs`` (Table 5: ``attr`` | ``uu,vv`` | ``uv`` | ``all``),
 ``aggregator`` (Fig. 3), ``attr_mode`` (Fig. 4: ``field`` divide-and-conquer, ``mixed`` one graph
@@ -81,6 +83,7 @@ outputs, both stages then starting from Z), ``layers`` / ``attr_layers``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -253,7 +256,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                  combine: str = "mean", knn_k: int = 10, knn_alpha: float = 0.5, drop_target_edges: bool = True,
                  isolated: str = "zero", uv_histories: bool = True, uv_targets: bool = True,
                  attr_values: str = "enhanced", fanouts: str | list[int] | None = None,
-                 cf_fanouts: str | list[int] | None = None, knn_leave_out: bool = False):
+                 cf_fanouts: str | list[int] | None = None, knn_leave_out: bool = False, edge_parts: int = 1):
         super().__init__(spec, dim, init_std=init_std)
         self.graphs = parse_graphs(graphs)
         checks = [("aggregator", aggregator, AGGREGATORS), ("attr_mode", attr_mode, ATTR_MODES),
@@ -287,6 +290,12 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             raise ConfigError("dg embedding: knn_leave_out rebuilds the uu kNN graph per step; graphs has no uu")
         if self.knn_leave_out and self.fanouts is not None:
             raise ConfigError("dg embedding: knn_leave_out works with whole-graph steps only (fanouts=None)")
+        if not isinstance(edge_parts, int) or isinstance(edge_parts, bool) or edge_parts < 1:
+            raise ConfigError(f"dg embedding: edge_parts must be an integer >= 1 (1: every edge), got {edge_parts!r}")
+        self.edge_parts = edge_parts
+        if edge_parts > 1 and (aggregator != "lightgcn" or self.fanouts is not None or self.knn_leave_out):
+            raise ConfigError("dg embedding: edge_parts > 1 samples LightGCN's whole-graph steps: it needs "
+                              "aggregator=lightgcn, no fanouts and no knn_leave_out")
         from ..graphs import make_propagator
 
         def prop(n):
@@ -494,6 +503,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
             xs = [z_u if k == "uu" else z_v for k in keys]
             whole = organized and "uv" in self.graphs and keys == ["uu", "vv"]
             op = ops[0] if ops is not None else (cf1 or st["cf1"]).operator(drop_vv)
+            op = self._edge_sampled(cf1 or st["cf1"], op)
             hs = self._block_propagate(op, xs, [self.cf_prop[k] for k in keys],
                                        self.layers, split=not whole)
             if whole:  # the uv stage starts from these rows as they are (no split, then cat, of the same rows)
@@ -505,7 +515,7 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
                     zh_v = h
         p_u, p_v = zh_u, zh_v
         if "uv" in self.graphs:  # Eqs. 19-21
-            a = ops[1] if ops is not None else st["uv"].operator(drop_uv)
+            a = self._edge_sampled(st["uv"], ops[1] if ops is not None else st["uv"].operator(drop_uv))
             start = zh if zh is not None else torch.cat([zh_u, zh_v]) if organized else torch.cat([z_u, z_v])
             q = self.cf_prop["uv"](a, start, adj_t=a)
             # one split (its backward: one concatenation of the two tables' gradients), not two slices
@@ -519,6 +529,28 @@ class DualGraphEmbedding(SampledSteps, ServedTables, EmbeddingProvider):
         out[self.user_field.table] = p_u
         out[self.item_field.table] = p_v
         return out
+
+    def _edge_sampled(self, graph: DropGraph, op):
+        """This training step's operator with ``edge_parts`` = K > 1 (not the paper's; a labelled option for
+        large graphs, docs/dg-enn.md "Sampled edge parts"): each LightGCN layer of the stage on one of the
+        graph's K fixed disjoint symmetric edge parts (:meth:`DropGraph.edge_parts`), drawn uniformly and
+        independently per layer and stage, scaled by K, with the full graph's degree normalisation and the
+        step's dropped edges that fall in the part: E[K Â_part] = Â per layer, independent layers, so the
+        stage is unbiased. Evaluation, cached tables and exports use every edge. ``op`` unchanged where
+        K = 1, outside training, or where the fused native stage does not run (then exact, warned once)."""
+        from ..graphs import native
+
+        if self.edge_parts == 1 or not self.training or not torch.is_grad_enabled():
+            return op
+        if (op.has_diag or op.a01.device.type != "cpu" or native.spmm_kernel() is None
+                or self.combine not in ("mean", "sum")):
+            if not getattr(self, "_warned_parts", False):
+                warnings.warn("dg embedding: edge_parts samples the fused native LightGCN stage (CPU, "
+                              "isolated=zero); this step runs on every edge", RuntimeWarning, stacklevel=2)
+                self._warned_parts = True
+            return op
+        choice = torch.randint(self.edge_parts, (self.layers,)).tolist()
+        return graph.sampled_operator(op, choice, self.edge_parts)
 
     def _positives(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         pos = batch[self.spec.schema.label] > 0

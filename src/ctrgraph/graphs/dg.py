@@ -116,6 +116,15 @@ def build_graph_data(ds, knn_k: int = 10, knn_alpha: tuple[float, float] = (0.5,
                        uu, vv.tocsr(), uv, keys, prev, nxt, knn_y, knn_attr)
 
 
+def edge_part_of(rows: np.ndarray, cols: np.ndarray, n: int, k: int) -> np.ndarray:
+    """The part (0 .. k-1) of each unordered node pair {rows[i], cols[i]} of an n-node graph: a
+    multiplicative hash of ``min * n + max`` (both directions of an edge share it). DG-ENN's
+    ``edge_parts`` sampler (:meth:`DropGraph.edge_parts`)."""
+    lo, hi = np.minimum(rows, cols).astype(np.uint64), np.maximum(rows, cols).astype(np.uint64)
+    key = lo * np.uint64(n) + hi
+    return ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) % np.uint64(k)
+
+
 class DropGraph:
     """A symmetric graph over ``n`` nodes as a fixed CSR structure (every edge plus the diagonal),
     whose values are recomputed per step from which undirected pairs are present.
@@ -270,6 +279,44 @@ class DropGraph:
             self._native_state = [self.pair_cnt.contiguous(), self.pair_keys.contiguous(), self._s0,
                                   torch.from_numpy(self._deg0_np), torch.from_numpy(self._scale_table)]
         return self._native_state
+
+    def edge_parts(self, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The present edges' 0/1 structure (``a01``) split into ``k`` disjoint parts by
+        :func:`edge_part_of` of each unordered pair (so every part is symmetric), each ``(crow, col)`` in
+        ``a01``'s index type with each row's entries in ``a01``'s order; cached per ``k``."""
+        cache = self.__dict__.setdefault("_edge_parts", {})
+        if k not in cache:
+            crow = self.a01.crow_indices().cpu().numpy().astype(np.int64)
+            col = self.a01.col_indices().cpu().numpy().astype(np.int64)
+            row = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(crow))
+            part = edge_part_of(row, col, self.n, k)
+            idx = self.a01.crow_indices().numpy().dtype if self.a01.device.type == "cpu" else np.int64
+            out = []
+            for p in range(k):
+                m = part == p
+                cr = np.concatenate([[0], np.cumsum(np.bincount(row[m], minlength=self.n))]).astype(idx)
+                out.append((torch.from_numpy(cr).to(self.a01.device), torch.from_numpy(col[m].astype(idx)).to(self.a01.device)))
+            cache[k] = out
+        return cache[k]
+
+    def sampled_operator(self, op: ScaledAdjacency, choice: list[int], k: int) -> ScaledAdjacency:
+        """``op`` (this graph's operator for the step) with layer ``l`` on edge part ``choice[l]`` of
+        :meth:`edge_parts` scaled by ``k`` (the scales times sqrt(k): ``k s A_p s``), each layer keeping the
+        step's dropped edges inside its part; the degrees (``op.s``) stay the full graph's."""
+        parts = self.edge_parts(k)
+        dead = None
+        if op.dead_rows is not None and op.dead_rows.numel():
+            dead = edge_part_of(op.dead_rows.cpu().numpy(), op.dead_cols.cpu().numpy(), self.n, k)
+        layer_parts = []
+        for p in choice:
+            tgt = src = None
+            if dead is not None:
+                keep = torch.from_numpy(dead == p).to(op.dead_rows.device)
+                tgt, src = op.dead_rows[keep], op.dead_cols[keep]
+            layer_parts.append((*parts[p], tgt, src))
+        out = ScaledAdjacency(op.a01, op.s * float(k) ** 0.5, op.diag, op.dead_rows, op.dead_cols, has_diag=op.has_diag)
+        out.layer_parts = layer_parts
+        return out
 
     def scaled(self, rows: torch.Tensor | None, cols: torch.Tensor | None, s: torch.Tensor) -> ScaledAdjacency:
         """:meth:`operator`'s result for LightGCN's literal norm from the dropped edges and scales that

@@ -125,6 +125,21 @@ def lightgcn(crow: torch.Tensor, col: torch.Tensor, s: torch.Tensor, x: torch.Te
                         mode, n_layers, float(div))
 
 
+def lightgcn_parts(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+                   s: torch.Tensor, x: torch.Tensor, mode: int, div: float = 0.0) -> torch.Tensor:
+    """:func:`lightgcn` with its own 0/1 structure and dropped edges per product: ``parts[l] = (crow, col,
+    tgt, src)`` is the l-th product computed (``len(parts)`` layers; the backward, mode 1, takes them in
+    reverse layer order with each part's drops swapped). With one structure repeated it equals
+    :func:`lightgcn` bit for bit (tested). DG-ENN's sampled edge parts (``edge_parts``)."""
+    ext = spmm_kernel()
+    if ext is None:
+        raise RuntimeError("lightgcn_parts: the native kernel is not available (ctrgraph.graphs.native.spmm_kernel())")
+    none = torch.zeros(0, dtype=torch.int64)
+    return ext.lightgcn_parts([p[0] for p in parts], [p[1] for p in parts], s.to(x.dtype), x,
+                              [none if p[2] is None else p[2] for p in parts],
+                              [none if p[3] is None else p[3] for p in parts], mode, float(div))
+
+
 def ordered_sum(base: torch.Tensor, terms: list[torch.Tensor], sels: list[torch.Tensor | None]) -> torch.Tensor:
     """``((base + t_1) + t_2) + ...`` row by row in the kernel, term ``i`` the dense [n, d] ``terms[i]`` (``sels[i]``
     None) or the rows ``terms[i][sels[i]]`` with index ``terms[i].shape[0]`` a zero row: the additions of

@@ -142,6 +142,9 @@ class ScaledAdjacency:
         self.has_diag = bool(diag.any()) if has_diag is None else has_diag
         self.dead_rows, self.dead_cols = dead_rows, dead_cols
         self.shape = a01.shape
+        # DG-ENN's sampled edge parts (embeddings/dg.py ``edge_parts``): one (crow, col, dead_rows, dead_cols)
+        # per LightGCN layer, run by the fused stage only (:func:`lightgcn_layers`); None: ``a01`` every layer
+        self.layer_parts: list[tuple] | None = None
 
     def native(self, x: torch.Tensor) -> bool:
         """Whether the product with ``x`` runs in the native kernel (:func:`ctrgraph.graphs.native.scaled_spmm`:
@@ -152,6 +155,9 @@ class ScaledAdjacency:
     def _apply(self, x: torch.Tensor) -> torch.Tensor:
         """Â x; recorded by autograd when ``x`` needs a gradient (the composition :class:`_ScaledMM` fuses;
         in its forward, grad mode is off and ``s * x`` needs none)."""
+        if self.layer_parts is not None:
+            raise RuntimeError("ScaledAdjacency: sampled edge parts run in the fused LightGCN stage only "
+                               "(lightgcn_layers with the native kernel)")
         if not (x.requires_grad and torch.is_grad_enabled()) and self.native(x):  # e.g. eval's tables
             y = _native.scaled_spmm(self.a01.crow_indices(), self.a01.col_indices(), self.s, x, self.dead_rows,
                                     self.dead_cols, 0)
@@ -170,6 +176,9 @@ class ScaledAdjacency:
         isolated nodes) one autograd node (:class:`_ScaledMM`); with one, x would get two gradient
         terms from this product, which autograd sums with x's other gradients in its own order, so
         that case keeps the composition (same gradients bit for bit either way)."""
+        if self.layer_parts is not None:
+            raise RuntimeError("ScaledAdjacency: sampled edge parts run in the fused LightGCN stage only "
+                               "(lightgcn_layers with the native kernel)")
         if x.requires_grad and torch.is_grad_enabled() and not self.has_diag:
             return _ScaledMM.apply(x, self)
         return self._apply(x)
@@ -235,12 +244,18 @@ class _LightGCNStage(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, op, n_layers, mean):
         ctx.op, ctx.n_layers, ctx.mean = op, n_layers, mean
+        if op.layer_parts is not None:  # layer l on its own sampled part (drops: those inside the part)
+            return _native.lightgcn_parts(op.layer_parts, op.s, x, 0, float(n_layers + 1) if mean else 0.0)
         return _native.lightgcn(op.a01.crow_indices(), op.a01.col_indices(), op.s, x, op.dead_rows, op.dead_cols, 0,
                                 n_layers, float(n_layers + 1) if mean else 0.0)
 
     @staticmethod
     def backward(ctx, g):
         op, n_layers = ctx.op, ctx.n_layers
+        if op.layer_parts is not None:  # the products in reverse layer order, each part's drops swapped
+            parts = [(c, k, src, tgt) for c, k, tgt, src in reversed(op.layer_parts)]
+            gx = _native.lightgcn_parts(parts, op.s, g.contiguous(), 1, float(n_layers + 1) if ctx.mean else 0.0)
+            return gx, None, None, None
         gx = _native.lightgcn(op.a01.crow_indices(), op.a01.col_indices(), op.s, g.contiguous(), op.dead_cols,
                               op.dead_rows, 1, n_layers, float(n_layers + 1) if ctx.mean else 0.0)
         return gx, None, None, None
@@ -253,6 +268,8 @@ def lightgcn_layers(adj, x: torch.Tensor, n_layers: int, combine: str = "mean") 
     if (not isinstance(adj, ScaledAdjacency) or adj.has_diag or n_layers < 1 or combine not in ("mean", "sum")
             or not adj.native(x)):
         return None
+    if adj.layer_parts is not None and len(adj.layer_parts) != n_layers:
+        raise ValueError(f"lightgcn_layers: {len(adj.layer_parts)} sampled edge parts for {n_layers} layers")
     return _LightGCNStage.apply(x.contiguous(), adj, n_layers, combine == "mean")
 
 

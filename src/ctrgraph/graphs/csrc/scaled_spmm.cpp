@@ -299,12 +299,22 @@ std::vector<torch::Tensor> scaled_spmm(torch::Tensor rowptr, torch::Tensor col, 
 //   mode 1 (backward of g): g' = g [/ div], u_L = g', u_l = g' + Â u_{l+1}, returns u_0
 // the operations (and their order per element) of the layer loop over scaled_spmm, without
 // materialising the layers: each product's epilogue writes the running sum and the next layer's s * h.
-torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s, torch::Tensor x, torch::Tensor tgt,
-                       torch::Tensor src, int64_t mode, int64_t n_layers, double div) {
-  check(rowptr, col, s, x, tgt, src, mode);
+// Product l (in the order computed) uses structure rowptrs[l], cols[l] and drops tgts[l], srcs[l], or
+// the only ones given (one structure for every layer: lightgcn()); lightgcn_parts() gives one per layer.
+torch::Tensor lightgcn_impl(std::vector<torch::Tensor> rowptrs, std::vector<torch::Tensor> cols, torch::Tensor s,
+                            torch::Tensor x, std::vector<torch::Tensor> tgts, std::vector<torch::Tensor> srcs,
+                            int64_t mode, int64_t n_layers, double div) {
   TORCH_CHECK(n_layers >= 1, "lightgcn: at least one layer");
-  x = x.contiguous(); s = s.contiguous(); rowptr = rowptr.contiguous(); col = col.contiguous();
-  tgt = tgt.to(torch::kInt64).contiguous(); src = src.to(torch::kInt64).contiguous();
+  const size_t P = rowptrs.size();
+  TORCH_CHECK(P >= 1 && cols.size() == P && tgts.size() == P && srcs.size() == P &&
+                  (P == 1 || static_cast<int64_t>(P) == n_layers),
+              "lightgcn: one structure, or one per layer, each with its drops");
+  for (size_t p = 0; p < P; ++p) {
+    check(rowptrs[p], cols[p], s, x, tgts[p], srcs[p], mode);
+    rowptrs[p] = rowptrs[p].contiguous(); cols[p] = cols[p].contiguous();
+    tgts[p] = tgts[p].to(torch::kInt64).contiguous(); srcs[p] = srcs[p].to(torch::kInt64).contiguous();
+  }
+  x = x.contiguous(); s = s.contiguous();
   const bool has_div = div != 0.0;
   // the first layer's input times s: forward s * x; backward s * (g / div), as the unfused loop forms them
   torch::Tensor xs = mode == 0 ? x * s.unsqueeze(1) : (has_div ? x / div : x) * s.unsqueeze(1);
@@ -312,8 +322,10 @@ torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s,
   auto out = torch::empty_like(x);
   const int64_t n = x.size(0), d = x.size(1);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lightgcn", [&] {
-    Drops dr(tgt, src, n);
+    std::vector<Drops> drops;
+    for (size_t p = 0; p < P; ++p) drops.emplace_back(tgts[p], srcs[p], n);
     for (int64_t l = 0; l < n_layers; ++l) {
+      const size_t p = P == 1 ? 0 : static_cast<size_t>(l);
       const bool last = l == n_layers - 1;
       Epi<scalar_t> ep;
       ep.div = static_cast<scalar_t>(has_div ? div : 1.0);
@@ -329,11 +341,24 @@ torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s,
         ep.xsn_from_t = true;
       }
       ep.xsn = last ? nullptr : xsn.data_ptr<scalar_t>();
-      product_any_index<scalar_t>(rowptr, col, s, xs, ep, dr, mode, n, d);
+      product_any_index<scalar_t>(rowptrs[p], cols[p], s, xs, ep, drops[p], mode, n, d);
       if (!last) std::swap(xs, xsn);
     }
   });
   return out;
+}
+
+torch::Tensor lightgcn(torch::Tensor rowptr, torch::Tensor col, torch::Tensor s, torch::Tensor x, torch::Tensor tgt,
+                       torch::Tensor src, int64_t mode, int64_t n_layers, double div) {
+  return lightgcn_impl({rowptr}, {col}, s, x, {tgt}, {src}, mode, n_layers, div);
+}
+
+// lightgcn() with structure l (and its drops) for the l-th product computed (DG-ENN's edge-part sampler,
+// embeddings/dg.py ``edge_parts``: the caller passes the backward's in reverse layer order)
+torch::Tensor lightgcn_parts(std::vector<torch::Tensor> rowptrs, std::vector<torch::Tensor> cols, torch::Tensor s,
+                             torch::Tensor x, std::vector<torch::Tensor> tgts, std::vector<torch::Tensor> srcs,
+                             int64_t mode, double div) {
+  return lightgcn_impl(rowptrs, cols, s, x, tgts, srcs, mode, static_cast<int64_t>(rowptrs.size()), div);
 }
 
 // out = ((base + t_1) + t_2) + ... row by row (DG-ENN's linear attribute stage, e W_0^T + sum_f R_f P_f): term
@@ -569,4 +594,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_attr_forward", &linear_attr_forward, "DG-ENN's linear attribute stage, forward");
   m.def("linear_attr_backward", &linear_attr_backward, "DG-ENN's linear attribute stage, backward");
   m.def("lightgcn", &lightgcn, "LightGCN's layers of the scaled product and their sum (forward / backward)");
+  m.def("lightgcn_parts", &lightgcn_parts, "lightgcn with one structure and drop list per product (sampled edge parts)");
 }
