@@ -13,11 +13,11 @@ per step of each and its ratio to ``pnn``:
   stage and the uv stage);
 - ``dg-pnn without the uu+vv stage``: Eqs. 16-18 replaced by the identity (what the rest of the step
   costs without that stage's four products; not a model, a probe);
-- ``dg-pnn, 1/K of the edges`` (``--parts``): a **timing probe of a sampler that is not built**: the
-  0/1 structure of each graph split into K disjoint symmetric parts by a hash of the pair, one part
-  drawn per step and stage (the same part for both layers) and scaled by K, the step's dropped edges
-  ignored. It says how much of the step the products' non-zeros are; its gradients are not an
-  unbiased estimator (one draw for both layers) and its AUC is not measured.
+- ``dg-pnn, 1/K of the edges`` (``--parts``): a **timing probe**: the graphs' K edge parts of the
+  ``edge_parts`` option (``DropGraph.edge_parts``), one part drawn per step and stage (the same part
+  for both layers, unlike the option) and scaled by K, the step's dropped edges ignored. It says how
+  much of the step the products' non-zeros are; the option itself (per-layer draws, drops kept,
+  unbiased) is measured with its AUC by ``dg_cost.py --dg-variant embedding.params.edge_parts=K``.
 
 Every figure is CPU time of this process (``time.process_time``), so other jobs on the machine move it
 less than wall time, but they still move it (caches, memory bandwidth): compare rows of one run only.
@@ -28,28 +28,7 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
-
-SIZE = ["data.params.n_users=20000", "data.params.n_items=12000", "data.params.n_instances=400000"]
-
-
-def edge_parts(a01: torch.Tensor, k: int) -> list[torch.Tensor]:
-    """The 0/1 CSR ``a01`` split into ``k`` disjoint symmetric parts by a hash of the unordered pair."""
-    crow = a01.crow_indices().numpy().astype(np.int64)
-    col = a01.col_indices().numpy().astype(np.int64)
-    n = crow.size - 1
-    row = np.repeat(np.arange(n), np.diff(crow))
-    key = (np.minimum(row, col) * n + np.maximum(row, col)).astype(np.uint64)
-    part = ((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) % np.uint64(k)
-    out = []
-    for p in range(k):
-        m = part == p
-        cr = np.concatenate([[0], np.cumsum(np.bincount(row[m], minlength=n))]).astype(np.int32)
-        out.append(torch.sparse_csr_tensor(torch.from_numpy(cr), torch.from_numpy(col[m].astype(np.int32)),
-                                           torch.ones(int(m.sum())), size=(n, n), check_invariants=False))
-    return out
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,17 +40,13 @@ def main() -> None:
 
     import ctrgraph.graphs as graphs
     import ctrgraph.graphs.propagate as propagate
-    from ctrgraph.config import load_config
-    from ctrgraph.data.loader import BatchLoader
-    from ctrgraph.data.schema import FeatureSpec
     from ctrgraph.graphs.dg import DropGraph
     from ctrgraph.graphs.propagate import ScaledAdjacency
-    from ctrgraph.runs.assemble import dataset_for, model_for
-    from ctrgraph.train.trainer import init_prior_bias
+    # benchmarks/dg_step_profile.py (this folder is on sys.path when run as a script)
+    from dg_step_profile import SIZE, setup, train_step
 
     ov = ["data.name=synthetic"] + SIZE
-    data = dataset_for(load_config(None, ov))
-    spec = FeatureSpec(data.schema, data.vocab_sizes)
+    data, models, batches = setup(ov, ["pnn", "dg-pnn"], 3 + a.steps * a.rounds)
     label = data.schema.label
     ks = [int(k) for k in a.parts.split(",") if k.strip()]
     state = {"k": 1, "identity_cf1": False}
@@ -83,10 +58,8 @@ def main() -> None:
         k = state["k"]
         if k == 1:
             return op
-        cache = self.__dict__.setdefault("_probe_parts", {})
-        if k not in cache:
-            cache[k] = edge_parts(self.a01, k)
-        part = cache[k][int(torch.randint(k, (1,)))]
+        crow, col = self.edge_parts(k)[int(torch.randint(k, (1,)))]  # the option's parts (DropGraph.edge_parts)
+        part = torch.sparse_csr_tensor(crow, col, torch.ones(col.numel()), size=self.a01.shape, check_invariants=False)
         return ScaledAdjacency(part, op.s * k ** 0.5, op.diag, None, None, has_diag=False)
 
     def layers(adj, x, n_layers, combine="mean"):  # the uu + vv stage (embeddings/dg.py) looks it up here
@@ -95,53 +68,34 @@ def main() -> None:
     DropGraph.scaled = scaled
     graphs.lightgcn_layers = layers
     clock = {"fwd": 0.0, "bwd": 0.0, "nf": 0, "nb": 0}
-    fwd0, bwd0 = propagate._LightGCNStage.forward, propagate._LightGCNStage.backward
 
-    def fwd(ctx, *args):
-        t = time.perf_counter()
-        out = fwd0(ctx, *args)
-        clock["fwd"] += time.perf_counter() - t
-        clock["nf"] += 1
-        return out
+    def timed(fn, key: str):  # the stage's forward / backward, wall time per call summed into ``clock``
+        def run(ctx, *args):
+            t = time.perf_counter()
+            out = fn(ctx, *args)
+            clock[key] += time.perf_counter() - t
+            clock["n" + key[0]] += 1
+            return out
+        return staticmethod(run)
 
-    def bwd(ctx, *args):
-        t = time.perf_counter()
-        out = bwd0(ctx, *args)
-        clock["bwd"] += time.perf_counter() - t
-        clock["nb"] += 1
-        return out
-
-    propagate._LightGCNStage.forward, propagate._LightGCNStage.backward = staticmethod(fwd), staticmethod(bwd)
+    fwd = timed(propagate._LightGCNStage.forward, "fwd")
+    bwd = timed(propagate._LightGCNStage.backward, "bwd")
+    propagate._LightGCNStage.forward, propagate._LightGCNStage.backward = fwd, bwd
 
     variants = [("pnn", "pnn", 1, False), ("dg-pnn", "dg-pnn", 1, False),
                 ("dg-pnn without the uu+vv stage", "dg-pnn", 1, True)]
     variants += [(f"dg-pnn, 1/{k} of the edges", "dg-pnn", k, False) for k in ks]
-    models = {}
-    for name in ("pnn", "dg-pnn"):
-        torch.manual_seed(1)
-        m = model_for(load_config(None, ov + [f"model.name={name}"]), spec)
-        m.prepare(data)
-        if m.wants_prior_bias():
-            init_prior_bias(m, data)
-        models[name] = (m, torch.optim.Adam(m.parameters(), lr=1e-3))
-    batches = []
-    for b in BatchLoader(data.split("train"), data.schema, 1024, shuffle=True, seed=0):
-        batches.append(b)
-        if len(batches) >= 3 + a.steps * a.rounds:
-            break
 
     def step(m, opt, b):
-        out = m(b)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, b[label].float())
-        loss = loss + sum(out.aux.values(), torch.zeros(()))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(m, opt, b, label)
 
     for m, opt in models.values():
         m.train()
         for b in batches[:3]:
             step(m, opt, b)
+    for _, model, k, ident in variants:  # one untimed step each (builds the K-part structures once)
+        state.update(k=k, identity_cf1=ident)
+        step(*models[model], batches[0])
     cpu = {v[0]: [] for v in variants}
     stage = {}
     for r in range(a.rounds):

@@ -20,6 +20,43 @@ import torch
 SIZE = ["data.params.n_users=20000", "data.params.n_items=12000", "data.params.n_instances=400000"]
 
 
+def setup(ov: list[str], names: list[str], n_batches: int):
+    """The data set of the overrides ``ov``, ``{name: (model, Adam)}`` for each model (seed 1, prepared,
+    prior bias as the trainer sets it) and the first ``n_batches`` 1024-row training batches (seed 0)."""
+    from ctrgraph.config import load_config
+    from ctrgraph.data.loader import BatchLoader
+    from ctrgraph.data.schema import FeatureSpec
+    from ctrgraph.runs.assemble import dataset_for, model_for
+    from ctrgraph.train.trainer import init_prior_bias
+
+    data = dataset_for(load_config(None, ov))
+    spec = FeatureSpec(data.schema, data.vocab_sizes)
+    runs = {}
+    for name in names:
+        torch.manual_seed(1)
+        m = model_for(load_config(None, ov + [f"model.name={name}"]), spec)
+        m.prepare(data)
+        if m.wants_prior_bias():
+            init_prior_bias(m, data)
+        runs[name] = (m, torch.optim.Adam(m.parameters(), lr=1e-3))
+    batches = []
+    for b in BatchLoader(data.split("train"), data.schema, 1024, shuffle=True, seed=0):
+        batches.append(b)
+        if len(batches) >= n_batches:
+            break
+    return data, runs, batches
+
+
+def train_step(m, opt, b, label: str) -> None:
+    """One training step: forward, BCE + the model's auxiliary losses, backward, Adam."""
+    out = m(b)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, b[label].float())
+    loss = loss + sum(out.aux.values(), torch.zeros(()))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="pnn")
@@ -30,39 +67,14 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
 
-    from ctrgraph.config import load_config
-    from ctrgraph.data.loader import BatchLoader
-    from ctrgraph.data.schema import FeatureSpec
     from ctrgraph.embeddings.dg import DualGraphEmbedding
-    from ctrgraph.runs.assemble import dataset_for, model_for
-    from ctrgraph.train.trainer import init_prior_bias
 
     ov = [f"data.name={a.dataset}"] + (SIZE if a.dataset == "synthetic" else []) + a.set
-    data = dataset_for(load_config(None, ov))
-    spec = FeatureSpec(data.schema, data.vocab_sizes)
     names = [a.base, f"dg-{a.base}"]
-    runs = {}
-    for name in names:
-        torch.manual_seed(1)
-        m = model_for(load_config(None, ov + [f"model.name={name}"]), spec)
-        m.prepare(data)
-        if m.wants_prior_bias():
-            init_prior_bias(m, data)
-        runs[name] = (m, torch.optim.Adam(m.parameters(), lr=1e-3))
-    batches = []
-    for i, b in enumerate(BatchLoader(data.split("train"), data.schema, 1024, shuffle=True, seed=0)):
-        batches.append(b)
-        if len(batches) >= 3 + 9 * a.blocks + 5:
-            break
-    label = data.schema.label
+    data, runs, batches = setup(ov, names, 3 + 9 * a.blocks + 5)
 
     def step(m, opt, b):
-        out = m(b)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, b[label].float())
-        loss = loss + sum(out.aux.values(), torch.zeros(()))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(m, opt, b, data.schema.label)
 
     cpu = dict.fromkeys(names, 0.0)
     for m, opt in runs.values():
