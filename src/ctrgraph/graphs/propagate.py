@@ -146,6 +146,12 @@ class ScaledAdjacency:
         # per LightGCN layer, run by the fused stage only (:func:`lightgcn_layers`); None: ``a01`` every layer
         self.layer_parts: list[tuple] | None = None
 
+    def _whole_graph_only(self) -> None:
+        """Products outside the fused LightGCN stage know no per-layer parts: refuse an operator that has them."""
+        if self.layer_parts is not None:
+            raise RuntimeError("ScaledAdjacency: sampled edge parts run in the fused LightGCN stage only "
+                               "(lightgcn_layers with the native kernel)")
+
     def native(self, x: torch.Tensor) -> bool:
         """Whether the product with ``x`` runs in the native kernel (:func:`ctrgraph.graphs.native.scaled_spmm`:
         a CPU float tensor, the kernel built, not disabled by ``CTRGRAPH_NATIVE=0``)."""
@@ -155,9 +161,7 @@ class ScaledAdjacency:
     def _apply(self, x: torch.Tensor) -> torch.Tensor:
         """Â x; recorded by autograd when ``x`` needs a gradient (the composition :class:`_ScaledMM` fuses;
         in its forward, grad mode is off and ``s * x`` needs none)."""
-        if self.layer_parts is not None:
-            raise RuntimeError("ScaledAdjacency: sampled edge parts run in the fused LightGCN stage only "
-                               "(lightgcn_layers with the native kernel)")
+        self._whole_graph_only()
         if not (x.requires_grad and torch.is_grad_enabled()) and self.native(x):  # e.g. eval's tables
             y = _native.scaled_spmm(self.a01.crow_indices(), self.a01.col_indices(), self.s, x, self.dead_rows,
                                     self.dead_cols, 0)
@@ -176,9 +180,7 @@ class ScaledAdjacency:
         isolated nodes) one autograd node (:class:`_ScaledMM`); with one, x would get two gradient
         terms from this product, which autograd sums with x's other gradients in its own order, so
         that case keeps the composition (same gradients bit for bit either way)."""
-        if self.layer_parts is not None:
-            raise RuntimeError("ScaledAdjacency: sampled edge parts run in the fused LightGCN stage only "
-                               "(lightgcn_layers with the native kernel)")
+        self._whole_graph_only()
         if x.requires_grad and torch.is_grad_enabled() and not self.has_diag:
             return _ScaledMM.apply(x, self)
         return self._apply(x)
